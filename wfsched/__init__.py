@@ -1,0 +1,44 @@
+"""wfsched: durable workflow triggers. This module is the public plugin API."""
+
+from __future__ import annotations
+
+from wfsched.errors import AuthError, NotFound, SpecError, WfschedError
+from wfsched.hookspecs import hookimpl
+from wfsched.models import Health, TriggerSpec
+from wfsched.trigger import (
+    BaseTrigger,
+    CatchUp,
+    FireRequest,
+    FireResult,
+    Inbound,
+    Lease,
+    Outbound,
+    Schedule,
+    TimerSpec,
+    TriggerContext,
+)
+from wfsched.validation import Fields
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthError",
+    "BaseTrigger",
+    "CatchUp",
+    "Fields",
+    "FireRequest",
+    "FireResult",
+    "Health",
+    "Inbound",
+    "Lease",
+    "NotFound",
+    "Outbound",
+    "Schedule",
+    "SpecError",
+    "TimerSpec",
+    "TriggerContext",
+    "TriggerSpec",
+    "WfschedError",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,279 @@
+"""wfsched.toml + environment → frozen Settings, validated eagerly.
+
+Every setting is declared once in SETTINGS; lookup, environment overrides, ``wfsched init``
+and the docs test all read that table.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wfsched.durations import parse_duration
+from wfsched.errors import ConfigError
+from wfsched.validation import unknown_key_error
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration key: where it lives, its variable, default, kind and meaning."""
+
+    section: str
+    key: str
+    env: str
+    default: Any
+    kind: str  # str | int | duration | secret | choice:a,b,c
+    doc: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server", "host", "HOST", "127.0.0.1", "str", "address the HTTP server binds"),
+    Setting("server", "port", "PORT", 8003, "int", "HTTP port"),
+    Setting("server", "api_token", "WFSCHED_API_TOKEN", "", "secret",
+            "bearer token for the management API; empty: loopback clients only"),
+    Setting("store", "url", "DATABASE_URL", "sqlite:///wfsched.db", "str",
+            "sqlite:///PATH (embedded) or postgresql://… (replicas)"),
+    Setting("locks", "url", "REDIS_URL", "", "str", "redis://… for replicas; empty: in-process"),
+    Setting("scheduler", "timezone", "SCHEDULER_TIMEZONE", "UTC", "str",
+            "default IANA zone of cron triggers"),
+    Setting("scheduler", "max_workers", "SCHEDULER_MAX_WORKERS", 10, "int",
+            "concurrent dispatches"),
+    Setting("dispatch", "mode", "WFSCHED_DISPATCH_MODE", "log", "choice:log,engine,notify",
+            "where fired events go"),
+    Setting("dispatch", "engine_url", "WORKFLOW_ENGINE_URL", "", "str",
+            "workflow engine base URL (engine mode)"),
+    Setting("dispatch", "max_attempts", "WFSCHED_DISPATCH_MAX_ATTEMPTS", 8, "int",
+            "attempts before an event is failed"),
+    Setting("dispatch", "retry_base", "WFSCHED_DISPATCH_RETRY_BASE", "1s", "duration",
+            "first retry delay (exponential backoff, full jitter)"),
+    Setting("dispatch", "retry_max", "WFSCHED_DISPATCH_RETRY_MAX", "5m", "duration",
+            "longest retry delay"),
+    Setting("dispatch", "claim_ttl", "WFSCHED_DISPATCH_CLAIM_TTL", "10s", "duration",
+            "a claimed event whose dispatcher died is retried after this"),
+    Setting("dispatch", "timeout", "WFSCHED_DISPATCH_TIMEOUT", "30s", "duration",
+            "per-request timeout towards the engine or SMTP server"),
+    Setting("notify", "smtp_url", "WFSCHED_SMTP_URL", "", "secret",
+            "smtp://[user:pass@]host:port, smtps://… or smtp+starttls://… (notify mode)"),
+    Setting("notify", "from", "WFSCHED_NOTIFY_FROM", "", "str", "sender address of notify mails"),
+    Setting("notify", "to", "WFSCHED_NOTIFY_TO", "", "str", "recipients of notify mails (comma-separated)"),
+    Setting("email", "server", "IMAP_SERVER", "", "str", "IMAP host of email triggers"),
+    Setting("email", "port", "IMAP_PORT", 993, "int", "IMAP port"),
+    Setting("email", "security", "IMAP_SECURITY", "ssl", "choice:ssl,starttls,none", "IMAP transport security"),
+    Setting("email", "user", "EMAIL_USER", "", "str", "IMAP user"),
+    Setting("email", "password", "EMAIL_PASSWORD", "", "secret", "IMAP password (an app password for hosted mail)"),
+    Setting("email", "check_interval", "EMAIL_CHECK_INTERVAL", 60, "duration",
+            "seconds between polls when IDLE is unavailable"),
+    Setting("github", "app_id", "GITHUB_APP_ID", "", "str", "GitHub App id"),
+    Setting("github", "private_key", "GITHUB_APP_PRIVATE_KEY", "", "secret",
+            "GitHub App private key as PEM text, or file:PATH"),
+    Setting("github", "webhook_secret", "GITHUB_WEBHOOK_SECRET", "", "secret",
+            "GitHub App webhook secret (comma-separated list to rotate)"),
+    Setting("github", "api_url", "GITHUB_API_URL", "https://api.github.com", "str",
+            "GitHub API base URL (GitHub Enterprise: https://HOST/api/v3)"),
+    Setting("github", "redelivery_window", "GITHUB_REDELIVERY_WINDOW", "1h", "duration",
+            "failed deliveries younger than this are redelivered"),
+    Setting("plugins", "dir", "WFSCHED_PLUGINS_DIR", "plugins", "str", "folder of .py plugins"),
+    Setting("log", "format", "WFSCHED_LOG_FORMAT", "json", "choice:json,text", "log line format"),
+    Setting("log", "level", "WFSCHED_LOG_LEVEL", "info", "choice:debug,info,warning,error",
+            "log level"),
+)
+_BY_SECTION: dict[str, dict[str, Setting]] = {}
+for _s in SETTINGS:
+    _BY_SECTION.setdefault(_s.section, {})[_s.key] = _s
+
+
+def resolve_secret(value: str) -> str:
+    """Resolve ``env:NAME`` and ``file:PATH`` references; return literals unchanged."""
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in os.environ:
+            raise ConfigError(f"environment variable {name} (referenced as env:{name}) is not set")
+        return os.environ[name]
+    if value.startswith("file:"):
+        path = Path(value[5:]).expanduser()
+        try:
+            return path.read_text().removesuffix("\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """All settings, validated; ``sections`` holds plain values by section for plugins."""
+
+    sections: Mapping[str, Mapping[str, Any]]
+    path: str | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def get(self, name: str) -> Any:
+        """Return a setting by dotted name (``dispatch.mode``); secrets stay references."""
+        section, key = name.split(".", 1)
+        return self.sections[section][key]
+
+    def secret(self, name: str) -> str:
+        """Return a secret setting with its ``env:``/``file:`` reference resolved."""
+        value = self.get(name)
+        return resolve_secret(value) if value else ""
+
+    @property
+    def host(self) -> str:
+        return str(self.get("server.host"))
+
+    @property
+    def port(self) -> int:
+        return int(self.get("server.port"))
+
+    @property
+    def store_url(self) -> str:
+        return str(self.get("store.url"))
+
+    @property
+    def locks_url(self) -> str:
+        return str(self.get("locks.url"))
+
+
+def _convert(setting: Setting, value: Any, origin: str) -> Any:
+    where = f"{origin}: {setting.name}" if origin else setting.name
+    kind = setting.kind
+    if kind == "int":
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{where} = {value!r}: must be an integer") from None
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where} = {value!r}: must be a non-negative integer")
+        if setting.key == "port" and not 0 < value < 65536:
+            raise ConfigError(f"{where} = {value!r}: not a TCP port")
+        return value
+    if kind == "duration":
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} = {value!r}: must be a string")
+    if kind.startswith("choice:"):
+        choices = kind[7:].split(",")
+        if value not in choices:
+            raise ConfigError(f"{where} = {value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
+def find_config_file(explicit: str | None) -> Path | None:
+    """Apply the lookup order: ``--config``, ``$WFSCHED_CONFIG``, ``./wfsched.toml``."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    env = os.environ.get("WFSCHED_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} (from WFSCHED_CONFIG) does not exist")
+        return path
+    local = Path("wfsched.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(
+    explicit: str | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the config file (if any) and the environment into validated Settings."""
+    env = os.environ if environ is None else environ
+    path = find_config_file(explicit)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: {exc.strerror}") from None
+    origin = str(path) if path else ""
+    sections: dict[str, dict[str, Any]] = {
+        name: {k: s.default for k, s in keys.items()} for name, keys in _BY_SECTION.items()
+    }
+    for section, table in data.items():
+        if section not in _BY_SECTION:
+            err = unknown_key_error(section, _BY_SECTION)
+            raise ConfigError(f"{origin}: unknown section [{section}]{_hint(err)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin}: [{section}] must be a table")
+        for key, value in table.items():
+            setting = _BY_SECTION[section].get(key)
+            if setting is None:
+                err = unknown_key_error(key, _BY_SECTION[section])
+                raise ConfigError(f"{origin}: unknown key {section}.{key}{_hint(err)}")
+            sections[section][key] = value
+    for setting in SETTINGS:
+        if setting.env in env:
+            sections[setting.section][setting.key] = env[setting.env]
+            where = f"environment {setting.env}"
+        else:
+            where = origin
+        sections[setting.section][setting.key] = _convert(
+            setting, sections[setting.section][setting.key], where
+        )
+    settings = Settings(sections=sections, path=str(path) if path else None)
+    _check(settings)
+    return settings
+
+
+def _hint(err: Exception) -> str:
+    text = str(err)
+    return text[text.index(";"):] if ";" in text else ""
+
+
+def _check(settings: Settings) -> None:
+    url = settings.store_url
+    if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError(f"store.url = {url!r}: use sqlite:///PATH or postgresql://…")
+    locks = settings.locks_url
+    if locks and not locks.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"locks.url = {locks!r}: use redis://HOST:PORT/DB or leave it empty")
+    if settings.get("dispatch.mode") == "engine" and not settings.get("dispatch.engine_url"):
+        raise ConfigError("dispatch.mode = 'engine' needs dispatch.engine_url (WORKFLOW_ENGINE_URL)")
+    if settings.get("dispatch.mode") == "notify":
+        for key in ("notify.smtp_url", "notify.to"):
+            if not settings.get(key):
+                raise ConfigError(f"dispatch.mode = 'notify' needs {key}")
+    if settings.get("dispatch.max_attempts") < 1:
+        raise ConfigError("dispatch.max_attempts must be at least 1")
+    if settings.get("dispatch.retry_base") > settings.get("dispatch.retry_max"):
+        raise ConfigError("dispatch.retry_base must not exceed dispatch.retry_max")
+
+
+def default_config_text() -> str:
+    """Return the commented ``wfsched.toml`` that ``wfsched init`` writes."""
+    import tomli_w
+
+    lines = [
+        "# wfsched configuration. Every key shows its default; environment variables override.",
+        "# Secrets may be written as env:NAME or file:PATH instead of a literal.",
+    ]
+    for section, keys in _BY_SECTION.items():
+        lines.append("")
+        lines.append(f"[{section}]")
+        for setting in keys.values():
+            value = setting.default
+            rendered = tomli_w.dumps({"v": value}).split("=", 1)[1].strip()
+            lines.append(f"# {setting.doc} (env {setting.env})")
+            line = f"{_toml_key(setting.key)} = {rendered}"
+            # Keys whose default is empty stay commented so the file changes nothing by itself.
+            lines.append(line if value not in ("", None) else f"# {line}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").isalnum() and key != "from" else f'"{key}"'

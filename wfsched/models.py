@@ -1,0 +1,165 @@
+"""Frozen values that flow between the layers: specs, deployments, trigger events."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+EventStatus = Literal["pending", "dispatched", "failed"]
+DeploymentState = Literal["active", "paused"]
+Health = Literal["healthy", "degraded", "failing"]
+
+COMMON_TRIGGER_FIELDS = frozenset({"type", "id", "enabled", "payload"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TriggerSpec:
+    """One trigger of a workflow after validation by its trigger type."""
+
+    id: str
+    type: str
+    enabled: bool = True
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
+    """The type-specific fields, as normalised by the trigger type's ``validate``."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkflowSpec:
+    """A validated workflow spec; ``document`` is the spec as written (for export and hashing)."""
+
+    id: str
+    name: str
+    triggers: tuple[TriggerSpec, ...]
+    document: Mapping[str, Any]
+    spec_hash: str
+    source: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Deployment:
+    """A deployed workflow as the store holds it."""
+
+    workflow_id: str
+    name: str
+    document: Mapping[str, Any]
+    spec_hash: str
+    state: DeploymentState
+    revision: int
+    updated_at: datetime
+    active_since: datetime
+    """When the workflow was last created, changed or resumed: time-based triggers catch up
+    nothing before it."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TriggerState:
+    """Per-trigger state the store keeps: the trigger's cursor and last known health."""
+
+    workflow_id: str
+    trigger_id: str
+    type: str
+    cursor: Any = None
+    health: Health = "healthy"
+    last_error: str | None = None
+    fence: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewEvent:
+    """A fire about to be recorded; ``dedupe_key`` is unique per workflow."""
+
+    execution_id: str
+    workflow_id: str
+    trigger_id: str
+    trigger_type: str
+    dedupe_key: str
+    payload: Mapping[str, Any]
+    fired_at: datetime
+    scheduled_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TriggerEvent:
+    """A recorded trigger event (SPEC section 6)."""
+
+    execution_id: str
+    workflow_id: str
+    trigger_id: str
+    trigger_type: str
+    dedupe_key: str
+    scheduled_at: datetime | None
+    fired_at: datetime
+    payload: Mapping[str, Any]
+    status: EventStatus
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    dispatched_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Render the event with the field names of SPEC section 6."""
+        return {
+            "execution_id": self.execution_id,
+            "workflow_id": self.workflow_id,
+            "trigger_id": self.trigger_id,
+            "trigger_type": self.trigger_type,
+            "scheduled_at": iso(self.scheduled_at),
+            "fired_at": iso(self.fired_at),
+            "payload": dict(self.payload),
+            "status": self.status,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "next_attempt_at": iso(self.next_attempt_at),
+            "dispatched_at": iso(self.dispatched_at),
+        }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DispatchOutcome:
+    """The result of one dispatch attempt, written back to the event."""
+
+    execution_id: str
+    status: EventStatus
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+def utcnow() -> datetime:
+    """Return the current instant as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """Render an instant as ISO 8601 in UTC with a ``Z`` suffix."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_last_ms = 0
+_last_rand = 0
+
+
+def new_execution_id() -> str:
+    """Return a ULID: 48-bit milliseconds then 80 bits, monotonic within this process."""
+    global _last_ms, _last_rand
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        # Same millisecond (or a clock step back): keep the order by counting up.
+        ms = _last_ms
+        rand = _last_rand + 1
+    else:
+        rand = int.from_bytes(os.urandom(10), "big") >> 1
+    _last_ms, _last_rand = ms, rand
+    value = (ms << 80) | (rand & ((1 << 80) - 1))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))

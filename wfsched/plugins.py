@@ -1,0 +1,120 @@
+"""The plugin host: entry points (group ``wfsched``), the plugins dir, the trigger-type registry."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Literal
+
+import pluggy
+
+from wfsched import hookspecs
+from wfsched.errors import ConfigError, SpecError, WfschedError
+from wfsched.trigger import BaseTrigger
+
+Source = Literal["builtin", "entry-point", "plugins-dir"]
+ENTRY_POINT_GROUP = "wfsched"
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerType:
+    """A registered trigger type and where it came from."""
+
+    type: str
+    cls: type[BaseTrigger]
+    source: Source
+    module: str
+
+
+class Registry:
+    """Trigger types by name; a name registered twice is an error naming both sources."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, TriggerType] = {}
+
+    def add(self, cls: type[BaseTrigger], source: Source, module: str) -> None:
+        """Register one trigger class."""
+        if not (isinstance(cls, type) and issubclass(cls, BaseTrigger)):
+            raise WfschedError(f"plugin {module} registered {cls!r}, which is not a BaseTrigger")
+        name = getattr(cls, "type", None)
+        if not isinstance(name, str) or not name:
+            raise WfschedError(f"plugin {module}: trigger class {cls.__name__} has no `type`")
+        if name in self._types:
+            first = self._types[name]
+            raise WfschedError(
+                f"trigger type {name!r} is registered twice: by {first.module} ({first.source})"
+                f" and by {module} ({source})"
+            )
+        self._types[name] = TriggerType(name, cls, source, module)
+
+    def get(self, name: str) -> type[BaseTrigger]:
+        """Return the class for a type, or raise SpecError listing the known types."""
+        try:
+            return self._types[name].cls
+        except KeyError:
+            known = ", ".join(sorted(self._types)) or "none"
+            raise SpecError(f"unknown trigger type {name!r} (known: {known})", field="type") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def all(self) -> list[TriggerType]:
+        """Return every registered type, sorted by name."""
+        return [self._types[k] for k in sorted(self._types)]
+
+
+def _entry_point_source(plugin: object, dist: object) -> Source:
+    name = getattr(getattr(dist, "metadata", None), "get", lambda _k: None)("Name")
+    return "builtin" if name == "wfsched" else "entry-point"
+
+
+def _load_dir_module(path: Path) -> ModuleType:
+    name = f"wfsched_plugins_dir.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load plugin file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        raise ConfigError(f"plugin file {path} failed to import: {exc}") from exc
+    return module
+
+
+def load_registry(plugins_dir: str | Path | None, *, blocked: frozenset[str] = frozenset()) -> Registry:
+    """Build a fresh plugin manager and registry from entry points and ``plugins_dir``."""
+    pm = pluggy.PluginManager("wfsched")
+    pm.add_hookspecs(hookspecs)
+    for name in blocked:
+        pm.set_blocked(name)
+    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    sources: dict[int, tuple[Source, str]] = {}
+    for plugin, dist in pm.list_plugin_distinfo():
+        sources[id(plugin)] = (_entry_point_source(plugin, dist), getattr(plugin, "__name__", repr(plugin)))
+    if plugins_dir is not None:
+        directory = Path(plugins_dir)
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.py")):
+                if path.name.startswith("_"):
+                    continue
+                module = _load_dir_module(path)
+                pm.register(module, name=f"plugins-dir:{path.name}")
+                sources[id(module)] = ("plugins-dir", str(path))
+    pm.check_pending()
+    registry = Registry()
+    for plugin in pm.get_plugins():
+        source, module_name = sources.get(id(plugin), ("entry-point", repr(plugin)))
+        hook = getattr(plugin, "register_trigger_types", None)
+        if hook is None:
+            continue
+
+        def register(cls: type[BaseTrigger], _s: Source = source, _m: str = module_name) -> None:
+            registry.add(cls, _s, _m)
+
+        hook(register=register)
+    return registry

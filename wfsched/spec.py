@@ -1,0 +1,188 @@
+"""Parse and validate workflow spec files; every error names the file, trigger and field."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, time
+from pathlib import Path
+from typing import Any, Protocol
+
+from wfsched.errors import SpecError, WfschedError
+from wfsched.models import COMMON_TRIGGER_FIELDS, TriggerSpec, WorkflowSpec
+from wfsched.trigger import BaseTrigger
+from wfsched.validation import Fields
+
+ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+WORKFLOW_FIELDS = frozenset({"id", "name", "description", "triggers"})
+
+
+class TypeLookup(Protocol):
+    def get(self, name: str) -> type[BaseTrigger]: ...
+
+
+class InvalidSpecs(WfschedError):
+    """One or more spec files are invalid; nothing was deployed."""
+
+    def __init__(self, errors: Sequence[SpecError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def canonical_json(document: Mapping[str, Any]) -> str:
+    """Serialise a document deterministically (sorted keys, no spaces)."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def spec_hash(document: Mapping[str, Any]) -> str:
+    """Return the sha256 of a document's canonical JSON."""
+    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+
+
+def _no_nulls(value: Any, path: str) -> None:
+    if value is None:
+        raise SpecError("null is not allowed (omit the field instead)", field=path or None)
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _no_nulls(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _no_nulls(v, f"{path}[{i}]")
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """Read one TOML or JSON spec file into a dict; SpecError names the file."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SpecError(f"cannot read: {exc.strerror}", source=source) from None
+    except UnicodeDecodeError:
+        raise SpecError("not valid UTF-8", source=source) from None
+    if path.suffix == ".json":
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"invalid JSON: {exc}", source=source) from None
+    elif path.suffix == ".toml":
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"invalid TOML: {exc}", source=source) from None
+    else:
+        raise SpecError("spec files must end in .toml or .json", source=source)
+    if not isinstance(doc, dict):
+        raise SpecError("a spec must be a table/object at the top level", source=source)
+    return doc
+
+
+def parse_spec(document: Mapping[str, Any], types: TypeLookup, *, source: str = "") -> WorkflowSpec:
+    """Validate a spec document with the owning trigger types; return the WorkflowSpec."""
+    try:
+        return _parse(document, types, source)
+    except SpecError as exc:
+        raise exc.located(source=source or exc.source) from None
+
+
+def _parse(document: Mapping[str, Any], types: TypeLookup, source: str) -> WorkflowSpec:
+    _no_nulls(document, "")
+    top = Fields(document, allowed=WORKFLOW_FIELDS)
+    workflow_id = top.str("id")
+    if not ID_RE.match(workflow_id):
+        raise SpecError("must be 1-128 characters of A-Z a-z 0-9 _ . -", field="id")
+    name = top.str("name", workflow_id)
+    top.str("description", "")
+    raw_triggers = document.get("triggers", [])
+    if not isinstance(raw_triggers, list) or not all(isinstance(t, Mapping) for t in raw_triggers):
+        raise SpecError("must be a list of tables ([[triggers]])", field="triggers")
+    triggers: list[TriggerSpec] = []
+    seen: set[str] = set()
+    for index, table in enumerate(raw_triggers):
+        label = str(table.get("id") or f"#{index + 1}")
+        try:
+            trigger = _parse_trigger(table, types, seen)
+        except SpecError as exc:
+            raise exc.located(trigger=label) from None
+        seen.add(trigger.id)
+        triggers.append(trigger)
+    return WorkflowSpec(
+        id=workflow_id,
+        name=name,
+        triggers=tuple(triggers),
+        document=dict(document),
+        spec_hash=spec_hash(document),
+        source=source,
+    )
+
+
+def _parse_trigger(table: Mapping[str, Any], types: TypeLookup, seen: set[str]) -> TriggerSpec:
+    type_name = table.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise SpecError("is required in every trigger", field="type")
+    cls = types.get(type_name)
+    common = Fields({k: v for k, v in table.items() if k in COMMON_TRIGGER_FIELDS},
+                    allowed=COMMON_TRIGGER_FIELDS)
+    trigger_id = table.get("id")
+    if trigger_id is None:
+        trigger_id, n = type_name, 2
+        while trigger_id in seen:
+            trigger_id, n = f"{type_name}-{n}", n + 1
+    elif not isinstance(trigger_id, str) or not ID_RE.match(trigger_id):
+        raise SpecError("must be 1-128 characters of A-Z a-z 0-9 _ . -", field="id")
+    elif trigger_id in seen:
+        raise SpecError(f"duplicate trigger id {trigger_id!r}", field="id")
+    enabled = common.bool("enabled", True)
+    payload = common.table_("payload", {})
+    config = {k: v for k, v in table.items() if k not in COMMON_TRIGGER_FIELDS}
+    normalised = cls.validate(config)
+    return TriggerSpec(
+        id=trigger_id, type=type_name, enabled=enabled, payload=dict(payload), config=normalised
+    )
+
+
+def spec_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand directories into their ``*.toml``/``*.json`` files, sorted."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in (".toml", ".json") and p.is_file())
+            if not found:
+                raise InvalidSpecs([SpecError("no *.toml or *.json files", source=str(path))])
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InvalidSpecs([SpecError("no such file or directory", source=str(path))])
+    return files
+
+
+def load_specs(paths: Iterable[str | Path], types: TypeLookup) -> list[WorkflowSpec]:
+    """Load and validate every spec; raise InvalidSpecs listing every error, or return all."""
+    specs: list[WorkflowSpec] = []
+    errors: list[SpecError] = []
+    ids: dict[str, str] = {}
+    for path in spec_files(paths):
+        try:
+            spec = parse_spec(read_document(path), types, source=str(path))
+        except SpecError as exc:
+            errors.append(exc.located(source=exc.source or str(path)))
+            continue
+        if spec.id in ids:
+            errors.append(SpecError(f"workflow id {spec.id!r} is also defined in {ids[spec.id]}",
+                                    field="id", source=str(path)))
+            continue
+        ids[spec.id] = str(path)
+        specs.append(spec)
+    if errors:
+        raise InvalidSpecs(errors)
+    return specs

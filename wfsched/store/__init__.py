@@ -1,0 +1,107 @@
+"""The Store protocol: deployments, per-trigger state and trigger events.
+
+Backends: ``sqlite.py`` (embedded default) and ``postgres.py`` (replicas). Only daemon.py
+chooses one. Exactly-once recording lives here: ``(workflow_id, dedupe_key)`` is unique.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from wfsched.models import (
+    Deployment,
+    DeploymentState,
+    DispatchOutcome,
+    EventStatus,
+    Health,
+    NewEvent,
+    TriggerEvent,
+    TriggerState,
+    WorkflowSpec,
+)
+
+DeployAction = str  # "created" | "updated" | "unchanged"
+
+
+class Store(Protocol):
+    """What the core needs from persistent state. Every method raises StoreError when the
+    backend is unreachable, NotFound for unknown ids."""
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the backend answers."""
+
+    # deployments -------------------------------------------------------------------------
+    async def apply(self, specs: Sequence[WorkflowSpec]) -> list[DeployAction]:
+        """Create or update every spec in one transaction; return an action per spec."""
+
+    async def undeploy(self, workflow_ids: Sequence[str]) -> None:
+        """Remove deployments (all or nothing); their events stay in history."""
+
+    async def set_state(self, workflow_ids: Sequence[str], state: DeploymentState) -> None:
+        """Pause or resume deployments (all or nothing)."""
+
+    async def get_deployment(self, workflow_id: str) -> Deployment:
+        """Return one deployment."""
+
+    async def list_deployments(self) -> list[Deployment]:
+        """Return every deployment, sorted by id."""
+
+    async def revision(self) -> int:
+        """Return a number that grows with every deployment change."""
+
+    # trigger state -----------------------------------------------------------------------
+    async def trigger_states(self, workflow_id: str | None = None) -> list[TriggerState]:
+        """Return the state rows of deployed triggers."""
+
+    async def get_cursor(self, workflow_id: str, trigger_id: str) -> Any:
+        """Return a trigger's JSON cursor, or None."""
+
+    async def set_cursor(
+        self, workflow_id: str, trigger_id: str, value: Any, *, fence: int | None = None
+    ) -> None:
+        """Store a cursor; with ``fence``, raise StoreError if a newer fence already wrote."""
+
+    async def set_cursors(self, cursors: Sequence[tuple[str, str, Any]]) -> None:
+        """Store several cursors in one transaction (no fencing)."""
+
+    async def set_health(
+        self, workflow_id: str, trigger_id: str, health: Health, error: str | None
+    ) -> None:
+        """Record a trigger's health and last error."""
+
+    # events ------------------------------------------------------------------------------
+    async def record(self, events: Sequence[NewEvent]) -> list[tuple[TriggerEvent, bool]]:
+        """Insert events in one transaction; for a dedupe key already recorded return the
+        existing event with ``False``."""
+
+    async def claim(self, owner: str, limit: int, ttl: float, now: datetime) -> list[TriggerEvent]:
+        """Lease up to ``limit`` due pending events to ``owner`` for ``ttl`` seconds; two
+        owners never hold the same event."""
+
+    async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
+        """Write attempt results (attempts + 1) and release the claims ``owner`` holds."""
+
+    async def next_due(self) -> datetime | None:
+        """Return the earliest ``next_attempt_at`` of a pending event."""
+
+    async def history(
+        self, workflow_id: str | None = None, *, limit: int = 50, status: EventStatus | None = None
+    ) -> list[TriggerEvent]:
+        """Return events, newest first."""
+
+    async def get_event(self, execution_id: str) -> TriggerEvent:
+        """Return one event."""
+
+    async def requeue(self, execution_ids: Sequence[str], now: datetime) -> list[TriggerEvent]:
+        """Make events pending again (same execution id); return them."""
+
+    async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
+        """Return the newest event of each trigger of a workflow."""

@@ -1,0 +1,215 @@
+"""The trigger contract: what a trigger type implements and what the core gives it.
+
+A trigger never talks to a workflow engine. It asks the core to *fire*; the core records
+the event durably under its dedupe key (a repeated fire is a no-op) and dispatches it later.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal, Protocol
+
+from wfsched.errors import NotFound
+from wfsched.models import Health, TriggerSpec
+
+CatchUp = Literal["skip", "latest", "all"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FireRequest:
+    """Ask the core to record one event.
+
+    :param dedupe_key: identifies the occurrence within the workflow; a second fire with the
+        same key returns the first event instead of recording another. ``None`` means unique.
+    :param payload: the trigger's payload; the trigger's static ``payload`` table is merged in.
+    :param scheduled_at: the nominal instant of a time-based fire.
+    """
+
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    dedupe_key: str | None = None
+    scheduled_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FireResult:
+    """The recorded event: ``created`` is false when the dedupe key had already fired."""
+
+    execution_id: str
+    workflow_id: str
+    status: str
+    created: bool
+
+
+class Schedule(Protocol):
+    """A time series of fire instants; schedules with equal ``key`` are computed once."""
+
+    @property
+    def key(self) -> str: ...
+
+    def next_after(self, t: datetime) -> datetime | None: ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TimerSpec:
+    """What a time-based trigger hands to the core's shared timer."""
+
+    schedule: Schedule
+    spread: float = 0.0
+    """Seconds each fire is delayed by (already a stable per-trigger value)."""
+    catchup: CatchUp = "skip"
+    catchup_window: float = 3600.0
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Inbound:
+    """An HTTP request handed to an ingress trigger, body already read within its limit."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]
+    """Lower-case names; repeated headers joined with ``", "``."""
+    raw_headers: Sequence[tuple[str, str]]
+    body: bytes
+    client: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Outbound:
+    """The HTTP answer of an ingress trigger: JSON body, status, extra headers."""
+
+    status: int
+    body: Mapping[str, Any] | Sequence[Any]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Lease(Protocol):
+    """A held lock; ``fence`` grows with every grant so stale holders can be refused."""
+
+    @property
+    def fence(self) -> int: ...
+
+    @property
+    def lost(self) -> bool: ...
+
+
+class TriggerContext(Protocol):
+    """What the core gives a running trigger."""
+
+    @property
+    def workflow_id(self) -> str: ...
+
+    @property
+    def trigger_id(self) -> str: ...
+
+    @property
+    def seed(self) -> str:
+        """The default hash seed, ``<workflow id>/<trigger id>``."""
+        ...
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]: ...
+
+    def settings(self, section: str) -> Mapping[str, Any]:
+        """Return a config section (``email``, ``github``…) as plain values."""
+        ...
+
+    async def fire(self, request: FireRequest) -> FireResult:
+        """Record one event durably; return when it is committed."""
+        ...
+
+    async def get_cursor(self) -> Any:
+        """Return the JSON value this trigger last stored, or None."""
+        ...
+
+    async def set_cursor(self, value: Any, *, fence: int | None = None) -> None:
+        """Store a JSON value; with ``fence``, refused (StoreError) if a newer fence wrote."""
+        ...
+
+    def report_health(self, health: Health, error: str | None = None) -> None:
+        """Tell the operator how this trigger is doing (status, /health, metrics)."""
+        ...
+
+    def lock(self, name: str, *, ttl: float = 15.0) -> AbstractAsyncContextManager[Lease]:
+        """Hold a named lock across replicas, renewed while held."""
+        ...
+
+
+class BaseTrigger:
+    """Base of every trigger type, built-in or third-party.
+
+    Subclasses set ``type`` and override what applies: ``validate`` (deploy time),
+    ``run`` (a long-running watcher), ``timer`` (driven by the core's shared timer),
+    ``receive``/``receive_shared`` (HTTP ingress) and ``invoke`` (manual fires).
+    """
+
+    type: ClassVar[str]
+    ingress: ClassVar[str | None] = None
+    """``"workflow"``: served at ``/api/v1/public/webhook/workflow/{id}``; another name ``X``:
+    one route ``/api/v1/public/webhooks/X`` shared by every trigger of the type."""
+    has_run: ClassVar[bool] = False
+    """True when ``run`` is a long-running watcher the daemon must start."""
+
+    def __init__(self, spec: TriggerSpec, ctx: TriggerContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.config = spec.config
+
+    @classmethod
+    def validate(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Check the type-specific fields and return them normalised.
+
+        Raise :class:`~wfsched.errors.SpecError` with ``field`` set; unknown keys are errors.
+        """
+        return dict(config)
+
+    @classmethod
+    def warnings(cls, config: Mapping[str, Any]) -> list[str]:
+        """Return advice shown by ``deploy`` and ``check`` (e.g. a public webhook without auth)."""
+        return []
+
+    def timer(self) -> TimerSpec | None:
+        """Return the schedule the core's shared timer fires, or None."""
+        return None
+
+    async def run(self) -> None:
+        """Watch a source until cancelled (only called when ``has_run`` is true)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Return extra, secret-free fields for ``status`` (resolved schedule, filters…)."""
+        return {}
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body ``receive`` accepts; larger ones get 413 while being read."""
+        return 1024 * 1024
+
+    def allows_method(self, method: str) -> bool:
+        """Return whether the ingress route accepts this HTTP method."""
+        return method == "POST"
+
+    async def receive(self, request: Inbound) -> Outbound:
+        """Handle a request on the per-workflow ingress route."""
+        raise NotFound(f"trigger type {self.type!r} has no HTTP ingress")
+
+    @classmethod
+    async def receive_shared(
+        cls, request: Inbound, triggers: Sequence[BaseTrigger], settings: Mapping[str, Any]
+    ) -> Outbound:
+        """Handle a request on the type's shared ingress route, fanning out to ``triggers``."""
+        raise NotFound(f"trigger type {cls.type!r} has no shared ingress")
+
+    @property
+    def requires_confirmation(self) -> bool:
+        """True when a manual ``invoke`` must be confirmed by the user."""
+        return False
+
+    async def invoke(self, data: Any, *, user: str) -> FireResult:
+        """Fire on request of a trusted operator (CLI, management API)."""
+        raise NotFound(f"trigger type {self.type!r} cannot be fired by hand")
