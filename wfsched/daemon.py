@@ -1,9 +1,38 @@
-"""Composition root: the only module that knows concrete backends."""
+"""Composition root: config → plugins → store/locks → one task group; owns signals.
+
+The only module that knows concrete backends. ``wfsched serve`` runs ``serve``; SIGTERM or
+SIGINT stops intake, drains in-flight dispatches for a bounded time and exits 0.
+"""
 
 from __future__ import annotations
 
-from wfsched.errors import ConfigError
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import uvicorn
+
+from wfsched.config import Settings
+from wfsched.deployments import DeploymentService
+from wfsched.dispatch import Dispatcher, LogSender, Sender
+from wfsched.errors import ConfigError, StoreError
+from wfsched.events import GroupCommitRecorder
+from wfsched.locks import LocalLocks, LockManager
+from wfsched.logs import register_secret
+from wfsched.plugins import Registry, load_registry
+from wfsched.runtime import TriggerManager
 from wfsched.store import Store
+from wfsched.timers import Timer
+from wfsched.web import WebServices, create_app
+
+log = logging.getLogger("wfsched.daemon")
+DRAIN_SECONDS = 10.0
+SQLITE_POLL = 1.0
+PG_POLL = 5.0
 
 
 def open_store(url: str) -> Store:
@@ -17,3 +46,177 @@ def open_store(url: str) -> Store:
 
         return PostgresStore(url)
     raise ConfigError(f"store.url {url!r}: use sqlite:///PATH or postgresql://…")
+
+
+def open_locks(url: str) -> LockManager:
+    """Return the lock backend for ``locks.url`` (empty: in-process)."""
+    if not url:
+        return LocalLocks()
+    from wfsched.redislocks import RedisLocks
+
+    return RedisLocks(url)
+
+
+def make_sender(settings: Settings) -> Sender:
+    """Return the Sender for ``dispatch.mode``."""
+    mode = settings.get("dispatch.mode")
+    timeout = min(settings.get("dispatch.timeout"), settings.get("dispatch.claim_ttl") * 0.8)
+    if mode == "engine":
+        from wfsched.engine import EngineSender
+
+        return EngineSender(settings.get("dispatch.engine_url"), timeout=timeout,
+                            max_connections=settings.get("scheduler.max_workers"))
+    if mode == "notify":
+        from wfsched.notify import NotifySender
+
+        return NotifySender(settings.secret("notify.smtp_url"), sender=settings.get("notify.from"),
+                            recipients=settings.get("notify.to"), timeout=timeout)
+    return LogSender()
+
+
+def register_secrets(settings: Settings) -> None:
+    """Teach the log redactor every secret setting's value."""
+    for name in ("server.api_token", "notify.smtp_url", "email.password",
+                 "github.private_key", "github.webhook_secret"):
+        with contextlib.suppress(ConfigError):
+            value = settings.secret(name)
+            for part in value.split(","):
+                register_secret(part.strip())
+
+
+@contextlib.asynccontextmanager
+async def connected(settings: Settings, *, exclusive: bool = False) -> AsyncIterator[Store]:
+    """Open the configured store (for the CLI and the daemon)."""
+    store = open_store(settings.store_url)
+    if exclusive and hasattr(store, "lock_exclusive"):
+        store.lock_exclusive()
+    try:
+        await store.open()
+        yield store
+    finally:
+        await store.close()
+
+
+def service(settings: Settings, store: Store, registry: Registry) -> DeploymentService:
+    """A DeploymentService working on the store directly (CLI)."""
+    return DeploymentService(store=store, registry=registry, settings=settings)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Daemon:
+    """The running parts, exposed for tests."""
+
+    settings: Settings
+    store: Store
+    registry: Registry
+    manager: TriggerManager
+    dispatcher: Dispatcher
+    recorder: GroupCommitRecorder
+    server: _Server
+
+
+async def _watch_changes(store: Store, manager: TriggerManager, dispatcher: Dispatcher) -> None:
+    """Apply deployment changes: LISTEN/NOTIFY where the store has it, else a revision poll."""
+    listen: Any = getattr(store, "listen", None)
+    while True:
+        try:
+            if listen is not None:
+                async for channel in listen(["wfsched_deployments", "wfsched_events"]):
+                    if channel == "wfsched_events":
+                        dispatcher.wake()
+                    else:
+                        await manager.reconcile()
+            else:
+                while True:
+                    await anyio.sleep(SQLITE_POLL)
+                    if await store.revision() != manager.revision:
+                        await manager.reconcile()
+                    await manager.flush_health()
+        except StoreError as exc:
+            log.warning("watching for changes failed; retrying", extra={"error": str(exc)})
+            await anyio.sleep(PG_POLL)
+            with contextlib.suppress(StoreError):
+                await manager.reconcile()
+
+
+async def _periodic(store: Store, manager: TriggerManager) -> None:
+    """Fallback reconciliation and health persistence on stores with notifications."""
+    while True:
+        await anyio.sleep(PG_POLL)
+        try:
+            if await store.revision() != manager.revision:
+                await manager.reconcile()
+            await manager.flush_health()
+        except StoreError as exc:
+            log.warning("periodic reconcile failed", extra={"error": str(exc)})
+
+
+async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
+                ready: anyio.Event | None = None) -> None:
+    """Run the daemon until SIGINT/SIGTERM; then stop intake, drain and return."""
+    register_secrets(settings)
+    registry = load_registry(settings.get("plugins.dir"))
+    async with connected(settings, exclusive=True) as store:
+        locks = open_locks(settings.locks_url)
+        dispatcher = Dispatcher(
+            store, make_sender(settings), max_workers=settings.get("scheduler.max_workers"),
+            max_attempts=settings.get("dispatch.max_attempts"),
+            retry_base=settings.get("dispatch.retry_base"),
+            retry_max=settings.get("dispatch.retry_max"),
+            claim_ttl=settings.get("dispatch.claim_ttl"))
+        recorder = GroupCommitRecorder(store, on_created=dispatcher.wake)
+        timer = Timer(recorder, on_cursors=store.set_cursors)
+        manager = TriggerManager(registry=registry, store=store, recorder=recorder,
+                                 settings=settings, locks=locks, timer=timer)
+        deployments = DeploymentService(store=store, registry=registry, settings=settings,
+                                        recorder=recorder, manager=manager)
+        app = create_app(WebServices(settings=settings, store=store, deployments=deployments,
+                                     manager=manager, api_token=settings.secret("server.api_token")))
+        config = uvicorn.Config(app, host=host or settings.host, port=port or settings.port,
+                                log_config=None, access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=5)
+        server = _Server(config)
+        try:
+            async with anyio.create_task_group() as tg:
+                recorder.start(tg)
+                manager.attach(tg)
+                await manager.reconcile()
+                tg.start_soon(dispatcher.run, tg, name="dispatcher")
+                tg.start_soon(timer.run, name="timer")
+                tg.start_soon(_watch_changes, store, manager, dispatcher, name="changes")
+                if hasattr(store, "listen"):
+                    tg.start_soon(_periodic, store, manager, name="periodic")
+                tg.start_soon(server.serve, name="http")
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    while not server.started:
+                        if server.should_exit:
+                            raise ConfigError(f"cannot listen on {config.host}:{config.port}")
+                        await anyio.sleep(0.02)
+                    log.info(f"wfsched serving on http://{config.host}:{config.port}",
+                             extra={"status": "started"})
+                    if ready is not None:
+                        ready.set()
+                    async for signum in signals:
+                        log.info("shutting down", extra={"status": signal.Signals(signum).name})
+                        break
+                server.should_exit = True
+                await manager.stop_all()
+                await dispatcher.drain(DRAIN_SECONDS)
+                with anyio.move_on_after(6):
+                    while server.started and not getattr(server, "_stopped", False):
+                        if not server.servers or all(not s.is_serving() for s in server.servers):
+                            break
+                        await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()
+        finally:
+            await locks.close()
+            await dispatcher.sender.aclose()
+        log.info("stopped", extra={"status": "stopped"})

@@ -1,3 +1,5 @@
+-- Identifier columns use COLLATE "C" (byte order), so "sorted by id", "newest first" (ULIDs)
+-- and max(execution_id) match the SQLite backend whatever the database's locale is.
 CREATE TABLE wfsched_meta (
     key TEXT PRIMARY KEY,
     value BIGINT NOT NULL
@@ -5,7 +7,7 @@ CREATE TABLE wfsched_meta (
 INSERT INTO wfsched_meta (key, value) VALUES ('revision', 0), ('fence', 0);
 
 CREATE TABLE wfsched_deployments (
-    workflow_id TEXT PRIMARY KEY,
+    workflow_id TEXT COLLATE "C" PRIMARY KEY,
     name TEXT NOT NULL,
     document JSONB NOT NULL,
     spec_hash TEXT NOT NULL,
@@ -16,8 +18,8 @@ CREATE TABLE wfsched_deployments (
 );
 
 CREATE TABLE wfsched_trigger_state (
-    workflow_id TEXT NOT NULL REFERENCES wfsched_deployments (workflow_id) ON DELETE CASCADE,
-    trigger_id TEXT NOT NULL,
+    workflow_id TEXT COLLATE "C" NOT NULL REFERENCES wfsched_deployments (workflow_id) ON DELETE CASCADE,
+    trigger_id TEXT COLLATE "C" NOT NULL,
     type TEXT NOT NULL,
     cursor JSONB,
     health TEXT NOT NULL DEFAULT 'healthy',
@@ -27,11 +29,11 @@ CREATE TABLE wfsched_trigger_state (
 );
 
 CREATE TABLE wfsched_events (
-    execution_id TEXT PRIMARY KEY,
-    workflow_id TEXT NOT NULL,
-    trigger_id TEXT NOT NULL,
+    execution_id TEXT COLLATE "C" PRIMARY KEY,
+    workflow_id TEXT COLLATE "C" NOT NULL,
+    trigger_id TEXT COLLATE "C" NOT NULL,
     trigger_type TEXT NOT NULL,
-    dedupe_key TEXT NOT NULL,
+    dedupe_key TEXT COLLATE "C" NOT NULL,
     scheduled_at TIMESTAMPTZ,
     fired_at TIMESTAMPTZ NOT NULL,
     payload JSONB NOT NULL,

@@ -1,0 +1,1 @@
+"""wfsched benchmarks: ``python -m benchmarks SUITE [--quick]`` (see benchmarks/README.md)."""

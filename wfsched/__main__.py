@@ -1,0 +1,7 @@
+"""``python -m wfsched``."""
+
+from __future__ import annotations
+
+from wfsched.cli import main
+
+main()

@@ -1,0 +1,94 @@
+"""``wfsched check``: connect to everything that is configured and say what answered."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+
+from wfsched.config import Settings
+from wfsched.errors import WfschedError
+
+
+async def _check(name: str, fn: Any) -> dict[str, Any]:
+    try:
+        with anyio.fail_after(10):
+            detail = await fn()
+        return {"name": name, "ok": True, "detail": detail}
+    except TimeoutError:
+        return {"name": name, "ok": False, "detail": "timed out after 10 s"}
+    except (WfschedError, OSError, ssl.SSLError, ValueError) as exc:
+        return {"name": name, "ok": False, "detail": str(exc) or type(exc).__name__}
+
+
+async def run_checks(settings: Settings) -> list[dict[str, Any]]:
+    """Return one result per configured backend."""
+    from wfsched.daemon import connected, open_locks
+    from wfsched.plugins import load_registry
+
+    results: list[dict[str, Any]] = []
+
+    async def store() -> str:
+        async with connected(settings) as s:
+            await s.ping()
+            deployments = await s.list_deployments()
+        return f"{_safe_url(settings.store_url)} ({len(deployments)} deployments)"
+
+    async def locks() -> str:
+        manager = open_locks(settings.locks_url)
+        try:
+            describe = getattr(manager, "describe", None)
+            if describe is not None:
+                return str(await describe())
+            return f"{manager.backend} locks"
+        finally:
+            await manager.close()
+
+    async def plugins() -> str:
+        registry = load_registry(settings.get("plugins.dir"))
+        return ", ".join(t.type for t in registry.all())
+
+    results.append(await _check("store", store))
+    results.append(await _check("locks", locks))
+    results.append(await _check("plugins", plugins))
+    if settings.get("notify.smtp_url"):
+        results.append(await _check("smtp", lambda: _smtp(settings)))
+    if settings.get("email.server"):
+        results.append(await _check("imap", lambda: _imap(settings)))
+    if settings.get("dispatch.mode") == "engine":
+        results.append(await _check("engine", lambda: _tcp(settings.get("dispatch.engine_url"))))
+    return results
+
+
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+async def _tcp(url: str) -> str:
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme in ("https", "smtps") else 80)
+    stream = await anyio.connect_tcp(parts.hostname or "localhost", port)
+    await stream.aclose()
+    return f"{parts.hostname}:{port} reachable"
+
+
+async def _smtp(settings: Settings) -> str:
+    url = settings.secret("notify.smtp_url")
+    parts = urlsplit(url)
+    default = 465 if parts.scheme == "smtps" else 25
+    stream = await anyio.connect_tcp(parts.hostname or "localhost", parts.port or default)
+    await stream.aclose()
+    return f"{parts.hostname}:{parts.port or default} reachable"
+
+
+async def _imap(settings: Settings) -> str:
+    host = settings.get("email.server")
+    port = settings.get("email.port")
+    stream = await anyio.connect_tcp(host, port)
+    await stream.aclose()
+    return f"{host}:{port} reachable"

@@ -1,0 +1,232 @@
+"""DeploymentService: deploy, update, undeploy, pause, resume, export, status, manual fires.
+
+The CLI and the management API both call this; it only reads and writes the store, so it
+works whether a daemon runs or not. A running daemon applies the change by reconciliation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from wfsched.config import Settings
+from wfsched.errors import Conflict, NotFound, SpecError, WfschedError
+from wfsched.events import Recorder
+from wfsched.models import Deployment, EventStatus, TriggerEvent, TriggerSpec, iso, utcnow
+from wfsched.plugins import Registry
+from wfsched.runtime import TriggerManager, build_trigger, invoke
+from wfsched.spec import InvalidSpecs, load_specs, parse_spec
+from wfsched.store import Store
+from wfsched.timers import next_instant
+from wfsched.trigger import BaseTrigger, FireResult
+
+SECRET_KEYS = ("secret", "password", "token", "private_key", "api_token", "public_key")
+
+
+def redact_secrets(value: Any) -> Any:
+    """Replace literal secrets in a spec document by ``***`` (references stay visible)."""
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if any(s in str(k).lower() for s in SECRET_KEYS) and not _is_reference(v):
+                out[k] = "***" if not isinstance(v, list) else ["***" for _ in v]
+            else:
+                out[k] = redact_secrets(v)
+        return out
+    if isinstance(value, list):
+        return [redact_secrets(v) for v in value]
+    return value
+
+
+def _is_reference(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_is_reference(v) for v in value)
+    return isinstance(value, str) and value.startswith(("env:", "file:"))
+
+
+class DeploymentService:
+    """Operations on deployments; ``manager`` adds live state when inside the daemon."""
+
+    def __init__(self, *, store: Store, registry: Registry, settings: Settings,
+                 recorder: Recorder | None = None, manager: TriggerManager | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+        self.recorder = recorder or store
+        self.manager = manager
+
+    # deploy ------------------------------------------------------------------------------
+    def load(self, paths: Iterable[str | Path]) -> list[Any]:
+        """Validate spec files; raise InvalidSpecs naming every file and field at fault."""
+        return load_specs(paths, self.registry)
+
+    def parse_document(self, document: Any, *, source: str = "request body") -> Any:
+        """Validate one spec document (from the HTTP API)."""
+        if not isinstance(document, Mapping):
+            raise InvalidSpecs([SpecError("a spec must be a JSON object", source=source)])
+        try:
+            return parse_spec(document, self.registry, source=source)
+        except SpecError as exc:
+            raise InvalidSpecs([exc]) from None
+
+    def warnings(self, specs: Sequence[Any]) -> list[str]:
+        """Return advice for the specs (e.g. public webhooks without auth)."""
+        out = []
+        for spec in specs:
+            for trigger in spec.triggers:
+                cls = self.registry.get(trigger.type)
+                for text in cls.warnings(trigger.config):
+                    out.append(f"{spec.id}: trigger {trigger.id!r}: {text}")
+        return out
+
+    async def deploy(self, specs: Sequence[Any], *, dry_run: bool = False) -> list[dict[str, str]]:
+        """Create or update every spec in one transaction (all or nothing)."""
+        if dry_run:
+            existing = {d.workflow_id: d for d in await self.store.list_deployments()}
+            return [{"workflow_id": s.id, "action": _dry_action(s, existing.get(s.id))}
+                    for s in specs]
+        actions = await self.store.apply(specs)
+        return [{"workflow_id": s.id, "action": a} for s, a in zip(specs, actions, strict=True)]
+
+    async def undeploy(self, ids: Sequence[str]) -> None:
+        await self.store.undeploy(ids)
+
+    async def pause(self, ids: Sequence[str]) -> None:
+        await self.store.set_state(ids, "paused")
+
+    async def resume(self, ids: Sequence[str]) -> None:
+        await self.store.set_state(ids, "active")
+
+    async def export(self, workflow_id: str) -> str:
+        """Return the deployed spec as TOML, as it was written."""
+        deployment = await self.store.get_deployment(workflow_id)
+        return tomli_w.dumps(dict(deployment.document))
+
+    # views -------------------------------------------------------------------------------
+    def _triggers(self, deployment: Deployment) -> tuple[TriggerSpec, ...]:
+        try:
+            return parse_spec(deployment.document, self.registry).triggers
+        except WfschedError:
+            return ()
+
+    def _next_fire(self, deployment: Deployment, spec: TriggerSpec) -> datetime | None:
+        if deployment.state != "active" or not spec.enabled:
+            return None
+        if self.manager is not None and (deployment.workflow_id, spec.id) in self.manager.running:
+            return self.manager.next_fire(deployment.workflow_id, spec.id)
+        try:
+            trigger, _ = build_trigger(self.registry, deployment.workflow_id, spec,
+                                       store=self.store, recorder=self.recorder,
+                                       settings=self.settings)
+            timer = trigger.timer()
+        except Exception:  # noqa: BLE001 - a view must not fail on one bad trigger
+            return None
+        if timer is None:
+            return None
+        return next_instant(timer, utcnow())
+
+    def _view(self, deployment: Deployment) -> dict[str, Any]:
+        triggers = []
+        for spec in self._triggers(deployment):
+            state = "disabled" if not spec.enabled else deployment.state
+            triggers.append({"id": spec.id, "type": spec.type, "state": state,
+                             "next_fire": iso(self._next_fire(deployment, spec))})
+        return {"workflow_id": deployment.workflow_id, "name": deployment.name,
+                "state": deployment.state, "revision": deployment.revision,
+                "updated_at": iso(deployment.updated_at), "triggers": triggers}
+
+    async def list(self) -> list[dict[str, Any]]:
+        """The ``list --json`` shape."""
+        return [self._view(d) for d in await self.store.list_deployments()]
+
+    async def status(self, workflow_id: str) -> dict[str, Any]:
+        """The ``status ID --json`` shape: the list shape plus health and last events."""
+        deployment = await self.store.get_deployment(workflow_id)
+        view = self._view(deployment)
+        states = {s.trigger_id: s for s in await self.store.trigger_states(workflow_id)}
+        last = await self.store.last_events(workflow_id)
+        specs = {s.id: s for s in self._triggers(deployment)}
+        for trigger in view["triggers"]:
+            tid = trigger["id"]
+            state = states.get(tid)
+            health, error = (state.health, state.last_error) if state else ("healthy", None)
+            if self.manager is not None:
+                live = self.manager.health(workflow_id, tid)
+                if live is not None:
+                    health, error = live
+            event = last.get(tid)
+            trigger["health"] = health
+            trigger["last_error"] = error or (event.last_error if event else None)
+            trigger["last_event"] = _event_summary(event)
+            trigger["config"] = redact_secrets(dict(specs[tid].config)) if tid in specs else {}
+            trigger["details"] = self._describe(deployment, specs.get(tid))
+        return view
+
+    def _describe(self, deployment: Deployment, spec: TriggerSpec | None) -> dict[str, Any]:
+        if spec is None:
+            return {}
+        if self.manager is not None and (deployment.workflow_id, spec.id) in self.manager.running:
+            return self.manager.describe(deployment.workflow_id, spec.id)
+        try:
+            trigger, _ = build_trigger(self.registry, deployment.workflow_id, spec,
+                                       store=self.store, recorder=self.recorder,
+                                       settings=self.settings)
+            return trigger.describe()
+        except Exception:  # noqa: BLE001
+            return {}
+
+    async def history(self, workflow_id: str | None, *, limit: int,
+                      status: EventStatus | None) -> list[TriggerEvent]:
+        """Return events newest first; NotFound for a workflow never seen."""
+        events = await self.store.history(workflow_id, limit=limit, status=status)
+        if workflow_id is not None and not events:
+            await self.store.get_deployment(workflow_id)
+        return events
+
+    async def redeliver(self, execution_ids: Sequence[str]) -> list[TriggerEvent]:
+        """Queue events for dispatch again, keeping their execution id (Idempotency-Key)."""
+        return await self.store.requeue(execution_ids, utcnow())
+
+    # manual fires ------------------------------------------------------------------------
+    async def find_trigger(self, workflow_id: str, *, kind: str,
+                           trigger_id: str | None = None) -> BaseTrigger:
+        """Return an instance of the workflow's trigger of type ``kind`` (or id)."""
+        deployment = await self.store.get_deployment(workflow_id)
+        if deployment.state != "active":
+            raise Conflict(f"workflow {workflow_id!r} is paused; resume it first")
+        for spec in self._triggers(deployment):
+            if (trigger_id is None and spec.type == kind) or spec.id == trigger_id:
+                if not spec.enabled:
+                    raise Conflict(f"trigger {spec.id!r} of {workflow_id!r} is disabled")
+                if self.manager is not None:
+                    run = self.manager.running.get((workflow_id, spec.id))
+                    if run is not None:
+                        return run.trigger
+                trigger, _ = build_trigger(self.registry, workflow_id, spec, store=self.store,
+                                           recorder=self.recorder, settings=self.settings)
+                return trigger
+        what = f"trigger {trigger_id!r}" if trigger_id else f"{kind} trigger"
+        raise NotFound(f"workflow {workflow_id!r} has no {what}")
+
+    async def fire_manual(self, workflow_id: str, data: Any, *, user: str, confirmed: bool,
+                          trigger_id: str | None = None) -> FireResult:
+        trigger = await self.find_trigger(workflow_id, kind="manual", trigger_id=trigger_id)
+        return await invoke(trigger, data, user=user, confirmed=confirmed)
+
+
+def _dry_action(spec: Any, current: Deployment | None) -> str:
+    if current is None:
+        return "created"
+    return "unchanged" if current.spec_hash == spec.spec_hash else "updated"
+
+
+def _event_summary(event: TriggerEvent | None) -> dict[str, Any] | None:
+    if event is None:
+        return None
+    return {"execution_id": event.execution_id, "fired_at": iso(event.fired_at),
+            "scheduled_at": iso(event.scheduled_at), "status": event.status,
+            "attempts": event.attempts}

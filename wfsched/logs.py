@@ -1,0 +1,81 @@
+"""JSON log lines on stderr with the seed's fields, and redaction of secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+FIELDS = ("workflow_id", "trigger_id", "trigger_type", "execution_id", "duration_ms", "status",
+          "error", "attempt", "mode", "code", "path", "method")
+_SECRETS: set[str] = set()
+# Credentials that may sit inside URLs or headers quoted in error messages.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
+
+
+def register_secret(value: str) -> None:
+    """Make sure ``value`` never appears in a log line (values under 4 chars are ignored)."""
+    if len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Remove known secrets, URL passwords and bearer tokens from text."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    text = _BEARER.sub(r"\1***", text)
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: timestamp, level, service, event and the known fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat().replace(
+                "+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "service": "wfsched",
+            "event": redact(record.getMessage()),
+            "logger": record.name,
+        }
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                line[name] = redact(value) if isinstance(value, str) else value
+        if record.exc_info:
+            line["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines with the same redaction."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = " ".join(f"{n}={record.__dict__[n]}" for n in FIELDS
+                          if record.__dict__.get(n) is not None)
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
+        text = f"{ts} {record.levelname:<7} {record.getMessage()} {extras}".rstrip()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return redact(text)
+
+
+def setup_logging(fmt: str = "json", level: str = "info") -> None:
+    """Send wfsched's logs to stderr in ``fmt`` (json or text)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access", "aiosmtpd", "mail.log", "imap_tools", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+log = logging.getLogger("wfsched")

@@ -1,0 +1,1 @@
+"""Built-in trigger types; each is a plugin registered through the `wfsched` entry points."""
