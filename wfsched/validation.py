@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ class Fields:
     ``Fields(table, allowed={...})`` refuses keys outside ``allowed`` at once.
     """
 
-    def __init__(self, table: Mapping[str, Any], *, allowed: Iterable[str], prefix: str = "") -> None:
+    def __init__(self, table: Mapping[str, Any], *, allowed: Iterable[str], prefix: builtins.str = "") -> None:
         if not isinstance(table, Mapping):
             raise SpecError("must be a table", field=prefix.rstrip(".") or None)
         self.table = table
@@ -36,18 +37,18 @@ class Fields:
             if key not in allowed:
                 raise unknown_key_error(str(key), allowed, prefix=prefix)
 
-    def _get(self, key: str, default: Any) -> Any:
+    def _get(self, key: builtins.str, default: Any) -> Any:
         if key in self.table:
             return self.table[key]
         if default is _MISSING:
             raise SpecError("is required", field=self.prefix + key)
         return default
 
-    def error(self, key: str, message: str) -> SpecError:
+    def error(self, key: builtins.str, message: builtins.str) -> SpecError:
         """Return a SpecError naming ``key``."""
         return SpecError(message, field=self.prefix + key)
 
-    def str(self, key: str, default: Any = _MISSING) -> Any:
+    def str(self, key: builtins.str, default: Any = _MISSING) -> Any:
         """Return a non-empty string (or ``default`` when absent)."""
         value = self._get(key, default)
         if value is default and key not in self.table:
@@ -56,14 +57,14 @@ class Fields:
             raise self.error(key, "must be a non-empty string")
         return value
 
-    def bool(self, key: str, default: Any = _MISSING) -> Any:
+    def bool(self, key: builtins.str, default: Any = _MISSING) -> Any:
         """Return a boolean."""
         value = self._get(key, default)
         if not isinstance(value, bool):
             raise self.error(key, "must be true or false")
         return value
 
-    def int(self, key: str, default: Any = _MISSING, *, minimum: int | None = None) -> Any:
+    def int(self, key: builtins.str, default: Any = _MISSING, *, minimum: builtins.int | None = None) -> Any:
         """Return an integer, at least ``minimum``."""
         value = self._get(key, default)
         if value is default and key not in self.table:
@@ -74,7 +75,7 @@ class Fields:
             raise self.error(key, f"must be at least {minimum}")
         return value
 
-    def number(self, key: str, default: Any = _MISSING, *, minimum: float | None = None) -> Any:
+    def number(self, key: builtins.str, default: Any = _MISSING, *, minimum: float | None = None) -> Any:
         """Return an int or float, at least ``minimum``."""
         value = self._get(key, default)
         if value is default and key not in self.table:
@@ -85,7 +86,7 @@ class Fields:
             raise self.error(key, f"must be at least {minimum}")
         return value
 
-    def str_list(self, key: str, default: Any = _MISSING) -> Any:
+    def str_list(self, key: builtins.str, default: Any = _MISSING) -> Any:
         """Return a list of non-empty strings; a single string becomes a one-item list."""
         value = self._get(key, default)
         if value is default and key not in self.table:
@@ -96,7 +97,7 @@ class Fields:
             raise self.error(key, "must be a string or a list of strings")
         return list(value)
 
-    def choice(self, key: str, choices: Iterable[str], default: Any = _MISSING) -> Any:
+    def choice(self, key: builtins.str, choices: Iterable[builtins.str], default: Any = _MISSING) -> Any:
         """Return one of ``choices``."""
         value = self._get(key, default)
         options = list(choices)
@@ -104,7 +105,7 @@ class Fields:
             raise self.error(key, f"must be one of {', '.join(repr(c) for c in options)}")
         return value
 
-    def table_(self, key: str, default: Any = _MISSING) -> Any:
+    def table_(self, key: builtins.str, default: Any = _MISSING) -> Any:
         """Return a nested table."""
         value = self._get(key, default)
         if value is default and key not in self.table:

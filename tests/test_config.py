@@ -1,0 +1,121 @@
+"""Configuration: lookup order, environment overrides, secrets, validation, init text."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from wfsched.config import SETTINGS, default_config_text, load_settings, resolve_secret
+from wfsched.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.env, raising=False)
+    monkeypatch.delenv("WFSCHED_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_it_uses_the_embedded_defaults_without_file_or_environment() -> None:
+    s = load_settings()
+    assert s.path is None
+    assert (s.store_url, s.locks_url, s.host, s.port) == ("sqlite:///wfsched.db", "",
+                                                         "127.0.0.1", 8003)
+    assert s.get("dispatch.mode") == "log"
+    assert (s.get("dispatch.retry_base"), s.get("dispatch.retry_max")) == (1.0, 300.0)
+
+
+def test_lookup_order_is_flag_then_variable_then_local_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "wfsched.toml").write_text("[server]\nport = 1001\n")
+    other = tmp_path / "other.toml"
+    other.write_text("[server]\nport = 1002\n")
+    flag = tmp_path / "flag.toml"
+    flag.write_text("[server]\nport = 1003\n")
+    assert load_settings().port == 1001
+    monkeypatch.setenv("WFSCHED_CONFIG", str(other))
+    assert load_settings().port == 1002
+    assert load_settings(str(flag)).port == 1003
+
+
+def test_the_seed_variable_names_override_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "wfsched.toml").write_text('[store]\nurl = "sqlite:///a.db"\n')
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/x")
+    monkeypatch.setenv("REDIS_URL", "redis://r:6379/0")
+    monkeypatch.setenv("SCHEDULER_MAX_WORKERS", "4")
+    monkeypatch.setenv("EMAIL_CHECK_INTERVAL", "30")
+    s = load_settings()
+    assert s.store_url == "postgresql://db/x"
+    assert s.locks_url == "redis://r:6379/0"
+    assert s.get("scheduler.max_workers") == 4
+    assert s.get("email.check_interval") == 30.0
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("[server]\nprot = 1\n", "did you mean 'port'"),
+    ("[sever]\nport = 1\n", "did you mean 'server'"),
+    ("[server]\nport = 'x'\n", "server.port"),
+    ("[dispatch]\nmode = 'smtp'\n", "dispatch.mode"),
+    ("[dispatch]\nmode = 'engine'\n", "engine_url"),
+    ("[dispatch]\nretry_base = 'soon'\n", "dispatch.retry_base"),
+    ("[store]\nurl = 'mysql://x'\n", "store.url"),
+    ("[server\n", "invalid TOML"),
+])
+def test_it_refuses_bad_config_naming_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    (tmp_path / "wfsched.toml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert needle in str(err.value)
+
+
+def test_environment_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "eighty")
+    with pytest.raises(ConfigError, match="environment PORT"):
+        load_settings()
+
+
+def test_secret_references_resolve_from_env_and_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_TOKEN", "s3cret")
+    (tmp_path / "key").write_text("from-file\n")
+    assert resolve_secret("env:MY_TOKEN") == "s3cret"
+    assert resolve_secret(f"file:{tmp_path / 'key'}") == "from-file"
+    assert resolve_secret("literal") == "literal"
+    with pytest.raises(ConfigError, match="NOPE"):
+        resolve_secret("env:NOPE")
+    (tmp_path / "wfsched.toml").write_text('[server]\napi_token = "env:MY_TOKEN"\n')
+    s = load_settings()
+    assert s.get("server.api_token") == "env:MY_TOKEN"
+    assert s.secret("server.api_token") == "s3cret"
+
+
+def test_init_text_is_valid_toml_equal_to_the_defaults() -> None:
+    text = default_config_text()
+    data = tomllib.loads(text)
+    assert data["server"]["port"] == 8003
+    assert data["store"]["url"] == "sqlite:///wfsched.db"
+    for setting in SETTINGS:
+        assert setting.env in text
+
+
+def test_every_setting_is_documented_in_the_readme_and_spec_keys_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    spec_keys = set(re.findall(r"\| ([a-z_]+\.[a-z_]+)", (ROOT / "README.md").read_text()))
+    names = {s.name for s in SETTINGS}
+    for setting in SETTINGS:
+        assert setting.env in readme, f"{setting.env} missing from README"
+    assert spec_keys <= names | {"server.host", "server.port"}
+
+
+def test_the_repository_demo_config_is_the_embedded_default() -> None:
+    s = load_settings(str(ROOT / "wfsched.toml"))
+    assert s.store_url == "sqlite:///wfsched.db"
+    assert s.get("dispatch.mode") == "log"
+    assert s.locks_url == ""
