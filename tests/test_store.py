@@ -32,14 +32,27 @@ def make_spec(workflow_id: str, *trigger_ids: str, extra: str = "") -> WorkflowS
     if extra:
         doc["name"] = extra
     triggers = tuple(TriggerSpec(id=t["id"], type="manual") for t in doc["triggers"])
-    return WorkflowSpec(id=workflow_id, name=extra or workflow_id, triggers=triggers,
-                        document=doc, spec_hash=spec_hash(doc))
+    return WorkflowSpec(
+        id=workflow_id,
+        name=extra or workflow_id,
+        triggers=triggers,
+        document=doc,
+        spec_hash=spec_hash(doc),
+    )
 
 
-def new_event(workflow_id: str = "wf", key: str | None = None, trigger_id: str = "manual") -> NewEvent:
-    return NewEvent(execution_id=new_execution_id(), workflow_id=workflow_id,
-                    trigger_id=trigger_id, trigger_type="manual",
-                    dedupe_key=key or new_execution_id(), payload={"n": 1}, fired_at=utcnow())
+def new_event(
+    workflow_id: str = "wf", key: str | None = None, trigger_id: str = "manual"
+) -> NewEvent:
+    return NewEvent(
+        execution_id=new_execution_id(),
+        workflow_id=workflow_id,
+        trigger_id=trigger_id,
+        trigger_type="manual",
+        dedupe_key=key or new_execution_id(),
+        payload={"n": 1},
+        fired_at=utcnow(),
+    )
 
 
 async def test_it_creates_updates_and_reports_unchanged(store: Any) -> None:
@@ -148,15 +161,23 @@ async def test_finish_writes_attempts_and_only_for_the_owner(store: Any) -> None
     now = utcnow() + timedelta(seconds=1)
     await store.claim("me", 10, 10, now)
     retry_at = now + timedelta(seconds=30)
-    await store.finish("someone-else", [DispatchOutcome(execution_id=e1.execution_id,
-                                                        status="dispatched")])
+    await store.finish(
+        "someone-else", [DispatchOutcome(execution_id=e1.execution_id, status="dispatched")]
+    )
     assert (await store.get_event(e1.execution_id)).status == "pending"
-    await store.finish("me", [
-        DispatchOutcome(execution_id=e1.execution_id, status="dispatched"),
-        DispatchOutcome(execution_id=e2.execution_id, status="pending", error="503",
-                        next_attempt_at=retry_at),
-        DispatchOutcome(execution_id=e3.execution_id, status="failed", error="400 Bad Request"),
-    ])
+    await store.finish(
+        "me",
+        [
+            DispatchOutcome(execution_id=e1.execution_id, status="dispatched"),
+            DispatchOutcome(
+                execution_id=e2.execution_id,
+                status="pending",
+                error="503",
+                next_attempt_at=retry_at,
+            ),
+            DispatchOutcome(execution_id=e3.execution_id, status="failed", error="400 Bad Request"),
+        ],
+    )
     got1, got2, got3 = [await store.get_event(e.execution_id) for e in (e1, e2, e3)]
     assert (got1.status, got1.attempts) == ("dispatched", 1) and got1.dispatched_at
     assert (got2.status, got2.attempts, got2.last_error) == ("pending", 1, "503")
@@ -171,8 +192,9 @@ async def test_requeue_makes_failed_events_pending_again(store: Any) -> None:
     [(e, _)] = await store.record([new_event()])
     now = utcnow() + timedelta(seconds=1)
     await store.claim("me", 1, 10, now)
-    await store.finish("me", [DispatchOutcome(execution_id=e.execution_id, status="failed",
-                                              error="x")])
+    await store.finish(
+        "me", [DispatchOutcome(execution_id=e.execution_id, status="failed", error="x")]
+    )
     [again] = await store.requeue([e.execution_id], now)
     assert again.status == "pending" and again.execution_id == e.execution_id
     with pytest.raises(NotFound):
@@ -182,18 +204,22 @@ async def test_requeue_makes_failed_events_pending_again(store: Any) -> None:
 async def test_history_is_newest_first_and_filters(store: Any) -> None:
     await store.record([new_event("a"), new_event("b"), new_event("a", trigger_id="t2")])
     history = await store.history()
-    assert [e.execution_id for e in history] == sorted((e.execution_id for e in history),
-                                                       reverse=True)
+    assert [e.execution_id for e in history] == sorted(
+        (e.execution_id for e in history), reverse=True
+    )
     assert {e.workflow_id for e in await store.history("a")} == {"a"}
     assert len(await store.history(limit=2)) == 2
     last = await store.last_events("a")
     assert set(last) == {"manual", "t2"}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(keys=st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=12))
-def test_dedupe_property_one_event_per_key(tmp_path_factory: pytest.TempPathFactory,
-                                           keys: list[str]) -> None:
+def test_dedupe_property_one_event_per_key(
+    tmp_path_factory: pytest.TempPathFactory, keys: list[str]
+) -> None:
     from wfsched.daemon import open_store
 
     async def body() -> None:
@@ -207,3 +233,320 @@ def test_dedupe_property_one_event_per_key(tmp_path_factory: pytest.TempPathFact
             await store.close()
 
     anyio.run(body)
+
+
+# ------------------------------------------------------------------------------------------
+# Batched code paths of the PostgreSQL backend (plans a whole apply/record in memory), checked
+# against SQLite's statement-at-a-time semantics: run on both backends.
+# ------------------------------------------------------------------------------------------
+
+
+def typed_spec(workflow_id: str, extra: str, **types: str) -> WorkflowSpec:
+    doc: dict[str, Any] = {
+        "id": workflow_id,
+        "name": extra,
+        "triggers": [{"type": t, "id": i} for i, t in types.items()],
+    }
+    triggers = tuple(TriggerSpec(id=i, type=t) for i, t in types.items())
+    return WorkflowSpec(
+        id=workflow_id, name=extra, triggers=triggers, document=doc, spec_hash=spec_hash(doc)
+    )
+
+
+async def test_apply_with_a_repeated_id_acts_spec_by_spec(store: Any) -> None:
+    await store.apply([typed_spec("a", "v0", t1="manual", t2="manual", t3="manual")])
+    for t in ("t1", "t2", "t3"):
+        await store.set_cursor("a", t, {"keep": t})
+    actions = await store.apply(
+        [
+            typed_spec("a", "v1", t1="cron", t2="manual", t3="manual"),  # t1 reset
+            typed_spec("a", "v1", t1="cron", t2="manual", t3="manual"),
+            typed_spec("a", "v2", t1="manual", t2="manual"),  # t1 reset again, t3 dropped
+            typed_spec("b", "v0", t9="manual"),
+            typed_spec("a", "v3", t1="manual", t2="manual", t4="manual"),
+        ]
+    )
+    assert actions == ["updated", "unchanged", "updated", "created", "updated"]
+    states = {s.trigger_id: (s.type, s.cursor) for s in await store.trigger_states("a")}
+    assert states == {
+        "t1": ("manual", None),
+        "t2": ("manual", {"keep": "t2"}),
+        "t4": ("manual", None),
+    }
+    a, b = await store.get_deployment("a"), await store.get_deployment("b")
+    assert (a.name, b.name) == ("v3", "v0")
+    assert a.revision == await store.revision() == b.revision + 1
+
+
+async def test_record_mixes_new_existing_and_repeated_keys(store: Any) -> None:
+    [(old, _)] = await store.record([new_event(key="old")])
+    batch = [
+        new_event(key="new"),
+        new_event(key="old"),
+        new_event(key="new"),
+        new_event(key="old"),
+        new_event("other", key="new"),
+    ]
+    results = await store.record(batch)
+    assert [c for _, c in results] == [True, False, False, False, True]
+    assert [e.execution_id for e, _ in results] == [
+        batch[0].execution_id,
+        old.execution_id,
+        batch[0].execution_id,
+        old.execution_id,
+        batch[4].execution_id,
+    ]
+    assert results[2][0] == await store.get_event(batch[0].execution_id)
+    assert results[1][0] == await store.get_event(old.execution_id)
+
+
+# ------------------------------------------------------------------------------------------
+# PostgreSQL only: replicas sharing one database, notifications, failures.
+# ------------------------------------------------------------------------------------------
+
+
+async def open_pg(url: str) -> Any:
+    from wfsched.store.postgres import PostgresStore
+
+    store = PostgresStore(url)
+    await store.open()
+    return store
+
+
+async def test_pg_replicas_starting_together_migrate_once(pg_url: str) -> None:
+    stores: list[Any] = []
+
+    async def start() -> None:
+        stores.append(await open_pg(pg_url))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(start)
+    try:
+        async with stores[0]._conn() as conn:
+            cur = await conn.execute("SELECT version FROM wfsched_schema_migrations")
+            assert await cur.fetchall() == [(1,)]
+        assert await stores[1].revision() == 0
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_pg_replicas_racing_claim_get_disjoint_events(pg_url: str) -> None:
+    a, b = await open_pg(pg_url), await open_pg(pg_url)
+    try:
+        await a.record([new_event() for _ in range(200)])
+        now = utcnow() + timedelta(seconds=1)
+        claimed: list[str] = []
+
+        async def worker(store: Any, owner: str) -> None:
+            while batch := await store.claim(owner, 7, 60, now):
+                claimed.extend(e.execution_id for e in batch)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(4):
+                tg.start_soon(worker, a, f"a{i}")
+                tg.start_soon(worker, b, f"b{i}")
+        assert len(claimed) == 200
+        assert len(set(claimed)) == 200
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_pg_claim_returns_due_events_oldest_first(pg_url: str) -> None:
+    store = await open_pg(pg_url)
+    try:
+        base = utcnow()
+        events = [new_event() for _ in range(3)]
+        events = [
+            NewEvent(
+                **{
+                    **{f: getattr(e, f) for f in e.__dataclass_fields__},
+                    "fired_at": base - timedelta(seconds=i),
+                }
+            )
+            for i, e in enumerate(events)
+        ]
+        await store.record(events)
+        got = await store.claim("me", 10, 10, base + timedelta(seconds=1))
+        assert [e.execution_id for e in got] == [e.execution_id for e in reversed(events)]
+        assert all(
+            e.fired_at.tzinfo is not None and e.fired_at.utcoffset() == timedelta(0) for e in got
+        )
+    finally:
+        await store.close()
+
+
+async def test_pg_concurrent_deploys_serialise_on_the_revision(pg_url: str) -> None:
+    a, b = await open_pg(pg_url), await open_pg(pg_url)
+    try:
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(a.apply, [make_spec(f"a{i}")])
+                tg.start_soon(b.apply, [make_spec(f"b{i}")])
+        deployments = await a.list_deployments()
+        assert len(deployments) == 20
+        assert sorted(d.revision for d in deployments) == list(range(1, 21))
+        assert await b.revision() == 20
+    finally:
+        await a.close()
+        await b.close()
+
+
+# NOTIFY channels are per database, not per schema: tests running in other schemas of the same
+# database wake these listeners too, so they wait for what they expect and, to check that
+# nothing was sent, look only at notifications from this store's own backends (by pid).
+
+
+async def test_pg_listen_wakes_on_deploys_and_new_events(pg_url: str) -> None:
+    from contextlib import aclosing
+
+    store = await open_pg(pg_url)
+    send, received = anyio.create_memory_object_stream[str](1000)
+
+    async def listener() -> None:
+        async with aclosing(store.listen(["wfsched_deployments", "wfsched_events"])) as it:
+            async for channel in it:
+                await send.send(channel)
+
+    async def expect(channel: str) -> None:
+        with anyio.fail_after(5):
+            while await received.receive() != channel:
+                pass
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener)
+            # First every channel once: LISTEN is now in effect, re-read state.
+            with anyio.fail_after(5):
+                first = {await received.receive(), await received.receive()}
+            assert first == {"wfsched_deployments", "wfsched_events"}
+            await store.apply([make_spec("a")])
+            await expect("wfsched_deployments")
+            await store.record([new_event(key="k")])
+            await expect("wfsched_events")
+            await store.set_state(["a"], "paused")
+            await expect("wfsched_deployments")
+            await store.undeploy(["a"])
+            await expect("wfsched_deployments")
+            tg.cancel_scope.cancel()
+    finally:
+        await store.close()
+
+
+async def test_pg_notifies_exactly_when_something_changed(pg_url: str) -> None:
+    import psycopg
+
+    from tests.conftest import PG_DSN
+
+    store = await open_pg(f"{pg_url}&application_name=wfsched-notify-{new_execution_id()}")
+    admin = await psycopg.AsyncConnection.connect(PG_DSN, autocommit=True)
+    try:
+        await admin.execute("LISTEN wfsched_deployments")
+        await admin.execute("LISTEN wfsched_events")
+        await store.apply([make_spec("a"), make_spec("b")])  # one notification: revision 2
+        await store.apply([make_spec("a")])  # unchanged: none
+        await store.record([new_event(key="k1"), new_event(key="k2")])  # one per batch
+        await store.record([new_event(key="k1")])  # nothing new: none
+        await store.set_state(["a"], "paused")  # revision 3
+        await store.undeploy(["b"])  # revision 4
+        with pytest.raises(NotFound):
+            await store.undeploy(["missing"])  # rolled back: none
+        got = [n async for n in admin.notifies(timeout=0.5)]
+        cur = await admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (store_app_name(store),)
+        )
+        pids = {r[0] for r in await cur.fetchall()}
+        assert [(n.channel, n.payload) for n in got if n.pid in pids] == [
+            ("wfsched_deployments", "2"),
+            ("wfsched_events", ""),
+            ("wfsched_deployments", "3"),
+            ("wfsched_deployments", "4"),
+        ]
+    finally:
+        await admin.close()
+        await store.close()
+
+
+async def test_pg_listen_raises_store_error_when_its_connection_dies(pg_url: str) -> None:
+    import psycopg
+
+    from tests.conftest import PG_DSN
+
+    store = await open_pg(f"{pg_url}&application_name=wfsched-listen-{new_execution_id()}")
+    try:
+        it = store.listen(["wfsched_deployments"])
+        assert await it.__anext__() == "wfsched_deployments"
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND query LIKE 'LISTEN%%'",
+                (store_app_name(store),),
+            )
+        with anyio.fail_after(5), pytest.raises(StoreError):
+            await it.__anext__()
+    finally:
+        await store.close()
+
+
+def store_app_name(store: Any) -> str:
+    from psycopg.conninfo import conninfo_to_dict
+
+    return str(conninfo_to_dict(store._conninfo)["application_name"])
+
+
+async def test_pg_pool_replaces_connections_killed_by_a_server_restart(pg_url: str) -> None:
+    import psycopg
+
+    from tests.conftest import PG_DSN
+
+    store = await open_pg(f"{pg_url}&application_name=wfsched-pool-{new_execution_id()}")
+    try:
+        await store.apply([make_spec("a")])
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM"
+                " pg_stat_activity WHERE application_name = %s",
+                (store_app_name(store),),
+            ).fetchone()
+            assert killed and killed[0] >= 1
+        await store.ping()
+        assert [d.workflow_id for d in await store.list_deployments()] == ["a"]
+    finally:
+        await store.close()
+
+
+async def test_pg_errors_are_store_errors_without_the_password() -> None:
+    from wfsched.store.postgres import PostgresStore
+
+    store = PostgresStore("postgresql://wf:s3cr%40t-pw@127.0.0.1:1/test?connect_timeout=2")
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    message = str(info.value)
+    assert "127.0.0.1:1/test" in message
+    assert "s3cr" not in message and "t-pw" not in message
+    cause: BaseException | None = info.value
+    while cause is not None:
+        assert "s3cr" not in str(cause)
+        cause = cause.__cause__
+    with pytest.raises(StoreError, match="not open"):
+        await store.ping()
+
+
+async def test_pg_unknown_ids_and_stale_fences(pg_url: str) -> None:
+    store = await open_pg(pg_url)
+    try:
+        with pytest.raises(NotFound):
+            await store.get_event("nope")
+        with pytest.raises(NotFound):
+            await store.get_deployment("nope")
+        await store.apply([make_spec("a")])
+        with pytest.raises(StoreError, match="stale fencing token"):
+            await store.set_cursor("a", "missing-trigger", 1, fence=1)
+        r = await store.revision()
+        with pytest.raises(NotFound):
+            await store.undeploy(["a", "nope"])
+        assert await store.revision() == r  # rolled back with the NotFound
+    finally:
+        await store.close()

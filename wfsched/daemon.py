@@ -10,11 +10,9 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import uvicorn
 
 from wfsched.config import Settings
 from wfsched.deployments import DeploymentService
@@ -27,7 +25,6 @@ from wfsched.plugins import Registry, load_registry
 from wfsched.runtime import TriggerManager
 from wfsched.store import Store
 from wfsched.timers import Timer
-from wfsched.web import WebServices, create_app
 
 log = logging.getLogger("wfsched.daemon")
 DRAIN_SECONDS = 10.0
@@ -64,20 +61,32 @@ def make_sender(settings: Settings) -> Sender:
     if mode == "engine":
         from wfsched.engine import EngineSender
 
-        return EngineSender(settings.get("dispatch.engine_url"), timeout=timeout,
-                            max_connections=settings.get("scheduler.max_workers"))
+        return EngineSender(
+            settings.get("dispatch.engine_url"),
+            timeout=timeout,
+            max_connections=settings.get("scheduler.max_workers"),
+        )
     if mode == "notify":
         from wfsched.notify import NotifySender
 
-        return NotifySender(settings.secret("notify.smtp_url"), sender=settings.get("notify.from"),
-                            recipients=settings.get("notify.to"), timeout=timeout)
+        return NotifySender(
+            settings.secret("notify.smtp_url"),
+            sender=settings.get("notify.from"),
+            recipients=settings.get("notify.to"),
+            timeout=timeout,
+        )
     return LogSender()
 
 
 def register_secrets(settings: Settings) -> None:
     """Teach the log redactor every secret setting's value."""
-    for name in ("server.api_token", "notify.smtp_url", "email.password",
-                 "github.private_key", "github.webhook_secret"):
+    for name in (
+        "server.api_token",
+        "notify.smtp_url",
+        "email.password",
+        "github.private_key",
+        "github.webhook_secret",
+    ):
         with contextlib.suppress(ConfigError):
             value = settings.secret(name)
             for part in value.split(","):
@@ -102,25 +111,25 @@ def service(settings: Settings, store: Store, registry: Registry) -> DeploymentS
     return DeploymentService(store=store, registry=registry, settings=settings)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the daemon owns SIGINT/SIGTERM."""
+def _server(app: Any, host: str, port: int) -> Any:
+    """A uvicorn server without its own signal handling: the daemon owns SIGINT/SIGTERM."""
+    import uvicorn
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
 
-
-@dataclass
-class Daemon:
-    """The running parts, exposed for tests."""
-
-    settings: Settings
-    store: Store
-    registry: Registry
-    manager: TriggerManager
-    dispatcher: Dispatcher
-    recorder: GroupCommitRecorder
-    server: _Server
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+    )
+    return Server(config)
 
 
 async def _watch_changes(store: Store, manager: TriggerManager, dispatcher: Dispatcher) -> None:
@@ -159,31 +168,53 @@ async def _periodic(store: Store, manager: TriggerManager) -> None:
             log.warning("periodic reconcile failed", extra={"error": str(exc)})
 
 
-async def serve(settings: Settings, *, host: str | None = None, port: int | None = None,
-                ready: anyio.Event | None = None) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    ready: anyio.Event | None = None,
+) -> None:
     """Run the daemon until SIGINT/SIGTERM; then stop intake, drain and return."""
+    from wfsched.web import WebServices, create_app
+
     register_secrets(settings)
     registry = load_registry(settings.get("plugins.dir"))
     async with connected(settings, exclusive=True) as store:
         locks = open_locks(settings.locks_url)
         dispatcher = Dispatcher(
-            store, make_sender(settings), max_workers=settings.get("scheduler.max_workers"),
+            store,
+            make_sender(settings),
+            max_workers=settings.get("scheduler.max_workers"),
             max_attempts=settings.get("dispatch.max_attempts"),
             retry_base=settings.get("dispatch.retry_base"),
             retry_max=settings.get("dispatch.retry_max"),
-            claim_ttl=settings.get("dispatch.claim_ttl"))
+            claim_ttl=settings.get("dispatch.claim_ttl"),
+        )
         recorder = GroupCommitRecorder(store, on_created=dispatcher.wake)
         timer = Timer(recorder, on_cursors=store.set_cursors)
-        manager = TriggerManager(registry=registry, store=store, recorder=recorder,
-                                 settings=settings, locks=locks, timer=timer)
-        deployments = DeploymentService(store=store, registry=registry, settings=settings,
-                                        recorder=recorder, manager=manager)
-        app = create_app(WebServices(settings=settings, store=store, deployments=deployments,
-                                     manager=manager, api_token=settings.secret("server.api_token")))
-        config = uvicorn.Config(app, host=host or settings.host, port=port or settings.port,
-                                log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=5)
-        server = _Server(config)
+        manager = TriggerManager(
+            registry=registry,
+            store=store,
+            recorder=recorder,
+            settings=settings,
+            locks=locks,
+            timer=timer,
+        )
+        deployments = DeploymentService(
+            store=store, registry=registry, settings=settings, recorder=recorder, manager=manager
+        )
+        app = create_app(
+            WebServices(
+                settings=settings,
+                store=store,
+                deployments=deployments,
+                manager=manager,
+                api_token=settings.secret("server.api_token"),
+            )
+        )
+        server = _server(app, host or settings.host, port or settings.port)
+        config = server.config
         try:
             async with anyio.create_task_group() as tg:
                 recorder.start(tg)
@@ -200,8 +231,10 @@ async def serve(settings: Settings, *, host: str | None = None, port: int | None
                         if server.should_exit:
                             raise ConfigError(f"cannot listen on {config.host}:{config.port}")
                         await anyio.sleep(0.02)
-                    log.info(f"wfsched serving on http://{config.host}:{config.port}",
-                             extra={"status": "started"})
+                    log.info(
+                        f"wfsched serving on http://{config.host}:{config.port}",
+                        extra={"status": "started"},
+                    )
                     if ready is not None:
                         ready.set()
                     async for signum in signals:

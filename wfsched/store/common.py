@@ -51,8 +51,9 @@ class PlannedDeploy:
     keep_triggers: frozenset[str]
 
 
-def plan_deploy(spec: WorkflowSpec, current: Deployment | None,
-                current_types: Mapping[str, str]) -> PlannedDeploy:
+def plan_deploy(
+    spec: WorkflowSpec, current: Deployment | None, current_types: Mapping[str, str]
+) -> PlannedDeploy:
     """Decide create/update/unchanged; trigger state survives when id and type stay."""
     if current is None:
         return PlannedDeploy(spec, "created", frozenset())
