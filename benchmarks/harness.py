@@ -37,15 +37,35 @@ class Row:
     ratio: float | None = None
 
 
-def compare(suite: str, workload: str, n: int, metric: str, unit: str, ours: float,
-            baseline: str, theirs: float, *, higher_is_better: bool) -> Row:
+def compare(
+    suite: str,
+    workload: str,
+    n: int,
+    metric: str,
+    unit: str,
+    ours: float,
+    baseline: str,
+    theirs: float,
+    *,
+    higher_is_better: bool,
+) -> Row:
     """Build wfsched's row against a baseline with the ratio oriented so > 1 is better."""
     if higher_is_better:
         ratio = ours / theirs if theirs else None
     else:
         ratio = theirs / ours if ours else None
-    return Row(suite, "wfsched", workload, n, metric, round(ours, 6), unit, baseline,
-               round(theirs, 6), round(ratio, 3) if ratio is not None else None)
+    return Row(
+        suite,
+        "wfsched",
+        workload,
+        n,
+        metric,
+        round(ours, 6),
+        unit,
+        baseline,
+        round(theirs, 6),
+        round(ratio, 3) if ratio is not None else None,
+    )
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -61,18 +81,33 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def child(args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 600,
-          cwd: Path | None = None) -> dict[str, Any]:
+def child(
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+    cwd: Path | None = None,
+) -> dict[str, Any]:
     """Run ``python ARGS`` as a child process; it prints one JSON object as its last line."""
-    result = subprocess.run([sys.executable, *args], cwd=cwd or ROOT, capture_output=True,
-                            text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        raise RuntimeError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}"
+        )
     lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
     return dict(json.loads(lines[-1]))
 
 
-def alternate(runs: int, systems: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+def alternate(
+    runs: int, systems: dict[str, Callable[[], dict[str, Any]]]
+) -> dict[str, list[dict[str, Any]]]:
     """Run each system ``runs`` times, interleaved (A B A B …), and collect their results."""
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
     for _ in range(runs):
@@ -98,8 +133,10 @@ def table(rows: Sequence[Row]) -> str:
     for r in rows:
         base = f"{r.baseline_value:g} ({r.baseline})" if r.baseline else "-"
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else "-"
-        lines.append(f"{r.suite:<9} {r.workload:<28} {r.n:>7} {r.metric:<22} "
-                     f"{r.value:>10g}{r.unit[:2]:>2} {base:>22} {ratio:>7}")
+        lines.append(
+            f"{r.suite:<9} {r.workload:<28} {r.n:>7} {r.metric:<22} "
+            f"{r.value:>10g}{r.unit[:2]:>2} {base:>22} {ratio:>7}"
+        )
     return "\n".join(lines)
 
 

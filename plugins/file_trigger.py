@@ -98,9 +98,12 @@ class FileTrigger(BaseTrigger):
     async def _fire(self, path: str, state: list[Any]) -> None:
         mtime_ns, size, sha256 = state
         mtime = datetime.fromtimestamp(mtime_ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
-        await self.ctx.fire(FireRequest(
-            payload={"path": path, "size": size, "mtime": mtime, "sha256": sha256},
-            dedupe_key=f"file:{path}:{mtime_ns}:{sha256}"))
+        await self.ctx.fire(
+            FireRequest(
+                payload={"path": path, "size": size, "mtime": mtime, "sha256": sha256},
+                dedupe_key=f"file:{path}:{mtime_ns}:{sha256}",
+            )
+        )
 
 
 @hookimpl

@@ -32,8 +32,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
-             message: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+) -> T:
     """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
@@ -45,15 +49,23 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last_exc = exc
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}"
-                         + (f" (last error: {last_exc!r})" if last_exc else ""))
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {message}"
+        + (f" (last error: {last_exc!r})" if last_exc else "")
+    )
 
 
 class Daemon:
     """A ``wfsched serve`` child process with its own working directory and port."""
 
-    def __init__(self, workdir: Path, *, env: Mapping[str, str] | None = None,
-                 config: str | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        config: str | None = None,
+        port: int | None = None,
+    ) -> None:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -75,17 +87,27 @@ class Daemon:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def cli(self, *args: str, input: str | None = None, check: bool = True,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``wfsched ARGS`` against the same store and config."""
         cmd = [sys.executable, "-m", "wfsched", *args]
         if self.config:
             cmd += ["--config", self.config]
-        result = subprocess.run(cmd, cwd=self.workdir, env=self.env, input=input,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            cmd,
+            cwd=self.workdir,
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            raise AssertionError(f"wfsched {' '.join(args)} exited {result.returncode}:\n"
-                                 f"{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"wfsched {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}"
+            )
         return result
 
     def cli_json(self, *args: str) -> Any:
@@ -96,8 +118,9 @@ class Daemon:
         if self.config:
             cmd += ["--config", self.config]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         if wait:
             self.wait_healthy()
@@ -109,6 +132,7 @@ class Daemon:
             if self.proc.poll() is not None:
                 raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.logs()}")
             return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+
         wait_for(ok, timeout, message="daemon /health")
 
     def logs(self) -> str:

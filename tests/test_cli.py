@@ -9,14 +9,14 @@ import pytest
 
 from tests.daemon_proc import Daemon
 
-SPEC = '''id = "nightly"
+SPEC = """id = "nightly"
 name = "Nightly report"
 [[triggers]]
 type = "manual"
 id = "go"
 require_confirmation = false
 payload = {{ team = "{team}" }}
-'''
+"""
 
 
 @pytest.fixture
@@ -35,10 +35,12 @@ def test_the_deploy_round_trip(cli: Daemon, tmp_path: Path) -> None:
     assert cli.cli_json("deploy", str(spec)) == [{"workflow_id": "nightly", "action": "created"}]
     assert cli.cli_json("deploy", str(spec))[0]["action"] == "unchanged"
     [row] = cli.cli_json("list")
-    assert (row["workflow_id"], row["name"], row["state"]) == ("nightly", "Nightly report",
-                                                               "active")
-    assert row["triggers"] == [{"id": "go", "type": "manual", "state": "active",
-                                "next_fire": None}]
+    assert (row["workflow_id"], row["name"], row["state"]) == (
+        "nightly",
+        "Nightly report",
+        "active",
+    )
+    assert row["triggers"] == [{"id": "go", "type": "manual", "state": "active", "next_fire": None}]
     status = cli.cli_json("status", "nightly")
     assert status["triggers"][0]["health"] == "healthy"
     assert {"last_event", "last_error", "health"} <= set(status["triggers"][0])
@@ -62,23 +64,33 @@ def test_the_deploy_round_trip(cli: Daemon, tmp_path: Path) -> None:
 
 
 def test_unknown_workflows_exit_1(cli: Daemon) -> None:
-    for args in (["status", "ghost"], ["undeploy", "ghost"], ["pause", "ghost"],
-                 ["export", "ghost"], ["trigger", "ghost", "--yes"], ["history", "ghost"]):
+    for args in (
+        ["status", "ghost"],
+        ["undeploy", "ghost"],
+        ["pause", "ghost"],
+        ["export", "ghost"],
+        ["trigger", "ghost", "--yes"],
+        ["history", "ghost"],
+    ):
         result = cli.cli(*args, check=False)
         assert result.returncode == 1, args
         assert "ghost" in result.stderr
 
 
-@pytest.mark.parametrize(("name", "text", "needle"), [
-    ("type.toml", 'id = "x"\n[[triggers]]\ntype = "nope"\n', "unknown trigger type"),
-    ("key.toml", 'id = "x"\n[[triggers]]\ntype = "manual"\nconfirm = true\n', "confirm"),
-    ("missing.toml", 'name = "x"\n', "'id'"),
-    ("badid.toml", 'id = "no spaces"\n', "'id'"),
-    ("bad.json", '{"id": ', "invalid JSON"),
-    ("bad.toml", 'id = "x\n', "invalid TOML"),
-])
-def test_invalid_specs_exit_2_and_deploy_nothing(cli: Daemon, tmp_path: Path, name: str,
-                                                 text: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "text", "needle"),
+    [
+        ("type.toml", 'id = "x"\n[[triggers]]\ntype = "nope"\n', "unknown trigger type"),
+        ("key.toml", 'id = "x"\n[[triggers]]\ntype = "manual"\nconfirm = true\n', "confirm"),
+        ("missing.toml", 'name = "x"\n', "'id'"),
+        ("badid.toml", 'id = "no spaces"\n', "'id'"),
+        ("bad.json", '{"id": ', "invalid JSON"),
+        ("bad.toml", 'id = "x\n', "invalid TOML"),
+    ],
+)
+def test_invalid_specs_exit_2_and_deploy_nothing(
+    cli: Daemon, tmp_path: Path, name: str, text: str, needle: str
+) -> None:
     specs = tmp_path / "specs"
     specs.mkdir()
     write_spec(specs)
@@ -103,8 +115,9 @@ def test_manual_trigger_records_data_and_user(cli: Daemon, tmp_path: Path) -> No
     assert cli.cli("trigger", "nightly", "--data", "{bad", check=False).returncode == 2
 
 
-def test_confirmation_without_a_terminal_exits_2_and_fires_nothing(cli: Daemon,
-                                                                   tmp_path: Path) -> None:
+def test_confirmation_without_a_terminal_exits_2_and_fires_nothing(
+    cli: Daemon, tmp_path: Path
+) -> None:
     spec = tmp_path / "c.toml"
     spec.write_text('id = "careful"\n[[triggers]]\ntype = "manual"\n')
     cli.cli("deploy", str(spec))
@@ -138,5 +151,4 @@ def test_an_unreachable_store_exits_1(tmp_path: Path) -> None:
 
 def test_plugins_lists_builtins_with_their_source(cli: Daemon) -> None:
     rows = cli.cli_json("plugins")
-    assert {"type": "manual", "source": "builtin",
-            "module": "wfsched.triggers.manual"} in rows
+    assert {"type": "manual", "source": "builtin", "module": "wfsched.triggers.manual"} in rows

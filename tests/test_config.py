@@ -25,14 +25,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def test_it_uses_the_embedded_defaults_without_file_or_environment() -> None:
     s = load_settings()
     assert s.path is None
-    assert (s.store_url, s.locks_url, s.host, s.port) == ("sqlite:///wfsched.db", "",
-                                                         "127.0.0.1", 8003)
+    assert (s.store_url, s.locks_url, s.host, s.port) == (
+        "sqlite:///wfsched.db",
+        "",
+        "127.0.0.1",
+        8003,
+    )
     assert s.get("dispatch.mode") == "log"
     assert (s.get("dispatch.retry_base"), s.get("dispatch.retry_max")) == (1.0, 300.0)
 
 
 def test_lookup_order_is_flag_then_variable_then_local_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "wfsched.toml").write_text("[server]\nport = 1001\n")
     other = tmp_path / "other.toml"
     other.write_text("[server]\nport = 1002\n")
@@ -45,7 +50,8 @@ def test_lookup_order_is_flag_then_variable_then_local_file(
 
 
 def test_the_seed_variable_names_override_the_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "wfsched.toml").write_text('[store]\nurl = "sqlite:///a.db"\n')
     monkeypatch.setenv("DATABASE_URL", "postgresql://db/x")
     monkeypatch.setenv("REDIS_URL", "redis://r:6379/0")
@@ -58,16 +64,19 @@ def test_the_seed_variable_names_override_the_file(
     assert s.get("email.check_interval") == 30.0
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ("[server]\nprot = 1\n", "did you mean 'port'"),
-    ("[sever]\nport = 1\n", "did you mean 'server'"),
-    ("[server]\nport = 'x'\n", "server.port"),
-    ("[dispatch]\nmode = 'smtp'\n", "dispatch.mode"),
-    ("[dispatch]\nmode = 'engine'\n", "engine_url"),
-    ("[dispatch]\nretry_base = 'soon'\n", "dispatch.retry_base"),
-    ("[store]\nurl = 'mysql://x'\n", "store.url"),
-    ("[server\n", "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[server]\nprot = 1\n", "did you mean 'port'"),
+        ("[sever]\nport = 1\n", "did you mean 'server'"),
+        ("[server]\nport = 'x'\n", "server.port"),
+        ("[dispatch]\nmode = 'smtp'\n", "dispatch.mode"),
+        ("[dispatch]\nmode = 'engine'\n", "engine_url"),
+        ("[dispatch]\nretry_base = 'soon'\n", "dispatch.retry_base"),
+        ("[store]\nurl = 'mysql://x'\n", "store.url"),
+        ("[server\n", "invalid TOML"),
+    ],
+)
 def test_it_refuses_bad_config_naming_the_key(tmp_path: Path, text: str, needle: str) -> None:
     (tmp_path / "wfsched.toml").write_text(text)
     with pytest.raises(ConfigError) as err:
@@ -82,7 +91,8 @@ def test_environment_errors_name_the_variable(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_secret_references_resolve_from_env_and_file(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MY_TOKEN", "s3cret")
     (tmp_path / "key").write_text("from-file\n")
     assert resolve_secret("env:MY_TOKEN") == "s3cret"

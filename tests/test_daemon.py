@@ -31,8 +31,9 @@ def test_it_serves_health_metrics_and_the_deployment_list(tmp_path: Path) -> Non
         assert "wfsched_trigger_events_total" in d.get("/metrics").text
         assert d.get("/api/v1/deployment/workflows").json() == []
         deploy(d)
-        wait_for(lambda: d.get("/api/v1/deployment/workflows").json(), 5,
-                 message="deployment visible")
+        wait_for(
+            lambda: d.get("/api/v1/deployment/workflows").json(), 5, message="deployment visible"
+        )
         assert d.stop() == 0
 
 
@@ -41,16 +42,26 @@ def test_a_manual_fire_is_dispatched_within_a_second(tmp_path: Path) -> None:
         deploy(d)
         wait_for(lambda: d.get("/health").json()["triggers"], 5, message="trigger running")
         started = time.monotonic()
-        response = d.request("POST", "/api/v1/triggers/workflows/hello/manual",
-                             json={"confirm": True, "data": {"n": 1}})
+        response = d.request(
+            "POST",
+            "/api/v1/triggers/workflows/hello/manual",
+            json={"confirm": True, "data": {"n": 1}},
+        )
         assert response.status_code == 202
         execution_id = response.json()["execution_id"]
         wait_for(lambda: statuses(d).get(execution_id) == "dispatched", 5, message="dispatch")
         assert time.monotonic() - started < 3  # includes a CLI process start per poll
         lines = [ln for ln in d.log_lines() if ln.get("execution_id") == execution_id]
         attempt = next(ln for ln in lines if ln["event"] == "dispatch attempt")
-        assert {"timestamp", "level", "service", "workflow_id", "trigger_type", "duration_ms",
-                "status"} <= set(attempt)
+        assert {
+            "timestamp",
+            "level",
+            "service",
+            "workflow_id",
+            "trigger_type",
+            "duration_ms",
+            "status",
+        } <= set(attempt)
         assert attempt["service"] == "wfsched" and attempt["status"] == "dispatched"
 
 
@@ -60,8 +71,11 @@ def test_fires_made_while_stopped_are_dispatched_after_start(tmp_path: Path) -> 
     ids = [d.cli("trigger", "hello").stdout.strip() for _ in range(3)]
     assert set(statuses(d).values()) == {"pending"}
     with d:
-        wait_for(lambda: all(statuses(d)[i] == "dispatched" for i in ids), 10,
-                 message="dispatch after start")
+        wait_for(
+            lambda: all(statuses(d)[i] == "dispatched" for i in ids),
+            10,
+            message="dispatch after start",
+        )
         assert d.stop() == 0
 
 
@@ -69,15 +83,25 @@ def test_sigkill_and_restart_lose_nothing_and_dispatch_once(tmp_path: Path) -> N
     d = Daemon(tmp_path)
     deploy(d)
     with d:
-        ids = [d.request("POST", "/api/v1/triggers/workflows/hello/manual",
-                         json={"confirm": True}).json()["execution_id"] for _ in range(20)]
+        ids = [
+            d.request(
+                "POST", "/api/v1/triggers/workflows/hello/manual", json={"confirm": True}
+            ).json()["execution_id"]
+            for _ in range(20)
+        ]
         d.kill()
         ids += [d.cli("trigger", "hello").stdout.strip() for _ in range(3)]
         d.start()
-        wait_for(lambda: all(statuses(d).get(i) == "dispatched" for i in ids), 15,
-                 message="all events dispatched after restart")
-        dispatched = [ln["execution_id"] for ln in d.log_lines()
-                      if ln.get("event") == "dispatch attempt" and ln.get("status") == "dispatched"]
+        wait_for(
+            lambda: all(statuses(d).get(i) == "dispatched" for i in ids),
+            15,
+            message="all events dispatched after restart",
+        )
+        dispatched = [
+            ln["execution_id"]
+            for ln in d.log_lines()
+            if ln.get("event") == "dispatch attempt" and ln.get("status") == "dispatched"
+        ]
         assert sorted(dispatched) == sorted(set(dispatched))
         assert set(ids) <= set(dispatched)
         assert len(statuses(d)) == 23
@@ -109,6 +133,7 @@ def test_cli_changes_reach_a_running_daemon_within_two_seconds(tmp_path: Path) -
         wait_for(lambda: d.get("/health").json()["triggers"], 2.5, message="deploy applied")
         d.cli("pause", "hello")
         wait_for(lambda: not d.get("/health").json()["triggers"], 2.5, message="pause applied")
-        response = d.request("POST", "/api/v1/triggers/workflows/hello/manual",
-                             json={"confirm": True})
+        response = d.request(
+            "POST", "/api/v1/triggers/workflows/hello/manual", json={"confirm": True}
+        )
         assert response.status_code == 409

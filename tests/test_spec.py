@@ -19,10 +19,15 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_it_reads_toml_and_json_with_defaults(tmp_path: Path) -> None:
-    write(tmp_path / "a.toml", 'id = "a"\n[[triggers]]\ntype = "manual"\n[[triggers]]\n'
-          'type = "manual"\nenabled = false\npayload = {k = 1}\n')
-    write(tmp_path / "b.json", json.dumps({"id": "b", "name": "B",
-                                           "triggers": [{"type": "manual", "id": "go"}]}))
+    write(
+        tmp_path / "a.toml",
+        'id = "a"\n[[triggers]]\ntype = "manual"\n[[triggers]]\n'
+        'type = "manual"\nenabled = false\npayload = {k = 1}\n',
+    )
+    write(
+        tmp_path / "b.json",
+        json.dumps({"id": "b", "name": "B", "triggers": [{"type": "manual", "id": "go"}]}),
+    )
     a, b = load_specs([tmp_path], REGISTRY)
     assert [t.id for t in a.triggers] == ["manual", "manual-2"]
     assert a.triggers[0].config == {"require_confirmation": True}
@@ -35,21 +40,33 @@ def test_the_hash_ignores_key_order_but_not_values() -> None:
     assert spec_hash({"id": "a"}) != spec_hash({"id": "b"})
 
 
-@pytest.mark.parametrize(("text", "trigger", "field", "needle"), [
-    ('id = "a"\n[[triggers]]\ntype = "nope"\n', "#1", "type", "unknown trigger type"),
-    ('id = "a"\n[[triggers]]\ntype = "manual"\nrequire_confirmaton = true\n', "#1",
-     "require_confirmaton", "did you mean 'require_confirmation'"),
-    ('id = "a"\n[[triggers]]\nid = "m"\n', "m", "type", "required"),
-    ('name = "x"\n', None, "id", "required"),
-    ('id = "bad id!"\n', None, "id", "A-Z"),
-    ('id = "a"\ntrigers = []\n', None, "trigers", "did you mean 'triggers'"),
-    ('id = "a"\n[[triggers]]\ntype = "manual"\nid = "x"\n[[triggers]]\ntype = "manual"\n'
-     'id = "x"\n', "x", "id", "duplicate"),
-    ('id = "a"\n[[triggers]]\ntype = "manual"\nenabled = "yes"\n', "#1", "enabled", "true or"),
-])
-def test_invalid_specs_name_file_trigger_and_field(tmp_path: Path, text: str,
-                                                   trigger: str | None, field: str,
-                                                   needle: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "trigger", "field", "needle"),
+    [
+        ('id = "a"\n[[triggers]]\ntype = "nope"\n', "#1", "type", "unknown trigger type"),
+        (
+            'id = "a"\n[[triggers]]\ntype = "manual"\nrequire_confirmaton = true\n',
+            "#1",
+            "require_confirmaton",
+            "did you mean 'require_confirmation'",
+        ),
+        ('id = "a"\n[[triggers]]\nid = "m"\n', "m", "type", "required"),
+        ('name = "x"\n', None, "id", "required"),
+        ('id = "bad id!"\n', None, "id", "A-Z"),
+        ('id = "a"\ntrigers = []\n', None, "trigers", "did you mean 'triggers'"),
+        (
+            'id = "a"\n[[triggers]]\ntype = "manual"\nid = "x"\n[[triggers]]\ntype = "manual"\n'
+            'id = "x"\n',
+            "x",
+            "id",
+            "duplicate",
+        ),
+        ('id = "a"\n[[triggers]]\ntype = "manual"\nenabled = "yes"\n', "#1", "enabled", "true or"),
+    ],
+)
+def test_invalid_specs_name_file_trigger_and_field(
+    tmp_path: Path, text: str, trigger: str | None, field: str, needle: str
+) -> None:
     path = write(tmp_path / "w.toml", text)
     with pytest.raises(InvalidSpecs) as err:
         load_specs([path], REGISTRY)

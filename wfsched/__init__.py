@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from wfsched.cronexpr import parse_duration, spread_offset
 from wfsched.errors import AuthError, NotFound, SpecError, WfschedError
 from wfsched.hookspecs import hookimpl
 from wfsched.models import Health, TriggerSpec
+from wfsched.schedules import CronSeries, EverySeries, cron_series, every_series
 from wfsched.trigger import (
     BaseTrigger,
     CatchUp,
@@ -25,6 +27,8 @@ __all__ = [
     "AuthError",
     "BaseTrigger",
     "CatchUp",
+    "CronSeries",
+    "EverySeries",
     "Fields",
     "FireRequest",
     "FireResult",
@@ -40,5 +44,9 @@ __all__ = [
     "TriggerSpec",
     "WfschedError",
     "__version__",
+    "cron_series",
+    "every_series",
     "hookimpl",
+    "parse_duration",
+    "spread_offset",
 ]

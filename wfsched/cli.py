@@ -21,8 +21,12 @@ from wfsched.errors import ConfigError, NotFound, SpecError, WfschedError
 from wfsched.spec import InvalidSpecs
 
 T = TypeVar("T")
-app = typer.Typer(help="wfsched: durable workflow triggers.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="wfsched: durable workflow triggers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -112,10 +116,14 @@ def check(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
 
 
 @app.command()
-def deploy(paths: Annotated[list[Path], typer.Argument(help="spec files or directories")],
-           dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
-           config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def deploy(
+    paths: Annotated[list[Path], typer.Argument(help="spec files or directories")],
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Validate and deploy specs (create or update), all or nothing."""
+
     async def body(svc: Any) -> list[dict[str, str]]:
         specs = svc.load(paths)
         for warning in svc.warnings(specs):
@@ -128,13 +136,17 @@ def deploy(paths: Annotated[list[Path], typer.Argument(help="spec files or direc
         emit_json(results)
         return
     for r in results:
-        out.print(f"{r['workflow_id']}: {r['action']}{' (dry run)' if dry_run else ''}",
-                  highlight=False)
+        out.print(
+            f"{r['workflow_id']}: {r['action']}{' (dry run)' if dry_run else ''}", highlight=False
+        )
 
 
 def _ids_command(verb: str, method: str) -> Callable[..., None]:
-    def command(ids: Annotated[list[str], typer.Argument(help="workflow ids")],
-                config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+    def command(
+        ids: Annotated[list[str], typer.Argument(help="workflow ids")],
+        config: ConfigOpt = None,
+        json_: JsonOpt = False,
+    ) -> None:
         async def body(svc: Any) -> None:
             await getattr(svc, method)(ids)
 
@@ -144,9 +156,12 @@ def _ids_command(verb: str, method: str) -> Callable[..., None]:
         else:
             for i in ids:
                 out.print(f"{i}: {verb}", highlight=False)
-    command.__doc__ = {"undeployed": "Remove deployments; their triggers stop.",
-                       "paused": "Stop a workflow's triggers, keeping its state.",
-                       "resumed": "Restart a paused workflow's triggers."}[verb]
+
+    command.__doc__ = {
+        "undeployed": "Remove deployments; their triggers stop.",
+        "paused": "Stop a workflow's triggers, keeping its state.",
+        "resumed": "Restart a paused workflow's triggers.",
+    }[verb]
     return command
 
 
@@ -165,17 +180,28 @@ def list_(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     table = Table("workflow", "name", "state", "triggers", "next fire")
     for row in rows:
         fires = [t["next_fire"] for t in row["triggers"] if t["next_fire"]]
-        triggers = ", ".join(f"{t['id']} ({t['type']}{'' if t['state'] != 'disabled' else ', disabled'})"
-                             for t in row["triggers"])
-        table.add_row(row["workflow_id"], row["name"], row["state"], triggers,
-                      _short(min(fires)) if fires else "-")
+        triggers = ", ".join(
+            f"{t['id']} ({t['type']}{'' if t['state'] != 'disabled' else ', disabled'})"
+            for t in row["triggers"]
+        )
+        table.add_row(
+            row["workflow_id"],
+            row["name"],
+            row["state"],
+            triggers,
+            _short(min(fires)) if fires else "-",
+        )
     out.print(table)
 
 
 @app.command()
-def status(workflow_id: Annotated[str | None, typer.Argument()] = None,
-           config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def status(
+    workflow_id: Annotated[str | None, typer.Argument()] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Per trigger: type, state, next fire, last event, last error, health."""
+
     async def body(svc: Any) -> Any:
         if workflow_id is None:
             return [await svc.status(d["workflow_id"]) for d in await svc.list()]
@@ -186,20 +212,37 @@ def status(workflow_id: Annotated[str | None, typer.Argument()] = None,
         emit_json(result)
         return
     for view in result if isinstance(result, list) else [result]:
-        table = Table("trigger", "type", "state", "health", "next fire", "last event",
-                      "last error", "details", title=f"{view['workflow_id']} ({view['state']})")
+        table = Table(
+            "trigger",
+            "type",
+            "state",
+            "health",
+            "next fire",
+            "last event",
+            "last error",
+            "details",
+            title=f"{view['workflow_id']} ({view['state']})",
+        )
         for t in view["triggers"]:
             last = t["last_event"]
             details = ", ".join(f"{k}={v}" for k, v in t.get("details", {}).items())
-            table.add_row(t["id"], t["type"], t["state"], t["health"], _short(t["next_fire"]),
-                          f"{_short(last['fired_at'])} {last['status']}" if last else "-",
-                          t["last_error"] or "-", details or "-")
+            table.add_row(
+                t["id"],
+                t["type"],
+                t["state"],
+                t["health"],
+                _short(t["next_fire"]),
+                f"{_short(last['fired_at'])} {last['status']}" if last else "-",
+                t["last_error"] or "-",
+                details or "-",
+            )
         out.print(table)
 
 
 @app.command()
 def export(workflow_id: str, config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     """Print the deployed spec as TOML."""
+
     async def body(svc: Any) -> Any:
         if json_:
             return dict((await svc.store.get_deployment(workflow_id)).document)
@@ -228,11 +271,14 @@ def _read_data(data: str | None) -> Any:
 
 
 @app.command()
-def trigger(workflow_id: str,
-            data: Annotated[str | None, typer.Option("--data", help="JSON or @FILE")] = None,
-            yes: Annotated[bool, typer.Option("--yes", "-y", help="skip the confirmation")] = False,
-            trigger_id: Annotated[str | None, typer.Option("--trigger")] = None,
-            config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def trigger(
+    workflow_id: str,
+    data: Annotated[str | None, typer.Option("--data", help="JSON or @FILE")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="skip the confirmation")] = False,
+    trigger_id: Annotated[str | None, typer.Option("--trigger")] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Fire a workflow's manual trigger; prints the execution id."""
     payload = _read_data(data)
     user = getpass.getuser()
@@ -242,51 +288,75 @@ def trigger(workflow_id: str,
         confirmed = yes
         if found.requires_confirmation and not yes:
             if not sys.stdin.isatty():
-                raise SpecError(f"trigger {found.spec.id!r} of {workflow_id!r} requires "
-                                "confirmation: pass --yes (no terminal to ask on)")
+                raise SpecError(
+                    f"trigger {found.spec.id!r} of {workflow_id!r} requires "
+                    "confirmation: pass --yes (no terminal to ask on)"
+                )
             confirmed = await anyio.to_thread.run_sync(
-                lambda: typer.confirm(f"Fire {workflow_id} ({found.spec.id})?", default=False))
+                lambda: typer.confirm(f"Fire {workflow_id} ({found.spec.id})?", default=False)
+            )
             if not confirmed:
                 return None
-        return await svc.fire_manual(workflow_id, payload, user=user, confirmed=confirmed,
-                                     trigger_id=found.spec.id)
+        return await svc.fire_manual(
+            workflow_id, payload, user=user, confirmed=confirmed, trigger_id=found.spec.id
+        )
 
     result = with_service(config, body)
     if result is None:
         fail("not confirmed; nothing fired", 1)
     if json_:
-        emit_json({"execution_id": result.execution_id, "workflow_id": result.workflow_id,
-                   "status": result.status})
+        emit_json(
+            {
+                "execution_id": result.execution_id,
+                "workflow_id": result.workflow_id,
+                "status": result.status,
+            }
+        )
     else:
         sys.stdout.write(result.execution_id + "\n")
 
 
 @app.command()
-def history(workflow_id: Annotated[str | None, typer.Argument()] = None,
-            limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
-            status_: Annotated[str | None, typer.Option("--status",
-                                                        help="pending, dispatched or failed")] = None,
-            config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def history(
+    workflow_id: Annotated[str | None, typer.Argument()] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
+    status_: Annotated[
+        str | None, typer.Option("--status", help="pending, dispatched or failed")
+    ] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Trigger events, newest first."""
     if status_ not in (None, "pending", "dispatched", "failed"):
         fail(f"--status {status_!r}: use pending, dispatched or failed", 2)
-    events = with_service(config, lambda svc: svc.history(workflow_id, limit=limit,
-                                                          status=status_))
+    events = with_service(config, lambda svc: svc.history(workflow_id, limit=limit, status=status_))
     if json_:
         emit_json([e.to_json() for e in events])
         return
-    table = Table("execution id", "workflow", "trigger", "type", "fired", "status", "attempts",
-                  "last error")
+    table = Table(
+        "execution id", "workflow", "trigger", "type", "fired", "status", "attempts", "last error"
+    )
     for e in events:
         j = e.to_json()
-        table.add_row(e.execution_id, e.workflow_id, e.trigger_id, e.trigger_type,
-                      _short(j["fired_at"]), e.status, str(e.attempts), e.last_error or "-")
+        table.add_row(
+            e.execution_id,
+            e.workflow_id,
+            e.trigger_id,
+            e.trigger_type,
+            _short(j["fired_at"]),
+            e.status,
+            str(e.attempts),
+            e.last_error or "-",
+        )
     out.print(table)
 
 
 @app.command()
-def redeliver(execution_ids: Annotated[list[str], typer.Argument()],
-              config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def redeliver(
+    execution_ids: Annotated[list[str], typer.Argument()],
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Queue events for dispatch again, with the same Idempotency-Key."""
     events = with_service(config, lambda svc: svc.redeliver(execution_ids))
     if json_:
@@ -297,14 +367,17 @@ def redeliver(execution_ids: Annotated[list[str], typer.Argument()],
 
 
 @app.command()
-def cron(expression: str,
-         seed: Annotated[str | None, typer.Option("--seed")] = None,
-         id_: Annotated[str | None, typer.Option("--id", help="workflow id to seed with")] = None,
-         trigger_: Annotated[str, typer.Option("--trigger")] = "cron",
-         tz: Annotated[str | None, typer.Option("--tz")] = None,
-         count: Annotated[int, typer.Option("--count", min=1, max=1000)] = 5,
-         from_: Annotated[str | None, typer.Option("--from", help="ISO 8601 instant")] = None,
-         config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def cron(
+    expression: str,
+    seed: Annotated[str | None, typer.Option("--seed")] = None,
+    id_: Annotated[str | None, typer.Option("--id", help="workflow id to seed with")] = None,
+    trigger_: Annotated[str, typer.Option("--trigger")] = "cron",
+    tz: Annotated[str | None, typer.Option("--tz")] = None,
+    count: Annotated[int, typer.Option("--count", min=1, max=1000)] = 5,
+    from_: Annotated[str | None, typer.Option("--from", help="ISO 8601 instant")] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Show the resolved expression and the next fire times."""
     from wfsched.cronexpr import CronSchedule
 
@@ -338,11 +411,21 @@ def cron(expression: str,
         fires.append(nxt.astimezone(local).isoformat())
         t = nxt
     if json_:
-        emit_json({"expression": expression, "resolved": schedule.resolved, "timezone": zone,
-                   "seed": seed_text, "next": fires})
+        emit_json(
+            {
+                "expression": expression,
+                "resolved": schedule.resolved,
+                "timezone": zone,
+                "seed": seed_text,
+                "next": fires,
+            }
+        )
         return
-    out.print(f"expression: {expression}\nresolved:   {schedule.resolved}\ntimezone:   {zone}\n"
-              f"seed:       {seed_text}", highlight=False)
+    out.print(
+        f"expression: {expression}\nresolved:   {schedule.resolved}\ntimezone:   {zone}\n"
+        f"seed:       {seed_text}",
+        highlight=False,
+    )
     for f in fires:
         out.print(f"  {f}", highlight=False)
 
@@ -368,9 +451,12 @@ def plugins(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
 
 
 @app.command()
-def serve(host: Annotated[str | None, typer.Option("--host")] = None,
-          port: Annotated[int | None, typer.Option("--port")] = None,
-          config: ConfigOpt = None, json_: JsonOpt = False) -> None:
+def serve(
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
     """Run the daemon until SIGINT/SIGTERM, then drain and exit 0."""
     from wfsched.daemon import serve as serve_daemon
     from wfsched.logs import setup_logging

@@ -37,53 +37,172 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("server", "host", "HOST", "127.0.0.1", "str", "address the HTTP server binds"),
     Setting("server", "port", "PORT", 8003, "int", "HTTP port"),
-    Setting("server", "api_token", "WFSCHED_API_TOKEN", "", "secret",
-            "bearer token for the management API; empty: loopback clients only"),
-    Setting("store", "url", "DATABASE_URL", "sqlite:///wfsched.db", "str",
-            "sqlite:///PATH (embedded) or postgresql://… (replicas)"),
+    Setting(
+        "server",
+        "api_token",
+        "WFSCHED_API_TOKEN",
+        "",
+        "secret",
+        "bearer token for the management API; empty: loopback clients only",
+    ),
+    Setting(
+        "store",
+        "url",
+        "DATABASE_URL",
+        "sqlite:///wfsched.db",
+        "str",
+        "sqlite:///PATH (embedded) or postgresql://… (replicas)",
+    ),
     Setting("locks", "url", "REDIS_URL", "", "str", "redis://… for replicas; empty: in-process"),
-    Setting("scheduler", "timezone", "SCHEDULER_TIMEZONE", "UTC", "str",
-            "default IANA zone of cron triggers"),
-    Setting("scheduler", "max_workers", "SCHEDULER_MAX_WORKERS", 10, "int",
-            "concurrent dispatches"),
-    Setting("dispatch", "mode", "WFSCHED_DISPATCH_MODE", "log", "choice:log,engine,notify",
-            "where fired events go"),
-    Setting("dispatch", "engine_url", "WORKFLOW_ENGINE_URL", "", "str",
-            "workflow engine base URL (engine mode)"),
-    Setting("dispatch", "max_attempts", "WFSCHED_DISPATCH_MAX_ATTEMPTS", 8, "int",
-            "attempts before an event is failed"),
-    Setting("dispatch", "retry_base", "WFSCHED_DISPATCH_RETRY_BASE", "1s", "duration",
-            "first retry delay (exponential backoff, full jitter)"),
-    Setting("dispatch", "retry_max", "WFSCHED_DISPATCH_RETRY_MAX", "5m", "duration",
-            "longest retry delay"),
-    Setting("dispatch", "claim_ttl", "WFSCHED_DISPATCH_CLAIM_TTL", "10s", "duration",
-            "a claimed event whose dispatcher died is retried after this"),
-    Setting("dispatch", "timeout", "WFSCHED_DISPATCH_TIMEOUT", "30s", "duration",
-            "per-request timeout towards the engine or SMTP server"),
-    Setting("notify", "smtp_url", "WFSCHED_SMTP_URL", "", "secret",
-            "smtp://[user:pass@]host:port, smtps://… or smtp+starttls://… (notify mode)"),
+    Setting(
+        "scheduler",
+        "timezone",
+        "SCHEDULER_TIMEZONE",
+        "UTC",
+        "str",
+        "default IANA zone of cron triggers",
+    ),
+    Setting(
+        "scheduler", "max_workers", "SCHEDULER_MAX_WORKERS", 10, "int", "concurrent dispatches"
+    ),
+    Setting(
+        "dispatch",
+        "mode",
+        "WFSCHED_DISPATCH_MODE",
+        "log",
+        "choice:log,engine,notify",
+        "where fired events go",
+    ),
+    Setting(
+        "dispatch",
+        "engine_url",
+        "WORKFLOW_ENGINE_URL",
+        "",
+        "str",
+        "workflow engine base URL (engine mode)",
+    ),
+    Setting(
+        "dispatch",
+        "max_attempts",
+        "WFSCHED_DISPATCH_MAX_ATTEMPTS",
+        8,
+        "int",
+        "attempts before an event is failed",
+    ),
+    Setting(
+        "dispatch",
+        "retry_base",
+        "WFSCHED_DISPATCH_RETRY_BASE",
+        "1s",
+        "duration",
+        "first retry delay (exponential backoff, full jitter)",
+    ),
+    Setting(
+        "dispatch",
+        "retry_max",
+        "WFSCHED_DISPATCH_RETRY_MAX",
+        "5m",
+        "duration",
+        "longest retry delay",
+    ),
+    Setting(
+        "dispatch",
+        "claim_ttl",
+        "WFSCHED_DISPATCH_CLAIM_TTL",
+        "10s",
+        "duration",
+        "a claimed event whose dispatcher died is retried after this",
+    ),
+    Setting(
+        "dispatch",
+        "timeout",
+        "WFSCHED_DISPATCH_TIMEOUT",
+        "30s",
+        "duration",
+        "per-request timeout towards the engine or SMTP server",
+    ),
+    Setting(
+        "notify",
+        "smtp_url",
+        "WFSCHED_SMTP_URL",
+        "",
+        "secret",
+        "smtp://[user:pass@]host:port, smtps://… or smtp+starttls://… (notify mode)",
+    ),
     Setting("notify", "from", "WFSCHED_NOTIFY_FROM", "", "str", "sender address of notify mails"),
-    Setting("notify", "to", "WFSCHED_NOTIFY_TO", "", "str", "recipients of notify mails (comma-separated)"),
+    Setting(
+        "notify",
+        "to",
+        "WFSCHED_NOTIFY_TO",
+        "",
+        "str",
+        "recipients of notify mails (comma-separated)",
+    ),
     Setting("email", "server", "IMAP_SERVER", "", "str", "IMAP host of email triggers"),
     Setting("email", "port", "IMAP_PORT", 993, "int", "IMAP port"),
-    Setting("email", "security", "IMAP_SECURITY", "ssl", "choice:ssl,starttls,none", "IMAP transport security"),
+    Setting(
+        "email",
+        "security",
+        "IMAP_SECURITY",
+        "ssl",
+        "choice:ssl,starttls,none",
+        "IMAP transport security",
+    ),
     Setting("email", "user", "EMAIL_USER", "", "str", "IMAP user"),
-    Setting("email", "password", "EMAIL_PASSWORD", "", "secret", "IMAP password (an app password for hosted mail)"),
-    Setting("email", "check_interval", "EMAIL_CHECK_INTERVAL", 60, "duration",
-            "seconds between polls when IDLE is unavailable"),
+    Setting(
+        "email",
+        "password",
+        "EMAIL_PASSWORD",
+        "",
+        "secret",
+        "IMAP password (an app password for hosted mail)",
+    ),
+    Setting(
+        "email",
+        "check_interval",
+        "EMAIL_CHECK_INTERVAL",
+        60,
+        "duration",
+        "seconds between polls when IDLE is unavailable",
+    ),
     Setting("github", "app_id", "GITHUB_APP_ID", "", "str", "GitHub App id"),
-    Setting("github", "private_key", "GITHUB_APP_PRIVATE_KEY", "", "secret",
-            "GitHub App private key as PEM text, or file:PATH"),
-    Setting("github", "webhook_secret", "GITHUB_WEBHOOK_SECRET", "", "secret",
-            "GitHub App webhook secret (comma-separated list to rotate)"),
-    Setting("github", "api_url", "GITHUB_API_URL", "https://api.github.com", "str",
-            "GitHub API base URL (GitHub Enterprise: https://HOST/api/v3)"),
-    Setting("github", "redelivery_window", "GITHUB_REDELIVERY_WINDOW", "1h", "duration",
-            "failed deliveries younger than this are redelivered"),
+    Setting(
+        "github",
+        "private_key",
+        "GITHUB_APP_PRIVATE_KEY",
+        "",
+        "secret",
+        "GitHub App private key as PEM text, or file:PATH",
+    ),
+    Setting(
+        "github",
+        "webhook_secret",
+        "GITHUB_WEBHOOK_SECRET",
+        "",
+        "secret",
+        "GitHub App webhook secret (comma-separated list to rotate)",
+    ),
+    Setting(
+        "github",
+        "api_url",
+        "GITHUB_API_URL",
+        "https://api.github.com",
+        "str",
+        "GitHub API base URL (GitHub Enterprise: https://HOST/api/v3)",
+    ),
+    Setting(
+        "github",
+        "redelivery_window",
+        "GITHUB_REDELIVERY_WINDOW",
+        "1h",
+        "duration",
+        "failed deliveries younger than this are redelivered",
+    ),
     Setting("plugins", "dir", "WFSCHED_PLUGINS_DIR", "plugins", "str", "folder of .py plugins"),
     Setting("log", "format", "WFSCHED_LOG_FORMAT", "json", "choice:json,text", "log line format"),
-    Setting("log", "level", "WFSCHED_LOG_LEVEL", "info", "choice:debug,info,warning,error",
-            "log level"),
+    Setting(
+        "log", "level", "WFSCHED_LOG_LEVEL", "info", "choice:debug,info,warning,error", "log level"
+    ),
 )
 _BY_SECTION: dict[str, dict[str, Setting]] = {}
 for _s in SETTINGS:
@@ -232,7 +351,7 @@ def load_settings(
 
 def _hint(err: Exception) -> str:
     text = str(err)
-    return text[text.index(";"):] if ";" in text else ""
+    return text[text.index(";") :] if ";" in text else ""
 
 
 def _check(settings: Settings) -> None:
@@ -243,7 +362,9 @@ def _check(settings: Settings) -> None:
     if locks and not locks.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"locks.url = {locks!r}: use redis://HOST:PORT/DB or leave it empty")
     if settings.get("dispatch.mode") == "engine" and not settings.get("dispatch.engine_url"):
-        raise ConfigError("dispatch.mode = 'engine' needs dispatch.engine_url (WORKFLOW_ENGINE_URL)")
+        raise ConfigError(
+            "dispatch.mode = 'engine' needs dispatch.engine_url (WORKFLOW_ENGINE_URL)"
+        )
     if settings.get("dispatch.mode") == "notify":
         for key in ("notify.smtp_url", "notify.to"):
             if not settings.get(key):

@@ -21,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -171,8 +172,7 @@ def _parse(expression: str) -> tuple[tuple[tuple[str, int] | _Hashed, ...], ...]
         alias = _ALIASES.get(text[1:].lower())
         if alias is None:
             raise SpecError(
-                f"unknown alias {text!r}; use one of "
-                + ", ".join(f"@{name}" for name in _ALIASES),
+                f"unknown alias {text!r}; use one of " + ", ".join(f"@{name}" for name in _ALIASES),
                 field="cron",
             )
         text = alias
@@ -234,7 +234,9 @@ def _value(token: str, spec: _Field) -> int:
     if token.isdigit():
         value = int(token)
         if not spec.low <= value <= spec.high:
-            raise ValueError(f"{value} is an invalid value. Must be within {spec.low} and {spec.high}")
+            raise ValueError(
+                f"{value} is an invalid value. Must be within {spec.low} and {spec.high}"
+            )
         return value
     named = spec.names.get(token.lower())
     if named is None:
@@ -248,30 +250,30 @@ def _value(token: str, spec: _Field) -> int:
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 # A window of precomputed fire instants answers next_after() by bisection. It reaches back
-# _SLACK seconds so slightly older queries still hit, and forward at least _MIN_CANDIDATES
-# matches and _HORIZON seconds, at most _MAX_CANDIDATES matches.
-_SLACK = 3600.0
-_HORIZON = 2 * 86400
-_MIN_CANDIDATES = 16
-_MAX_CANDIDATES = 512
+# _SLACK seconds so slightly older queries still hit. A first window takes few candidates to
+# keep startup cheap; walking forward doubles that, up to _MAX_CANDIDATES, to amortise croniter.
+_SLACK = 300.0
+_MIN_CANDIDATES = 4
+_MAX_CANDIDATES = 256
 _WINDOWS_KEPT = 4
 
 
 class _WallClockMatches:
     """Naive wall-clock minutes matching a concrete expression: the only user of croniter."""
 
-    __slots__ = ("_day_or", "_expression")
+    __slots__ = ("_croniter",)
 
     def __init__(self, expression: str, *, day_or: bool) -> None:
-        self._expression = expression
-        self._day_or = day_or
-        croniter(expression, datetime(2000, 1, 1), day_or=day_or)  # fail early if unsupported
+        self._croniter = croniter(expression, datetime(2000, 1, 1), day_or=day_or)
 
     def after(self, start: datetime) -> Iterator[datetime]:
-        """Yield matching naive datetimes strictly after naive ``start``, in order."""
-        it = croniter(self._expression, start, day_or=self._day_or)
+        """Yield matching naive datetimes strictly after naive ``start``, in order.
+
+        Not reentrant: the caller holds its lock while it consumes the iterator.
+        """
+        self._croniter.set_current(start, force=True)
         while True:
-            yield it.get_next(datetime)
+            yield self._croniter.get_next(datetime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +286,17 @@ class _Window:
 class CronSchedule:
     """A cron expression evaluated in an IANA time zone, seeded for ``H``."""
 
-    __slots__ = ("_fixed_hour", "_matches", "_tz", "_windows", "expression", "resolved", "timezone")
+    __slots__ = (
+        "_batch",
+        "_fixed_hour",
+        "_lock",
+        "_matches",
+        "_tz",
+        "_windows",
+        "expression",
+        "resolved",
+        "timezone",
+    )
 
     def __init__(self, expression: str, timezone: str, seed: str) -> None:
         """Resolve and validate ``expression`` and ``timezone``.
@@ -310,6 +322,8 @@ class CronSchedule:
         except ValueError as exc:
             raise SpecError(f"{expression!r}: {exc}", field="cron") from None
         self._windows: tuple[_Window, ...] = ()
+        self._batch = _MIN_CANDIDATES
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"CronSchedule({self.expression!r}, {self.timezone!r}, resolved={self.resolved!r})"
@@ -320,16 +334,24 @@ class CronSchedule:
         return self._fixed_hour
 
     def next_after(self, t: datetime) -> datetime:
-        """Return the first fire instant strictly after aware ``t``, as an aware UTC datetime."""
+        """Return the first fire instant strictly after aware ``t``, as an aware UTC datetime.
+
+        Safe to call from several threads.
+        """
         ts = _timestamp(t)
         for window in self._windows:
             if window.valid_from <= ts < window.instants[-1]:
                 return window.fires[bisect_right(window.instants, ts)]
-        window = self._build_window(ts)
-        self._windows = (window, *self._windows[: _WINDOWS_KEPT - 1])
+        with self._lock:
+            # Walking forward past the newest window grows the next one; a jump back doesn't.
+            forward = bool(self._windows) and ts >= self._windows[0].instants[-1]
+            if forward:
+                self._batch = min(2 * self._batch, _MAX_CANDIDATES)
+            window = self._build_window(ts, self._batch if forward else _MIN_CANDIDATES)
+            self._windows = (window, *self._windows[: _WINDOWS_KEPT - 1])
         return window.fires[bisect_right(window.instants, ts)]
 
-    def _build_window(self, ts: float) -> _Window:
+    def _build_window(self, ts: float, candidates: int) -> _Window:
         # Candidates are naive wall-clock matches; each maps to 0, 1 or 2 instants by the DST
         # policy. Mapped instants are monotone in the candidate except the second pass of a
         # fold, and every candidate after the last one maps at or after the last one's first
@@ -342,12 +364,11 @@ class CronSchedule:
         instants: set[int] = set()
         first_after: int | None = None
         transitions: dict[int, int] = {}
-        count = 0
         primary = 0
-        for local in self._matches.after(start):
-            count += 1
+        for count, local in enumerate(self._matches.after(start), start=1):
             u0 = int(local.replace(tzinfo=tz).timestamp())
             u1 = int(local.replace(tzinfo=tz, fold=1).timestamp())
+            fires: tuple[int, ...]
             if u0 == u1:
                 primary, fires = u0, (u0,)
             elif u0 < u1:  # repeated by fall-back
@@ -362,11 +383,8 @@ class CronSchedule:
                 instants.add(fire)
                 if fire > ts and (first_after is None or fire < first_after):
                     first_after = fire
-            if first_after is not None and first_after <= primary:
-                if count >= _MAX_CANDIDATES or (
-                    count >= _MIN_CANDIDATES and primary >= ts + _HORIZON
-                ):
-                    break
+            if count >= candidates and first_after is not None and first_after <= primary:
+                break
         ordered = sorted(i for i in instants if i <= primary)
         return _Window(valid_from, ordered, [datetime.fromtimestamp(i, UTC) for i in ordered])
 
@@ -468,7 +486,7 @@ _DURATION = re.compile(r"(?:\s*[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+\s*")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
 
 
-def parse_duration(text: str | int | float, *, field: str) -> float:
+def parse_duration(text: str | float, *, field: str) -> float:
     """Return the seconds in ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"1h30m"`` or a plain number.
 
     Units are ``ms s m h d w``; parts may be combined. Numbers (and numeric strings) are seconds.

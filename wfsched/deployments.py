@@ -51,8 +51,15 @@ def _is_reference(value: Any) -> bool:
 class DeploymentService:
     """Operations on deployments; ``manager`` adds live state when inside the daemon."""
 
-    def __init__(self, *, store: Store, registry: Registry, settings: Settings,
-                 recorder: Recorder | None = None, manager: TriggerManager | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        registry: Registry,
+        settings: Settings,
+        recorder: Recorder | None = None,
+        manager: TriggerManager | None = None,
+    ) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
@@ -87,8 +94,9 @@ class DeploymentService:
         """Create or update every spec in one transaction (all or nothing)."""
         if dry_run:
             existing = {d.workflow_id: d for d in await self.store.list_deployments()}
-            return [{"workflow_id": s.id, "action": _dry_action(s, existing.get(s.id))}
-                    for s in specs]
+            return [
+                {"workflow_id": s.id, "action": _dry_action(s, existing.get(s.id))} for s in specs
+            ]
         actions = await self.store.apply(specs)
         return [{"workflow_id": s.id, "action": a} for s, a in zip(specs, actions, strict=True)]
 
@@ -119,9 +127,14 @@ class DeploymentService:
         if self.manager is not None and (deployment.workflow_id, spec.id) in self.manager.running:
             return self.manager.next_fire(deployment.workflow_id, spec.id)
         try:
-            trigger, _ = build_trigger(self.registry, deployment.workflow_id, spec,
-                                       store=self.store, recorder=self.recorder,
-                                       settings=self.settings)
+            trigger, _ = build_trigger(
+                self.registry,
+                deployment.workflow_id,
+                spec,
+                store=self.store,
+                recorder=self.recorder,
+                settings=self.settings,
+            )
             timer = trigger.timer()
         except Exception:  # noqa: BLE001 - a view must not fail on one bad trigger
             return None
@@ -133,11 +146,22 @@ class DeploymentService:
         triggers = []
         for spec in self._triggers(deployment):
             state = "disabled" if not spec.enabled else deployment.state
-            triggers.append({"id": spec.id, "type": spec.type, "state": state,
-                             "next_fire": iso(self._next_fire(deployment, spec))})
-        return {"workflow_id": deployment.workflow_id, "name": deployment.name,
-                "state": deployment.state, "revision": deployment.revision,
-                "updated_at": iso(deployment.updated_at), "triggers": triggers}
+            triggers.append(
+                {
+                    "id": spec.id,
+                    "type": spec.type,
+                    "state": state,
+                    "next_fire": iso(self._next_fire(deployment, spec)),
+                }
+            )
+        return {
+            "workflow_id": deployment.workflow_id,
+            "name": deployment.name,
+            "state": deployment.state,
+            "revision": deployment.revision,
+            "updated_at": iso(deployment.updated_at),
+            "triggers": triggers,
+        }
 
     async def list(self) -> list[dict[str, Any]]:
         """The ``list --json`` shape."""
@@ -172,15 +196,21 @@ class DeploymentService:
         if self.manager is not None and (deployment.workflow_id, spec.id) in self.manager.running:
             return self.manager.describe(deployment.workflow_id, spec.id)
         try:
-            trigger, _ = build_trigger(self.registry, deployment.workflow_id, spec,
-                                       store=self.store, recorder=self.recorder,
-                                       settings=self.settings)
+            trigger, _ = build_trigger(
+                self.registry,
+                deployment.workflow_id,
+                spec,
+                store=self.store,
+                recorder=self.recorder,
+                settings=self.settings,
+            )
             return trigger.describe()
         except Exception:  # noqa: BLE001
             return {}
 
-    async def history(self, workflow_id: str | None, *, limit: int,
-                      status: EventStatus | None) -> list[TriggerEvent]:
+    async def history(
+        self, workflow_id: str | None, *, limit: int, status: EventStatus | None
+    ) -> list[TriggerEvent]:
         """Return events newest first; NotFound for a workflow never seen."""
         events = await self.store.history(workflow_id, limit=limit, status=status)
         if workflow_id is not None and not events:
@@ -192,8 +222,9 @@ class DeploymentService:
         return await self.store.requeue(execution_ids, utcnow())
 
     # manual fires ------------------------------------------------------------------------
-    async def find_trigger(self, workflow_id: str, *, kind: str,
-                           trigger_id: str | None = None) -> BaseTrigger:
+    async def find_trigger(
+        self, workflow_id: str, *, kind: str, trigger_id: str | None = None
+    ) -> BaseTrigger:
         """Return an instance of the workflow's trigger of type ``kind`` (or id)."""
         deployment = await self.store.get_deployment(workflow_id)
         if deployment.state != "active":
@@ -206,14 +237,27 @@ class DeploymentService:
                     run = self.manager.running.get((workflow_id, spec.id))
                     if run is not None:
                         return run.trigger
-                trigger, _ = build_trigger(self.registry, workflow_id, spec, store=self.store,
-                                           recorder=self.recorder, settings=self.settings)
+                trigger, _ = build_trigger(
+                    self.registry,
+                    workflow_id,
+                    spec,
+                    store=self.store,
+                    recorder=self.recorder,
+                    settings=self.settings,
+                )
                 return trigger
         what = f"trigger {trigger_id!r}" if trigger_id else f"{kind} trigger"
         raise NotFound(f"workflow {workflow_id!r} has no {what}")
 
-    async def fire_manual(self, workflow_id: str, data: Any, *, user: str, confirmed: bool,
-                          trigger_id: str | None = None) -> FireResult:
+    async def fire_manual(
+        self,
+        workflow_id: str,
+        data: Any,
+        *,
+        user: str,
+        confirmed: bool,
+        trigger_id: str | None = None,
+    ) -> FireResult:
         trigger = await self.find_trigger(workflow_id, kind="manual", trigger_id=trigger_id)
         return await invoke(trigger, data, user=user, confirmed=confirmed)
 
@@ -227,6 +271,10 @@ def _dry_action(spec: Any, current: Deployment | None) -> str:
 def _event_summary(event: TriggerEvent | None) -> dict[str, Any] | None:
     if event is None:
         return None
-    return {"execution_id": event.execution_id, "fired_at": iso(event.fired_at),
-            "scheduled_at": iso(event.scheduled_at), "status": event.status,
-            "attempts": event.attempts}
+    return {
+        "execution_id": event.execution_id,
+        "fired_at": iso(event.fired_at),
+        "scheduled_at": iso(event.scheduled_at),
+        "status": event.status,
+        "attempts": event.attempts,
+    }

@@ -13,25 +13,46 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
 from wfsched.metrics import DISPATCH_ATTEMPTS, DISPATCH_DURATION, TRIGGER_EVENTS
-from wfsched.models import DispatchOutcome, TriggerEvent, utcnow
+from wfsched.models import DispatchOutcome, TriggerEvent, iso, utcnow
 from wfsched.store import Store
 
 log = logging.getLogger("wfsched.dispatch")
 
 
 class DispatchError(Exception):
-    """A failed attempt. ``retry`` says whether another attempt may succeed."""
+    """A failed attempt. ``retry`` says whether another attempt may succeed; ``retry_after``
+    is the delay the receiver asked for; ``code`` its status code (HTTP or SMTP), if any."""
 
-    def __init__(self, message: str, *, retry: bool, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry: bool,
+        retry_after: float | None = None,
+        code: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.retry = retry
         self.retry_after = retry_after
+        self.code = code
+
+
+def event_document(event: TriggerEvent) -> dict[str, Any]:
+    """The event as dispatched (SPEC section 6): the engine's POST body, the notify JSON."""
+    return {
+        "execution_id": event.execution_id,
+        "workflow_id": event.workflow_id,
+        "trigger": {"id": event.trigger_id, "type": event.trigger_type},
+        "scheduled_at": iso(event.scheduled_at),
+        "fired_at": iso(event.fired_at),
+        "payload": dict(event.payload),
+    }
 
 
 class Sender(Protocol):
@@ -50,9 +71,15 @@ class LogSender:
     mode = "log"
 
     async def send(self, event: TriggerEvent) -> None:
-        log.info("event dispatched to log", extra={
-            "workflow_id": event.workflow_id, "trigger_type": event.trigger_type,
-            "trigger_id": event.trigger_id, "execution_id": event.execution_id})
+        log.info(
+            "event dispatched to log",
+            extra={
+                "workflow_id": event.workflow_id,
+                "trigger_type": event.trigger_type,
+                "trigger_id": event.trigger_id,
+                "execution_id": event.execution_id,
+            },
+        )
 
     async def aclose(self) -> None:
         return None
@@ -68,12 +95,27 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None = N
 
 
 class Dispatcher:
-    """Claims due events and hands them to a Sender with bounded concurrency."""
+    """Claims due events and hands them to a Sender with bounded concurrency.
 
-    def __init__(self, store: Store, sender: Sender, *, max_workers: int = 10,
-                 max_attempts: int = 8, retry_base: float = 1.0, retry_max: float = 300.0,
-                 claim_ttl: float = 10.0, poll_interval: float = 0.5,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    A claim never leases more events than there are free slots, and a slot frees only once
+    its outcome is stored, so at most ``max_workers`` events are leased at any time. Claims
+    happen when woken (a fire committed, a retry came due) and every ``poll_interval`` for
+    work that other processes queued (CLI, other replicas).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        sender: Sender,
+        *,
+        max_workers: int = 10,
+        max_attempts: int = 8,
+        retry_base: float = 1.0,
+        retry_max: float = 300.0,
+        claim_ttl: float = 10.0,
+        poll_interval: float = 0.5,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.store = store
         self.sender = sender
         self.max_workers = max(1, max_workers)
@@ -90,34 +132,44 @@ class Dispatcher:
         self._outcome_ready = anyio.Event()
         self._in_flight = 0
         self._accepting = True
+        self._soonest: datetime | None = None
+        """Earliest retry this dispatcher scheduled: it wakes for it instead of polling."""
 
     def wake(self) -> None:
         """Tell the dispatcher new events may be due (called after a commit)."""
         self._wake.set()
 
     async def run(self, tg: TaskGroup) -> None:
-        """Claim and deliver until cancelled."""
+        """Claim and deliver until cancelled or drained."""
         tg.start_soon(self._finisher, name="dispatch-finisher")
-        while self._accepting:
+        while True:
+            # Wait for a free slot first, so a claim never leases what cannot be sent now.
+            await self._slots.acquire()
+            self._slots.release()
+            if not self._accepting:
+                return
             free = self._slots.value
-            events: list[TriggerEvent] = []
-            if free > 0:
-                try:
-                    events = await self.store.claim(self.owner, free, self.claim_ttl, self.clock())
-                except Exception as exc:  # noqa: BLE001 - store outage: wait and retry
-                    log.warning("claiming events failed", extra={"error": str(exc)})
-                    await anyio.sleep(1.0)
-                    continue
+            now = self.clock()
+            if self._soonest is not None and self._soonest <= now:
+                self._soonest = None
+            try:
+                events = await self.store.claim(self.owner, free, self.claim_ttl, now)
+            except Exception as exc:  # noqa: BLE001 - store outage: wait and retry
+                log.warning("claiming events failed", extra={"error": str(exc)})
+                await anyio.sleep(1.0)
+                continue
             for event in events:
-                await self._slots.acquire()
+                self._slots.acquire_nowait()
                 self._in_flight += 1
                 tg.start_soon(self._deliver, event, name=f"dispatch:{event.execution_id}")
             if events and len(events) == free:
-                continue
-            await self._sleep_until_due()
+                continue  # a full batch: more may be due right now
+            await self._sleep_until_due(now)
 
-    async def _sleep_until_due(self) -> None:
+    async def _sleep_until_due(self, now: datetime) -> None:
         timeout = self.poll_interval
+        if self._soonest is not None:
+            timeout = min(timeout, max(0.0, (self._soonest - now).total_seconds()))
         with anyio.move_on_after(timeout):
             await self._wake.wait()
         self._wake = anyio.Event()
@@ -125,39 +177,65 @@ class Dispatcher:
     async def _deliver(self, event: TriggerEvent) -> None:
         started = time.perf_counter()
         attempt = event.attempts + 1
+        code: int | None = None
         outcome: DispatchOutcome
         try:
             await self.sender.send(event)
         except DispatchError as exc:
+            code = exc.code
             outcome = self._failed(event, attempt, exc)
         except Exception as exc:  # noqa: BLE001 - a sender bug must not lose the event
-            outcome = self._failed(event, attempt, DispatchError(
-                f"{type(exc).__name__}: {exc}", retry=True))
+            outcome = self._failed(
+                event, attempt, DispatchError(f"{type(exc).__name__}: {exc}", retry=True)
+            )
         else:
-            outcome = DispatchOutcome(execution_id=event.execution_id, status="dispatched")
+            # The last error stays on a delivered event: it tells why it took retries.
+            outcome = DispatchOutcome(
+                execution_id=event.execution_id, status="dispatched", error=event.last_error
+            )
         elapsed = time.perf_counter() - started
-        result = "ok" if outcome.status == "dispatched" else (
-            "retry" if outcome.status == "pending" else "failed")
+        result = (
+            "ok"
+            if outcome.status == "dispatched"
+            else ("retry" if outcome.status == "pending" else "failed")
+        )
         DISPATCH_DURATION.labels(self.sender.mode, result).observe(elapsed)
         DISPATCH_ATTEMPTS.labels(self.sender.mode, result).inc()
-        if outcome.status != "pending":
-            TRIGGER_EVENTS.labels(event.trigger_type, outcome.status).inc()
+        TRIGGER_EVENTS.labels(
+            event.trigger_type, "retried" if result == "retry" else outcome.status
+        ).inc()
         level = logging.INFO if result == "ok" else logging.WARNING
-        log.log(level, "dispatch attempt", extra={
-            "workflow_id": event.workflow_id, "trigger_type": event.trigger_type,
-            "execution_id": event.execution_id, "duration_ms": round(elapsed * 1000, 2),
-            "status": outcome.status, "attempt": attempt, "error": outcome.error,
-            "mode": self.sender.mode})
+        log.log(
+            level,
+            "dispatch attempt",
+            extra={
+                "workflow_id": event.workflow_id,
+                "trigger_type": event.trigger_type,
+                "execution_id": event.execution_id,
+                "duration_ms": round(elapsed * 1000, 2),
+                "status": outcome.status,
+                "attempt": attempt,
+                "error": outcome.error,
+                "code": code,
+                "mode": self.sender.mode,
+            },
+        )
         self._outcomes.append(outcome)
         self._outcome_ready.set()
 
     def _failed(self, event: TriggerEvent, attempt: int, exc: DispatchError) -> DispatchOutcome:
         if exc.retry and attempt < self.max_attempts:
             delay = backoff(attempt, self.retry_base, self.retry_max, exc.retry_after)
-            return DispatchOutcome(execution_id=event.execution_id, status="pending",
-                                   error=str(exc),
-                                   next_attempt_at=self.clock() + timedelta(seconds=delay))
-        return DispatchOutcome(execution_id=event.execution_id, status="failed", error=str(exc))
+            return DispatchOutcome(
+                execution_id=event.execution_id,
+                status="pending",
+                error=str(exc),
+                next_attempt_at=self.clock() + timedelta(seconds=delay),
+            )
+        error = str(exc)
+        if exc.retry:
+            error = f"gave up after {attempt} attempts: {error}"
+        return DispatchOutcome(execution_id=event.execution_id, status="failed", error=error)
 
     async def _finisher(self) -> None:
         """Write outcomes in batches; a slot frees only once its outcome is stored."""
@@ -170,7 +248,16 @@ class Dispatcher:
                 for _ in batch:
                     self._slots.release()
                     self._in_flight -= 1
-                if any(o.status == "pending" for o in batch):
+                retries = [
+                    o.next_attempt_at
+                    for o in batch
+                    if o.status == "pending" and o.next_attempt_at is not None
+                ]
+                if retries:
+                    # Only now is the retry claimable: its row is written and unclaimed.
+                    soonest = min(retries)
+                    if self._soonest is None or soonest < self._soonest:
+                        self._soonest = soonest
                     self._wake.set()
 
     async def _write(self, batch: list[DispatchOutcome]) -> None:

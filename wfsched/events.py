@@ -36,8 +36,13 @@ class _Waiter:
 class GroupCommitRecorder:
     """A Recorder that batches concurrent ``record`` calls into one store transaction."""
 
-    def __init__(self, store: Recorder, *, on_created: Callable[[], None] = lambda: None,
-                 max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        store: Recorder,
+        *,
+        on_created: Callable[[], None] = lambda: None,
+        max_batch: int = 1000,
+    ) -> None:
         self._store = store
         self._on_created = on_created
         self._max_batch = max_batch
@@ -95,15 +100,16 @@ class GroupCommitRecorder:
         self._count(result)
         pos = 0
         for waiter in batch:
-            waiter.result = result[pos:pos + len(waiter.events)]
+            waiter.result = result[pos : pos + len(waiter.events)]
             pos += len(waiter.events)
             waiter.done.set()
 
     def _count(self, result: Recorded) -> None:
         created = False
         for event, was_created in result:
-            TRIGGER_EVENTS.labels(event.trigger_type,
-                                  "recorded" if was_created else "duplicate").inc()
+            TRIGGER_EVENTS.labels(
+                event.trigger_type, "recorded" if was_created else "duplicate"
+            ).inc()
             created = created or was_created
         if created:
             self._on_created()

@@ -9,8 +9,20 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-FIELDS = ("workflow_id", "trigger_id", "trigger_type", "execution_id", "duration_ms", "status",
-          "error", "attempt", "mode", "code", "path", "method")
+FIELDS = (
+    "workflow_id",
+    "trigger_id",
+    "trigger_type",
+    "execution_id",
+    "duration_ms",
+    "status",
+    "error",
+    "attempt",
+    "mode",
+    "code",
+    "path",
+    "method",
+)
 _SECRETS: set[str] = set()
 # Credentials that may sit inside URLs or headers quoted in error messages.
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
@@ -38,8 +50,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat().replace(
-                "+00:00", "Z"),
+            "timestamp": datetime.fromtimestamp(record.created, UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "service": "wfsched",
             "event": redact(record.getMessage()),
@@ -58,8 +71,9 @@ class TextFormatter(logging.Formatter):
     """Human-readable lines with the same redaction."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{n}={record.__dict__[n]}" for n in FIELDS
-                          if record.__dict__.get(n) is not None)
+        extras = " ".join(
+            f"{n}={record.__dict__[n]}" for n in FIELDS if record.__dict__.get(n) is not None
+        )
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S.%f")[:-3]
         text = f"{ts} {record.levelname:<7} {record.getMessage()} {extras}".rstrip()
         if record.exc_info:

@@ -7,27 +7,45 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 TRIGGER_EVENTS = Counter(
-    "wfsched_trigger_events", "Trigger events by type and status (recorded, duplicate, "
-    "dispatched, failed, retried)", ["trigger_type", "status"], registry=REGISTRY)
+    "wfsched_trigger_events",
+    "Trigger events by type and status (recorded, duplicate, dispatched, failed, retried)",
+    ["trigger_type", "status"],
+    registry=REGISTRY,
+)
 DISPATCH_DURATION = Histogram(
-    "wfsched_dispatch_duration_seconds", "Time of one dispatch attempt", ["mode", "outcome"],
+    "wfsched_dispatch_duration_seconds",
+    "Time of one dispatch attempt",
+    ["mode", "outcome"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-    registry=REGISTRY)
+    registry=REGISTRY,
+)
 DISPATCH_ATTEMPTS = Counter(
-    "wfsched_dispatch_attempts", "Dispatch attempts by outcome", ["mode", "outcome"],
-    registry=REGISTRY)
+    "wfsched_dispatch_attempts",
+    "Dispatch attempts by outcome",
+    ["mode", "outcome"],
+    registry=REGISTRY,
+)
 FIRE_LATENESS = Histogram(
-    "wfsched_fire_lateness_seconds", "Delay from a scheduled instant to its durable event",
+    "wfsched_fire_lateness_seconds",
+    "Delay from a scheduled instant to its durable event",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
-    registry=REGISTRY)
-DEPLOYMENTS = Gauge("wfsched_deployments", "Deployed workflows by state", ["state"],
-                    registry=REGISTRY)
-WEBHOOK_REQUESTS = Counter("wfsched_webhook_requests", "Ingress requests by status code",
-                           ["code"], registry=REGISTRY)
-LOCK_ACQUIRE = Counter("wfsched_lock_acquire", "Lock acquisitions by result", ["result"],
-                       registry=REGISTRY)
-TRIGGER_HEALTH = Gauge("wfsched_trigger_health", "1 for the current health of each trigger",
-                       ["workflow_id", "trigger_id", "health"], registry=REGISTRY)
+    registry=REGISTRY,
+)
+DEPLOYMENTS = Gauge(
+    "wfsched_deployments", "Deployed workflows by state", ["state"], registry=REGISTRY
+)
+WEBHOOK_REQUESTS = Counter(
+    "wfsched_webhook_requests", "Ingress requests by status code", ["code"], registry=REGISTRY
+)
+LOCK_ACQUIRE = Counter(
+    "wfsched_lock_acquire", "Lock acquisitions by result", ["result"], registry=REGISTRY
+)
+TRIGGER_HEALTH = Gauge(
+    "wfsched_trigger_health",
+    "1 for the current health of each trigger",
+    ["workflow_id", "trigger_id", "health"],
+    registry=REGISTRY,
+)
 
 
 def render() -> bytes:

@@ -56,7 +56,9 @@ class Registry:
             return self._types[name].cls
         except KeyError:
             known = ", ".join(sorted(self._types)) or "none"
-            raise SpecError(f"unknown trigger type {name!r} (known: {known})", field="type") from None
+            raise SpecError(
+                f"unknown trigger type {name!r} (known: {known})", field="type"
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._types
@@ -86,7 +88,9 @@ def _load_dir_module(path: Path) -> ModuleType:
     return module
 
 
-def load_registry(plugins_dir: str | Path | None, *, blocked: frozenset[str] = frozenset()) -> Registry:
+def load_registry(
+    plugins_dir: str | Path | None, *, blocked: frozenset[str] = frozenset()
+) -> Registry:
     """Build a fresh plugin manager and registry from entry points and ``plugins_dir``."""
     pm = pluggy.PluginManager("wfsched")
     pm.add_hookspecs(hookspecs)
@@ -95,7 +99,10 @@ def load_registry(plugins_dir: str | Path | None, *, blocked: frozenset[str] = f
     pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     sources: dict[int, tuple[Source, str]] = {}
     for plugin, dist in pm.list_plugin_distinfo():
-        sources[id(plugin)] = (_entry_point_source(plugin, dist), getattr(plugin, "__name__", repr(plugin)))
+        sources[id(plugin)] = (
+            _entry_point_source(plugin, dist),
+            getattr(plugin, "__name__", repr(plugin)),
+        )
     if plugins_dir is not None:
         directory = Path(plugins_dir)
         if directory.is_dir():

@@ -129,8 +129,10 @@ def _parse_trigger(table: Mapping[str, Any], types: TypeLookup, seen: set[str]) 
     if not isinstance(type_name, str) or not type_name:
         raise SpecError("is required in every trigger", field="type")
     cls = types.get(type_name)
-    common = Fields({k: v for k, v in table.items() if k in COMMON_TRIGGER_FIELDS},
-                    allowed=COMMON_TRIGGER_FIELDS)
+    common = Fields(
+        {k: v for k, v in table.items() if k in COMMON_TRIGGER_FIELDS},
+        allowed=COMMON_TRIGGER_FIELDS,
+    )
     trigger_id = table.get("id")
     if trigger_id is None:
         trigger_id, n = type_name, 2
@@ -155,7 +157,9 @@ def spec_files(paths: Iterable[str | Path]) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in (".toml", ".json") and p.is_file())
+            found = sorted(
+                p for p in path.iterdir() if p.suffix in (".toml", ".json") and p.is_file()
+            )
             if not found:
                 raise InvalidSpecs([SpecError("no *.toml or *.json files", source=str(path))])
             files.extend(found)
@@ -178,8 +182,13 @@ def load_specs(paths: Iterable[str | Path], types: TypeLookup) -> list[WorkflowS
             errors.append(exc.located(source=exc.source or str(path)))
             continue
         if spec.id in ids:
-            errors.append(SpecError(f"workflow id {spec.id!r} is also defined in {ids[spec.id]}",
-                                    field="id", source=str(path)))
+            errors.append(
+                SpecError(
+                    f"workflow id {spec.id!r} is also defined in {ids[spec.id]}",
+                    field="id",
+                    source=str(path),
+                )
+            )
             continue
         ids[spec.id] = str(path)
         specs.append(spec)

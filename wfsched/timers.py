@@ -1,9 +1,14 @@
 """One timer for every time-based trigger: a heap of groups, fires recorded in batches.
 
-Triggers with the same schedule and spread share a group, so the next instant is computed
-once per group. The dedupe key ``<trigger id>@<instant>`` makes every fire idempotent, which
-is why cursors are checkpointed lazily: after a crash, re-firing from an older cursor is a
-no-op in the store.
+Triggers with the same schedule, window and spread share a group, so the next instant is
+computed once per group and a group is one heap entry however many triggers it holds. Each fire
+is recorded under the dedupe key ``<trigger id>@<instant>``, so a restart or a second replica
+can never record it twice; that is also why cursors (the last instant handled) are
+checkpointed lazily: re-firing from an older cursor is a no-op in the store.
+
+A trigger's scheduled instant ``N`` is due at ``N + spread``. When a trigger is armed at
+``now``, instants due by ``now`` belong to catch-up (its policy, from its cursor) and later ones
+to the timer, so nothing is fired twice or lost between the two.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,29 +28,52 @@ import anyio
 
 from wfsched.events import Recorder
 from wfsched.metrics import FIRE_LATENESS
-from wfsched.models import NewEvent, iso, new_execution_id, utcnow
-from wfsched.trigger import TimerSpec
+from wfsched.models import NewEvent, iso, new_execution_id
+from wfsched.schedules import series_from_key
+from wfsched.trigger import CatchUp, TimerSpec
 
 log = logging.getLogger("wfsched.timers")
 BATCH = 2000
-MAX_CATCHUP_FIRES = 1000
+MAX_CATCHUP_FIRES = 10_000
+CHECKPOINT_EVERY = 10.0
+"""Seconds between cursor writes of triggers whose catch-up policy needs them."""
+FULL_CHECKPOINT_EVERY = 600.0
+"""Seconds between cursor writes of ``skip`` triggers (their cursor only matters after edits)."""
+MAX_SLEEP = 30.0
+SPREAD_RESOLUTION = 0.01
+"""Spread offsets are applied in 10 ms steps so hash-spread triggers still share groups."""
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EMPTY: Mapping[str, Any] = {}
+
+Cursors = Callable[[Sequence[tuple[str, str, Any]]], Awaitable[None]]
 
 
 @dataclass(slots=True, eq=False)
 class Member:
-    """One trigger in a timer group."""
+    """One trigger armed in the timer."""
 
     workflow_id: str
     trigger_id: str
     trigger_type: str
-    payload: dict[str, Any]
+    payload: Mapping[str, Any]
     spec: TimerSpec
+    floor: float
+    """Instants at or before this timestamp are not the timer's (caught up or skipped)."""
+    last: datetime | None = None
+    """The last scheduled instant handled: the cursor."""
+    stamp: str | None = None
+    """Identity of the definition this member was armed from; stored so a restart can re-arm
+    without parsing specs (None: do not store an arm record)."""
     group: Group | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.workflow_id, self.trigger_id)
 
 
 @dataclass(slots=True, eq=False)
 class Group:
-    """Triggers sharing a schedule and spread; ``nominal`` is their next scheduled instant."""
+    """Members sharing schedule, window and spread; ``nominal`` is their next instant."""
 
     key: tuple[str, float]
     spec: TimerSpec
@@ -53,29 +82,17 @@ class Group:
     version: int = 0
 
 
-def catchup_instants(spec: TimerSpec, since: datetime, now: datetime) -> list[datetime]:
-    """Return the instants in ``(since, now]`` that the catch-up policy fires."""
-    if spec.catchup == "skip":
-        return []
-    start = since
-    if spec.catchup == "all":
-        start = max(since, now - timedelta(seconds=spec.catchup_window))
-    found: list[datetime] = []
-    t = spec.schedule.next_after(start)
-    while t is not None and t <= now:
-        if spec.start_at is None or t >= spec.start_at:
-            if spec.end_at is None or t <= spec.end_at:
-                found.append(t)
-        if spec.catchup == "latest" and len(found) > 1:
-            found.pop(0)
-        if len(found) >= MAX_CATCHUP_FIRES and spec.catchup == "all":
-            break
-        t = spec.schedule.next_after(t)
-    return found
+def _ts(t: datetime) -> float:
+    return (t - _EPOCH).total_seconds()
+
+
+def quantize(spread: float) -> float:
+    """The spread the timer applies: ``spread`` rounded down to SPREAD_RESOLUTION."""
+    return math.floor(max(0.0, spread) / SPREAD_RESOLUTION) * SPREAD_RESOLUTION
 
 
 def next_instant(spec: TimerSpec, after: datetime) -> datetime | None:
-    """Return the next instant after ``after`` within ``start_at``/``end_at``."""
+    """Return the next scheduled instant after ``after`` within ``start_at``/``end_at``."""
     if spec.start_at is not None and after < spec.start_at:
         after = spec.start_at - timedelta(microseconds=1)
     t = spec.schedule.next_after(after)
@@ -84,179 +101,61 @@ def next_instant(spec: TimerSpec, after: datetime) -> datetime | None:
     return t
 
 
-class Timer:
-    """The shared timer. ``add``/``remove`` may be called at any time; ``run`` fires."""
-
-    def __init__(self, recorder: Recorder, *, on_cursors: Callable[
-            [Sequence[tuple[str, str, Any]]], Awaitable[None]] | None = None) -> None:
-        self._recorder = recorder
-        self._on_cursors = on_cursors
-        self._groups: dict[tuple[str, float], Group] = {}
-        self._members: dict[tuple[str, str], Member] = {}
-        self._heap: list[tuple[float, int, int, Group]] = []
-        self._seq = itertools.count()
-        self._wake = anyio.Event()
-        self._dirty: dict[tuple[str, str], Any] = {}
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def next_fire(self, workflow_id: str, trigger_id: str) -> datetime | None:
-        """Return when a trigger fires next (spread included), or None."""
-        member = self._members.get((workflow_id, trigger_id))
-        if member is None or member.group is None or member.group.nominal is None:
-            return None
-        return member.group.nominal + timedelta(seconds=member.spec.spread)
-
-    def add(self, workflow_id: str, trigger_id: str, trigger_type: str, spec: TimerSpec,
-            payload: dict[str, Any], now: datetime | None = None) -> None:
-        """Schedule a trigger from ``now`` on (catch-up is the caller's, see ``catch_up``)."""
-        self.remove(workflow_id, trigger_id)
-        key = (spec.schedule.key + _window(spec), spec.spread)
-        group = self._groups.get(key)
-        if group is None:
-            group = Group(key=key, spec=spec)
-            self._groups[key] = group
-            self._push(group, next_instant(spec, now or utcnow()))
-        member = Member(workflow_id, trigger_id, trigger_type, payload, spec, group)
-        group.members[(workflow_id, trigger_id)] = member
-        self._members[(workflow_id, trigger_id)] = member
-
-    def remove(self, workflow_id: str, trigger_id: str) -> None:
-        """Stop firing a trigger."""
-        member = self._members.pop((workflow_id, trigger_id), None)
-        if member is None or member.group is None:
-            return
-        group = member.group
-        group.members.pop((workflow_id, trigger_id), None)
-        member.group = None
-        if not group.members:
-            # The heap entry goes stale (version check) instead of an O(n) heap removal.
-            group.version += 1
-            self._groups.pop(group.key, None)
-
-    def _push(self, group: Group, nominal: datetime | None) -> None:
-        group.nominal = nominal
-        group.version += 1
-        if nominal is None:
-            return
-        due = nominal.timestamp() + group.key[1]
-        heapq.heappush(self._heap, (due, next(self._seq), group.version, group))
-        if self._heap[0][3] is group:
-            self._wake.set()
-
-    def events_for(self, member: Member, instants: Sequence[datetime]) -> list[NewEvent]:
-        """Build the events of one member for the given scheduled instants."""
-        fired = utcnow()
-        return [NewEvent(
-            execution_id=new_execution_id(), workflow_id=member.workflow_id,
-            trigger_id=member.trigger_id, trigger_type=member.trigger_type,
-            dedupe_key=f"{member.trigger_id}@{iso(t)}", payload=member.payload,
-            fired_at=fired, scheduled_at=t) for t in instants]
-
-    async def catch_up(self, member_key: tuple[str, str], since: datetime, now: datetime) -> int:
-        """Fire what the member's catch-up policy owes for ``(since, now]``; return the count."""
-        member = self._members.get(member_key)
-        if member is None:
-            return 0
-        instants = catchup_instants(member.spec, since, now)
-        if not instants:
-            return 0
-        events = self.events_for(member, instants)
-        for start in range(0, len(events), BATCH):
-            await self._recorder.record(events[start:start + BATCH])
-        self._dirty[member_key] = {"key": member.spec.schedule.key, "last": iso(instants[-1])}
-        return len(events)
-
-    def cursor_for(self, member_key: tuple[str, str], t: datetime) -> dict[str, Any]:
-        member = self._members[member_key]
-        return {"key": member.spec.schedule.key, "last": iso(t)}
-
-    async def run(self, *, checkpoint_every: float = 10.0) -> None:
-        """Fire due groups until cancelled; checkpoint cursors every ``checkpoint_every``."""
-        last_checkpoint = time.monotonic()
-        try:
-            while True:
-                self._drop_stale()
-                delay = math.inf
-                if self._heap:
-                    delay = max(0.0, self._heap[0][0] - time.time())
-                if time.monotonic() - last_checkpoint >= checkpoint_every:
-                    await self.checkpoint()
-                    last_checkpoint = time.monotonic()
-                if delay > 0:
-                    with anyio.move_on_after(min(delay, checkpoint_every)):
-                        await self._wake.wait()
-                    self._wake = anyio.Event()
-                    continue
-                await self._fire_due()
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                await self.checkpoint()
-
-    def _drop_stale(self) -> None:
-        while self._heap and self._heap[0][2] != self._heap[0][3].version:
-            heapq.heappop(self._heap)
-
-    async def _fire_due(self) -> None:
-        now = time.time()
-        due: list[tuple[float, Group, datetime]] = []
-        while self._heap and self._heap[0][0] <= now:
-            at, _, version, group = heapq.heappop(self._heap)
-            if version != group.version or group.nominal is None:
-                continue
-            due.append((at, group, group.nominal))
-            self._push(group, next_instant(group.spec, group.nominal))
-        events: list[NewEvent] = []
-        fired_groups: list[tuple[float, list[Member], datetime]] = []
-        for at, group, nominal in due:
-            members = list(group.members.values())
-            for member in members:
-                events.extend(self.events_for(member, (nominal,)))
-            fired_groups.append((at, members, nominal))
-        for start in range(0, len(events), BATCH):
-            await self._record_until_stored(events[start:start + BATCH])
-        done = time.time()
-        for at, members, nominal in fired_groups:
-            FIRE_LATENESS.observe(max(0.0, done - at))
-            cursor = {"key": members[0].spec.schedule.key if members else "", "last": iso(nominal)}
-            for member in members:
-                self._dirty[(member.workflow_id, member.trigger_id)] = cursor
-
-    async def _record_until_stored(self, events: list[NewEvent]) -> None:
-        # A store outage delays fires instead of dropping them; the dedupe key makes the
-        # retry of a batch that did commit harmless.
-        delay = 0.5
-        while True:
-            try:
-                await self._recorder.record(events)
-                return
-            except Exception as exc:  # noqa: BLE001
-                log.error("recording timer fires failed; retrying",
-                          extra={"error": str(exc), "duration_ms": int(delay * 1000)})
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-
-    async def checkpoint(self) -> None:
-        """Persist the cursors that moved since the last checkpoint."""
-        if not self._dirty or self._on_cursors is None:
-            return
-        dirty, self._dirty = self._dirty, {}
-        try:
-            await self._on_cursors([(w, t, c) for (w, t), c in dirty.items()])
-        except Exception as exc:  # noqa: BLE001 - retried at the next checkpoint
-            log.warning("cursor checkpoint failed", extra={"error": str(exc)})
-            for k, v in dirty.items():
-                self._dirty.setdefault(k, v)
+def next_fire_time(spec: TimerSpec, now: datetime) -> datetime | None:
+    """Return when a trigger fires next after ``now``: its next due instant, spread included."""
+    spread = timedelta(seconds=quantize(spec.spread))
+    nominal = next_instant(spec, now - spread)
+    return None if nominal is None else nominal + spread
 
 
-def _window(spec: TimerSpec) -> str:
-    return f"|{iso(spec.start_at) or ''}|{iso(spec.end_at) or ''}"
+def _last_instants(spec: TimerSpec, lower: datetime, upper: datetime, limit: int) -> list[datetime]:
+    """Return the last ``limit`` instants in ``(lower, upper]``, looking back from ``upper``.
+
+    Schedules only walk forward, so the look-back doubles until it holds ``limit`` instants or
+    reaches ``lower``: the cost follows the answer, not the length of the gap.
+    """
+    if spec.start_at is not None:
+        lower = max(lower, spec.start_at - timedelta(microseconds=1))
+    if spec.end_at is not None:
+        upper = min(upper, spec.end_at)
+    if upper <= lower:
+        return []
+    span = timedelta(seconds=60)
+    while True:
+        start = max(lower, upper - span)
+        found: deque[datetime] = deque(maxlen=limit)
+        count = 0
+        t = spec.schedule.next_after(start)
+        while t is not None and t <= upper:
+            found.append(t)
+            count += 1
+            t = spec.schedule.next_after(t)
+        if count >= limit or start <= lower:
+            return list(found)
+        span *= 4
+
+
+def catchup_instants(spec: TimerSpec, since: datetime, until: datetime) -> list[datetime]:
+    """Return the instants in ``(since, until]`` that the catch-up policy fires."""
+    policy: CatchUp = spec.catchup
+    if policy == "skip" or until <= since:
+        return []
+    if policy == "latest":
+        return _last_instants(spec, since, until, 1)
+    lower = max(since, until - timedelta(seconds=spec.catchup_window))
+    found = _last_instants(spec, lower, until, MAX_CATCHUP_FIRES + 1)
+    if len(found) > MAX_CATCHUP_FIRES:
+        log.warning(
+            "catch-up capped: only the latest fires are recorded",
+            extra={"status": f"{MAX_CATCHUP_FIRES} of more"},
+        )
+        found = found[-MAX_CATCHUP_FIRES:]
+    return found
 
 
 def parse_cursor(value: Any) -> tuple[str | None, datetime | None]:
     """Return ``(schedule key, last instant)`` of a stored timer cursor."""
-    if not isinstance(value, dict):
+    if not isinstance(value, Mapping):
         return None, None
     last = value.get("last")
     try:
@@ -265,3 +164,387 @@ def parse_cursor(value: Any) -> tuple[str | None, datetime | None]:
         when = None
     key = value.get("key")
     return (key if isinstance(key, str) else None), when
+
+
+def arm_record(member: Member) -> dict[str, Any]:
+    """The compact form of an armed trigger, stored with its cursor (see ``restore``)."""
+    spec = member.spec
+    return {
+        "stamp": member.stamp,
+        "type": member.trigger_type,
+        "payload": dict(member.payload),
+        "spread": spec.spread,
+        "catchup": spec.catchup,
+        "window": spec.catchup_window,
+        "start": iso(spec.start_at),
+        "end": iso(spec.end_at),
+    }
+
+
+_SPECS: dict[tuple[Any, ...], TimerSpec] = {}
+
+
+def restore(cursor: Any, stamp: str) -> tuple[str, Mapping[str, Any], TimerSpec] | None:
+    """Return ``(type, payload, spec)`` from a stored arm record made for ``stamp``, or None.
+
+    None means "parse the spec instead": no record, another definition, or a schedule key
+    this process cannot rebuild.
+    """
+    if not isinstance(cursor, Mapping):
+        return None
+    arm = cursor.get("arm")
+    if not isinstance(arm, Mapping) or arm.get("stamp") != stamp:
+        return None
+    key = cursor.get("key")
+    schedule = series_from_key(key) if isinstance(key, str) else None
+    if schedule is None:
+        return None
+    try:
+        start = datetime.fromisoformat(arm["start"]) if arm.get("start") else None
+        end = datetime.fromisoformat(arm["end"]) if arm.get("end") else None
+        parts = (
+            schedule,
+            float(arm["spread"]),
+            str(arm["catchup"]),
+            float(arm["window"]),
+            start,
+            end,
+        )
+        payload = arm["payload"] or _EMPTY
+        kind = str(arm["type"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if parts[2] not in ("skip", "latest", "all") or not isinstance(payload, Mapping):
+        return None
+    spec = _SPECS.get(parts)
+    if spec is None:
+        if len(_SPECS) > 65536:
+            _SPECS.clear()
+        spec = _SPECS[parts] = TimerSpec(
+            schedule=schedule,
+            spread=parts[1],
+            catchup=parts[2],  # type: ignore[arg-type]
+            catchup_window=parts[3],
+            start_at=start,
+            end_at=end,
+        )
+    return kind, payload, spec
+
+
+class Timer:
+    """The shared timer. ``add``/``remove`` may be called at any time; ``run`` fires."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        *,
+        on_cursors: Cursors | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._recorder = recorder
+        self._on_cursors = on_cursors
+        self._clock = clock
+        self._groups: dict[tuple[str, float], Group] = {}
+        self._members: dict[tuple[str, str], Member] = {}
+        self._heap: list[tuple[float, int, int, Group]] = []
+        self._seq = itertools.count()
+        self._wake = anyio.Event()
+        self._backlog: list[tuple[Member, datetime]] = []
+        # Cursors to write soon (a policy needs them, or a new arm record) and eventually.
+        self._dirty: dict[tuple[str, str], Member] = {}
+        self._lazy: dict[tuple[str, str], Member] = {}
+        self._retired: dict[tuple[str, str], tuple[str, datetime | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._members
+
+    def get(self, workflow_id: str, trigger_id: str) -> Member | None:
+        """Return the armed member of a trigger, or None."""
+        return self._members.get((workflow_id, trigger_id))
+
+    def now(self) -> datetime:
+        return _EPOCH + timedelta(seconds=self._clock())
+
+    def next_fire(self, workflow_id: str, trigger_id: str) -> datetime | None:
+        """Return when a trigger fires next (spread included), or None."""
+        member = self._members.get((workflow_id, trigger_id))
+        if member is None or member.group is None or member.group.nominal is None:
+            return None
+        group = member.group
+        nominal: datetime | None = group.nominal
+        if nominal is not None and _ts(nominal) <= member.floor:
+            nominal = next_instant(group.spec, nominal)
+        return None if nominal is None else nominal + timedelta(seconds=group.key[1])
+
+    # arming --------------------------------------------------------------------------------
+    def add(
+        self,
+        workflow_id: str,
+        trigger_id: str,
+        trigger_type: str,
+        spec: TimerSpec,
+        payload: Mapping[str, Any],
+        *,
+        since: datetime | None = None,
+        cursor: Any = None,
+        stamp: str | None = None,
+        fresh_arm: bool = False,
+        now: datetime | None = None,
+    ) -> int:
+        """Arm a trigger and queue what its catch-up policy owes; return that count.
+
+        :param since: the earliest instant catch-up may consider (the deployment's
+            ``active_since``: nothing before a deploy or resume is caught up).
+        :param cursor: the stored cursor; its last instant moves ``since`` forward when it
+            belongs to the same schedule, and a different schedule means no catch-up at all.
+        :param stamp: identity of the definition, stored with the cursor for fast re-arming.
+        :param fresh_arm: write the arm record at the next checkpoint.
+        """
+        key = (workflow_id, trigger_id)
+        self.remove(workflow_id, trigger_id)
+        now = now or self.now()
+        spread = quantize(spec.spread)
+        horizon = now - timedelta(seconds=spread)
+        known, last = parse_cursor(cursor)
+        retired = self._retired.pop(key, None)
+        if retired is not None:
+            # What this process knew in memory is at least as fresh as what it stored.
+            if known == retired[0] and last is not None and retired[1] is not None:
+                last = max(last, retired[1])
+            else:
+                known, last = retired
+        start = since
+        if known is not None and known != spec.schedule.key:
+            start, last = horizon, None  # a changed schedule never produces a burst of fires
+        elif last is not None and (start is None or last > start):
+            start = last
+        member = Member(
+            workflow_id,
+            trigger_id,
+            trigger_type,
+            payload or _EMPTY,
+            spec,
+            floor=_ts(max(horizon, last) if last is not None else horizon),
+            last=last,
+            stamp=stamp,
+        )
+        owed = catchup_instants(spec, start, horizon) if start is not None else []
+        self._backlog.extend((member, t) for t in owed)
+        group_key = (spec.schedule.key + _window(spec), spread)
+        group = self._groups.get(group_key)
+        if group is None:
+            group = Group(key=group_key, spec=spec)
+            self._groups[group_key] = group
+            self._push(group, self._advance(spec, horizon))
+        member.group = group
+        group.members[key] = member
+        self._members[key] = member
+        if fresh_arm and stamp is not None:
+            self._dirty[key] = member
+        if owed:
+            self._wake.set()
+        return len(owed)
+
+    def restamp(self, workflow_id: str, trigger_id: str, stamp: str) -> None:
+        """Record that an unchanged trigger now belongs to another definition stamp."""
+        member = self._members.get((workflow_id, trigger_id))
+        if member is not None and member.stamp != stamp:
+            member.stamp = stamp
+            self._dirty[member.key] = member
+
+    def remove(self, workflow_id: str, trigger_id: str) -> None:
+        """Stop firing a trigger (its cursor progress is kept for a re-arm)."""
+        member = self._members.pop((workflow_id, trigger_id), None)
+        if member is None or member.group is None:
+            return
+        self._retired[member.key] = (member.spec.schedule.key, member.last)
+        group = member.group
+        group.members.pop(member.key, None)
+        member.group = None
+        if not group.members:
+            # The heap entry goes stale (version check) instead of an O(n) heap removal.
+            group.version += 1
+            self._groups.pop(group.key, None)
+
+    def _advance(self, spec: TimerSpec, after: datetime) -> datetime | None:
+        try:
+            return next_instant(spec, after)
+        except Exception:  # noqa: BLE001 - one broken schedule must not stop the timer
+            log.exception(
+                "schedule failed to compute its next instant", extra={"status": spec.schedule.key}
+            )
+            return None
+
+    def _push(self, group: Group, nominal: datetime | None) -> None:
+        group.nominal = nominal
+        group.version += 1
+        if nominal is None:
+            return
+        due = _ts(nominal) + group.key[1]
+        heapq.heappush(self._heap, (due, next(self._seq), group.version, group))
+        if self._heap[0][3] is group:
+            self._wake.set()
+
+    # firing --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Fire due groups and catch-up until cancelled; checkpoint cursors along the way."""
+        clock = time.monotonic
+        next_checkpoint = clock() + CHECKPOINT_EVERY
+        next_full = clock() + FULL_CHECKPOINT_EVERY
+        try:
+            while True:
+                if self._backlog:
+                    await self._record_backlog()
+                    continue
+                self._drop_stale()
+                delay = MAX_SLEEP
+                if self._heap:
+                    delay = min(delay, self._heap[0][0] - self._clock())
+                if delay <= 0:
+                    await self._fire_due()
+                    continue
+                if clock() >= next_full:
+                    await self.checkpoint(everything=True)
+                    next_full = clock() + FULL_CHECKPOINT_EVERY
+                    next_checkpoint = clock() + CHECKPOINT_EVERY
+                elif clock() >= next_checkpoint:
+                    await self.checkpoint()
+                    next_checkpoint = clock() + CHECKPOINT_EVERY
+                if self._dirty:
+                    delay = min(delay, max(0.0, next_checkpoint - clock()))
+                with anyio.move_on_after(delay):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                try:
+                    if self._backlog:
+                        await self._record_backlog(retry=False)
+                except Exception as exc:  # noqa: BLE001 - re-owed from the cursor at start
+                    log.warning("catch-up not recorded at shutdown", extra={"error": str(exc)})
+                await self.checkpoint(everything=True)
+
+    def _drop_stale(self) -> None:
+        while self._heap and self._heap[0][2] != self._heap[0][3].version:
+            heapq.heappop(self._heap)
+
+    async def _fire_due(self) -> None:
+        now = self._clock()
+        due: list[tuple[float, Group, datetime]] = []
+        while self._heap and self._heap[0][0] <= now:
+            at, _, version, group = heapq.heappop(self._heap)
+            if version != group.version or group.nominal is None:
+                continue
+            due.append((at, group, group.nominal))
+            self._push(group, self._advance(group.spec, group.nominal))
+        pending: list[tuple[Member, datetime]] = []
+        for _, group, nominal in due:
+            stamp = _ts(nominal)
+            for member in list(group.members.values()):
+                if stamp > member.floor:
+                    pending.append((member, nominal))
+                    if len(pending) >= BATCH:
+                        await self._record(pending)
+                        pending = []
+        if pending:
+            await self._record(pending)
+
+    async def _record_backlog(self, *, retry: bool = True) -> None:
+        backlog, self._backlog = self._backlog, []
+        for start in range(0, len(backlog), BATCH):
+            await self._record(backlog[start : start + BATCH], retry=retry)
+
+    def _events(self, fires: Sequence[tuple[Member, datetime]]) -> list[NewEvent]:
+        fired = self.now()
+        names: dict[datetime, str] = {}
+        events = []
+        for member, nominal in fires:
+            name = names.get(nominal)
+            if name is None:
+                name = names[nominal] = f"@{iso(nominal)}"
+            events.append(
+                NewEvent(
+                    execution_id=new_execution_id(),
+                    workflow_id=member.workflow_id,
+                    trigger_id=member.trigger_id,
+                    trigger_type=member.trigger_type,
+                    dedupe_key=member.trigger_id + name,
+                    payload=member.payload,
+                    fired_at=fired,
+                    scheduled_at=nominal,
+                )
+            )
+        return events
+
+    async def _record(
+        self, fires: Sequence[tuple[Member, datetime]], *, retry: bool = True
+    ) -> None:
+        # A trigger removed since its fire was queued (undeployed, paused) fires no more; one
+        # re-armed meanwhile (edited) still records what was due before the edit.
+        fires = [f for f in fires if f[0].key in self._members]
+        if not fires:
+            return
+        events = self._events(fires)
+        # A store outage delays fires instead of dropping them; the dedupe key makes the
+        # retry of a batch that did commit harmless.
+        delay = 0.5
+        while True:
+            try:
+                result = await self._recorder.record(events)
+                break
+            except Exception as exc:  # noqa: BLE001
+                if not retry:
+                    raise
+                log.error(
+                    "recording timer fires failed; retrying",
+                    extra={"error": str(exc), "duration_ms": int(delay * 1000)},
+                )
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        done = self._clock()
+        for (member, nominal), (_, created) in zip(fires, result, strict=True):
+            if created:
+                FIRE_LATENESS.observe(max(0.0, done - _ts(nominal) - quantize(member.spec.spread)))
+            if member.last is None or nominal > member.last:
+                member.last = nominal
+            if self._members.get(member.key) is not member:
+                retired = self._retired.get(member.key)
+                if retired is not None and retired[0] == member.spec.schedule.key:
+                    self._retired[member.key] = (retired[0], member.last)
+            elif member.spec.catchup == "skip":
+                self._lazy[member.key] = member
+            else:
+                self._dirty[member.key] = member
+
+    # cursors -------------------------------------------------------------------------------
+    def cursor(self, member: Member) -> dict[str, Any]:
+        """The JSON a member's cursor is stored as."""
+        value: dict[str, Any] = {"key": member.spec.schedule.key, "last": iso(member.last)}
+        if member.stamp is not None:
+            value["arm"] = arm_record(member)
+        return value
+
+    async def checkpoint(self, *, everything: bool = False) -> None:
+        """Persist moved cursors: those catch-up needs, or (``everything``) all of them."""
+        if everything:
+            self._dirty.update(self._lazy)
+            self._lazy = {}
+            self._retired = {}
+        if not self._dirty or self._on_cursors is None:
+            return
+        dirty, self._dirty = self._dirty, {}
+        try:
+            rows = [(m.workflow_id, m.trigger_id, self.cursor(m)) for m in dirty.values()]
+            for start in range(0, len(rows), 5 * BATCH):
+                await self._on_cursors(rows[start : start + 5 * BATCH])
+        except Exception as exc:  # noqa: BLE001 - retried at the next checkpoint
+            log.warning("cursor checkpoint failed", extra={"error": str(exc)})
+            for k, v in dirty.items():
+                self._dirty.setdefault(k, v)
+
+
+def _window(spec: TimerSpec) -> str:
+    return f"|{iso(spec.start_at) or ''}|{iso(spec.end_at) or ''}"

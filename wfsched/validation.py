@@ -27,7 +27,9 @@ class Fields:
     ``Fields(table, allowed={...})`` refuses keys outside ``allowed`` at once.
     """
 
-    def __init__(self, table: Mapping[str, Any], *, allowed: Iterable[str], prefix: builtins.str = "") -> None:
+    def __init__(
+        self, table: Mapping[str, Any], *, allowed: Iterable[str], prefix: builtins.str = ""
+    ) -> None:
         if not isinstance(table, Mapping):
             raise SpecError("must be a table", field=prefix.rstrip(".") or None)
         self.table = table
@@ -64,7 +66,9 @@ class Fields:
             raise self.error(key, "must be true or false")
         return value
 
-    def int(self, key: builtins.str, default: Any = _MISSING, *, minimum: builtins.int | None = None) -> Any:
+    def int(
+        self, key: builtins.str, default: Any = _MISSING, *, minimum: builtins.int | None = None
+    ) -> Any:
         """Return an integer, at least ``minimum``."""
         value = self._get(key, default)
         if value is default and key not in self.table:
@@ -75,7 +79,9 @@ class Fields:
             raise self.error(key, f"must be at least {minimum}")
         return value
 
-    def number(self, key: builtins.str, default: Any = _MISSING, *, minimum: float | None = None) -> Any:
+    def number(
+        self, key: builtins.str, default: Any = _MISSING, *, minimum: float | None = None
+    ) -> Any:
         """Return an int or float, at least ``minimum``."""
         value = self._get(key, default)
         if value is default and key not in self.table:
@@ -97,7 +103,9 @@ class Fields:
             raise self.error(key, "must be a string or a list of strings")
         return list(value)
 
-    def choice(self, key: builtins.str, choices: Iterable[builtins.str], default: Any = _MISSING) -> Any:
+    def choice(
+        self, key: builtins.str, choices: Iterable[builtins.str], default: Any = _MISSING
+    ) -> Any:
         """Return one of ``choices``."""
         value = self._get(key, default)
         options = list(choices)

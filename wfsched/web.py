@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -12,38 +11,38 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wfsched.config import Settings
 from wfsched.deployments import DeploymentService
 from wfsched.errors import AuthError, Conflict, NotFound, StoreError, WfschedError
+from wfsched.httpio import (
+    HttpError,
+    error_response,
+    loopback_refusal,
+    parse_json,
+    read_body,
+    repeated_header,
+    require_json,
+)
 from wfsched.metrics import WEBHOOK_REQUESTS, render
+from wfsched.openapi import document
 from wfsched.runtime import TriggerManager, invoke
 from wfsched.spec import InvalidSpecs
 from wfsched.store import Store
 from wfsched.trigger import Inbound, Outbound
 
 log = logging.getLogger("wfsched.web")
-MAX_JSON_DEPTH = 64
-BODY_READ_TIMEOUT = 10.0
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
+SHARED_INGRESS_LIMIT = 25 * 1024 * 1024
+"""GitHub's own payload cap: the largest body a shared ingress route reads."""
+INGRESS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 Handler = Callable[[Request], Awaitable[Response]]
 
-
-class HttpError(Exception):
-    """An error answered as ``{"error", "detail"}`` with a status code."""
-
-    def __init__(self, status: int, code: str, detail: str,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status, self.code, self.detail, self.headers = status, code, detail, headers or {}
-
-
-def error_response(status: int, code: str, detail: str,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+__all__ = ["HttpError", "WebServices", "create_app", "error_response", "parse_json", "read_body"]
 
 
 @dataclass
@@ -57,87 +56,30 @@ class WebServices:
     api_token: str
 
 
-def _depth(value: Any, limit: int) -> int:
-    stack = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
-
-
-def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
-    """Parse a JSON body; HttpError 400 ``invalid_json`` on bad bytes, syntax or nesting."""
-    if not body.strip():
-        if allow_empty:
-            return None
-        raise HttpError(400, "invalid_json", "the request body is empty; send a JSON object")
-    try:
-        value = json.loads(body)
-    except UnicodeDecodeError:
-        raise HttpError(400, "invalid_json", "the body is not valid UTF-8") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise HttpError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise HttpError(400, "invalid_json", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    return value
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read the body, refusing with 413 as soon as it exceeds ``limit`` and 408 when slow."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            if int(declared) > limit:
-                raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-        except ValueError:
-            raise HttpError(400, "bad_request", "invalid Content-Length header") from None
-    chunks: list[bytes] = []
-    size = 0
-    with anyio.move_on_after(BODY_READ_TIMEOUT) as scope:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-            chunks.append(chunk)
-    if scope.cancelled_caught:
-        raise HttpError(408, "request_timeout", "the body was not received in time")
-    return b"".join(chunks)
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 def create_app(services: WebServices) -> Starlette:
     """Build the HTTP application."""
     deployments = services.deployments
     manager = services.manager
+    token = services.api_token.encode()
 
     def management(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
-            token = services.api_token
             if token:
                 header = request.headers.get("authorization", "")
-                given = header[7:] if header[:7].lower() == "bearer " else ""
-                if not hmac.compare_digest(given.encode(), token.encode()):
-                    return error_response(401, "unauthorized",
-                                          "send Authorization: Bearer <server.api_token>")
-            elif not _is_loopback(request.client.host if request.client else None):
-                return error_response(401, "unauthorized", "the management API accepts "
-                                      "loopback clients only unless server.api_token is set")
+                given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+                if not hmac.compare_digest(given.encode(), token):
+                    return error_response(
+                        401,
+                        "unauthorized",
+                        "send Authorization: Bearer <server.api_token>",
+                        {"WWW-Authenticate": "Bearer"},
+                    )
+            else:
+                refusal = loopback_refusal(request)
+                if refusal is not None:
+                    return error_response(401, "unauthorized", refusal)
             return await handler(request)
+
         return guarded
 
     def user_of(request: Request) -> str:
@@ -149,8 +91,14 @@ def create_app(services: WebServices) -> Starlette:
             with anyio.fail_after(3):
                 await services.store.ping()
         except (StoreError, TimeoutError) as exc:
-            return JSONResponse({"status": "unavailable", "store": "unreachable",
-                                 "detail": str(exc)}, status_code=503)
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "store": "unreachable",
+                    "detail": str(exc) or "the store did not answer within 3 s",
+                },
+                status_code=503,
+            )
         triggers = _trigger_health(manager)
         return JSONResponse({"status": "ok", "store": "ok", "triggers": triggers})
 
@@ -162,12 +110,14 @@ def create_app(services: WebServices) -> Starlette:
 
     async def deploy(request: Request) -> Response:
         workflow_id = request.path_params["id"]
+        require_json(request)
         document = parse_json(await read_body(request, MANAGEMENT_BODY_LIMIT))
         if isinstance(document, dict):
             document.setdefault("id", workflow_id)
             if document["id"] != workflow_id:
-                raise HttpError(422, "invalid_spec",
-                                f"the body's id {document['id']!r} differs from the path's")
+                raise HttpError(
+                    422, "invalid_spec", f"the body's id {document['id']!r} differs from the path's"
+                )
         spec = deployments.parse_document(document)
         exists = True
         try:
@@ -176,8 +126,8 @@ def create_app(services: WebServices) -> Starlette:
             exists = False
         if request.method == "PUT" and not exists:
             raise NotFound(f"workflow {workflow_id!r} is not deployed; POST …/deploy creates it")
-        [result] = await deployments.deploy([spec])
-        result["warnings"] = deployments.warnings([spec])
+        [action] = await deployments.deploy([spec])
+        result: dict[str, Any] = {**action, "warnings": deployments.warnings([spec])}
         return JSONResponse(result, status_code=201 if result["action"] == "created" else 200)
 
     async def undeploy(request: Request) -> Response:
@@ -189,74 +139,123 @@ def create_app(services: WebServices) -> Starlette:
         return JSONResponse(await deployments.status(request.path_params["id"]))
 
     async def manual(request: Request) -> Response:
-        body = parse_json(await read_body(request, MANAGEMENT_BODY_LIMIT), allow_empty=True) or {}
+        require_json(request)
+        body = parse_json(await read_body(request, MANAGEMENT_BODY_LIMIT), allow_empty=True)
+        body = {} if body is None else body
         if not isinstance(body, dict):
-            raise HttpError(400, "invalid_json", "send a JSON object {\"confirm\", \"data\"}")
+            raise HttpError(400, "invalid_json", 'send a JSON object {"confirm", "data"}')
+        trigger_id = body.get("trigger_id")
+        if trigger_id is not None and not isinstance(trigger_id, str):
+            raise HttpError(400, "bad_request", "trigger_id must be a string")
         result = await deployments.fire_manual(
-            request.path_params["id"], body.get("data", {}), user=user_of(request),
-            confirmed=body.get("confirm") is True, trigger_id=body.get("trigger_id"))
-        return JSONResponse({"execution_id": result.execution_id,
-                             "workflow_id": result.workflow_id, "status": result.status},
-                            status_code=202)
+            request.path_params["id"],
+            body.get("data", {}),
+            user=user_of(request),
+            confirmed=body.get("confirm") is True,
+            trigger_id=trigger_id,
+        )
+        return JSONResponse(
+            {
+                "execution_id": result.execution_id,
+                "workflow_id": result.workflow_id,
+                "status": result.status,
+            },
+            status_code=202,
+        )
 
     async def gateway_webhook(request: Request) -> Response:
+        require_json(request)
         trigger = await deployments.find_trigger(request.path_params["id"], kind="webhook")
         body = await read_body(request, trigger.max_body_bytes)
         data = parse_json(body, allow_empty=True)
         result = await invoke(trigger, data, user=user_of(request), confirmed=True)
-        return JSONResponse({"execution_id": result.execution_id,
-                             "workflow_id": result.workflow_id, "status": "accepted"},
-                            status_code=202)
+        return JSONResponse(
+            {
+                "execution_id": result.execution_id,
+                "workflow_id": result.workflow_id,
+                "status": "accepted",
+            },
+            status_code=202,
+        )
 
     async def trigger_health(request: Request) -> Response:
         triggers = _trigger_health(manager)
         failing = [t for t in triggers if t["health"] != "healthy"]
-        return JSONResponse({"status": "ok" if not failing else "degraded",
-                             "running": len(manager.running), "timers": len(manager.timer),
-                             "unhealthy": failing})
+        return JSONResponse(
+            {
+                "status": "ok" if not failing else "degraded",
+                "running": len(manager.running),
+                "timers": len(manager.timer),
+                "unhealthy": failing,
+            }
+        )
 
     async def public_webhook(request: Request) -> Response:
         workflow_id = request.path_params["id"]
         try:
             trigger = manager.ingress_trigger(workflow_id)
         except NotFound:
-            raise HttpError(404, "not_found", f"no active webhook trigger for {workflow_id!r}")
+            raise HttpError(
+                404, "not_found", f"no active webhook trigger for {workflow_id!r}"
+            ) from None
         if not trigger.allows_method(request.method):
-            allowed = ", ".join(m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
-                                if trigger.allows_method(m))
-            raise HttpError(405, "method_not_allowed", f"allowed: {allowed}",
-                            headers={"Allow": allowed})
+            allowed = ", ".join(m for m in INGRESS_METHODS if trigger.allows_method(m))
+            raise HttpError(
+                405, "method_not_allowed", f"allowed: {allowed}", headers={"Allow": allowed}
+            )
         body = await read_body(request, trigger.max_body_bytes)
         return _outbound(await trigger.receive(_inbound(request, body)))
 
     async def shared_webhook(request: Request) -> Response:
         name = request.path_params["name"]
+        if name == "status":  # the status route only answers GET
+            raise HttpError(
+                405, "method_not_allowed", "allowed: GET, HEAD", headers={"Allow": "GET, HEAD"}
+            )
         cls = manager.shared_ingress_type(name)
-        body = await read_body(request, 25 * 1024 * 1024)
-        outbound = await cls.receive_shared(_inbound(request, body), manager.shared_triggers(name),
-                                            services.settings.sections.get(name, {}))
+        body = await read_body(request, SHARED_INGRESS_LIMIT)
+        outbound = await cls.receive_shared(
+            _inbound(request, body),
+            manager.shared_triggers(name),
+            services.settings.sections.get(name, {}),
+        )
         return _outbound(outbound)
 
     async def webhook_status(request: Request) -> Response:
         routes = []
         for (workflow_id, trigger_id), run in sorted(manager.running.items()):
             if run.trigger.ingress is not None:
-                path = (f"/api/v1/public/webhook/workflow/{workflow_id}"
-                        if run.trigger.ingress == "workflow"
-                        else f"/api/v1/public/webhooks/{run.trigger.ingress}")
-                routes.append({"workflow_id": workflow_id, "trigger_id": trigger_id,
-                               "type": run.trigger.type, "path": path,
-                               "health": run.ctx.health[0]})
+                path = (
+                    f"/api/v1/public/webhook/workflow/{workflow_id}"
+                    if run.trigger.ingress == "workflow"
+                    else f"/api/v1/public/webhooks/{run.trigger.ingress}"
+                )
+                routes.append(
+                    {
+                        "workflow_id": workflow_id,
+                        "trigger_id": trigger_id,
+                        "type": run.trigger.type,
+                        "path": path,
+                        "health": run.ctx.health[0],
+                    }
+                )
         return JSONResponse({"status": "ok", "webhooks": routes})
 
-    async def openapi(request: Request) -> Response:
-        from wfsched.openapi import document
+    openapi_body: list[bytes] = []
 
-        return JSONResponse(document())
+    async def openapi(request: Request) -> Response:
+        if not openapi_body:
+            openapi_body.append(json.dumps(document(), separators=(",", ":")).encode())
+        return Response(openapi_body[0], media_type="application/json")
 
     def wrap(handler: Handler, *, ingress: bool = False) -> Handler:
         async def call(request: Request) -> Response:
             try:
+                repeated = repeated_header(request.scope["headers"])
+                if repeated is not None:
+                    raise HttpError(
+                        400, "bad_request", f"the {repeated} header is repeated; send it once"
+                    )
                 response = await handler(request)
             except HttpError as exc:
                 response = error_response(exc.status, exc.code, exc.detail, exc.headers)
@@ -268,22 +267,42 @@ def create_app(services: WebServices) -> Starlette:
                 response = error_response(404, "not_found", str(exc))
             except Conflict as exc:
                 code = str(exc) if str(exc) == "confirmation_required" else "conflict"
-                detail = ("this trigger requires confirmation: send {\"confirm\": true}"
-                          if code == "confirmation_required" else str(exc))
+                detail = (
+                    'this trigger requires confirmation: send {"confirm": true}'
+                    if code == "confirmation_required"
+                    else str(exc)
+                )
                 response = error_response(409, code, detail)
             except StoreError as exc:
-                log.warning("store unavailable", extra={"error": str(exc)})
-                response = error_response(503, "store_unavailable", "the store is unreachable; "
-                                          "nothing was recorded, retry later",
-                                          {"Retry-After": "5"})
+                log.warning(
+                    "store unavailable", extra={"error": str(exc), "path": request.url.path}
+                )
+                response = error_response(
+                    503,
+                    "store_unavailable",
+                    "the store is unreachable; nothing was recorded, retry later",
+                    {"Retry-After": "5"},
+                )
             except WfschedError as exc:
                 response = error_response(400, "bad_request", str(exc))
+            except ClientDisconnect:
+                response = error_response(
+                    400, "client_disconnected", "the client closed the connection mid-request"
+                )
+            except Exception:  # last resort: a bug must not crash the server
+                log.exception(
+                    "unexpected error handling a request",
+                    extra={"path": request.url.path, "method": request.method},
+                )
+                response = error_response(
+                    500, "internal_error", "unexpected server error; it has been logged"
+                )
             if ingress:
                 WEBHOOK_REQUESTS.labels(str(response.status_code)).inc()
             return response
+
         return call
 
-    all_methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     m = management
     routes = [
         Route("/health", wrap(health), methods=["GET"]),
@@ -294,36 +313,80 @@ def create_app(services: WebServices) -> Starlette:
         Route("/api/v1/deployment/workflows/{id}/undeploy", wrap(m(undeploy)), methods=["DELETE"]),
         Route("/api/v1/deployment/workflows/{id}/status", wrap(m(status)), methods=["GET"]),
         Route("/api/v1/triggers/workflows/{id}/manual", wrap(m(manual)), methods=["POST"]),
-        Route("/api/v1/triggers/workflows/{id}/webhook", wrap(m(gateway_webhook)),
-              methods=["POST"]),
+        Route(
+            "/api/v1/triggers/workflows/{id}/webhook", wrap(m(gateway_webhook)), methods=["POST"]
+        ),
         Route("/api/v1/triggers/workflows/{id}/status", wrap(m(status)), methods=["GET"]),
         Route("/api/v1/triggers/health", wrap(m(trigger_health)), methods=["GET"]),
-        Route("/api/v1/public/webhook/workflow/{id}", wrap(public_webhook, ingress=True),
-              methods=all_methods),
+        # Every method reaches the handler so an unconfigured one gets the trigger's Allow list.
+        Route(
+            "/api/v1/public/webhook/workflow/{id}",
+            wrap(public_webhook, ingress=True),
+            methods=[*INGRESS_METHODS, "HEAD", "OPTIONS"],
+        ),
         Route("/api/v1/public/webhooks/status", wrap(webhook_status), methods=["GET"]),
-        Route("/api/v1/public/webhooks/{name}", wrap(shared_webhook, ingress=True),
-              methods=["POST"]),
+        Route(
+            "/api/v1/public/webhooks/{name}", wrap(shared_webhook, ingress=True), methods=["POST"]
+        ),
     ]
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _server_error}
+    )
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no route) and 405 (route without that method) as JSON errors."""
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, "bad_request")
+    detail = (
+        f"no route {request.url.path}"
+        if exc.status_code == 404
+        else f"allowed: {exc.headers.get('Allow', '')}"
+        if exc.status_code == 405 and exc.headers
+        else str(exc.detail)
+    )
+    return error_response(exc.status_code, code, detail, dict(exc.headers or {}))
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    """Outside any route handler (should not happen): still JSON, never a traceback."""
+    return error_response(500, "internal_error", "unexpected server error; it has been logged")
 
 
 def _trigger_health(manager: TriggerManager) -> list[dict[str, Any]]:
     out = []
     for (workflow_id, trigger_id), run in sorted(manager.running.items()):
         health, error = run.ctx.health
-        out.append({"workflow_id": workflow_id, "trigger_id": trigger_id,
-                    "type": run.trigger.type, "health": health, "last_error": error})
+        out.append(
+            {
+                "workflow_id": workflow_id,
+                "trigger_id": trigger_id,
+                "type": run.trigger.type,
+                "health": health,
+                "last_error": error,
+            }
+        )
     return out
 
 
 def _inbound(request: Request, body: bytes) -> Inbound:
-    raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.headers.raw]
+    scope = request.scope
+    raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
     headers: dict[str, str] = {}
     for key, value in raw:
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
-    return Inbound(method=request.method, path=request.url.path,
-                   query=dict(request.query_params), headers=headers, raw_headers=raw,
-                   body=body, client=request.client.host if request.client else None)
+    query = dict(request.query_params) if scope.get("query_string") else {}
+    client = scope.get("client")
+    return Inbound(
+        method=scope["method"],
+        path=scope["path"],
+        query=query,
+        headers=headers,
+        raw_headers=raw,
+        body=body,
+        client=client[0] if client else None,
+    )
 
 
 def _outbound(outbound: Outbound) -> Response:

@@ -47,14 +47,24 @@ def test_it_fires_from_a_deployed_spec_when_a_file_appears_or_changes(tmp_path: 
     inbox.mkdir()
     (inbox / "old.csv").write_text("already here")
     spec = tmp_path / "files.toml"
-    spec.write_text(f'id = "files"\n[[triggers]]\ntype = "file"\ndirectory = "{inbox}"\n'
-                    'pattern = "*.csv"\ninterval = 0.1\n')
+    spec.write_text(
+        f'id = "files"\n[[triggers]]\ntype = "file"\ndirectory = "{inbox}"\n'
+        'pattern = "*.csv"\ninterval = 0.1\n'
+    )
     with Daemon(tmp_path / "d", env={"WFSCHED_PLUGINS_DIR": str(PLUGINS)}) as d:
-        assert {"type": "file", "source": "plugins-dir",
-                "module": str(PLUGINS / "file_trigger.py")} in d.cli_json("plugins")
+        assert {
+            "type": "file",
+            "source": "plugins-dir",
+            "module": str(PLUGINS / "file_trigger.py"),
+        } in d.cli_json("plugins")
         d.cli("deploy", str(spec))
-        wait_for(lambda: d.cli_json("status", "files")["triggers"][0]["health"] == "healthy"
-                 and d.get("/health").json()["triggers"], message="trigger running")
+        wait_for(
+            lambda: (
+                d.cli_json("status", "files")["triggers"][0]["health"] == "healthy"
+                and d.get("/health").json()["triggers"]
+            ),
+            message="trigger running",
+        )
         new = inbox / "new.csv"
         new.write_text("a,b\n1,2\n")
 

@@ -1,0 +1,355 @@
+"""Engine-mode dispatch against a real local engine app, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.daemon_proc import free_port
+from tests.engine_app import Engine, Reply
+from wfsched.daemon import open_store
+from wfsched.dispatch import DispatchError, Dispatcher, backoff
+from wfsched.engine import EngineSender, classify, execute_url, parse_engine_url, parse_retry_after
+from wfsched.errors import ConfigError
+from wfsched.metrics import render
+from wfsched.models import NewEvent, TriggerEvent, new_execution_id, utcnow
+
+pytestmark = pytest.mark.anyio
+
+
+def new_event(workflow_id: str = "nightly-report", payload: dict[str, Any] | None = None,
+              scheduled: bool = False) -> NewEvent:
+    now = utcnow()
+    execution_id = new_execution_id()
+    return NewEvent(execution_id=execution_id, workflow_id=workflow_id, trigger_id="nightly",
+                    trigger_type="cron", dedupe_key=execution_id,
+                    payload=payload if payload is not None else {"n": 1}, fired_at=now,
+                    scheduled_at=now.replace(microsecond=0) if scheduled else None)
+
+
+async def record(store: Any, n: int = 1, **kw: Any) -> list[TriggerEvent]:
+    return [e for e, _ in await store.record([new_event(**kw) for _ in range(n)])]
+
+
+async def until(predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0,
+                what: str = "condition") -> Any:
+    """Poll an async predicate until truthy; fail after ``timeout`` seconds."""
+    with anyio.move_on_after(timeout):
+        while True:
+            value = await predicate()
+            if value:
+                return value
+            await anyio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def settled(store: Any, execution_id: str, timeout: float = 10.0) -> TriggerEvent:
+    async def done() -> TriggerEvent | None:
+        event: TriggerEvent = await store.get_event(execution_id)
+        return event if event.status != "pending" else None
+    result: TriggerEvent = await until(done, timeout, f"event {execution_id} to settle")
+    return result
+
+
+@asynccontextmanager
+async def running(dispatcher: Dispatcher) -> AsyncIterator[Dispatcher]:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dispatcher.run, tg)
+        try:
+            yield dispatcher
+        finally:
+            tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await dispatcher.sender.aclose()
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    app = Engine()
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+def dispatcher(store: Any, url: str, *, timeout: float = 5.0, **kw: Any) -> Dispatcher:
+    options: dict[str, Any] = {"max_workers": 4, "retry_base": 0.05, "retry_max": 0.2,
+                               "claim_ttl": 10.0, "max_attempts": 8, **kw}
+    sender = EngineSender(url, timeout=timeout, max_connections=options["max_workers"])
+    return Dispatcher(store, sender, **options)
+
+
+# the done-when criteria ------------------------------------------------------------------
+async def test_it_retries_two_503s_then_dispatches_with_one_key(store: Any, engine: Engine) -> None:
+    engine.script(503, 503, 200)
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url)):
+        final = await settled(store, event.execution_id)
+    assert final.status == "dispatched"
+    assert final.attempts == 3
+    assert engine.keys() == [event.execution_id] * 3
+    gaps = [b.at - a.at for a, b in zip(engine.received, engine.received[1:], strict=False)]
+    assert all(gap >= 0.045 for gap in gaps), f"retries came faster than retry_base: {gaps}"
+    [row] = await store.history(status="dispatched")
+    assert row.execution_id == event.execution_id
+
+
+async def test_it_fails_a_400_after_one_attempt(store: Any, engine: Engine) -> None:
+    engine.script(Reply(400, body='{"error": "unknown workflow input"}'))
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url)):
+        final = await settled(store, event.execution_id)
+    assert (final.status, final.attempts) == ("failed", 1)
+    assert final.last_error is not None
+    assert "400" in final.last_error and "unknown workflow input" in final.last_error
+    assert len(engine.received) == 1
+    assert [e.execution_id for e in await store.history(status="failed")] == [event.execution_id]
+
+
+async def test_it_posts_the_spec_body_and_idempotency_key(store: Any, engine: Engine) -> None:
+    [event] = await record(store, payload={"data": {"x": [1, "two"]}, "user": "ops"},
+                           scheduled=True)
+    async with running(dispatcher(store, engine.url + "/engine/")):
+        await settled(store, event.execution_id)
+    [got] = engine.received
+    assert got.path == "/engine/v1/workflows/nightly-report/execute"
+    assert got.key == event.execution_id
+    assert got.headers["Content-Type"] == "application/json"
+    assert got.body == {
+        "execution_id": event.execution_id,
+        "workflow_id": "nightly-report",
+        "trigger": {"id": "nightly", "type": "cron"},
+        "scheduled_at": event.to_json()["scheduled_at"],
+        "fired_at": event.to_json()["fired_at"],
+        "payload": {"data": {"x": [1, "two"]}, "user": "ops"},
+    }
+    assert got.body["fired_at"].endswith("Z")
+
+
+# retries and failures ----------------------------------------------------------------------
+async def test_it_retries_a_request_applied_but_timed_out_with_the_same_key(
+        store: Any, engine: Engine) -> None:
+    # The engine records the execution, then answers only after the client gave up
+    # (Temporal's ExecuteAndTimeout case): the retry must carry the same key.
+    engine.script(Reply(200, delay=1.5), Reply(200))
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url, timeout=0.3)):
+        final = await settled(store, event.execution_id)
+    assert (final.status, final.attempts) == ("dispatched", 2)
+    assert final.last_error is not None and "did not answer within 0.3s" in final.last_error
+    assert engine.keys() == [event.execution_id, event.execution_id]
+
+
+async def test_it_honours_retry_after_on_429(store: Any, engine: Engine) -> None:
+    engine.script(Reply(429, headers={"Retry-After": "1"}), 200)
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url, retry_base=0.01, retry_max=5.0)):
+        final = await settled(store, event.execution_id)
+    assert (final.status, final.attempts) == ("dispatched", 2)
+    first, second = engine.received
+    assert second.at - first.at >= 0.95
+
+
+async def test_it_does_not_follow_redirects(store: Any, engine: Engine) -> None:
+    engine.script(Reply(307, headers={"Location": engine.url + "/moved"}))
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url)):
+        final = await settled(store, event.execution_id)
+    assert (final.status, final.attempts) == ("failed", 1)
+    assert final.last_error is not None and "redirect" in final.last_error
+    assert [r.path for r in engine.received] == ["/v1/workflows/nightly-report/execute"]
+
+
+async def test_it_gives_up_after_max_attempts(store: Any, engine: Engine) -> None:
+    engine.responder = lambda got, seen: Reply(502)
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url, max_attempts=3, retry_base=0.01,
+                                  retry_max=0.02)):
+        final = await settled(store, event.execution_id)
+    assert (final.status, final.attempts) == ("failed", 3)
+    assert final.last_error is not None
+    assert final.last_error.startswith("gave up after 3 attempts: engine answered 502")
+    assert len(engine.received) == 3
+
+
+async def test_it_retries_while_the_engine_is_down_and_delivers_when_it_is_up(
+        store: Any) -> None:
+    port = free_port()
+    engine = Engine()
+    [event] = await record(store)
+    async with running(dispatcher(store, f"http://user:pw-s3cret@127.0.0.1:{port}",
+                                  retry_base=0.05, retry_max=0.1)):
+        async def failed_twice() -> bool:
+            got = await store.get_event(event.execution_id)
+            return bool(got.attempts >= 2)
+        await until(failed_twice, what="two failed attempts")
+        pending = await store.get_event(event.execution_id)
+        assert pending.status == "pending"
+        assert pending.last_error is not None
+        assert f"cannot reach engine at http://127.0.0.1:{port}" in pending.last_error
+        assert "s3cret" not in pending.last_error
+        await engine.start(port)
+        try:
+            final = await settled(store, event.execution_id)
+        finally:
+            await engine.stop()
+    assert final.status == "dispatched"
+    assert engine.keys() == [event.execution_id]
+    assert engine.received[0].headers["Authorization"] == "Basic dXNlcjpwdy1zM2NyZXQ="
+
+
+async def test_it_keeps_at_most_max_workers_in_flight(store: Any, engine: Engine) -> None:
+    engine.responder = lambda got, seen: Reply(200, delay=0.03)
+    events = await record(store, 24)
+    d = dispatcher(store, engine.url, max_workers=4)
+    async with running(d):
+        d.wake()
+        await until(lambda: _count(store, "dispatched", 24), what="24 dispatched")
+    assert engine.max_in_flight == 4
+    assert sorted(engine.distinct_keys()) == sorted(e.execution_id for e in events)
+
+
+async def _count(store: Any, status: str, n: int) -> bool:
+    return len(await store.history(status=status, limit=10_000)) >= n
+
+
+async def test_it_logs_every_attempt_and_exports_metrics(
+        store: Any, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    engine.script(500, 200)
+    [event] = await record(store)
+    with caplog.at_level(logging.INFO, logger="wfsched.dispatch"):
+        async with running(dispatcher(store, engine.url)):
+            await settled(store, event.execution_id)
+    lines = [r.__dict__ for r in caplog.records if r.getMessage() == "dispatch attempt"]
+    assert [(x["execution_id"], x["status"], x["attempt"], x["code"]) for x in lines] == [
+        (event.execution_id, "pending", 1, 500), (event.execution_id, "dispatched", 2, None)]
+    assert all(isinstance(x["duration_ms"], float) for x in lines)
+    text = render().decode()
+    assert 'wfsched_dispatch_duration_seconds_count{mode="engine",outcome="retry"}' in text
+    assert 'wfsched_dispatch_attempts_total{mode="engine",outcome="ok"}' in text
+    assert 'wfsched_trigger_events_total{status="retried",trigger_type="cron"}' in text
+
+
+async def test_it_redelivers_a_failed_event_with_the_same_key(store: Any, engine: Engine) -> None:
+    engine.script(400)
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url, poll_interval=0.05)):
+        assert (await settled(store, event.execution_id)).status == "failed"
+        [queued] = await store.requeue([event.execution_id], utcnow())
+        assert queued.status == "pending"
+        final = await settled(store, event.execution_id)
+    assert final.status == "dispatched"
+    assert engine.keys() == [event.execution_id, event.execution_id]
+
+
+# claims --------------------------------------------------------------------------------
+async def test_it_redelivers_after_the_claim_of_a_dead_dispatcher_expires(
+        store: Any, engine: Engine) -> None:
+    engine.responder = lambda got, seen: Reply(200, delay=3.0 if seen == 0 else 0.0)
+    [event] = await record(store)
+    first = dispatcher(store, engine.url, claim_ttl=0.5, timeout=30.0)
+    async with running(first):
+        await until(lambda: _received(engine, 1), what="the first attempt")
+    # ``first`` is gone without writing an outcome, as if SIGKILLed mid-request.
+    assert (await store.get_event(event.execution_id)).status == "pending"
+    async with running(dispatcher(store, engine.url, poll_interval=0.05)):
+        final = await settled(store, event.execution_id)
+    assert final.status == "dispatched"
+    first_at, second_at = (r.at for r in engine.received)
+    assert second_at - first_at >= 0.4, "the lease was not honoured"
+    assert engine.keys() == [event.execution_id] * 2
+
+
+async def _received(engine: Engine, n: int) -> bool:
+    return len(engine.received) >= n
+
+
+async def test_two_dispatchers_on_postgres_never_share_an_event(
+        pg_url: str, engine: Engine) -> None:
+    # Every event fails once, so each is claimed at least twice, by either dispatcher.
+    engine.responder = lambda got, seen: Reply(503 if seen == 0 else 200, delay=0.005)
+    stores = [open_store(pg_url), open_store(pg_url)]
+    for s in stores:
+        await s.open()
+    try:
+        events = await record(stores[0], 150)
+        ds = [dispatcher(s, engine.url, max_workers=8, retry_base=0.01, retry_max=0.05,
+                         poll_interval=0.02) for s in stores]
+        counts = [_Counting(d) for d in ds]
+        async with running(ds[0]), running(ds[1]):
+            await until(lambda: _count(stores[0], "dispatched", 150), 30, "150 dispatched")
+    finally:
+        for s in stores:
+            await s.close()
+    assert engine.overlaps == []
+    seen = engine.keys()
+    assert sorted(seen) == sorted([e.execution_id for e in events] * 2)
+    assert all(c.sent > 0 for c in counts), [c.sent for c in counts]
+
+
+class _Counting:
+    """Counts the sends of one dispatcher (its sender, decorated)."""
+
+    def __init__(self, d: Dispatcher) -> None:
+        self.sent = 0
+        self._send = d.sender.send
+        d.sender.send = self.send  # type: ignore[method-assign]
+
+    async def send(self, event: TriggerEvent) -> None:
+        self.sent += 1
+        await self._send(event)
+
+
+# pure pieces ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("status", "outcome"), [
+    (200, None), (202, None), (204, None), (301, "failed"), (308, "failed"), (400, "failed"),
+    (401, "failed"), (404, "failed"), (409, "failed"), (410, "failed"), (422, "failed"),
+    (408, "retry"), (429, "retry"), (500, "retry"), (502, "retry"), (503, "retry"),
+    (504, "retry"),
+])
+def test_it_classifies_engine_statuses(status: int, outcome: str | None) -> None:
+    error = classify(status, "Reason", "body")
+    if outcome is None:
+        assert error is None
+    else:
+        assert isinstance(error, DispatchError)
+        assert error.retry is (outcome == "retry")
+        assert error.code == status
+
+
+def test_it_parses_retry_after_as_seconds_or_http_date() -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now) == 120
+    assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now) == 30
+    assert parse_retry_after("Fri, 27 Nov 2026 12:00:00 GMT", now) == 0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+def test_backoff_stays_between_base_and_the_growing_ceiling() -> None:
+    for attempt in range(1, 12):
+        ceiling = min(300.0, 1.0 * 2 ** (attempt - 1))
+        delays = [backoff(attempt, 1.0, 300.0) for _ in range(200)]
+        assert all(1.0 <= d <= ceiling for d in delays)
+    assert backoff(1, 1.0, 300.0, retry_after=60) >= 60
+    assert backoff(1, 1.0, 10.0, retry_after=3600) <= 10
+
+
+def test_it_keeps_engine_credentials_out_of_urls_and_refuses_bad_ones() -> None:
+    base, auth, shown = parse_engine_url("https://bot:t0ps3cret@engine.example:8443/api?tenant=7")
+    assert auth == "Basic Ym90OnQwcHMzY3JldA=="
+    assert "t0ps3cret" not in str(base) and "t0ps3cret" not in shown
+    assert str(execute_url(base, "a.b")) == (
+        "https://engine.example:8443/api/v1/workflows/a.b/execute?tenant=7")
+    for bad in ("ftp://engine", "engine:8080", ""):
+        with pytest.raises(ConfigError, match="dispatch.engine_url"):
+            parse_engine_url(bad)
+

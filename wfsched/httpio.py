@@ -1,0 +1,199 @@
+"""Reading HTTP requests defensively and answering errors as ``{"error", "detail"}``.
+
+Everything here turns bad input into a 4xx with a message naming the header or limit at
+fault: oversized or slow bodies, malformed or deeply nested JSON, wrong content types,
+repeated headers. Nothing in it knows about workflows.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+MAX_JSON_DEPTH = 64
+BODY_READ_TIMEOUT = 10.0
+"""Seconds a client may take to send a whole body (slow-body clients get 408)."""
+SINGLE_HEADERS = (b"authorization", b"content-type", b"content-length", b"host")
+"""Headers whose repetition makes a request ambiguous: refused with 400."""
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+class HttpError(Exception):
+    """An error answered as ``{"error", "detail"}`` with a status code."""
+
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers = status, code, detail, headers or {}
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The JSON error body every route answers with."""
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _has_unstorable(value: Any) -> bool:
+    """True when a string holds NUL or a lone surrogate, which PostgreSQL jsonb refuses."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            stack.extend(item.keys())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return True
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
+    """Parse a JSON body; HttpError 400 ``invalid_json`` on bad bytes, syntax or nesting."""
+    if not body.strip():
+        if allow_empty:
+            return None
+        raise HttpError(400, "invalid_json", "the request body is empty; send a JSON object")
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise HttpError(400, "invalid_json", "the body is not valid UTF-8") from None
+    except RecursionError:
+        raise HttpError(
+            400, "invalid_json", f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, over-long integers
+        raise HttpError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    if _too_deep(value, MAX_JSON_DEPTH):
+        raise HttpError(400, "invalid_json", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if b"\\u" in body and _has_unstorable(value):
+        raise HttpError(
+            400, "invalid_json", "the JSON holds a \\u0000 or an unpaired surrogate escape"
+        )
+    return value
+
+
+def require_json(request: Request) -> None:
+    """Refuse (415) a declared Content-Type that is not JSON.
+
+    Besides clarity this blocks cross-site "simple" form posts (text/plain, form-urlencoded)
+    that a browser would send to a loopback management API without a CORS preflight.
+    """
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    kind = declared.partition(";")[0].strip().lower()
+    if kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json")):
+        return
+    raise HttpError(
+        415,
+        "unsupported_media_type",
+        f"send Content-Type: application/json (got {kind or 'an empty type'!r})",
+    )
+
+
+async def read_body(request: Request, limit: int, *, timeout: float = BODY_READ_TIMEOUT) -> bytes:
+    """Read the body, refusing with 413 as soon as it exceeds ``limit`` and 408 when slow."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HttpError(400, "bad_request", "invalid Content-Length header")
+        if int(declared) > limit:
+            raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    with anyio.move_on_after(timeout) as scope:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+            chunks.append(chunk)
+    if scope.cancelled_caught:
+        raise HttpError(408, "request_timeout", f"the body was not received within {timeout:g} s")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def repeated_header(
+    raw: Iterable[tuple[bytes, bytes]], names: Iterable[bytes] = SINGLE_HEADERS
+) -> str | None:
+    """Return the first of ``names`` sent more than once (ASGI names are lower-case)."""
+    wanted = set(names)
+    seen: set[bytes] = set()
+    for key, _ in raw:
+        if key in wanted:
+            if key in seen:
+                return key.decode("latin-1")
+            seen.add(key)
+    return None
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for a loopback address or name (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_part(authority: str) -> str:
+    if authority.startswith("["):
+        return authority[1:].partition("]")[0]
+    return authority.rpartition(":")[0] if authority.count(":") == 1 else authority
+
+
+def loopback_refusal(request: Request) -> str | None:
+    """Why a request is refused by the token-less (loopback-only) management API, or None.
+
+    The client address must be loopback. So must the Host it asked for (a DNS-rebinding
+    page reaches 127.0.0.1 under its own name) and any Origin (a cross-site page).
+    """
+    client = request.client.host if request.client else None
+    if not is_loopback(client):
+        return "the management API accepts loopback clients only unless server.api_token is set"
+    host = request.headers.get("host")
+    if host is not None and not is_loopback(_host_part(host)):
+        return f"Host {host!r} is not a loopback name; set server.api_token to allow it"
+    origin = request.headers.get("origin")
+    if origin is not None and origin != "null":
+        netloc = urlsplit(origin).hostname
+        if not is_loopback(netloc):
+            return "cross-origin requests are refused unless server.api_token is set"
+    elif origin == "null":
+        return "cross-origin requests are refused unless server.api_token is set"
+    return None

@@ -1,0 +1,351 @@
+"""Filters of the ``github`` trigger: glob lists with exclusions, and what a delivery offers them.
+
+A pattern is a case-sensitive glob (``*`` stays within one path segment, ``**`` crosses ``/``,
+``?`` is one character, ``[abc]``/``[!abc]`` are classes) and also matches a value equal to it,
+so ``dependabot[bot]`` works. A leading ``!`` excludes. A list matches when some value matches a
+positive pattern (or there is none) and no value matches a negative one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from wfsched import Fields
+
+FILTER_KEYS = ("repository", "events", "actions", "branches", "tags", "paths", "authors", "labels")
+CONFIG_KEYS = frozenset({*FILTER_KEYS, "fetch_context"})
+MAX_PATTERNS = 100
+MAX_PATTERN_CHARS = 1024
+
+# Webhook events GitHub sends (docs "Webhook events and payloads"); a name outside this list is
+# almost always a typo that would silently never match, so it is refused with a suggestion.
+KNOWN_EVENTS = frozenset({
+    "branch_protection_configuration", "branch_protection_rule", "check_run", "check_suite",
+    "code_scanning_alert", "commit_comment", "create", "custom_property",
+    "custom_property_values", "delete", "dependabot_alert", "deploy_key", "deployment",
+    "deployment_protection_rule", "deployment_review", "deployment_status", "discussion",
+    "discussion_comment", "fork", "github_app_authorization", "gollum", "installation",
+    "installation_repositories", "installation_target", "issue_comment", "issue_dependencies",
+    "issues", "label", "marketplace_purchase", "member", "membership", "merge_group", "meta",
+    "milestone", "org_block", "organization", "package", "page_build",
+    "personal_access_token_request", "project", "project_card", "project_column", "projects_v2",
+    "projects_v2_item", "projects_v2_status_update", "public", "pull_request",
+    "pull_request_review", "pull_request_review_comment", "pull_request_review_thread", "push",
+    "registry_package", "release", "repository", "repository_advisory", "repository_dispatch",
+    "repository_import", "repository_ruleset", "repository_vulnerability_alert",
+    "secret_scanning_alert", "secret_scanning_alert_location", "secret_scanning_scan",
+    "security_advisory", "security_and_analysis", "sponsorship", "star", "status", "sub_issues",
+    "team", "team_add", "watch", "workflow_dispatch", "workflow_job", "workflow_run",
+})  # fmt: skip
+_GLOB_CHARS = frozenset("*?[")
+# Events whose branch is the head branch of a run or check (there is no base branch).
+_HEAD_BRANCH_OBJECTS = {
+    "workflow_run": "workflow_run",
+    "workflow_job": "workflow_job",
+    "check_suite": "check_suite",
+}
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a glob to a regular expression; ``ValueError`` when it cannot be compiled."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            i += 2
+            # "**/" at the start of a segment also matches zero directories ("**/*.py" → "a.py").
+            if i < n and pattern[i] == "/" and (i == 2 or pattern[i - 3] == "/"):
+                out.append("(?:.*/)?")
+                i += 1
+            else:
+                out.append(".*")
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            body = body.replace("\\", "\\\\")
+            if body.startswith("^"):
+                body = "\\" + body
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    try:
+        return re.compile("".join(out))
+    except re.error as exc:
+        raise ValueError(f"{pattern!r} is not a valid pattern: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class PatternList:
+    """A parsed filter list: positive and negative (``!``) patterns."""
+
+    positive: tuple[tuple[str, re.Pattern[str]], ...] = ()
+    negative: tuple[tuple[str, re.Pattern[str]], ...] = ()
+
+    @classmethod
+    def parse(cls, patterns: Sequence[str]) -> PatternList:
+        """Parse patterns; ``ValueError`` names the bad one."""
+        pos: list[tuple[str, re.Pattern[str]]] = []
+        neg: list[tuple[str, re.Pattern[str]]] = []
+        for raw in patterns:
+            negative = raw.startswith("!")
+            text = raw[1:] if negative else raw
+            if not text:
+                raise ValueError(f"{raw!r}: nothing after '!'")
+            if len(text) > MAX_PATTERN_CHARS:
+                raise ValueError(f"a pattern is longer than {MAX_PATTERN_CHARS} characters")
+            (neg if negative else pos).append((text, glob_regex(text)))
+        return cls(tuple(pos), tuple(neg))
+
+    @staticmethod
+    def _hit(patterns: Iterable[tuple[str, re.Pattern[str]]], value: str) -> bool:
+        return any(value == text or rx.fullmatch(value) for text, rx in patterns)
+
+    def matches(self, values: Iterable[str]) -> bool:
+        """Return whether ``values`` pass: some positive hit (or none defined), no negative."""
+        found = not self.positive
+        for value in values:
+            if self._hit(self.negative, value):
+                return False
+            found = found or self._hit(self.positive, value)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What a delivery offers the filters; ``paths`` is None when only the API can tell."""
+
+    event: str
+    action: str | None
+    repository: str | None
+    ref_kind: str | None
+    """``"branch"``, ``"tag"`` or None (no ref, or a ref of another kind)."""
+    ref_name: str | None
+    authors: tuple[str, ...]
+    labels: tuple[str, ...]
+    paths: tuple[str, ...] | None
+    pull_number: int | None = None
+
+
+def _get(value: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dicts(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def pull_request_of(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Return the delivery's pull request object (pull_request and review events)."""
+    pr = body.get("pull_request")
+    return pr if isinstance(pr, Mapping) and isinstance(pr.get("base"), Mapping) else None
+
+
+def _ref(event: str, body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    if event == "push":
+        ref = _text(body.get("ref")) or ""
+        for prefix, kind in (("refs/heads/", "branch"), ("refs/tags/", "tag")):
+            if ref.startswith(prefix):
+                return kind, ref[len(prefix) :]
+        return None, None
+    if event in ("create", "delete"):
+        ref_type = body.get("ref_type")
+        name = _text(body.get("ref"))
+        if ref_type in ("branch", "tag") and name:
+            return str(ref_type), name
+        return None, None
+    pr = pull_request_of(body)
+    if pr is not None:
+        name = _text(_get(pr, "base", "ref"))
+        return ("branch", name) if name else (None, None)
+    if event == "release":
+        name = _text(_get(body, "release", "tag_name"))
+        return ("tag", name) if name else (None, None)
+    if event == "check_run":
+        name = _text(_get(body, "check_run", "check_suite", "head_branch"))
+        return ("branch", name) if name else (None, None)
+    if event in _HEAD_BRANCH_OBJECTS:
+        name = _text(_get(body, _HEAD_BRANCH_OBJECTS[event], "head_branch"))
+        return ("branch", name) if name else (None, None)
+    return None, None
+
+
+def _push_commits(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    commits = _dicts(body.get("commits"))
+    head = body.get("head_commit")
+    return [*commits, head] if isinstance(head, Mapping) else commits
+
+
+def _unique(values: Iterable[str | None]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v for v in values if v))
+
+
+def facts_of(event: str, body: Mapping[str, Any]) -> Facts:
+    """Extract the filterable values of a delivery (never raises on odd shapes)."""
+    kind, name = _ref(event, body)
+    authors: list[str | None] = [
+        _text(_get(body, "sender", "login")),
+        _text(_get(body, "pusher", "name")),
+    ]
+    paths: tuple[str, ...] | None = ()
+    pr = pull_request_of(body)
+    if event == "push":
+        commits = _push_commits(body)
+        for commit in commits:
+            author = commit.get("author")
+            authors.append(_text(_get(author, "username")) or _text(_get(author, "name")))
+        paths = _unique(
+            p
+            for c in commits
+            for key in ("added", "modified", "removed")
+            for p in _list(c.get(key))
+            if isinstance(p, str)
+        )
+    elif pr is not None:
+        paths = None  # only the API lists a pull request's files
+    issue = body.get("issue") if isinstance(body.get("issue"), Mapping) else pr
+    labels = _unique(_text(label.get("name")) for label in _dicts(_get(issue, "labels")))
+    number = _get(pr, "number") if pr is not None else None
+    action = body.get("action")
+    return Facts(
+        event=event,
+        action=action if isinstance(action, str) else None,
+        repository=_text(_get(body, "repository", "full_name")),
+        ref_kind=kind,
+        ref_name=name,
+        authors=_unique(authors),
+        labels=labels,
+        paths=paths,
+        pull_number=number if isinstance(number, int) else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """The filters of one trigger, compiled."""
+
+    lists: Mapping[str, PatternList] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Filters:
+        lists = {k: PatternList.parse(config[k]) for k in FILTER_KEYS if config.get(k)}
+        lists.setdefault("events", PatternList.parse(["push"]))
+        return cls(lists)
+
+    def wants_pull_files(self, facts: Facts) -> bool:
+        """True when the ``paths`` filter must see a pull request's files from the API."""
+        return "paths" in self.lists and facts.paths is None and facts.pull_number is not None
+
+    def _refs_match(self, facts: Facts) -> bool:
+        branches, tags = self.lists.get("branches"), self.lists.get("tags")
+        if branches is None and tags is None:
+            return True
+        if facts.ref_name is None:
+            return False
+        wanted = (
+            branches if facts.ref_kind == "branch" else tags if facts.ref_kind == "tag" else None
+        )
+        return wanted is not None and wanted.matches([facts.ref_name])
+
+    def match(self, facts: Facts, paths: Sequence[str] | None = None) -> bool:
+        """Return whether the delivery passes; ``paths`` overrides ``facts.paths`` (PR files).
+
+        Without any known path list the ``paths`` filter is not applied (the caller records
+        why in the event): a delivery is never dropped because GitHub could not be asked.
+        """
+        single = {"repository": facts.repository, "events": facts.event, "actions": facts.action}
+        for key, value in single.items():
+            rule = self.lists.get(key)
+            if rule is not None and not rule.matches([value] if value else []):
+                return False
+        if not self._refs_match(facts):
+            return False
+        for key, values in (("authors", facts.authors), ("labels", facts.labels)):
+            rule = self.lists.get(key)
+            if rule is not None and not rule.matches(values):
+                return False
+        rule = self.lists.get("paths")
+        known = paths if paths is not None else facts.paths
+        return rule is None or known is None or rule.matches(known)
+
+
+def _patterns(fields: Fields, key: str) -> list[str] | None:
+    values: list[str] | None = fields.str_list(key, None)
+    if values is None:
+        return None
+    if len(values) > MAX_PATTERNS:
+        raise fields.error(key, f"at most {MAX_PATTERNS} patterns")
+    try:
+        PatternList.parse(values)
+    except ValueError as exc:
+        raise fields.error(key, str(exc)) from None
+    return values
+
+
+def _check_event(fields: Fields, pattern: str) -> None:
+    name = pattern.removeprefix("!")
+    if name == "ping":
+        raise fields.error("events", "'ping' is answered by wfsched itself and fires nothing")
+    if _GLOB_CHARS.isdisjoint(name) and name not in KNOWN_EVENTS:
+        close = difflib.get_close_matches(name, sorted(KNOWN_EVENTS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise fields.error("events", f"{name!r} is not a GitHub webhook event{hint}")
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the github trigger's fields; return them normalised."""
+    fields = Fields(config, allowed=CONFIG_KEYS)
+    out: dict[str, Any] = {}
+    for key in FILTER_KEYS:
+        values = _patterns(fields, key)
+        if values is None:
+            continue
+        if key == "events":
+            for pattern in values:
+                _check_event(fields, pattern)
+        elif key == "repository":
+            for pattern in values:
+                name = pattern.removeprefix("!")
+                if "/" not in name and name not in ("*", "**"):
+                    raise fields.error(
+                        key, f"{pattern!r} must be owner/name (globs allowed, e.g. 'my-org/*')"
+                    )
+        elif key in ("branches", "tags"):
+            prefix = "refs/heads/" if key == "branches" else "refs/tags/"
+            # Refs are matched by their short name, as GitHub Actions filters do.
+            values = [
+                ("!" if p.startswith("!") else "") + p.removeprefix("!").removeprefix(prefix)
+                for p in values
+            ]
+        out[key] = values
+    if "events" not in out:
+        out["events"] = ["push"]
+    if not out["events"]:
+        raise fields.error("events", "must list at least one event")
+    out["fetch_context"] = fields.bool("fetch_context", False)
+    return out

@@ -1,0 +1,387 @@
+"""One IMAP connection (imap-tools/imaplib, blocking) and its async face.
+
+Every blocking call runs in a worker thread under a deadline; a call that overruns is
+abandoned and its socket shut down, so a dead peer can never hang the event loop or the
+daemon's shutdown. The socket itself carries a timeout as a second line of defence.
+Nothing here ever sends EXPUNGE: flags are set with ``UID STORE`` directly (imap-tools'
+``flag()`` expunges afterwards).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import select
+import socket
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
+from imap_tools.errors import ImapToolsError, MailboxFolderSelectError, MailboxLoginError
+
+from wfsched.triggers._imap_options import Endpoint
+
+T = TypeVar("T")
+imaplib.Commands.setdefault("IDLE", ("AUTH", "SELECTED"))
+_META = re.compile(rb"UID (\d+)|RFC822\.SIZE (\d+)|INTERNALDATE \"([^\"]+)\"")
+_UID = re.compile(rb"UID (\d+)")
+_MONTHS = {
+    m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1)
+}
+_limiter: anyio.CapacityLimiter | None = None
+
+
+class ImapError(Exception):
+    """The connection or the server failed; the watcher reconnects with backoff."""
+
+
+class ConfigProblem(ImapError):
+    """Login refused or folder missing: retrying will not help until someone acts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    uid: int
+    size: int
+    internaldate: float
+    """Epoch seconds of the server's arrival time."""
+
+
+class Connection:
+    """A logged-in IMAP session with one folder selected. Blocking; one thread at a time."""
+
+    def __init__(self, endpoint: Endpoint, password: str, timeout: float) -> None:
+        self.endpoint = endpoint
+        self._password = password
+        self.timeout = timeout
+        self.box: Any = None
+        self.idle_supported = False
+        self.uidvalidity = 0
+        self._idle_tag: bytes | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+
+    # session ------------------------------------------------------------------------------
+    def open(self) -> int:
+        """Connect, log in, select the folder; return its UIDVALIDITY."""
+        ep = self.endpoint
+        if ep.security == "ssl":
+            self.box = MailBox(
+                ep.server, ep.port, timeout=self.timeout, ssl_context=ssl.create_default_context()
+            )
+        elif ep.security == "starttls":
+            self.box = MailBoxStartTls(
+                ep.server, ep.port, timeout=self.timeout, ssl_context=ssl.create_default_context()
+            )
+        else:
+            self.box = MailBoxUnencrypted(ep.server, ep.port, timeout=self.timeout)
+        client = self.box.client
+        try:
+            self.box.login(ep.user, self._password, initial_folder=None)
+        except MailboxLoginError as exc:
+            raise ConfigProblem(f"login as {ep.user!r} refused: {_server_text(exc)}") from None
+        typ, data = client.capability()
+        caps = b" ".join(d for d in data if isinstance(d, bytes)).upper().split()
+        self.idle_supported = typ == "OK" and b"IDLE" in caps
+        try:
+            self.box.folder.set(ep.folder)
+        except MailboxFolderSelectError as exc:
+            raise ConfigProblem(
+                f"folder {ep.folder!r} cannot be selected: {_server_text(exc)}"
+            ) from None
+        value = client.untagged_responses.get("UIDVALIDITY", [b"0"])[-1]
+        self.uidvalidity = int(value)
+        client.untagged_responses.clear()
+        return self.uidvalidity
+
+    def _ok(self, what: str, result: tuple[str, list[Any]]) -> list[Any]:
+        typ, data = result
+        if typ != "OK":
+            raise ImapError(f"{what} failed: {typ} {_bytes_text(data)}")
+        return data
+
+    def _forget_untagged(self) -> None:
+        # imaplib keeps every unsolicited response forever; on a long session that leaks.
+        client = self.box.client
+        bye = client.untagged_responses.get("BYE")
+        client.untagged_responses.clear()
+        if bye:
+            raise ImapError(f"server closed the session: {_bytes_text(bye)}")
+
+    def search(self, criteria: str) -> list[int]:
+        """``UID SEARCH``; ``criteria`` is ASCII IMAP syntax."""
+        data = self._ok("UID SEARCH", self.box.client.uid("SEARCH", criteria))
+        uids = [int(x) for chunk in data if chunk for x in chunk.split()]
+        self._forget_untagged()
+        return uids
+
+    def last_uid(self) -> int:
+        """UID of the newest message (0 when the folder is empty)."""
+        # `UID *` names the newest message even when it is below any given bound.
+        return max(self.search("UID *"), default=0)
+
+    def fetch_meta(self, uids: list[int]) -> dict[int, Meta]:
+        """Size and arrival time of each message (vanished ones are left out)."""
+        if not uids:
+            return {}
+        data = self._ok(
+            "UID FETCH",
+            self.box.client.uid(
+                "FETCH", ",".join(map(str, uids)), "(UID RFC822.SIZE INTERNALDATE)"
+            ),
+        )
+        out: dict[int, Meta] = {}
+        for item in data:
+            line = item[0] if isinstance(item, tuple) else item
+            if not isinstance(line, bytes):
+                continue
+            uid = size = 0
+            date = 0.0
+            for m in _META.finditer(line):
+                if m.group(1):
+                    uid = int(m.group(1))
+                elif m.group(2):
+                    size = int(m.group(2))
+                elif m.group(3):
+                    date = _parse_date(m.group(3).decode("ascii", "replace"))
+            if uid:
+                out[uid] = Meta(uid, size, date)
+        self._forget_untagged()
+        return out
+
+    def fetch(self, uid: int, *, headers_only: bool = False) -> bytes | None:
+        """Raw message (or its header) with BODY.PEEK, which leaves \\Seen alone."""
+        part = "BODY.PEEK[HEADER]" if headers_only else "BODY.PEEK[]"
+        data = self._ok("UID FETCH", self.box.client.uid("FETCH", str(uid), f"(UID {part})"))
+        self._forget_untagged()
+        for item in data:
+            if isinstance(item, tuple) and (m := _UID.search(item[0])) and int(m.group(1)) == uid:
+                return bytes(item[1])
+        return None
+
+    def mark_seen(self, uids: list[int]) -> None:
+        if uids:
+            self._ok(
+                "UID STORE",
+                self.box.client.uid("STORE", ",".join(map(str, uids)), "+FLAGS.SILENT", r"(\Seen)"),
+            )
+            self._forget_untagged()
+
+    def noop(self) -> None:
+        self._ok("NOOP", self.box.client.noop())
+        self._forget_untagged()
+
+    # IDLE ---------------------------------------------------------------------------------
+    def idle_start(self) -> None:
+        client = self.box.client
+        tag = client._command("IDLE")
+        while client._get_response() is not None:
+            if client.tagged_commands.get(tag):
+                typ, data = client.tagged_commands.pop(tag)
+                raise ImapError(f"IDLE refused: {typ} {_bytes_text(data)}")
+        self._idle_tag = tag
+
+    def idle_wait(self, timeout: float) -> bool:
+        """Wait during IDLE; True when the server spoke, False on timeout or :meth:`wake`."""
+        client = self.box.client
+        if self._buffered():
+            return True
+        ready, _, _ = select.select([client.sock, self._wake_r], [], [], timeout)
+        if self._wake_r in ready:
+            try:
+                while self._wake_r.recv(64):
+                    pass
+            except BlockingIOError:
+                pass
+        return client.sock in ready
+
+    def _buffered(self) -> bool:
+        # A response may already sit in imaplib's reader or the TLS layer, where select()
+        # cannot see it; peek without blocking.
+        client = self.box.client
+        sock = client.sock
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+            return True
+        old = sock.gettimeout()
+        sock.settimeout(0.0)
+        try:
+            return bool(client.file.peek(1))
+        except (BlockingIOError, ssl.SSLWantReadError, InterruptedError):
+            return False
+        finally:
+            sock.settimeout(old)
+
+    def idle_done(self) -> None:
+        tag, self._idle_tag = self._idle_tag, None
+        if tag is None:
+            return
+        client = self.box.client
+        client.send(b"DONE\r\n")
+        self._ok("IDLE", client._get_tagged_response(tag))
+        self._forget_untagged()
+
+    def wake(self) -> None:
+        """Interrupt :meth:`idle_wait` (from any thread)."""
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+
+    # teardown -----------------------------------------------------------------------------
+    def logout(self) -> None:
+        """Say goodbye politely (best effort)."""
+        if self.box is not None:
+            try:
+                if self._idle_tag is not None:
+                    self.idle_done()
+                self.box.client.logout()
+            except Exception:  # noqa: BLE001, S110 - the socket is going away either way
+                pass
+        self.abort()
+
+    def abort(self) -> None:
+        """Shut the socket down now (from any thread); a blocked reader returns at once.
+
+        The descriptors are closed by the garbage collector once no thread uses them, so a
+        still-running abandoned thread never reads a recycled descriptor.
+        """
+        sock = getattr(getattr(self.box, "client", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _parse_date(text: str) -> float:
+    try:
+        day, month, rest = text.strip().split("-", 2)
+        year, clock, zone = rest.split(" ")
+        hh, mm, ss = (int(x) for x in clock.split(":"))
+        epoch = (
+            datetime(int(year), _MONTHS[month], int(day), hh, mm, ss) - datetime(1970, 1, 1)
+        ).total_seconds()
+        offset = (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60) * (-1 if zone[0] == "-" else 1)
+        return epoch - offset
+    except (ValueError, KeyError, IndexError):
+        return 0.0
+
+
+def _bytes_text(data: Any) -> str:
+    parts = [
+        d.decode("utf-8", "replace") if isinstance(d, bytes) else str(d)
+        for d in (data or [])
+        if d is not None
+    ]
+    return " ".join(parts)[:300]
+
+
+def _server_text(exc: ImapToolsError) -> str:
+    # MailboxLoginError's text carries the server's answer, never the command's arguments.
+    return str(getattr(exc, "command_result", exc))[:300]
+
+
+class Session:
+    """Async face of a Connection: one call at a time, each in a worker thread under a deadline."""
+
+    def __init__(self, conn: Connection, *, on_ok: Callable[[], None] = lambda: None) -> None:
+        self.conn = conn
+        self.broken = False
+        self._lock = anyio.Lock()
+        self._on_ok = on_ok
+
+    async def call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        deadline: float | None = None,
+        what: str = "IMAP command",
+        alive: bool = True,
+    ) -> T:
+        """Run ``fn(*args)`` in a thread; an overrun or failure breaks the session."""
+        global _limiter
+        if self.broken:
+            raise ImapError("the connection is already broken")
+        if _limiter is None:
+            _limiter = anyio.CapacityLimiter(64)
+        limit = deadline if deadline is not None else self.conn.timeout * 2 + 5
+        async with self._lock:
+            try:
+                with anyio.fail_after(limit):
+                    result = await anyio.to_thread.run_sync(
+                        partial(fn, *args), abandon_on_cancel=True, limiter=_limiter
+                    )
+            except TimeoutError:
+                self._break()
+                raise ImapError(f"{what}: no answer within {limit:g} s") from None
+            except (imaplib.IMAP4.error, OSError, EOFError, ImapToolsError) as exc:
+                self._break()
+                if isinstance(exc, ImapError):
+                    raise
+                raise ImapError(f"{what}: {type(exc).__name__}: {exc}") from None
+            except ImapError:
+                self._break()
+                raise
+            except BaseException:
+                self._break()  # cancelled mid-call: the thread is abandoned with the socket
+                raise
+        if alive:
+            self._on_ok()
+        return result
+
+    def _break(self) -> None:
+        self.broken = True
+        self.conn.abort()
+
+    async def open(self) -> int:
+        return await self.call(self.conn.open, what="connect and log in")
+
+    async def search(self, criteria: str) -> list[int]:
+        return await self.call(self.conn.search, criteria, what="UID SEARCH")
+
+    async def last_uid(self) -> int:
+        return await self.call(self.conn.last_uid, what="UID SEARCH")
+
+    async def fetch_meta(self, uids: list[int]) -> dict[int, Meta]:
+        return await self.call(self.conn.fetch_meta, uids, what="UID FETCH")
+
+    async def fetch(self, uid: int, *, size: int, headers_only: bool) -> bytes | None:
+        # A large body may take a while on a slow link: allow ~50 KB/s on top.
+        limit = self.conn.timeout * 2 + 5 + (0 if headers_only else size / 50_000)
+        return await self.call(
+            partial(self.conn.fetch, uid, headers_only=headers_only),
+            deadline=limit,
+            what=f"UID FETCH {uid}",
+        )
+
+    async def mark_seen(self, uids: list[int]) -> None:
+        await self.call(self.conn.mark_seen, uids, what="UID STORE \\Seen")
+
+    async def noop(self) -> None:
+        await self.call(self.conn.noop, what="NOOP")
+
+    async def close(self) -> None:
+        """Log out within a short deadline, even when the caller is being cancelled."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+            if not self.broken:
+                await anyio.to_thread.run_sync(self.conn.logout, abandon_on_cancel=True)
+                return
+        self.conn.abort()
+
+    async def idle_start(self) -> None:
+        await self.call(self.conn.idle_start, what="IDLE")
+
+    async def idle_wait(self, timeout: float) -> bool:
+        # Silence is no proof of life: only real answers feed the watchdog.
+        return await self.call(
+            self.conn.idle_wait, timeout, deadline=timeout + 5, what="IDLE", alive=False
+        )
+
+    async def idle_done(self) -> None:
+        await self.call(self.conn.idle_done, what="IDLE DONE")

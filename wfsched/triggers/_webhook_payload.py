@@ -1,0 +1,151 @@
+"""Turning an inbound webhook request into the event payload of SPEC section 6.
+
+The payload is ``{"method", "path", "query", "headers", "body", "body_encoding"}``:
+
+* ``body`` is the parsed JSON when the request says it is JSON (``application/json``,
+  ``text/json``, ``application/*+json``) or, without a Content-Type, when it is a JSON object
+  or array; ``body_encoding`` is then ``"json"``. A body that claims to be JSON but is not is
+  refused (400), so a sender learns about its bug instead of the workflow receiving a string.
+* Any other body is text (``"text"``) when it decodes with its declared charset (UTF-8 by
+  default) and holds no NUL character; otherwise it is kept exactly, base64-encoded
+  (``"base64"``). Binary deliveries are never refused and never altered.
+* An empty body is ``null`` with ``body_encoding`` ``null``.
+
+Everything in a payload must be storable by every store backend: PostgreSQL's jsonb refuses
+``\\u0000`` and lone surrogates, and strict JSON has no NaN/Infinity, so such JSON is refused
+with 400 rather than failing the commit it would share with other requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting accepted in a JSON body (deeper is a 400, never a RecursionError)."""
+# Headers that carry credentials whatever the trigger's auth type: never copied into events.
+ALWAYS_DROPPED = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+class BadBody(ValueError):
+    """The body cannot become a payload; the message says why (answered as 400)."""
+
+
+def _constant(name: str) -> Any:
+    raise BadBody(f"the JSON body contains {name}, which is not valid JSON")
+
+
+def media_type(content_type: str | None) -> tuple[str, str | None]:
+    """Return the lower-case media type and the charset parameter (or None)."""
+    if not content_type:
+        return "", None
+    kind, _, params = content_type.partition(";")
+    charset = None
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower() or None
+    return kind.strip().lower(), charset
+
+
+def is_json_type(kind: str) -> bool:
+    """True for ``application/json``, ``text/json`` and ``application/<x>+json``."""
+    return kind in ("application/json", "text/json") or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
+def _unstorable(value: Any) -> str | None:
+    """Name the first string PostgreSQL jsonb cannot hold (NUL, lone surrogate), if any."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings: Iterable[str] = (item,)
+        elif isinstance(item, dict):
+            strings = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in strings:
+            if "\x00" in text:
+                return "a \\u0000 character"
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                return "an unpaired surrogate escape"
+    return None
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a JSON body strictly; BadBody names the problem."""
+    try:
+        value = json.loads(body, parse_constant=_constant)
+    except UnicodeDecodeError:
+        raise BadBody("the JSON body is not valid UTF-8") from None
+    except RecursionError:
+        raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise BadBody(f"the body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's int-string limit
+        raise BadBody(f"the body is not usable JSON: {exc}") from None
+    # Counting brackets is C-fast; the exact (Python) depth walk only runs when it could matter.
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(value, MAX_JSON_DEPTH):
+        raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
+    if b"\\u" in body:
+        problem = _unstorable(value)
+        if problem is not None:
+            raise BadBody(f"the JSON body contains {problem}, which cannot be stored")
+    return value
+
+
+def decode_body(body: bytes, content_type: str | None) -> tuple[Any, str | None]:
+    """Return ``(body, body_encoding)`` for the payload; BadBody for broken JSON."""
+    if not body:
+        return None, None
+    kind, charset = media_type(content_type)
+    if is_json_type(kind):
+        return parse_json(body), "json"
+    if not kind and body.lstrip()[:1] in (b"{", b"["):
+        try:
+            return parse_json(body), "json"
+        except BadBody:
+            pass
+    try:
+        codec = codecs.lookup(charset or "utf-8").name
+        text = body.decode(codec)
+    except (LookupError, ValueError):  # unknown charset, undecodable bytes (UnicodeError)
+        text = None
+    if text is None or "\x00" in text:
+        return base64.b64encode(body).decode("ascii"), "base64"
+    return text, "text"
+
+
+def visible_headers(headers: Mapping[str, str], dropped: Iterable[str]) -> dict[str, str]:
+    """Copy the request headers without credential-carrying ones."""
+    drop = ALWAYS_DROPPED.union(dropped)
+    return {k: v for k, v in headers.items() if k not in drop}
+
+
+def has_nul(values: Iterable[str]) -> bool:
+    """True when any value holds a NUL character (a percent-encoded ``%00`` in a query)."""
+    return any("\x00" in v for v in values)
