@@ -16,15 +16,16 @@ under ``CI=true``.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import itertools
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from tests.daemon_proc import free_port, wait_for
 
 MAIL_USER = "wfsched-mail"
 PASSWORD = "secret"
-_users = itertools.count(1)
+PREPARED_USERS = 100
 
 CONFIG = """\
 base_dir = {root}/run
@@ -78,14 +79,19 @@ def _mail_identity() -> tuple[int, int, str]:
     if os.geteuid() != 0:
         me = pwd.getpwuid(os.geteuid()).pw_name
         group = grp.getgrgid(os.getegid()).gr_name
-        extra = (f"default_internal_user = {me}\ndefault_internal_group = {group}\n"
-                 f"default_login_user = {me}\n")
+        extra = (
+            f"default_internal_user = {me}\ndefault_internal_group = {group}\n"
+            f"default_login_user = {me}\n"
+        )
         return os.geteuid(), os.getegid(), extra
     try:
         entry = pwd.getpwnam(MAIL_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                        "/usr/sbin/nologin", MAIL_USER], check=True, capture_output=True)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", MAIL_USER],
+            check=True,
+            capture_output=True,
+        )
         entry = pwd.getpwnam(MAIL_USER)
     return entry.pw_uid, entry.pw_gid, ""
 
@@ -102,23 +108,51 @@ class Dovecot:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         os.chown(self.root / "mail", self.uid, self.gid)
         self.root.chmod(0o755)
-        (self.root / "users").write_text("")
-        self.config.write_text(CONFIG.format(root=self.root, port=self.port, uid=self.uid,
-                                             gid=self.gid, identity=identity))
+        self._names = [f"user{i}" for i in range(1, PREPARED_USERS + 1)]
+        self._users = itertools.count(1)
+        (self.root / "users").write_text(
+            "".join(f"{n}:{{PLAIN}}{PASSWORD}::::::\n" for n in self._names)
+        )
+        self.config.write_text(
+            CONFIG.format(
+                root=self.root, port=self.port, uid=self.uid, gid=self.gid, identity=identity
+            )
+        )
 
     # lifetime -----------------------------------------------------------------------------
     def start(self) -> Dovecot:
-        subprocess.run(["dovecot", "-c", str(self.config)], check=True, capture_output=True)
+        # The daemon keeps inherited pipes open: send its output to a file, not a pipe.
+        with (self.root / "start.log").open("ab") as out:
+            code = subprocess.run(
+                ["dovecot", "-c", str(self.config)], check=False, stdout=out, stderr=out, timeout=30
+            ).returncode
+        if code != 0:
+            raise AssertionError(
+                f"dovecot did not start ({code}): "
+                f"{(self.root / 'start.log').read_text(errors='replace')}"
+            )
         wait_for(self._listening, 10, message=f"dovecot listening on {self.port}")
         return self
 
     def stop(self) -> None:
+        """Stop the server and drop every client connection, as a real restart would.
+
+        (The master leaves running IMAP sessions alone when it stops; they are its children,
+        ended here by pid.)
+        """
         pid_file = self.root / "run" / "master.pid"
         if not pid_file.exists():
             return
-        subprocess.run(["doveadm", "-c", str(self.config), "stop"], capture_output=True)
-        wait_for(lambda: not pid_file.exists() and not self._listening(), 15,
-                 message="dovecot stopped")
+        master = int(pid_file.read_text().strip() or 0)
+        children = _children(master)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(master, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(
+            lambda: not pid_file.exists() and not self._listening(), 15, message="dovecot stopped"
+        )
 
     def restart(self) -> None:
         self.stop()
@@ -136,21 +170,28 @@ class Dovecot:
         return path.read_text(errors="replace") if path.exists() else ""
 
     # mailboxes ----------------------------------------------------------------------------
-    def add_user(self, name: str | None = None) -> str:
-        """Create a mailbox user with password ``PASSWORD``; return its name."""
-        name = name or f"user{next(_users)}"
-        with (self.root / "users").open("a") as users:
-            users.write(f"{name}:{{PLAIN}}{PASSWORD}::::::\n")
-        # passwd-file is re-read when its mtime changes; make sure it does.
-        os.utime(self.root / "users", ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    def add_user(self) -> str:
+        """Hand out a fresh mailbox user (password ``PASSWORD``); return its name."""
+        # Users are written before the start: a passwd-file edited later is re-read only
+        # when its mtime changes, which races with the first login.
+        name = f"user{next(self._users)}"
+        if name not in self._names:
+            raise AssertionError(f"only {len(self._names)} test users; raise PREPARED_USERS")
         return name
 
     def doveadm(self, *args: str, input: bytes | None = None) -> str:
-        result = subprocess.run(["doveadm", "-c", str(self.config), *args], input=input,
-                                capture_output=True, timeout=30)
+        result = subprocess.run(
+            ["doveadm", "-c", str(self.config), *args],
+            check=False,
+            input=input,
+            capture_output=True,
+            timeout=30,
+        )
         if result.returncode != 0:
-            raise AssertionError(f"doveadm {' '.join(args)} exited {result.returncode}: "
-                                 f"{result.stderr.decode(errors='replace')}")
+            raise AssertionError(
+                f"doveadm {' '.join(args)} exited {result.returncode}: "
+                f"{result.stderr.decode(errors='replace')}"
+            )
         return result.stdout.decode(errors="replace")
 
     def save(self, user: str, message: bytes, folder: str = "INBOX") -> None:
@@ -170,25 +211,47 @@ class Dovecot:
         self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(value), folder)
 
     def status(self, user: str, folder: str = "INBOX") -> dict[str, int]:
-        out = self.doveadm("-f", "flow", "mailbox", "status", "-u", user,
-                           "messages unseen uidnext uidvalidity", folder)
-        return {k: int(v) for k, v in (p.split("=", 1) for p in out.split())}
+        out = self.doveadm(
+            "-f",
+            "flow",
+            "mailbox",
+            "status",
+            "-u",
+            user,
+            "messages unseen uidnext uidvalidity",
+            folder,
+        )
+        return {k: int(v) for k, v in (p.split("=", 1) for p in out.split() if "=" in p)}
 
     def flags(self, user: str, uid: int, folder: str = "INBOX") -> set[str]:
-        out = self.doveadm("-f", "flow", "fetch", "-u", user, "flags", "mailbox", folder,
-                           "uid", str(uid))
+        out = self.doveadm(
+            "-f", "flow", "fetch", "-u", user, "flags", "mailbox", folder, "uid", str(uid)
+        )
         return set(out.strip().removeprefix("flags=").split())
 
     def add_flags(self, user: str, uid: int, flags: str, folder: str = "INBOX") -> None:
         self.doveadm("flags", "add", "-u", user, flags, "mailbox", folder, "uid", str(uid))
 
 
+def _children(parent: int) -> list[int]:
+    """Pids whose parent is ``parent`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def dovecot_installed() -> bool:
     return bool(shutil.which("dovecot") and shutil.which("doveadm"))
 
 
-@pytest.fixture(scope="module")
-def dovecot() -> Iterator[Dovecot]:
+@pytest.fixture(scope="module", name="dovecot")
+def dovecot_fixture() -> Iterator[Dovecot]:
     """A Dovecot shared by a test module; each test takes its own user (mailbox)."""
     if not dovecot_installed():
         backend_missing("Dovecot (Debian package dovecot-imapd)")

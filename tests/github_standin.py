@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import httpx
@@ -36,7 +36,7 @@ from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from tests.daemon_proc import free_port, wait_for
 
@@ -67,30 +67,54 @@ class PullRequest:
 
 def file_entry(name: str, status: str = "modified") -> dict[str, Any]:
     sha = hashlib.sha1(name.encode()).hexdigest()
-    return {"sha": sha, "filename": name, "status": status, "additions": 3, "deletions": 1,
-            "changes": 4, "blob_url": f"https://github.com/o/r/blob/{sha}/{name}",
-            "raw_url": f"https://github.com/o/r/raw/{sha}/{name}",
-            "contents_url": f"https://api.github.com/repos/o/r/contents/{name}?ref={sha}",
-            "patch": "@@ -1 +1 @@\n-a\n+b"}
+    return {
+        "sha": sha,
+        "filename": name,
+        "status": status,
+        "additions": 3,
+        "deletions": 1,
+        "changes": 4,
+        "blob_url": f"https://github.com/o/r/blob/{sha}/{name}",
+        "raw_url": f"https://github.com/o/r/raw/{sha}/{name}",
+        "contents_url": f"https://api.github.com/repos/o/r/contents/{name}?ref={sha}",
+        "patch": "@@ -1 +1 @@\n-a\n+b",
+    }
 
 
-def commit_entry(sha: str, message: str, login: str = "Codertocat",
-                 files: list[str] | None = None) -> dict[str, Any]:
+def commit_entry(
+    sha: str, message: str, login: str = "Codertocat", files: list[str] | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "sha": sha, "node_id": "C_" + sha[:10], "url": f"https://api.github.com/commits/{sha}",
+        "sha": sha,
+        "node_id": "C_" + sha[:10],
+        "url": f"https://api.github.com/commits/{sha}",
         "html_url": f"https://github.com/o/r/commit/{sha}",
-        "commit": {"author": {"name": login, "email": f"{login}@example.com",
-                              "date": "2019-05-15T15:20:30Z"},
-                   "committer": {"name": login, "email": f"{login}@example.com",
-                                 "date": "2019-05-15T15:20:30Z"},
-                   "message": message, "comment_count": 0,
-                   "tree": {"sha": "0" * 40, "url": "https://api.github.com/trees/x"},
-                   "verification": {"verified": False, "reason": "unsigned"}},
+        "commit": {
+            "author": {
+                "name": login,
+                "email": f"{login}@example.com",
+                "date": "2019-05-15T15:20:30Z",
+            },
+            "committer": {
+                "name": login,
+                "email": f"{login}@example.com",
+                "date": "2019-05-15T15:20:30Z",
+            },
+            "message": message,
+            "comment_count": 0,
+            "tree": {"sha": "0" * 40, "url": "https://api.github.com/trees/x"},
+            "verification": {"verified": False, "reason": "unsigned"},
+        },
         "author": {"login": login, "id": 21031067, "type": "User"},
-        "committer": {"login": login, "id": 21031067, "type": "User"}, "parents": []}
+        "committer": {"login": login, "id": 21031067, "type": "User"},
+        "parents": [],
+    }
     if files is not None:
-        out["stats"] = {"total": 4 * len(files), "additions": 3 * len(files),
-                        "deletions": len(files)}
+        out["stats"] = {
+            "total": 4 * len(files),
+            "additions": 3 * len(files),
+            "deletions": len(files),
+        }
         out["files"] = [file_entry(f) for f in files]
     return out
 
@@ -98,8 +122,12 @@ def commit_entry(sha: str, message: str, login: str = "Codertocat",
 class GitHubStandIn:
     """The fake GitHub: API state, request log and the webhook sender."""
 
-    def __init__(self, *, app_id: str, public_key: bytes, webhook_secret: str) -> None:
+    def __init__(
+        self, *, app_id: str, public_key: bytes, webhook_secret: str, prefix: str = ""
+    ) -> None:
         self.app_id = app_id
+        self.prefix = prefix
+        """Path the API is served under: ``/api/v3`` on GitHub Enterprise Server."""
         self.public_key = public_key
         self.webhook_secret = webhook_secret
         self.target_url: str | None = None
@@ -128,8 +156,13 @@ class GitHubStandIn:
         if not header.startswith("Bearer "):
             return _gh_error(401, "A JSON web token could not be decoded")
         try:
-            claims = jwt.decode(header[7:], self.public_key, algorithms=["RS256"],
-                                options={"require": ["iat", "exp", "iss"]}, leeway=5)
+            claims = jwt.decode(
+                header[7:],
+                self.public_key,
+                algorithms=["RS256"],
+                options={"require": ["iat", "exp", "iss"]},
+                leeway=5,
+            )
         except jwt.PyJWTError:
             return _gh_error(401, "A JSON web token could not be decoded")
         self.jwt_claims.append(claims)
@@ -152,8 +185,11 @@ class GitHubStandIn:
         if self.delay:
             await anyio.sleep(self.delay)
         if scripted is not None:
-            return JSONResponse(scripted.body or {"message": "scripted"},
-                                status_code=scripted.status, headers=scripted.headers)
+            return JSONResponse(
+                scripted.body or {"message": "scripted"},
+                status_code=scripted.status,
+                headers=scripted.headers,
+            )
         return None
 
     # --- API routes ----------------------------------------------------------------------
@@ -166,16 +202,21 @@ class GitHubStandIn:
         with self._lock:
             self.tokens[token] = (installation, expires)
             self.token_requests.append(installation)
-        return JSONResponse({"token": token, "expires_at": iso(expires),
-                             "permissions": {"contents": "read", "pull_requests": "read",
-                                             "metadata": "read"},
-                             "repository_selection": "all"}, status_code=201)
+        return JSONResponse(
+            {
+                "token": token,
+                "expires_at": iso(expires),
+                "permissions": {"contents": "read", "pull_requests": "read", "metadata": "read"},
+                "repository_selection": "all",
+            },
+            status_code=201,
+        )
 
     def _paged(self, request: Request, items: list[Any]) -> Response:
         per_page = min(int(request.query_params.get("per_page", 30)), 100)
         per_page = min(per_page, self.page_size or per_page)
         page = int(request.query_params.get("page", 1))
-        chunk = items[(page - 1) * per_page: page * per_page]
+        chunk = items[(page - 1) * per_page : page * per_page]
         headers = {}
         if page * per_page < len(items):
             nxt = request.url.include_query_params(page=page + 1, per_page=per_page)
@@ -183,8 +224,10 @@ class GitHubStandIn:
         return JSONResponse(chunk, headers=headers)
 
     def _pull(self, request: Request) -> PullRequest | None:
-        key = (f"{request.path_params['owner']}/{request.path_params['repo']}",
-               int(request.path_params["number"]))
+        key = (
+            f"{request.path_params['owner']}/{request.path_params['repo']}",
+            int(request.path_params["number"]),
+        )
         return self.pulls.get(key)
 
     async def pull(self, request: Request) -> Response:
@@ -193,8 +236,15 @@ class GitHubStandIn:
         pr = self._pull(request)
         if pr is None:
             return _gh_error(404, "Not Found")
-        return JSONResponse({**pr.meta, "mergeable": True, "mergeable_state": "clean",
-                             "changed_files": len(pr.files), "commits": len(pr.commits)})
+        return JSONResponse(
+            {
+                **pr.meta,
+                "mergeable": True,
+                "mergeable_state": "clean",
+                "changed_files": len(pr.files),
+                "commits": len(pr.commits),
+            }
+        )
 
     async def pull_files(self, request: Request) -> Response:
         if (early := await self._gate(request)) or (early := self._installation_auth(request)):
@@ -227,9 +277,16 @@ class GitHubStandIn:
         found = self.commits.get((repo, head))
         if found is None:
             return _gh_error(404, "Not Found")
-        return JSONResponse({"status": "ahead", "ahead_by": 1, "behind_by": 0,
-                             "total_commits": 1, "commits": [found],
-                             "files": found.get("files", [])})
+        return JSONResponse(
+            {
+                "status": "ahead",
+                "ahead_by": 1,
+                "behind_by": 0,
+                "total_commits": 1,
+                "commits": [found],
+                "files": found.get("files", []),
+            }
+        )
 
     async def deliveries(self, request: Request) -> Response:
         if (early := await self._gate(request)) or (early := self._app_auth(request)):
@@ -237,15 +294,18 @@ class GitHubStandIn:
         per_page = min(int(request.query_params.get("per_page", 30)), 100)
         per_page = min(per_page, self.page_size or per_page)
         cursor = request.query_params.get("cursor")
-        with self._lock:
-            rows = sorted(self.attempts, key=lambda a: a["id"], reverse=True)
+        with self._lock:  # newest first, as GitHub lists them
+            rows = sorted(self.attempts, key=lambda a: (a["delivered_at"], a["id"]), reverse=True)
         if cursor:
-            rows = [r for r in rows if r["id"] <= int(cursor.removeprefix("v1_"))]
+            ids = [r["id"] for r in rows]
+            start = int(cursor.removeprefix("v1_"))
+            rows = rows[ids.index(start) :] if start in ids else []
         page, rest = rows[:per_page], rows[per_page:]
         headers = {}
         if rest:
             nxt = request.url.remove_query_params("cursor").include_query_params(
-                per_page=per_page, cursor=f"v1_{rest[0]['id']}")
+                per_page=per_page, cursor=f"v1_{rest[0]['id']}"
+            )
             headers["Link"] = f'<{nxt}>; rel="next"'
         return JSONResponse([_listed(r) for r in page], headers=headers)
 
@@ -263,54 +323,80 @@ class GitHubStandIn:
 
     async def _redeliver(self, guid: str) -> None:
         event, body = self.payloads[guid]
-        await anyio.to_thread.run_sync(lambda: self.deliver(event, body, guid=guid,
-                                                            redelivery=True))
+        await anyio.to_thread.run_sync(
+            lambda: self.deliver(event, body, guid=guid, redelivery=True)
+        )
 
     def app(self) -> Starlette:
         repo = "/repos/{owner}/{repo}"
-        return Starlette(routes=[
-            Route("/app/installations/{id:int}/access_tokens", self.access_tokens,
-                  methods=["POST"]),
+        routes: list[BaseRoute] = [
+            Route(
+                "/app/installations/{id:int}/access_tokens",
+                self.access_tokens,
+                methods=["POST"],
+            ),
             Route("/app/hook/deliveries", self.deliveries, methods=["GET"]),
-            Route("/app/hook/deliveries/{id:int}/attempts", self.attempts_route,
-                  methods=["POST"]),
+            Route("/app/hook/deliveries/{id:int}/attempts", self.attempts_route, methods=["POST"]),
             Route(repo + "/pulls/{number:int}", self.pull, methods=["GET"]),
             Route(repo + "/pulls/{number:int}/files", self.pull_files, methods=["GET"]),
             Route(repo + "/pulls/{number:int}/commits", self.pull_commits, methods=["GET"]),
             Route(repo + "/commits/{sha}", self.commit, methods=["GET"]),
             Route(repo + "/compare/{basehead}", self.compare, methods=["GET"]),
-        ])
+        ]
+        return Starlette(routes=[Mount(self.prefix, routes=routes)] if self.prefix else routes)
 
     # --- the webhook sender --------------------------------------------------------------
-    def record_attempt(self, guid: str, event: str, body: bytes, *, status_code: int,
-                       status: str, redelivery: bool = False,
-                       at: float | None = None) -> dict[str, Any]:
+    def record_attempt(
+        self,
+        guid: str,
+        event: str,
+        body: bytes,
+        *,
+        status_code: int,
+        status: str,
+        redelivery: bool = False,
+        at: float | None = None,
+    ) -> dict[str, Any]:
         """Add a row to the deliveries list without sending anything (a past attempt)."""
         data = json.loads(body)
         installation = data.get("installation") or {}
-        row = {"id": next(self._ids), "guid": guid, "delivered_at": at or time.time(),
-               "redelivery": redelivery, "duration": 0.05, "status": status,
-               "status_code": status_code, "event": event, "action": data.get("action"),
-               "installation_id": installation.get("id"),
-               "repository_id": (data.get("repository") or {}).get("id")}
+        row = {
+            "id": next(self._ids),
+            "guid": guid,
+            "delivered_at": at or time.time(),
+            "redelivery": redelivery,
+            "duration": 0.05,
+            "status": status,
+            "status_code": status_code,
+            "event": event,
+            "action": data.get("action"),
+            "installation_id": installation.get("id"),
+            "repository_id": (data.get("repository") or {}).get("id"),
+        }
         with self._lock:
             self.payloads[guid] = (event, body)
             self.attempts.append(row)
         return row
 
-    def deliver(self, event: str, body: bytes, *, guid: str | None = None,
-                redelivery: bool = False) -> dict[str, Any]:
+    def deliver(
+        self, event: str, body: bytes, *, guid: str | None = None, redelivery: bool = False
+    ) -> dict[str, Any]:
         """Send a signed delivery to ``target_url`` and record the attempt as GitHub does."""
         guid = guid or str(uuid.uuid4())
-        headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": guid,
-                   "X-Hub-Signature-256": sign(self.webhook_secret, body),
-                   "X-GitHub-Hook-ID": "109948940",
-                   "X-GitHub-Hook-Installation-Target-Type": "integration",
-                   "X-GitHub-Hook-Installation-Target-ID": self.app_id,
-                   "User-Agent": "GitHub-Hookshot/044aadd", "Content-Type": "application/json"}
+        headers = {
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": guid,
+            "X-Hub-Signature-256": sign(self.webhook_secret, body),
+            "X-GitHub-Hook-ID": "109948940",
+            "X-GitHub-Hook-Installation-Target-Type": "integration",
+            "X-GitHub-Hook-Installation-Target-ID": self.app_id,
+            "User-Agent": "GitHub-Hookshot/044aadd",
+            "Content-Type": "application/json",
+        }
         if self.target_url is None:  # nobody listens: the receiver lives elsewhere and says OK
-            return self.record_attempt(guid, event, body, status_code=200, status="OK",
-                                       redelivery=redelivery)
+            return self.record_attempt(
+                guid, event, body, status_code=200, status="OK", redelivery=redelivery
+            )
         try:
             answer = httpx.post(self.target_url, content=body, headers=headers, timeout=10)
             code = answer.status_code
@@ -319,8 +405,9 @@ class GitHubStandIn:
             code, status = 0, "timed out"
         except httpx.HTTPError:
             code, status = 0, "failed to connect to host"
-        return self.record_attempt(guid, event, body, status_code=code, status=status,
-                                   redelivery=redelivery)
+        return self.record_attempt(
+            guid, event, body, status_code=code, status=status, redelivery=redelivery
+        )
 
     def mark_failed(self, guid: str) -> None:
         """Turn every attempt of ``guid`` into a failure (as after GitHub's 10 s timeout)."""
@@ -336,14 +423,15 @@ class GitHubStandIn:
     # --- lifetime ------------------------------------------------------------------------
     def start(self) -> GitHubStandIn:
         port = free_port()
-        config = uvicorn.Config(self.app(), host="127.0.0.1", port=port, log_level="warning",
-                                lifespan="off")
+        config = uvicorn.Config(
+            self.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
         server = self._server
         wait_for(lambda: server.started, 10, message="GitHub stand-in listening")
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{port}{self.prefix}"
         return self
 
     def stop(self) -> None:
@@ -351,7 +439,7 @@ class GitHubStandIn:
             self._server.should_exit = True
             self._thread.join(10)
 
-    def __enter__(self) -> GitHubStandIn:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -359,9 +447,10 @@ class GitHubStandIn:
 
 
 def _gh_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"message": message,
-                         "documentation_url": "https://docs.github.com/rest"},
-                        status_code=status)
+    return JSONResponse(
+        {"message": message, "documentation_url": "https://docs.github.com/rest"},
+        status_code=status,
+    )
 
 
 def _listed(row: Mapping[str, Any]) -> dict[str, Any]:

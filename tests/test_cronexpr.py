@@ -17,6 +17,7 @@ import math
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -278,8 +279,8 @@ def test_it_resolves_identically_in_processes_with_different_hash_seeds() -> Non
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
         )
         outputs.append(json.loads(done.stdout))
-    here = [[resolve("H H H/3 * H", f"wf-{i}/cron"), spread_offset(f"wf-{i}/cron", 60.0)]
-            for i in range(300)]  # fmt: skip
+    seeds = [f"wf-{i}/cron" for i in range(300)]
+    here = [[resolve("H H H/3 * H", seed), spread_offset(seed, 60.0)] for seed in seeds]
     assert outputs[0] == outputs[1] == outputs[2] == here
 
 
@@ -380,6 +381,16 @@ def test_it_returns_utc_strictly_after_an_instant_in_any_zone() -> None:
     assert fire.tzinfo is UTC
     assert fire == datetime(2026, 6, 2, 0, 30, tzinfo=UTC)
     assert schedule.next_after(tokyo - timedelta(microseconds=1)) == tokyo
+
+
+def test_it_answers_concurrent_callers_consistently() -> None:
+    expected_schedule = CronSchedule("*/5 * * * *", "America/New_York", "seed")
+    starts = [_utc("2026-11-01T04:00:00Z") + timedelta(minutes=7 * i) for i in range(8)]
+    expected = [_fires(expected_schedule, t, 200) for t in starts]
+    shared = CronSchedule("*/5 * * * *", "America/New_York", "seed")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda t: _fires(shared, t, 200), starts))
+    assert got == expected
 
 
 def test_it_rejects_naive_datetimes() -> None:
@@ -643,9 +654,15 @@ def test_it_returns_the_next_aligned_instant(every: int, offset: int, t: datetim
 
 @pytest.mark.parametrize(
     ("every", "offset", "field"),
-    [(0, 0, "every"), (-5, 0, "every"), (math.nan, 0, "every"), (True, 0, "every"),
-     (60, -1, "offset"), (60, math.inf, "offset")],
-)  # fmt: skip
+    [
+        (0, 0, "every"),
+        (-5, 0, "every"),
+        (math.nan, 0, "every"),
+        (True, 0, "every"),
+        (60, -1, "offset"),
+        (60, math.inf, "offset"),
+    ],
+)
 def test_it_rejects_bad_intervals(every: float, offset: float, field: str) -> None:
     with pytest.raises(SpecError) as info:
         EverySchedule(every, offset)

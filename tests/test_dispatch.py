@@ -217,6 +217,22 @@ async def test_it_keeps_at_most_max_workers_in_flight(store: Any, engine: Engine
     assert sorted(engine.distinct_keys()) == sorted(e.execution_id for e in events)
 
 
+async def test_it_claims_no_more_than_it_can_send_while_the_engine_is_slow(
+        store: Any, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    # Sends of 0.3 s against a 1 s lease and a 0.8 s timeout: an event queued behind one of
+    # them could start too late to finish inside its lease, so nothing is claimed ahead.
+    engine.responder = lambda got, seen: Reply(200, delay=0.3)
+    events = await record(store, 8)
+    d = dispatcher(store, engine.url, max_workers=2, claim_ttl=1.0, timeout=0.8)
+    with caplog.at_level(logging.WARNING, logger="wfsched.dispatch"):
+        async with running(d):
+            d.wake()
+            await until(lambda: _count(store, "dispatched", 8), what="8 dispatched")
+    assert engine.max_in_flight == 2
+    assert sorted(engine.keys()) == sorted(e.execution_id for e in events)
+    assert not [r for r in caplog.records if "too old" in r.getMessage()]
+
+
 async def _count(store: Any, status: str, n: int) -> bool:
     return len(await store.history(status=status, limit=10_000)) >= n
 

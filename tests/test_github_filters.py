@@ -10,14 +10,8 @@ from typing import Any
 import pytest
 
 from wfsched import SpecError
-from wfsched.triggers._github_filters import (
-    Facts,
-    Filters,
-    PatternList,
-    facts_of,
-    glob_regex,
-    validate_config,
-)
+from wfsched.triggers._github_config import validate_config
+from wfsched.triggers._github_filters import Facts, Filters, PatternList, facts_of, glob_regex
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
 
@@ -59,8 +53,9 @@ def matches(name: str, pr_files: list[str] | None = None, **config: Any) -> bool
     ("Codertocat/*", "codertocat/Hello-World", False),  # case-sensitive
     ("a+b(c)", "a+b(c)", True),  # regex characters are literal
 ])  # fmt: skip
-def test_it_matches_globs_like_github_actions_filters(pattern: str, value: str,
-                                                      expected: bool) -> None:
+def test_it_matches_globs_like_github_actions_filters(
+    pattern: str, value: str, expected: bool
+) -> None:
     assert bool(glob_regex(pattern).fullmatch(value)) is expected
 
 
@@ -103,8 +98,9 @@ def test_it_filters_on_events_with_push_as_the_default() -> None:
     assert not matches("pull_request.opened")
     assert matches("pull_request.opened", events=["push", "pull_request"])
     assert matches("pull_request_review.submitted", events="pull_request*")
-    assert not matches("pull_request_review.submitted", events=["pull_request*",
-                                                                 "!pull_request_review"])
+    assert not matches(
+        "pull_request_review.submitted", events=["pull_request*", "!pull_request_review"]
+    )
 
 
 def test_it_filters_on_actions() -> None:
@@ -145,8 +141,7 @@ def test_it_takes_the_base_branch_of_pull_requests() -> None:
     assert matches("pull_request.opened", events="pull_request", branches="master")
     assert not matches("pull_request.opened", events="pull_request", branches="changes")
     assert not matches("pull_request.opened", events="pull_request", branches="!master")
-    assert matches("pull_request_review.submitted", events="pull_request_review",
-                   branches="mas*")
+    assert matches("pull_request_review.submitted", events="pull_request_review", branches="mas*")
     assert not matches("pull_request.opened", events="pull_request", tags="*")
 
 
@@ -174,8 +169,9 @@ def test_it_filters_push_paths_from_commits_and_head_commit() -> None:
 def test_it_filters_pull_request_paths_on_the_files_the_api_lists() -> None:
     pr = facts("pull_request.synchronize")
     assert pr.paths is None and pr.pull_number == 2
-    rule = Filters.from_config(validate_config({"events": "pull_request",
-                                                "paths": ["docs/**", "!docs/drafts/**"]}))
+    rule = Filters.from_config(
+        validate_config({"events": "pull_request", "paths": ["docs/**", "!docs/drafts/**"]})
+    )
     assert rule.wants_pull_files(pr)
     assert rule.match(pr, ["docs/guide.md", "src/app.py"])
     assert not rule.match(pr, ["src/app.py"])
@@ -207,21 +203,48 @@ def test_it_filters_on_issue_and_pull_request_labels() -> None:
 
 
 def test_it_combines_every_filter_on_one_delivery() -> None:
-    config = {"repository": "Codertocat/*", "events": "pull_request", "actions": "opened",
-              "branches": "master", "authors": "Codertocat", "labels": "bug",
-              "paths": "docs/**"}
+    config = {
+        "repository": "Codertocat/*",
+        "events": "pull_request",
+        "actions": "opened",
+        "branches": "master",
+        "authors": "Codertocat",
+        "labels": "bug",
+        "paths": "docs/**",
+    }
     assert matches("pull_request.opened", ["docs/a.md"], **config)
-    for key, value in [("repository", "octo-org/*"), ("actions", "closed"),
-                       ("branches", "main"), ("authors", "!Codertocat"),
-                       ("labels", "!bug"), ("paths", "src/**")]:
+    for key, value in [
+        ("repository", "octo-org/*"),
+        ("actions", "closed"),
+        ("branches", "main"),
+        ("authors", "!Codertocat"),
+        ("labels", "!bug"),
+        ("paths", "src/**"),
+    ]:
         assert not matches("pull_request.opened", ["docs/a.md"], **{**config, key: value}), key
 
 
 def test_it_reads_odd_shapes_without_failing() -> None:
-    odd = facts_of("push", {"ref": 7, "commits": "x", "head_commit": [], "sender": "me",
-                            "repository": {"full_name": None}})
-    assert odd == Facts(event="push", action=None, repository=None, ref_kind=None,
-                        ref_name=None, authors=(), labels=(), paths=())
+    odd = facts_of(
+        "push",
+        {
+            "ref": 7,
+            "commits": "x",
+            "head_commit": [],
+            "sender": "me",
+            "repository": {"full_name": None},
+        },
+    )
+    assert odd == Facts(
+        event="push",
+        action=None,
+        repository=None,
+        ref_kind=None,
+        ref_name=None,
+        authors=(),
+        labels=(),
+        paths=(),
+    )
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -229,10 +252,21 @@ def test_it_reads_odd_shapes_without_failing() -> None:
 
 def test_it_normalises_a_valid_config() -> None:
     assert validate_config({}) == {"events": ["push"], "fetch_context": False}
-    out = validate_config({"repository": "o/*", "branches": ["refs/heads/main", "!refs/heads/x"],
-                           "tags": "refs/tags/v*", "fetch_context": True})
-    assert out == {"repository": ["o/*"], "events": ["push"], "branches": ["main", "!x"],
-                   "tags": ["v*"], "fetch_context": True}
+    out = validate_config(
+        {
+            "repository": "o/*",
+            "branches": ["refs/heads/main", "!refs/heads/x"],
+            "tags": "refs/tags/v*",
+            "fetch_context": True,
+        }
+    )
+    assert out == {
+        "repository": ["o/*"],
+        "events": ["push"],
+        "branches": ["main", "!x"],
+        "tags": ["v*"],
+        "fetch_context": True,
+    }
 
 
 @pytest.mark.parametrize(("config", "field", "words"), [
@@ -245,8 +279,9 @@ def test_it_normalises_a_valid_config() -> None:
     ({"paths": [1]}, "paths", "list of strings"),
     ({"fetch_context": "yes"}, "fetch_context", "true or false"),
 ])  # fmt: skip
-def test_it_refuses_bad_configs_naming_the_field(config: dict[str, Any], field: str,
-                                                 words: str) -> None:
+def test_it_refuses_bad_configs_naming_the_field(
+    config: dict[str, Any], field: str, words: str
+) -> None:
     with pytest.raises(SpecError) as caught:
         validate_config(config)
     assert caught.value.field == field

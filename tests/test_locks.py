@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.daemon_proc import free_port
+from tests.daemon_proc import Daemon, free_port
 from wfsched.locks import Lease, LocalLocks, LockError, LockManager
 from wfsched.metrics import LOCK_ACQUIRE
 from wfsched.redislocks import RedisLocks
@@ -244,8 +245,8 @@ async def test_it_lists_live_replicas_from_their_heartbeats(redis_url: str) -> N
     a, b = RedisLocks(redis_url), RedisLocks(redis_url)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: a.heartbeat({"id": "r1", "listen": "127.0.0.1:8003"}, ttl=5))
-            tg.start_soon(lambda: b.heartbeat({"id": "r2", "listen": "127.0.0.1:8004"}, ttl=5))
+            tg.start_soon(lambda: a.heartbeat({"id": "r1", "pid": 11}, ttl=5))
+            tg.start_soon(lambda: b.heartbeat({"id": "r2", "pid": 22}, ttl=5))
             found: list[Any] = []
 
             async def both() -> None:
@@ -258,7 +259,7 @@ async def test_it_lists_live_replicas_from_their_heartbeats(redis_url: str) -> N
                 await both()
             assert [r["id"] for r in found] == ["r1", "r2"]
             text = await a.describe()
-            assert "redis 7" in text and "2 live replica(s)" in text and "127.0.0.1:8004" in text
+            assert "redis 7" in text and "2 live replica(s)" in text and "r2 (pid 22" in text
             tg.cancel_scope.cancel()
         # A replica that stops deregisters at once instead of waiting for its TTL.
         assert await a.replicas() == []
@@ -281,3 +282,17 @@ async def test_it_names_an_unreachable_redis_in_its_error() -> None:
 
 async def test_it_describes_in_process_locks() -> None:
     assert "in-process" in await LocalLocks().describe()
+
+
+def test_it_shows_running_daemons_in_wfsched_check(redis_url: str, tmp_path: Path) -> None:
+    env = {"REDIS_URL": redis_url}
+    with Daemon(tmp_path / "a", env=env) as a, Daemon(tmp_path / "b", env=env) as b:
+        report = a.cli_json("check")
+        [locks] = [c for c in report["checks"] if c["name"] == "locks"]
+        assert locks["ok"] and "2 live replica(s)" in locks["detail"]
+        assert f":{a.port} (pid {a.proc.pid}" in locks["detail"]  # type: ignore[union-attr]
+        assert b.stop() == 0
+        report = a.cli_json("check")
+        [locks] = [c for c in report["checks"] if c["name"] == "locks"]
+        assert "1 live replica(s)" in locks["detail"]  # a stopped daemon deregisters
+        assert f":{b.port} " not in locks["detail"]

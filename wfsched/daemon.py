@@ -19,7 +19,7 @@ from wfsched.deployments import DeploymentService
 from wfsched.dispatch import Dispatcher, LogSender, Sender
 from wfsched.errors import ConfigError, StoreError
 from wfsched.events import GroupCommitRecorder
-from wfsched.locks import LocalLocks, LockManager
+from wfsched.locks import LocalLocks, LockManager, replica_info
 from wfsched.logs import register_secret
 from wfsched.plugins import Registry, load_registry
 from wfsched.runtime import TriggerManager
@@ -226,6 +226,11 @@ async def serve(
                 if hasattr(store, "listen"):
                     tg.start_soon(_periodic, store, manager, name="periodic")
                 tg.start_soon(server.serve, name="http")
+                tg.start_soon(
+                    locks.heartbeat,
+                    replica_info(config.host, config.port),
+                    name="replica-heartbeat",
+                )
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     while not server.started:
                         if server.should_exit:

@@ -21,7 +21,7 @@ from wfsched.plugins import Registry
 from wfsched.runtime import TriggerManager, build_trigger, invoke
 from wfsched.spec import InvalidSpecs, load_specs, parse_spec
 from wfsched.store import Store
-from wfsched.timers import next_instant
+from wfsched.timers import next_fire_time
 from wfsched.trigger import BaseTrigger, FireResult
 
 SECRET_KEYS = ("secret", "password", "token", "private_key", "api_token", "public_key")
@@ -124,7 +124,7 @@ class DeploymentService:
     def _next_fire(self, deployment: Deployment, spec: TriggerSpec) -> datetime | None:
         if deployment.state != "active" or not spec.enabled:
             return None
-        if self.manager is not None and (deployment.workflow_id, spec.id) in self.manager.running:
+        if self.manager is not None and self.manager.is_live(deployment.workflow_id, spec.id):
             return self.manager.next_fire(deployment.workflow_id, spec.id)
         try:
             trigger, _ = build_trigger(
@@ -140,7 +140,7 @@ class DeploymentService:
             return None
         if timer is None:
             return None
-        return next_instant(timer, utcnow())
+        return next_fire_time(timer, utcnow())
 
     def _view(self, deployment: Deployment) -> dict[str, Any]:
         triggers = []

@@ -11,6 +11,7 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -95,12 +96,15 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None = N
 
 
 class Dispatcher:
-    """Claims due events and hands them to a Sender with bounded concurrency.
+    """Claims due events and delivers them with ``max_workers`` concurrent sends.
 
-    A claim never leases more events than there are free slots, and a slot frees only once
-    its outcome is stored, so at most ``max_workers`` events are leased at any time. Claims
-    happen when woken (a fire committed, a retry came due) and every ``poll_interval`` for
-    work that other processes queued (CLI, other replicas).
+    Claimed events queue for ``max_workers`` long-lived workers. The dispatcher holds at most
+    ``max_workers`` events in flight plus as many queued, so a worker that finishes takes the
+    next event without waiting for a store round trip; it claims again once the queue is half
+    empty, in batches. Outcomes are written in batches by one finisher; while too many wait
+    for the store, nothing more is claimed. Claims happen when woken (a fire committed, a
+    retry came due, room freed) and every ``poll_interval`` for work that other processes
+    queued (CLI, other replicas).
     """
 
     def __init__(
@@ -126,14 +130,30 @@ class Dispatcher:
         self.poll_interval = poll_interval
         self.clock = clock
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
+        self._active = 0
+        """Claimed events queued or being sent."""
+        self._unwritten = 0
+        """Outcomes not yet written back (their events are still leased to this owner)."""
+        self._max_unwritten = max(UNWRITTEN_PER_WORKER * self.max_workers, 1000)
+        self._queue: deque[tuple[TriggerEvent, float]] = deque()
         self._wake = anyio.Event()
-        self._slots = anyio.Semaphore(self.max_workers)
+        self._room = anyio.Event()
+        self._work = anyio.Event()
         self._outcomes: list[DispatchOutcome] = []
         self._outcome_ready = anyio.Event()
-        self._in_flight = 0
         self._accepting = True
         self._soonest: datetime | None = None
         """Earliest retry this dispatcher scheduled: it wakes for it instead of polling."""
+        # Sending must end well inside the lease, or another dispatcher may claim the event
+        # while it is still in flight.
+        self._send_budget = max(claim_ttl - float(getattr(sender, "timeout", 0.0)), claim_ttl / 5)
+        self._send_ewma = self._send_budget / 4
+        """Moving average of send durations: no prefetching until sends prove quick."""
+        mode = sender.mode
+        self._observe = {
+            r: (DISPATCH_DURATION.labels(mode, r).observe, DISPATCH_ATTEMPTS.labels(mode, r).inc)
+            for r in ("ok", "retry", "failed")
+        }
 
     def wake(self) -> None:
         """Tell the dispatcher new events may be due (called after a commit)."""
@@ -142,29 +162,41 @@ class Dispatcher:
     async def run(self, tg: TaskGroup) -> None:
         """Claim and deliver until cancelled or drained."""
         tg.start_soon(self._finisher, name="dispatch-finisher")
-        while True:
-            # Wait for a free slot first, so a claim never leases what cannot be sent now.
-            await self._slots.acquire()
-            self._slots.release()
-            if not self._accepting:
-                return
-            free = self._slots.value
+        for n in range(self.max_workers):
+            tg.start_soon(self._worker, name=f"dispatch-worker-{n}")
+        while self._accepting:
+            prefetch = self._prefetch()
+            room = self.max_workers + prefetch - self._active
+            if (
+                len(self._queue) > prefetch // 2
+                or room <= 0
+                or self._unwritten >= self._max_unwritten
+            ):
+                await self._room.wait()
+                self._room = anyio.Event()
+                continue
             now = self.clock()
             if self._soonest is not None and self._soonest <= now:
                 self._soonest = None
+            claimed_at = time.monotonic()  # the lease runs from before the claim
             try:
-                events = await self.store.claim(self.owner, free, self.claim_ttl, now)
+                events = await self.store.claim(self.owner, room, self.claim_ttl, now)
             except Exception as exc:  # noqa: BLE001 - store outage: wait and retry
                 log.warning("claiming events failed", extra={"error": str(exc)})
                 await anyio.sleep(1.0)
                 continue
-            for event in events:
-                self._slots.acquire_nowait()
-                self._in_flight += 1
-                tg.start_soon(self._deliver, event, name=f"dispatch:{event.execution_id}")
-            if events and len(events) == free:
+            if events:
+                self._active += len(events)
+                self._queue.extend((event, claimed_at) for event in events)
+                self._work.set()
+            if events and len(events) == room:
                 continue  # a full batch: more may be due right now
             await self._sleep_until_due(now)
+
+    def _prefetch(self) -> int:
+        """Events to claim ahead of free workers: as many as workers while sends are quick,
+        none while a queued event could wait long enough for its lease to run short."""
+        return self.max_workers if self._send_ewma * 4 < self._send_budget else 0
 
     async def _sleep_until_due(self, now: datetime) -> None:
         timeout = self.poll_interval
@@ -173,6 +205,28 @@ class Dispatcher:
         with anyio.move_on_after(timeout):
             await self._wake.wait()
         self._wake = anyio.Event()
+
+    async def _worker(self) -> None:
+        while True:
+            if not self._queue:
+                if self._work.is_set():
+                    self._work = anyio.Event()
+                await self._work.wait()
+                continue
+            event, claimed_at = self._queue.popleft()
+            if time.monotonic() - claimed_at > self._send_budget:
+                # Queued so long the lease could lapse mid-send: leave it to expire and be
+                # claimed again rather than risk two dispatchers sending it at once.
+                log.warning(
+                    "claim too old to send; left to expire",
+                    extra={"execution_id": event.execution_id, "workflow_id": event.workflow_id},
+                )
+                self._active -= 1
+                self._room.set()
+                continue
+            if len(self._queue) <= self._prefetch() // 2:
+                self._room.set()
+            await self._deliver(event)
 
     async def _deliver(self, event: TriggerEvent) -> None:
         started = time.perf_counter()
@@ -194,19 +248,21 @@ class Dispatcher:
                 execution_id=event.execution_id, status="dispatched", error=event.last_error
             )
         elapsed = time.perf_counter() - started
-        result = (
-            "ok"
-            if outcome.status == "dispatched"
-            else ("retry" if outcome.status == "pending" else "failed")
-        )
-        DISPATCH_DURATION.labels(self.sender.mode, result).observe(elapsed)
-        DISPATCH_ATTEMPTS.labels(self.sender.mode, result).inc()
+        self._send_ewma += (elapsed - self._send_ewma) * 0.2
+        self._active -= 1
+        self._unwritten += 1
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+        self._room.set()
+        result = _RESULTS[outcome.status]
+        observe, count = self._observe[result]
+        observe(elapsed)
+        count()
         TRIGGER_EVENTS.labels(
             event.trigger_type, "retried" if result == "retry" else outcome.status
         ).inc()
-        level = logging.INFO if result == "ok" else logging.WARNING
         log.log(
-            level,
+            logging.INFO if result == "ok" else logging.WARNING,
             "dispatch attempt",
             extra={
                 "workflow_id": event.workflow_id,
@@ -220,8 +276,6 @@ class Dispatcher:
                 "mode": self.sender.mode,
             },
         )
-        self._outcomes.append(outcome)
-        self._outcome_ready.set()
 
     def _failed(self, event: TriggerEvent, attempt: int, exc: DispatchError) -> DispatchOutcome:
         if exc.retry and attempt < self.max_attempts:
@@ -238,16 +292,19 @@ class Dispatcher:
         return DispatchOutcome(execution_id=event.execution_id, status="failed", error=error)
 
     async def _finisher(self) -> None:
-        """Write outcomes in batches; a slot frees only once its outcome is stored."""
+        """Write outcomes in batches: whatever arrived while the previous batch was written."""
         while True:
             await self._outcome_ready.wait()
+            if len(self._outcomes) < self.max_workers:
+                # A short window lets a busy dispatcher write many outcomes per transaction;
+                # nothing waits on these writes but the status shown in history.
+                await anyio.sleep(FINISH_WINDOW)
             self._outcome_ready = anyio.Event()
             while self._outcomes:
                 batch, self._outcomes = self._outcomes, []
                 await self._write(batch)
-                for _ in batch:
-                    self._slots.release()
-                    self._in_flight -= 1
+                self._unwritten -= len(batch)
+                self._room.set()
                 retries = [
                     o.next_attempt_at
                     for o in batch
@@ -273,9 +330,17 @@ class Dispatcher:
                 delay = min(delay * 2, 5.0)
 
     async def drain(self, timeout: float) -> None:
-        """Stop claiming; wait up to ``timeout`` for in-flight deliveries to be written."""
+        """Stop claiming; wait up to ``timeout`` for claimed events to be sent and written."""
         self._accepting = False
         self._wake.set()
+        self._room.set()
         with anyio.move_on_after(timeout):
-            while self._in_flight:
+            while self._active or self._unwritten:
                 await anyio.sleep(0.05)
+
+
+_RESULTS = {"dispatched": "ok", "pending": "retry", "failed": "failed"}
+FINISH_WINDOW = 0.005
+"""Seconds the finisher waits for more outcomes before writing a small batch."""
+UNWRITTEN_PER_WORKER = 50
+"""Outcomes that may wait for the store per worker before claiming pauses (back-pressure)."""

@@ -120,6 +120,7 @@ class EngineSender:
         self.timeout = timeout
         self.max_connections = max(1, max_connections)
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
         self._headers = {"Content-Type": "application/json", "User-Agent": f"wfsched/{__version__}"}
         if self._auth is not None:
             self._headers["Authorization"] = self._auth
@@ -143,7 +144,11 @@ class EngineSender:
         """POST the event once; raise DispatchError unless the engine answered 2xx."""
         session = self._session or self._open()
         body = json.dumps(event_document(event), separators=(",", ":"), default=str).encode()
-        url = execute_url(self.base, event.workflow_id)
+        url = self._urls.get(event.workflow_id)
+        if url is None:
+            if len(self._urls) > 10_000:
+                self._urls.clear()
+            url = self._urls[event.workflow_id] = execute_url(self.base, event.workflow_id)
         headers = {"Idempotency-Key": event.execution_id}
         try:
             try:

@@ -13,6 +13,7 @@ from typing import Protocol
 import anyio
 from anyio.abc import TaskGroup
 
+from wfsched.errors import StoreError
 from wfsched.metrics import TRIGGER_EVENTS
 from wfsched.models import NewEvent, TriggerEvent
 
@@ -23,11 +24,13 @@ class Recorder(Protocol):
     async def record(self, events: Sequence[NewEvent]) -> Recorded: ...
 
 
-class _Waiter:
+class _Batch:
+    """Events committed together; every caller whose events are in it waits on one Event."""
+
     __slots__ = ("done", "error", "events", "result")
 
-    def __init__(self, events: Sequence[NewEvent]) -> None:
-        self.events = events
+    def __init__(self) -> None:
+        self.events: list[NewEvent] = []
         self.done = anyio.Event()
         self.result: Recorded = []
         self.error: BaseException | None = None
@@ -46,7 +49,7 @@ class GroupCommitRecorder:
         self._store = store
         self._on_created = on_created
         self._max_batch = max_batch
-        self._queue: deque[_Waiter] = deque()
+        self._queue: deque[_Batch] = deque()
         self._wake = anyio.Event()
         self._running = False
 
@@ -56,13 +59,17 @@ class GroupCommitRecorder:
             result = await self._store.record(events)
             self._count(result)
             return result
-        waiter = _Waiter(events)
-        self._queue.append(waiter)
+        queue = self._queue
+        if not queue or len(queue[-1].events) + len(events) > self._max_batch:
+            queue.append(_Batch())
+        batch = queue[-1]
+        start = len(batch.events)
+        batch.events.extend(events)
         self._wake.set()
-        await waiter.done.wait()
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.result
+        await batch.done.wait()
+        if batch.error is not None:
+            raise batch.error
+        return batch.result[start : start + len(events)]
 
     def start(self, tg: TaskGroup) -> None:
         """Start the committing task in ``tg``."""
@@ -70,39 +77,39 @@ class GroupCommitRecorder:
         tg.start_soon(self._loop, name="group-commit")
 
     async def _loop(self) -> None:
+        batch: _Batch | None = None
         try:
             while True:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 while self._queue:
-                    await self._flush()
+                    batch = self._queue.popleft()
+                    await self._flush(batch)
+                    batch = None
         finally:
             self._running = False
-            for waiter in self._queue:
-                waiter.error = anyio.get_cancelled_exc_class()()
-                waiter.done.set()
+            # Shutdown: callers get an error they can answer (503), not a cancellation.
+            # A batch cancelled mid-commit may have been written: its callers are told so.
+            if batch is not None:
+                batch.error = StoreError(
+                    "the daemon stopped while the event was being "
+                    "recorded; it may or may not have been stored"
+                )
+                batch.done.set()
+            for waiting in self._queue:
+                waiting.error = StoreError("the daemon is stopping; nothing was recorded")
+                waiting.done.set()
+            self._queue.clear()
 
-    async def _flush(self) -> None:
-        batch: list[_Waiter] = []
-        size = 0
-        while self._queue and (size == 0 or size + len(self._queue[0].events) <= self._max_batch):
-            waiter = self._queue.popleft()
-            batch.append(waiter)
-            size += len(waiter.events)
-        events = [e for w in batch for e in w.events]
+    async def _flush(self, batch: _Batch) -> None:
         try:
-            result = await self._store.record(events)
-        except Exception as exc:  # noqa: BLE001 - handed to every waiter of the batch
-            for waiter in batch:
-                waiter.error = exc
-                waiter.done.set()
+            batch.result = await self._store.record(batch.events)
+        except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
+            batch.error = exc
+            batch.done.set()
             return
-        self._count(result)
-        pos = 0
-        for waiter in batch:
-            waiter.result = result[pos : pos + len(waiter.events)]
-            pos += len(waiter.events)
-            waiter.done.set()
+        batch.done.set()
+        self._count(batch.result)
 
     def _count(self, result: Recorded) -> None:
         created = False

@@ -25,9 +25,12 @@ and the write): that is what the fence is for.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio
@@ -130,3 +133,18 @@ class LocalLocks:
 
     async def close(self) -> None:
         self._locks.clear()
+
+
+def replica_info(host: str, port: int) -> dict[str, Any]:
+    """What a daemon announces about itself to the other replicas (``wfsched check``)."""
+    from wfsched import __version__
+
+    hostname = socket.gethostname()
+    return {
+        "id": f"{hostname}:{port}",
+        "hostname": hostname,
+        "listen": f"{host}:{port}",
+        "pid": os.getpid(),
+        "version": __version__,
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    }

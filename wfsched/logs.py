@@ -37,8 +37,12 @@ def register_secret(value: str) -> None:
 
 def redact(text: str) -> str:
     """Remove known secrets, URL passwords and bearer tokens from text."""
-    text = _URL_PASSWORD.sub(r"\1***@", text)
-    text = _BEARER.sub(r"\1***", text)
+    # Substring checks first: every field of every log line passes here, and the regexes
+    # cost ~20x more than the checks on the usual text that holds neither.
+    if "://" in text:
+        text = _URL_PASSWORD.sub(r"\1***@", text)
+    if "bearer" in text.lower():
+        text = _BEARER.sub(r"\1***", text)
     for secret in _SECRETS:
         if secret in text:
             text = text.replace(secret, "***")

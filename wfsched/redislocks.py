@@ -171,7 +171,7 @@ class RedisLocks:
 
     # the lock ----------------------------------------------------------------------------
     @asynccontextmanager
-    async def hold(self, name: str, *, ttl: float = 15.0) -> AsyncIterator[Lease]:
+    async def hold(self, name: str, *, ttl: float = 15.0) -> AsyncIterator[RedisLease]:
         if ttl <= 0:
             raise ValueError(f"lock {name!r}: ttl must be positive, got {ttl}")
         lease = await self._take(name, ttl)
@@ -317,7 +317,11 @@ class RedisLocks:
         info = await self._call(lambda: self._client.info("server"))
         replicas = await self.replicas()
         members = (
-            ", ".join(f"{r.get('id')} ({r.get('listen', '?')})" for r in replicas) or "none running"
+            ", ".join(
+                f"{r.get('id')} (pid {r.get('pid', '?')}, since {r.get('started_at', '?')})"
+                for r in replicas
+            )
+            or "none running"
         )
         return (
             f"redis {info.get('redis_version', '?')} at {self.where};"

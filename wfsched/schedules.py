@@ -89,8 +89,22 @@ def _every(every_us: int, offset_us: int) -> EverySeries:
     return EverySeries(EverySchedule(every_us / _US, offset_us / _US))
 
 
+_BY_KEY: dict[str, CronSeries | EverySeries] = {}
+
+
 def series_from_key(key: str) -> CronSeries | EverySeries | None:
     """Rebuild a series from its ``key``; None for a key this module did not make."""
+    found = _BY_KEY.get(key)
+    if found is None:
+        found = _from_key(key)
+        if found is not None and found.key == key:
+            if len(_BY_KEY) > 8192:
+                _BY_KEY.clear()
+            _BY_KEY[key] = found
+    return found
+
+
+def _from_key(key: str) -> CronSeries | EverySeries | None:
     try:
         if key.startswith("cron:"):
             resolved, _, zone = key[5:].rpartition("|")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import math
 import time
@@ -40,10 +41,14 @@ CHECKPOINT_EVERY = 10.0
 FULL_CHECKPOINT_EVERY = 600.0
 """Seconds between cursor writes of ``skip`` triggers (their cursor only matters after edits)."""
 MAX_SLEEP = 30.0
+STALLED = 120.0
+"""A group overdue by more than this many seconds missed its instants (see ``tick``)."""
 SPREAD_RESOLUTION = 0.01
 """Spread offsets are applied in 10 ms steps so hash-spread triggers still share groups."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EMPTY: Mapping[str, Any] = {}
+CURSOR_FIELDS = ("key", "last", "arm")
+"""The members of a timer cursor (a JSON object)."""
 
 Cursors = Callable[[Sequence[tuple[str, str, Any]]], Awaitable[None]]
 
@@ -62,8 +67,8 @@ class Member:
     last: datetime | None = None
     """The last scheduled instant handled: the cursor."""
     stamp: str | None = None
-    """Identity of the definition this member was armed from; stored so a restart can re-arm
-    without parsing specs (None: do not store an arm record)."""
+    """The deployment's spec hash this member was armed from; stored with the cursor so a
+    restart can re-arm it without parsing the spec (None: store no arm record)."""
     group: Group | None = None
 
     @property
@@ -75,8 +80,9 @@ class Member:
 class Group:
     """Members sharing schedule, window and spread; ``nominal`` is their next instant."""
 
-    key: tuple[str, float]
+    key: tuple[Any, ...]
     spec: TimerSpec
+    spread: float
     members: dict[tuple[str, str], Member] = field(default_factory=dict)
     nominal: datetime | None = None
     version: int = 0
@@ -155,7 +161,7 @@ def catchup_instants(spec: TimerSpec, since: datetime, until: datetime) -> list[
 
 def parse_cursor(value: Any) -> tuple[str | None, datetime | None]:
     """Return ``(schedule key, last instant)`` of a stored timer cursor."""
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         return None, None
     last = value.get("last")
     try:
@@ -166,67 +172,79 @@ def parse_cursor(value: Any) -> tuple[str | None, datetime | None]:
     return (key if isinstance(key, str) else None), when
 
 
-def arm_record(member: Member) -> dict[str, Any]:
+def arm_record(member: Member, env: str) -> str:
     """The compact form of an armed trigger, stored with its cursor (see ``restore``)."""
     spec = member.spec
-    return {
-        "stamp": member.stamp,
-        "type": member.trigger_type,
-        "payload": dict(member.payload),
-        "spread": spec.spread,
-        "catchup": spec.catchup,
-        "window": spec.catchup_window,
-        "start": iso(spec.start_at),
-        "end": iso(spec.end_at),
-    }
+    payload = json.dumps(member.payload, separators=(",", ":")) if member.payload else ""
+    return "|".join(
+        (
+            _ARM_VERSION,
+            member.stamp or "",
+            env,
+            member.trigger_type,
+            repr(spec.spread),
+            spec.catchup,
+            repr(spec.catchup_window),
+            iso(spec.start_at) or "",
+            iso(spec.end_at) or "",
+            payload,
+        )
+    )
 
 
+_ARM_VERSION = "a1"
 _SPECS: dict[tuple[Any, ...], TimerSpec] = {}
 
 
-def restore(cursor: Any, stamp: str) -> tuple[str, Mapping[str, Any], TimerSpec] | None:
-    """Return ``(type, payload, spec)`` from a stored arm record made for ``stamp``, or None.
+def restore(
+    cursor: Any, spec_hash: str, env: Callable[[str], str | None]
+) -> tuple[str, Mapping[str, Any], TimerSpec] | None:
+    """Return ``(type, payload, spec)`` from a stored arm record, or None.
 
-    None means "parse the spec instead": no record, another definition, or a schedule key
-    this process cannot rebuild.
+    The record must have been made from the deployment ``spec_hash`` in the same environment
+    (``env(type)``). None means "parse the spec instead": no record, another definition, or a
+    schedule key this process cannot rebuild.
     """
-    if not isinstance(cursor, Mapping):
+    if not isinstance(cursor, dict):
         return None
     arm = cursor.get("arm")
-    if not isinstance(arm, Mapping) or arm.get("stamp") != stamp:
-        return None
     key = cursor.get("key")
-    schedule = series_from_key(key) if isinstance(key, str) else None
+    if not isinstance(arm, str) or not isinstance(key, str):
+        return None
+    parts = arm.split("|", 9)
+    if len(parts) != 10 or parts[0] != _ARM_VERSION or parts[1] != spec_hash:
+        return None
+    _, _, environment, kind, spread, catchup, window, start, end, payload_text = parts
+    if environment != env(kind) or catchup not in ("skip", "latest", "all"):
+        return None
+    schedule = series_from_key(key)
     if schedule is None:
         return None
     try:
-        start = datetime.fromisoformat(arm["start"]) if arm.get("start") else None
-        end = datetime.fromisoformat(arm["end"]) if arm.get("end") else None
-        parts = (
+        payload = json.loads(payload_text) if payload_text else _EMPTY
+        values = (
             schedule,
-            float(arm["spread"]),
-            str(arm["catchup"]),
-            float(arm["window"]),
-            start,
-            end,
+            float(spread),
+            catchup,
+            float(window),
+            datetime.fromisoformat(start) if start else None,
+            datetime.fromisoformat(end) if end else None,
         )
-        payload = arm["payload"] or _EMPTY
-        kind = str(arm["type"])
-    except (KeyError, TypeError, ValueError):
+    except ValueError:
         return None
-    if parts[2] not in ("skip", "latest", "all") or not isinstance(payload, Mapping):
+    if not isinstance(payload, Mapping):
         return None
-    spec = _SPECS.get(parts)
+    spec = _SPECS.get(values)
     if spec is None:
         if len(_SPECS) > 65536:
             _SPECS.clear()
-        spec = _SPECS[parts] = TimerSpec(
+        spec = _SPECS[values] = TimerSpec(
             schedule=schedule,
-            spread=parts[1],
-            catchup=parts[2],  # type: ignore[arg-type]
-            catchup_window=parts[3],
-            start_at=start,
-            end_at=end,
+            spread=values[1],
+            catchup=catchup,  # type: ignore[arg-type]
+            catchup_window=values[3],
+            start_at=values[4],
+            end_at=values[5],
         )
     return kind, payload, spec
 
@@ -244,7 +262,9 @@ class Timer:
         self._recorder = recorder
         self._on_cursors = on_cursors
         self._clock = clock
-        self._groups: dict[tuple[str, float], Group] = {}
+        self.arm_env: Callable[[str], str | None] = lambda kind: None
+        """Environment digest per trigger type for arm records (set by the TriggerManager)."""
+        self._groups: dict[tuple[Any, ...], Group] = {}
         self._members: dict[tuple[str, str], Member] = {}
         self._heap: list[tuple[float, int, int, Group]] = []
         self._seq = itertools.count()
@@ -266,7 +286,7 @@ class Timer:
         return self._members.get((workflow_id, trigger_id))
 
     def now(self) -> datetime:
-        return _EPOCH + timedelta(seconds=self._clock())
+        return datetime.fromtimestamp(self._clock(), UTC)
 
     def next_fire(self, workflow_id: str, trigger_id: str) -> datetime | None:
         """Return when a trigger fires next (spread included), or None."""
@@ -277,7 +297,7 @@ class Timer:
         nominal: datetime | None = group.nominal
         if nominal is not None and _ts(nominal) <= member.floor:
             nominal = next_instant(group.spec, nominal)
-        return None if nominal is None else nominal + timedelta(seconds=group.key[1])
+        return None if nominal is None else nominal + timedelta(seconds=group.spread)
 
     # arming --------------------------------------------------------------------------------
     def add(
@@ -304,12 +324,13 @@ class Timer:
         :param fresh_arm: write the arm record at the next checkpoint.
         """
         key = (workflow_id, trigger_id)
-        self.remove(workflow_id, trigger_id)
-        now = now or self.now()
+        if key in self._members:
+            self.remove(workflow_id, trigger_id)
         spread = quantize(spec.spread)
-        horizon = now - timedelta(seconds=spread)
-        known, last = parse_cursor(cursor)
-        retired = self._retired.pop(key, None)
+        floor = (self._clock() if now is None else _ts(now)) - spread
+        horizon = datetime.fromtimestamp(floor, UTC)
+        known, last = parse_cursor(cursor) if cursor is not None else (None, None)
+        retired = self._retired.pop(key, None) if self._retired else None
         if retired is not None:
             # What this process knew in memory is at least as fresh as what it stored.
             if known == retired[0] and last is not None and retired[1] is not None:
@@ -318,25 +339,22 @@ class Timer:
                 known, last = retired
         start = since
         if known is not None and known != spec.schedule.key:
-            start, last = horizon, None  # a changed schedule never produces a burst of fires
-        elif last is not None and (start is None or last > start):
-            start = last
+            start, last = None, None  # a changed schedule never produces a burst of fires
+        elif last is not None:
+            floor = max(floor, _ts(last))
+            if start is None or last > start:
+                start = last
         member = Member(
-            workflow_id,
-            trigger_id,
-            trigger_type,
-            payload or _EMPTY,
-            spec,
-            floor=_ts(max(horizon, last) if last is not None else horizon),
-            last=last,
-            stamp=stamp,
+            workflow_id, trigger_id, trigger_type, payload or _EMPTY, spec, floor, last, stamp
         )
-        owed = catchup_instants(spec, start, horizon) if start is not None else []
-        self._backlog.extend((member, t) for t in owed)
-        group_key = (spec.schedule.key + _window(spec), spread)
+        owed: list[datetime] = []
+        if start is not None and spec.catchup != "skip":
+            owed = catchup_instants(spec, start, horizon)
+            self._backlog.extend((member, t) for t in owed)
+        group_key = (spec.schedule.key, spec.start_at, spec.end_at, spread)
         group = self._groups.get(group_key)
         if group is None:
-            group = Group(key=group_key, spec=spec)
+            group = Group(group_key, spec, spread)
             self._groups[group_key] = group
             self._push(group, self._advance(spec, horizon))
         member.group = group
@@ -372,7 +390,7 @@ class Timer:
     def _advance(self, spec: TimerSpec, after: datetime) -> datetime | None:
         try:
             return next_instant(spec, after)
-        except Exception:  # noqa: BLE001 - one broken schedule must not stop the timer
+        except Exception:  # one broken schedule must not stop the timer
             log.exception(
                 "schedule failed to compute its next instant", extra={"status": spec.schedule.key}
             )
@@ -383,7 +401,7 @@ class Timer:
         group.version += 1
         if nominal is None:
             return
-        due = _ts(nominal) + group.key[1]
+        due = _ts(nominal) + group.spread
         heapq.heappush(self._heap, (due, next(self._seq), group.version, group))
         if self._heap[0][3] is group:
             self._wake.set()
@@ -396,16 +414,7 @@ class Timer:
         next_full = clock() + FULL_CHECKPOINT_EVERY
         try:
             while True:
-                if self._backlog:
-                    await self._record_backlog()
-                    continue
-                self._drop_stale()
-                delay = MAX_SLEEP
-                if self._heap:
-                    delay = min(delay, self._heap[0][0] - self._clock())
-                if delay <= 0:
-                    await self._fire_due()
-                    continue
+                await self.tick()
                 if clock() >= next_full:
                     await self.checkpoint(everything=True)
                     next_full = clock() + FULL_CHECKPOINT_EVERY
@@ -413,11 +422,18 @@ class Timer:
                 elif clock() >= next_checkpoint:
                     await self.checkpoint()
                     next_checkpoint = clock() + CHECKPOINT_EVERY
+                if self._backlog:
+                    continue
+                self._drop_stale()
+                delay = MAX_SLEEP
+                if self._heap:
+                    delay = min(delay, self._heap[0][0] - self._clock())
                 if self._dirty:
-                    delay = min(delay, max(0.0, next_checkpoint - clock()))
-                with anyio.move_on_after(delay):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+                    delay = min(delay, next_checkpoint - clock())
+                if delay > 0:
+                    with anyio.move_on_after(delay):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 try:
@@ -427,35 +443,66 @@ class Timer:
                     log.warning("catch-up not recorded at shutdown", extra={"error": str(exc)})
                 await self.checkpoint(everything=True)
 
+    async def tick(self) -> int:
+        """Record queued catch-up and every fire due by the clock; return the fires recorded."""
+        done = 0
+        if self._backlog:
+            done += await self._record_backlog()
+        done += await self._fire_due()
+        return done
+
     def _drop_stale(self) -> None:
         while self._heap and self._heap[0][2] != self._heap[0][3].version:
             heapq.heappop(self._heap)
 
-    async def _fire_due(self) -> None:
+    async def _fire_due(self) -> int:
         now = self._clock()
-        due: list[tuple[float, Group, datetime]] = []
+        due: list[tuple[Group, datetime]] = []
         while self._heap and self._heap[0][0] <= now:
             at, _, version, group = heapq.heappop(self._heap)
             if version != group.version or group.nominal is None:
                 continue
-            due.append((at, group, group.nominal))
+            if at < now - STALLED:
+                self._resume_stalled(group, now)
+                continue
+            due.append((group, group.nominal))
             self._push(group, self._advance(group.spec, group.nominal))
+        done = 0
         pending: list[tuple[Member, datetime]] = []
-        for _, group, nominal in due:
-            stamp = _ts(nominal)
+        for group, nominal in due:
+            at = _ts(nominal)
             for member in list(group.members.values()):
-                if stamp > member.floor:
+                if at > member.floor:
                     pending.append((member, nominal))
                     if len(pending) >= BATCH:
-                        await self._record(pending)
+                        done += await self._record(pending)
                         pending = []
         if pending:
-            await self._record(pending)
+            done += await self._record(pending)
+        if self._backlog:
+            done += await self._record_backlog()
+        return done
 
-    async def _record_backlog(self, *, retry: bool = True) -> None:
+    def _resume_stalled(self, group: Group, now: float) -> None:
+        # Overdue this long, the timer was not late but stopped (suspended, clock jumped): the
+        # missed instants follow each member's catch-up policy, as after a restart.
+        log.warning("timer stalled; applying catch-up policies", extra={"status": group.key[0]})
+        floor = now - group.spread
+        horizon = datetime.fromtimestamp(floor, UTC)
+        for member in group.members.values():
+            since = datetime.fromtimestamp(member.floor, UTC)
+            if member.last is not None and member.last > since:
+                since = member.last
+            self._backlog.extend((member, t) for t in catchup_instants(member.spec, since, horizon))
+            member.floor = max(member.floor, floor)
+        self._push(group, self._advance(group.spec, horizon))
+
+    async def _record_backlog(self, *, retry: bool = True) -> int:
         backlog, self._backlog = self._backlog, []
+        done = 0
         for start in range(0, len(backlog), BATCH):
-            await self._record(backlog[start : start + BATCH], retry=retry)
+            done += await self._record(backlog[start : start + BATCH], retry=retry)
+        return done
 
     def _events(self, fires: Sequence[tuple[Member, datetime]]) -> list[NewEvent]:
         fired = self.now()
@@ -479,14 +526,12 @@ class Timer:
             )
         return events
 
-    async def _record(
-        self, fires: Sequence[tuple[Member, datetime]], *, retry: bool = True
-    ) -> None:
+    async def _record(self, fires: Sequence[tuple[Member, datetime]], *, retry: bool = True) -> int:
         # A trigger removed since its fire was queued (undeployed, paused) fires no more; one
         # re-armed meanwhile (edited) still records what was due before the edit.
         fires = [f for f in fires if f[0].key in self._members]
         if not fires:
-            return
+            return 0
         events = self._events(fires)
         # A store outage delays fires instead of dropping them; the dedupe key makes the
         # retry of a batch that did commit harmless.
@@ -495,7 +540,7 @@ class Timer:
             try:
                 result = await self._recorder.record(events)
                 break
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if not retry:
                     raise
                 log.error(
@@ -504,10 +549,11 @@ class Timer:
                 )
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        done = self._clock()
+        stored = self._clock()
         for (member, nominal), (_, created) in zip(fires, result, strict=True):
             if created:
-                FIRE_LATENESS.observe(max(0.0, done - _ts(nominal) - quantize(member.spec.spread)))
+                late = stored - _ts(nominal) - quantize(member.spec.spread)
+                FIRE_LATENESS.observe(max(0.0, late))
             if member.last is None or nominal > member.last:
                 member.last = nominal
             if self._members.get(member.key) is not member:
@@ -518,13 +564,15 @@ class Timer:
                 self._lazy[member.key] = member
             else:
                 self._dirty[member.key] = member
+        return len(fires)
 
     # cursors -------------------------------------------------------------------------------
     def cursor(self, member: Member) -> dict[str, Any]:
         """The JSON a member's cursor is stored as."""
         value: dict[str, Any] = {"key": member.spec.schedule.key, "last": iso(member.last)}
-        if member.stamp is not None:
-            value["arm"] = arm_record(member)
+        env = self.arm_env(member.trigger_type) if member.stamp is not None else None
+        if env is not None:
+            value["arm"] = arm_record(member, env)
         return value
 
     async def checkpoint(self, *, everything: bool = False) -> None:
@@ -544,7 +592,3 @@ class Timer:
             log.warning("cursor checkpoint failed", extra={"error": str(exc)})
             for k, v in dirty.items():
                 self._dirty.setdefault(k, v)
-
-
-def _window(spec: TimerSpec) -> str:
-    return f"|{iso(spec.start_at) or ''}|{iso(spec.end_at) or ''}"

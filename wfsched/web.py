@@ -12,13 +12,13 @@ from typing import Any
 import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from wfsched.config import Settings
 from wfsched.deployments import DeploymentService
-from wfsched.errors import AuthError, Conflict, NotFound, StoreError, WfschedError
+from wfsched.errors import NotFound, StoreError
 from wfsched.httpio import (
     HttpError,
     error_response,
@@ -28,10 +28,10 @@ from wfsched.httpio import (
     repeated_header,
     require_json,
 )
-from wfsched.metrics import WEBHOOK_REQUESTS, render
+from wfsched.ingress import COUNTS, WorkflowIngress, http_error_of
+from wfsched.metrics import render
 from wfsched.openapi import document
 from wfsched.runtime import TriggerManager, invoke
-from wfsched.spec import InvalidSpecs
 from wfsched.store import Store
 from wfsched.trigger import Inbound, Outbound
 
@@ -39,7 +39,6 @@ log = logging.getLogger("wfsched.web")
 MANAGEMENT_BODY_LIMIT = 1024 * 1024
 SHARED_INGRESS_LIMIT = 25 * 1024 * 1024
 """GitHub's own payload cap: the largest body a shared ingress route reads."""
-INGRESS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 Handler = Callable[[Request], Awaitable[Response]]
 
 __all__ = ["HttpError", "WebServices", "create_app", "error_response", "parse_json", "read_body"]
@@ -56,7 +55,7 @@ class WebServices:
     api_token: str
 
 
-def create_app(services: WebServices) -> Starlette:
+def create_app(services: WebServices) -> WorkflowIngress:
     """Build the HTTP application."""
     deployments = services.deployments
     manager = services.manager
@@ -190,22 +189,6 @@ def create_app(services: WebServices) -> Starlette:
             }
         )
 
-    async def public_webhook(request: Request) -> Response:
-        workflow_id = request.path_params["id"]
-        try:
-            trigger = manager.ingress_trigger(workflow_id)
-        except NotFound:
-            raise HttpError(
-                404, "not_found", f"no active webhook trigger for {workflow_id!r}"
-            ) from None
-        if not trigger.allows_method(request.method):
-            allowed = ", ".join(m for m in INGRESS_METHODS if trigger.allows_method(m))
-            raise HttpError(
-                405, "method_not_allowed", f"allowed: {allowed}", headers={"Allow": allowed}
-            )
-        body = await read_body(request, trigger.max_body_bytes)
-        return _outbound(await trigger.receive(_inbound(request, body)))
-
     async def shared_webhook(request: Request) -> Response:
         name = request.path_params["name"]
         if name == "status":  # the status route only answers GET
@@ -257,48 +240,11 @@ def create_app(services: WebServices) -> Starlette:
                         400, "bad_request", f"the {repeated} header is repeated; send it once"
                     )
                 response = await handler(request)
-            except HttpError as exc:
-                response = error_response(exc.status, exc.code, exc.detail, exc.headers)
-            except InvalidSpecs as exc:
-                response = error_response(422, "invalid_spec", str(exc))
-            except AuthError as exc:
-                response = error_response(401, "unauthorized", str(exc))
-            except NotFound as exc:
-                response = error_response(404, "not_found", str(exc))
-            except Conflict as exc:
-                code = str(exc) if str(exc) == "confirmation_required" else "conflict"
-                detail = (
-                    'this trigger requires confirmation: send {"confirm": true}'
-                    if code == "confirmation_required"
-                    else str(exc)
-                )
-                response = error_response(409, code, detail)
-            except StoreError as exc:
-                log.warning(
-                    "store unavailable", extra={"error": str(exc), "path": request.url.path}
-                )
-                response = error_response(
-                    503,
-                    "store_unavailable",
-                    "the store is unreachable; nothing was recorded, retry later",
-                    {"Retry-After": "5"},
-                )
-            except WfschedError as exc:
-                response = error_response(400, "bad_request", str(exc))
-            except ClientDisconnect:
-                response = error_response(
-                    400, "client_disconnected", "the client closed the connection mid-request"
-                )
-            except Exception:  # last resort: a bug must not crash the server
-                log.exception(
-                    "unexpected error handling a request",
-                    extra={"path": request.url.path, "method": request.method},
-                )
-                response = error_response(
-                    500, "internal_error", "unexpected server error; it has been logged"
-                )
+            except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
+                err = http_error_of(exc, path=request.url.path, method=request.method)
+                response = error_response(err.status, err.code, err.detail, err.headers)
             if ingress:
-                WEBHOOK_REQUESTS.labels(str(response.status_code)).inc()
+                COUNTS.inc(response.status_code)
             return response
 
         return call
@@ -318,20 +264,15 @@ def create_app(services: WebServices) -> Starlette:
         ),
         Route("/api/v1/triggers/workflows/{id}/status", wrap(m(status)), methods=["GET"]),
         Route("/api/v1/triggers/health", wrap(m(trigger_health)), methods=["GET"]),
-        # Every method reaches the handler so an unconfigured one gets the trigger's Allow list.
-        Route(
-            "/api/v1/public/webhook/workflow/{id}",
-            wrap(public_webhook, ingress=True),
-            methods=[*INGRESS_METHODS, "HEAD", "OPTIONS"],
-        ),
         Route("/api/v1/public/webhooks/status", wrap(webhook_status), methods=["GET"]),
         Route(
             "/api/v1/public/webhooks/{name}", wrap(shared_webhook, ingress=True), methods=["POST"]
         ),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _server_error}
     )
+    return WorkflowIngress(app, manager.ingress_trigger)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

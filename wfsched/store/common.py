@@ -32,14 +32,17 @@ def fmt_ts(value: datetime | None) -> str | None:
     """Render an instant as fixed-width UTC text (sorts as text)."""
     if value is None:
         return None
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat: the same fixed-width text as strftime("%Y-%m-%dT%H:%M:%S.%fZ"), far cheaper.
+    return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_ts(value: str | None) -> datetime | None:
     """Parse fixed-width UTC text back into an aware datetime."""
     if value is None:
         return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat reads the trailing Z as UTC (Python 3.11) at ~1 % of strptime's cost,
+    # which matters on the dispatch hot path (every claimed row carries several instants).
+    return datetime.fromisoformat(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,6 +182,36 @@ def _payload(event: str, delivery: str, body: dict[str, Any], facts: Facts) -> d
     }
 
 
+def _plan(
+    candidates: Sequence[Routed],
+    want_files: Sequence[Routed],
+    facts: Facts,
+    fetched: Fetched,
+    base: dict[str, Any],
+) -> list[tuple[Routed, dict[str, Any]]]:
+    """Apply the filters again with the API's answers; build one payload per workflow."""
+    paths = file_paths(fetched.files) if fetched.files is not None else None
+    fires: list[tuple[Routed, dict[str, Any]]] = []
+    workflows: set[str] = set()
+    for trigger in sorted(candidates, key=lambda t: (t.ctx.workflow_id, t.ctx.trigger_id)):
+        # One event per workflow: the dedupe key is per workflow anyway.
+        if trigger.ctx.workflow_id in workflows or not trigger.filters.match(facts, paths):
+            continue
+        workflows.add(trigger.ctx.workflow_id)
+        payload = dict(base)
+        problems = []
+        if trigger in want_files and paths is None:
+            problems.append(f"paths filter not applied: {fetched.error}")
+        if trigger.fetch_context:
+            payload["context"] = fetched.context
+            if fetched.context is None:
+                problems.append(f"context not fetched: {fetched.error}")
+        if problems:
+            payload["context_error"] = "; ".join(problems)
+        fires.append((trigger, payload))
+    return fires
+
+
 async def _fire_all(
     fires: Sequence[tuple[Routed, dict[str, Any]]], dedupe_key: str
 ) -> list[FireResult]:
@@ -252,26 +282,7 @@ async def receive(
         files=bool(want_files),
         context=any(t.fetch_context for t in candidates),
     )
-    paths = file_paths(fetched.files) if fetched.files is not None else None
-    fires: list[tuple[Routed, dict[str, Any]]] = []
-    workflows: set[str] = set()
-    base = _payload(event, delivery, body, facts)
-    for trigger in sorted(candidates, key=lambda t: (t.ctx.workflow_id, t.ctx.trigger_id)):
-        # One event per workflow: the dedupe key is per workflow anyway.
-        if trigger.ctx.workflow_id in workflows or not trigger.filters.match(facts, paths):
-            continue
-        workflows.add(trigger.ctx.workflow_id)
-        payload = dict(base)
-        problems = []
-        if trigger in want_files and paths is None:
-            problems.append(f"paths filter not applied: {fetched.error}")
-        if trigger.fetch_context:
-            payload["context"] = fetched.context
-            if fetched.context is None:
-                problems.append(f"context not fetched: {fetched.error}")
-        if problems:
-            payload["context_error"] = "; ".join(problems)
-        fires.append((trigger, payload))
+    fires = _plan(candidates, want_files, facts, fetched, _payload(event, delivery, body, facts))
     results = await _fire_all(fires, f"github:{delivery}")
     note_answered(delivery)
     log.info(f"github delivery {delivery} ({event}): {len(results)} workflow(s) matched")

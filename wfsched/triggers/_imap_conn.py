@@ -14,6 +14,7 @@ import re
 import select
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
+from anyio.lowlevel import RunVar
 from imap_tools import MailBox, MailBoxStartTls, MailBoxUnencrypted
 from imap_tools.errors import ImapToolsError, MailboxFolderSelectError, MailboxLoginError
 
@@ -32,9 +34,14 @@ imaplib.Commands.setdefault("IDLE", ("AUTH", "SELECTED"))
 _META = re.compile(rb"UID (\d+)|RFC822\.SIZE (\d+)|INTERNALDATE \"([^\"]+)\"")
 _UID = re.compile(rb"UID (\d+)")
 _MONTHS = {
-    m: i for i, m in enumerate(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"], start=1)
+    m: i
+    for i, m in enumerate(
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"],
+        start=1,
+    )
 }
-_limiter: anyio.CapacityLimiter | None = None
+# IMAP threads get their own pool, per event loop, so a slow server never starves others.
+_LIMITER: RunVar[anyio.CapacityLimiter] = RunVar("wfsched_imap_threads")
 
 
 class ImapError(Exception):
@@ -64,23 +71,33 @@ class Connection:
         self.idle_supported = False
         self.uidvalidity = 0
         self._idle_tag: bytes | None = None
+        self._guard = threading.Lock()
+        self._aborted = False
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
 
     # session ------------------------------------------------------------------------------
     def open(self) -> int:
         """Connect, log in, select the folder; return its UIDVALIDITY."""
         ep = self.endpoint
+        box: Any
         if ep.security == "ssl":
-            self.box = MailBox(
+            box = MailBox(
                 ep.server, ep.port, timeout=self.timeout, ssl_context=ssl.create_default_context()
             )
         elif ep.security == "starttls":
-            self.box = MailBoxStartTls(
+            box = MailBoxStartTls(
                 ep.server, ep.port, timeout=self.timeout, ssl_context=ssl.create_default_context()
             )
         else:
-            self.box = MailBoxUnencrypted(ep.server, ep.port, timeout=self.timeout)
+            box = MailBoxUnencrypted(ep.server, ep.port, timeout=self.timeout)
+        with self._guard:
+            self.box = box
+            if self._aborted:
+                # Abandoned while connecting: never leave a logged-in orphan behind.
+                _shutdown(box.client.sock)
+                raise ImapError("connection abandoned")
         client = self.box.client
         try:
             self.box.login(ep.user, self._password, initial_folder=None)
@@ -244,6 +261,9 @@ class Connection:
             except Exception:  # noqa: BLE001, S110 - the socket is going away either way
                 pass
         self.abort()
+        # Only a healthy session gets here, so no abandoned thread still selects on these.
+        self._wake_r.close()
+        self._wake_w.close()
 
     def abort(self) -> None:
         """Shut the socket down now (from any thread); a blocked reader returns at once.
@@ -251,12 +271,18 @@ class Connection:
         The descriptors are closed by the garbage collector once no thread uses them, so a
         still-running abandoned thread never reads a recycled descriptor.
         """
-        sock = getattr(getattr(self.box, "client", None), "sock", None)
+        with self._guard:
+            self._aborted = True
+            sock = getattr(getattr(self.box, "client", None), "sock", None)
         if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _parse_date(text: str) -> float:
@@ -305,17 +331,19 @@ class Session:
         alive: bool = True,
     ) -> T:
         """Run ``fn(*args)`` in a thread; an overrun or failure breaks the session."""
-        global _limiter
         if self.broken:
             raise ImapError("the connection is already broken")
-        if _limiter is None:
-            _limiter = anyio.CapacityLimiter(64)
+        try:
+            limiter = _LIMITER.get()
+        except LookupError:
+            limiter = anyio.CapacityLimiter(64)
+            _LIMITER.set(limiter)
         limit = deadline if deadline is not None else self.conn.timeout * 2 + 5
         async with self._lock:
             try:
                 with anyio.fail_after(limit):
                     result = await anyio.to_thread.run_sync(
-                        partial(fn, *args), abandon_on_cancel=True, limiter=_limiter
+                        partial(fn, *args), abandon_on_cancel=True, limiter=limiter
                     )
             except TimeoutError:
                 self._break()

@@ -182,7 +182,8 @@ class Watcher:
         while True:
             tuning = self.tuning() if self.subscribers else Tuning(True, 300.0, 60.0, 30.0)
             wait = tuning.idle_refresh if tuning.idle else tuning.check_interval
-            limit = wait + 3 * tuning.timeout + 10
+            # The longest legitimate silence: a full wait, then DONE and NOOP answered late.
+            limit = wait + 2 * tuning.timeout + 3
             silent = time.monotonic() - self.last_ok
             if silent > limit:
                 scope.cancel()

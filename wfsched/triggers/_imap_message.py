@@ -85,7 +85,7 @@ def parse(raw: bytes) -> Parsed:
         if not raw.strip() or not msg.obj.keys():
             raise Malformed("no header fields (not an RFC 5322 message)")
         attachments = [Attachment(a.filename, a.content_type, a.payload) for a in msg.attachments]
-        text, html = msg.text, msg.html
+        text, html = _lines(msg.text), _lines(msg.html)
         _check_defects(msg.obj)
         message_id = (msg.obj.get("Message-ID") or "").strip() or None
         sender = msg.from_values
@@ -107,6 +107,10 @@ def parse(raw: bytes) -> Parsed:
         raise
     except Exception as exc:  # noqa: BLE001 - any parser failure is a malformed message
         raise Malformed(f"cannot be parsed: {type(exc).__name__}: {exc}") from None
+
+
+def _lines(value: str) -> str:
+    return value.replace("\r\n", "\n")
 
 
 def _check_defects(message: Message) -> None:

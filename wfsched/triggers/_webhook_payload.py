@@ -38,6 +38,10 @@ def _constant(name: str) -> Any:
     raise BadBody(f"the JSON body contains {name}, which is not valid JSON")
 
 
+# One decoder for every request: json.loads with options builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_constant)
+
+
 def media_type(content_type: str | None) -> tuple[str, str | None]:
     """Return the lower-case media type and the charset parameter (or None)."""
     if not content_type:
@@ -99,7 +103,7 @@ def _unstorable(value: Any) -> str | None:
 def parse_json(body: bytes) -> Any:
     """Parse a JSON body strictly; BadBody names the problem."""
     try:
-        value = json.loads(body, parse_constant=_constant)
+        value = _DECODER.decode(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise BadBody("the JSON body is not valid UTF-8") from None
     except RecursionError:

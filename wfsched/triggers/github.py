@@ -18,12 +18,15 @@ import anyio
 
 from wfsched import BaseTrigger, Inbound, Outbound, SpecError, TriggerContext, TriggerSpec, hookimpl
 from wfsched.triggers._github_app import app_for, client, load_settings
-from wfsched.triggers._github_filters import FILTER_KEYS, Filters, validate_config
+from wfsched.triggers._github_config import validate_config
+from wfsched.triggers._github_filters import FILTER_KEYS, Filters
 from wfsched.triggers._github_ingress import receive
 from wfsched.triggers._github_redeliver import Redeliverer, recover_forever, wait_for_listener
 
 PATH = "/api/v1/public/webhooks/github"
 SETTINGS_RETRY = 60.0
+# The triggers of one process elect one contender here; only it polls the shared lock.
+_CONTENDER = anyio.Lock()
 
 
 class GitHubTrigger(BaseTrigger):
@@ -48,10 +51,6 @@ class GitHubTrigger(BaseTrigger):
         out.update({k: list(self.config[k]) for k in FILTER_KEYS if self.config.get(k)})
         out["fetch_context"] = self.fetch_context
         return out
-
-    @property
-    def max_body_bytes(self) -> int:
-        return 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 
     @classmethod
     async def receive_shared(
@@ -80,7 +79,9 @@ class GitHubTrigger(BaseTrigger):
                     "failing",
                     "github.webhook_secret is not set: every delivery is refused until it is",
                 )
-            elif app is None and (self._wants_pull_files() or self.fetch_context):
+                await anyio.sleep(SETTINGS_RETRY)
+                continue
+            if app is None and (self._wants_pull_files() or self.fetch_context):
                 self.ctx.report_health(
                     "degraded",
                     "paths on pull requests and fetch_context "
@@ -92,7 +93,7 @@ class GitHubTrigger(BaseTrigger):
                 await anyio.sleep_forever()
                 return
             # One recovery loop per deployment: the first github trigger to take the lock.
-            async with self.ctx.lock("github-redelivery", ttl=30.0) as lease:
+            async with _CONTENDER, self.ctx.lock("github-redelivery", ttl=30.0) as lease:
                 server = self.ctx.settings("server")
                 await wait_for_listener(
                     str(server.get("host", "127.0.0.1")), int(server.get("port", 8003))

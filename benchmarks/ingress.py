@@ -1,0 +1,295 @@
+"""Ingress suite: webhook requests acknowledged only when durable, against a bare 202 app.
+
+Systems (each a child process on core 0, load on core 1, alternating runs):
+
+* ``bare-starlette``: a Starlette route that reads the body and answers 202 (the ceiling);
+* ``wfsched`` on SQLite and on PostgreSQL (a fresh schema): one webhook trigger with HMAC
+  auth; every 202 is sent after the event's commit.
+
+Figures, per system and run (the systems alternate A B C, C B A, ...):
+
+* saturated requests/s: ``wrk -t1 -c64`` posting a 1 KB HMAC-signed JSON body;
+* p99 latency at half the ceiling's rate: the same wrk with a Lua ``delay()`` pacing each of
+  the 64 connections to ``rate / 64`` requests/s (wrk2 is not packaged here; at half load
+  the server is not saturated, so the closed loop hides little; the achieved rate is
+  reported beside it);
+* kill -9 mid-run: a client (``_ingress_load``) records every execution id it receives with a
+  202; after the kill, each of them must be in the store.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _ingress_servers as srv
+from benchmarks.harness import ROOT, Row, compare, median
+from wfsched.triggers.webauth import sign_hmac_sha256_hex
+
+SUITE = "ingress"
+BODY = (
+    b'{"event":"order.created","id":"ord_0001","customer":{"id":"cus_42","email":'
+    b'"buyer@example.com"},"items":['
+    + b",".join(
+        b'{"sku":"SKU-%04d","qty":%d,"price":"%d.99"}' % (i, i % 5 + 1, i * 3) for i in range(18)
+    )
+    + b'],"note":"'
+)
+BODY = BODY + b"x" * (1022 - len(BODY)) + b'"}'
+SIGNATURE = sign_hmac_sha256_hex(srv.SECRET, BODY)
+HEADERS = {"Content-Type": "application/json", "X-Signature-256": SIGNATURE}
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+CONNECTIONS = 64
+
+
+def _lua(workdir: Path, delay_ms: float | None = None) -> Path:
+    """The wrk script: POST the signed body; with ``delay_ms``, pace each connection."""
+    body = BODY.decode().replace("\\", "\\\\").replace('"', '\\"')
+    lines = ['wrk.method = "POST"', f'wrk.body = "{body}"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in HEADERS.items()]
+    name = "post.lua"
+    if delay_ms is not None:
+        lines.append(f"function delay() return {delay_ms:.3f} end")
+        name = f"paced-{delay_ms:.3f}.lua"
+    path = workdir / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if match is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def wrk(port: int, seconds: float, lua: Path) -> dict[str, float]:
+    """Run wrk (1 thread, 64 connections) on the load core and parse its report."""
+    cmd = srv.pinned(
+        srv.LOAD_CORE,
+        "wrk",
+        "-t1",
+        f"-c{CONNECTIONS}",
+        f"-d{seconds:g}s",
+        "--latency",
+        "-s",
+        str(lua),
+        f"http://127.0.0.1:{port}{srv.PATH}",
+    )
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=seconds + 30, check=True
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    if rps is None or not lat:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if bad or "Socket errors" in out:
+        sys.stderr.write(f"ingress: wrk saw errors:\n{out}\n")
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": _ms(lat["50"]),
+        "p99_ms": _ms(lat["99"]),
+        "non_2xx": float(bad.group(1)) if bad else 0.0,
+    }
+
+
+Starter = Callable[[], "tuple[srv.Server, Any]"]
+
+
+def _systems(workdir: Path, with_pg: bool) -> dict[str, Starter]:
+    """Each system's starter returns ``(server, cleanup context or None)``."""
+    counter = iter(range(1000))
+
+    def bare() -> tuple[srv.Server, Any]:
+        return srv.start_bare(workdir), None
+
+    def sqlite() -> tuple[srv.Server, Any]:
+        folder = workdir / f"sqlite-{next(counter)}"
+        folder.mkdir()
+        return srv.start_wfsched(folder, f"sqlite:///{folder}/wfsched.db", "sqlite"), None
+
+    def postgres() -> tuple[srv.Server, Any]:
+        folder = workdir / f"pg-{next(counter)}"
+        folder.mkdir()
+        schema = srv.pg_schema()
+        url = schema.__enter__()
+        try:
+            return srv.start_wfsched(folder, str(url), "postgres"), schema
+        except BaseException:
+            schema.__exit__(None, None, None)
+            raise
+
+    systems: dict[str, Starter] = {"bare": bare, "sqlite": sqlite}
+    if with_pg:
+        systems["postgres"] = postgres
+    return systems
+
+
+def _session(start: Starter, measure: Callable[[srv.Server], dict[str, Any]]) -> dict[str, Any]:
+    server, cleanup = start()
+    try:
+        return measure(server)
+    finally:
+        server.stop()
+        if cleanup is not None:
+            cleanup.__exit__(None, None, None)
+
+
+def _order(names: list[str], run: int) -> list[str]:
+    """A B C, then C B A: drift over the whole run cancels out."""
+    return names if run % 2 == 0 else list(reversed(names))
+
+
+def _pg_available() -> bool:
+    with srv.pg_schema() as url:
+        return url is not None
+
+
+def _kill_check(start: Starter, workdir: Path, seconds: float) -> dict[str, int]:
+    """Load the server, kill -9 it mid-run, then look for every acknowledged id in the store."""
+    server, cleanup = start()
+    ids = workdir / f"acks-{server.name}-{time.monotonic_ns()}.txt"
+    try:
+        cmd = srv.pinned(
+            srv.LOAD_CORE,
+            sys.executable,
+            "-m",
+            "benchmarks._ingress_load",
+            "--port",
+            str(server.port),
+            "--path",
+            srv.PATH,
+            "--body",
+            str(workdir / "body.json"),
+            "--seconds",
+            str(seconds * 2),
+            "--connections",
+            "32",
+            "--out",
+            str(ids),
+        )
+        for name, value in HEADERS.items():
+            cmd += ["--header", f"{name}: {value}"]
+        client = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(seconds)
+        server.kill()
+        client.communicate(timeout=seconds * 2 + 30)
+        acked = set(ids.read_text().split()) if ids.exists() else set()
+        stored = srv.stored_ids(server.store_url)
+        return {"acked": len(acked), "lost": len(acked - stored), "stored": len(stored)}
+    finally:
+        server.stop()
+        if cleanup is not None:
+            cleanup.__exit__(None, None, None)
+
+
+def run(quick: bool) -> Iterator[Row]:
+    """Measure and yield the suite's rows."""
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"the ingress suite needs {tool} (apt-get install {tool})")
+    runs, seconds, warm = (1, 4.0, 1.0) if quick else (3, 10.0, 2.0)
+    with tempfile.TemporaryDirectory(prefix="wfsched-ingress-") as tmp:
+        workdir = Path(tmp)
+        (workdir / "body.json").write_bytes(BODY)
+        flat_out = _lua(workdir)
+        systems = _systems(workdir, _pg_available())
+        names = list(systems)
+        # A first ceiling measurement fixes the rate of every latency run.
+        probe = _session(
+            systems["bare"],
+            lambda s: (wrk(s.port, warm, flat_out), wrk(s.port, seconds, flat_out))[1],
+        )
+        rate = round(probe["rps"] / 2)
+        paced = _lua(workdir, delay_ms=CONNECTIONS / rate * 1000)
+
+        def measure(server: srv.Server) -> dict[str, Any]:
+            wrk(server.port, warm, flat_out)
+            peak = wrk(server.port, seconds, flat_out)
+            steady = wrk(server.port, seconds, paced)
+            return {
+                "rps": peak["rps"],
+                "rate_p99_ms": steady["p99_ms"],
+                "achieved_rps": steady["rps"],
+                "non_2xx": peak["non_2xx"],
+            }
+
+        results: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+        for i in range(runs):
+            for name in _order(names, i):
+                results[name].append(_session(systems[name], measure))
+        yield from _rows(results, rate)
+        for name in names[1:]:
+            crash = _kill_check(systems[name], workdir, 1.5 if quick else 4.0)
+            yield Row(
+                SUITE,
+                "wfsched",
+                f"hmac-webhook-{name}-kill-9",
+                crash["acked"],
+                "acked_but_lost",
+                crash["lost"],
+                "events",
+            )
+
+
+def _rows(results: dict[str, list[dict[str, Any]]], rate: int) -> Iterator[Row]:
+    bare = results["bare"]
+    ceiling = median([r["rps"] for r in bare])
+    bare_p99 = median([r["rate_p99_ms"] for r in bare])
+    n = len(bare)
+    yield Row(SUITE, "bare-starlette", "post-1KB-202", n, "max_rps", round(ceiling, 1), "req/s")
+    yield Row(
+        SUITE, "bare-starlette", f"paced-{rate}rps", n, "p99_latency", round(bare_p99, 3), "ms"
+    )
+    yield Row(
+        SUITE,
+        "bare-starlette",
+        f"paced-{rate}rps",
+        n,
+        "achieved_rps",
+        round(median([r["achieved_rps"] for r in bare]), 1),
+        "req/s",
+    )
+    for name, runs in results.items():
+        if name == "bare":
+            continue
+        workload = f"hmac-webhook-{name}"
+        yield compare(
+            SUITE,
+            workload,
+            len(runs),
+            "max_rps",
+            "req/s",
+            median([r["rps"] for r in runs]),
+            "bare-starlette",
+            ceiling,
+            higher_is_better=True,
+        )
+        yield compare(
+            SUITE,
+            f"{workload}-paced-{rate}rps",
+            len(runs),
+            "p99_latency",
+            "ms",
+            median([r["rate_p99_ms"] for r in runs]),
+            "bare-starlette",
+            bare_p99,
+            higher_is_better=False,
+        )
+        yield Row(
+            SUITE,
+            "wfsched",
+            f"{workload}-paced-{rate}rps",
+            len(runs),
+            "achieved_rps",
+            round(median([r["achieved_rps"] for r in runs]), 1),
+            "req/s",
+        )

@@ -1,0 +1,86 @@
+"""Read deployments in pages for reconciliation: heads without documents, plus the arm records
+the timer stores with each time-based trigger's cursor.
+
+With those, a daemon holding many thousand schedules re-arms them at start without parsing a
+single spec, and a later reconcile only parses the deployments that changed. Stores may offer
+``scan_deployed`` (see ``SqliteStore.scan_deployed``); others fall back to full listings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from wfsched import __version__
+from wfsched.config import SETTINGS, Settings
+from wfsched.models import Deployment
+from wfsched.store import Store
+
+PAGE = 2000
+
+
+@dataclass(slots=True, eq=False)
+class Head:
+    """A deployment without its document; ``triggers`` holds ``(id, type, cursor, health)``."""
+
+    workflow_id: str
+    spec_hash: str
+    state: str
+    active_since: datetime
+    triggers: list[tuple[str, str, Any, str]] = field(default_factory=list)
+    deployment: Deployment | None = None
+    """The full deployment, when the store could only list those."""
+
+
+async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[list[Head]]:
+    """Yield every deployment, a page at a time, with the top-level ``cursors`` fields of
+    each trigger's cursor (a dict, or None when the trigger has no cursor)."""
+    scanner: Any = getattr(store, "scan_deployed", None)
+    if scanner is None:
+        states: dict[str, list[tuple[str, str, Any, str]]] = {}
+        if cursors:
+            for s in await store.trigger_states():
+                states.setdefault(s.workflow_id, []).append(
+                    (s.trigger_id, s.type, s.cursor, s.health)
+                )
+        yield [
+            Head(
+                d.workflow_id,
+                d.spec_hash,
+                d.state,
+                d.active_since,
+                states.get(d.workflow_id, []),
+                d,
+            )
+            for d in await store.list_deployments()
+        ]
+        return
+    after = ""
+    names = tuple(cursors)
+    while True:
+        rows = await scanner(after, PAGE, cursor_fields=names)
+        if not rows:
+            return
+        heads: list[Head] = []
+        for row in rows:
+            workflow_id, spec_hash, state, since, trigger_id, kind, health = row[:7]
+            if not heads or heads[-1].workflow_id != workflow_id:
+                heads.append(Head(workflow_id, spec_hash, state, since))
+            if trigger_id is not None:
+                values = row[7:]
+                cursor = dict(zip(names, values, strict=True)) if any(values) else None
+                heads[-1].triggers.append((trigger_id, kind, cursor, health))
+        yield heads
+        after = heads[-1].workflow_id
+
+
+def environment(settings: Settings, cls: type) -> str:
+    """Digest of what besides its spec shapes a trigger's timer: the wfsched version, the
+    trigger class and every non-secret setting (secrets never enter the digest)."""
+    values = sorted((s.name, settings.get(s.name)) for s in SETTINGS if s.kind != "secret")
+    text = json.dumps([__version__, cls.__module__, cls.__qualname__, values], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
