@@ -31,13 +31,19 @@ class Received:
 
 
 STATS: dict[str, Received] = {}
-OK = {"type": "http.response.start", "status": 200,
-      "headers": [(b"content-type", b"application/json")]}
+OK = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/json")],
+}
 ACCEPTED = {"type": "http.response.body", "body": b'{"status":"accepted"}'}
 
 
-async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
-              send: Callable[[Message], Awaitable[None]]) -> None:
+async def app(
+    scope: Scope,
+    receive: Callable[[], Awaitable[Message]],
+    send: Callable[[Message], Awaitable[None]],
+) -> None:
     if scope["type"] != "http":
         return
     chunks = []
@@ -62,8 +68,14 @@ async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
         return
     if scope["method"] == "GET" and len(parts) == 3 and parts[1] == "stats":
         got = STATS.get(parts[2], Received())
-        body = json.dumps({"count": got.count, "distinct": len(got.keys), "last": got.last,
-                           "latencies": got.latencies}).encode()
+        body = json.dumps(
+            {
+                "count": got.count,
+                "distinct": len(got.keys),
+                "last": got.last,
+                "latencies": got.latencies,
+            }
+        ).encode()
         await send(OK)
         await send({"type": "http.response.body", "body": body})
         return
@@ -72,5 +84,13 @@ async def app(scope: Scope, receive: Callable[[], Awaitable[Message]],
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http="httptools", loop="uvloop",
-                log_level="warning", access_log=False, lifespan="off")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        http="httptools",
+        loop="uvloop",
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )

@@ -18,31 +18,43 @@ import aiohttp
 WARMUP = 20
 
 
-async def main(url: str, workflow: str, rate: float, count: int, burst: bool,
-               concurrency: int) -> None:
+async def main(
+    url: str, workflow: str, rate: float, count: int, burst: bool, concurrency: int
+) -> None:
     target = f"{url}/v1/workflows/{workflow}/execute"
     slots = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=4.0)
     headers = {"Content-Type": "application/json", "User-Agent": "floor"}
-    async with aiohttp.ClientSession(connector=connector, headers=headers,
-                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
+    ) as session:
         seq = 0
 
         async def post(t: float | None = None, warmup: bool = False) -> None:
             nonlocal seq
             seq += 1
             key = f"floor-{seq:026d}"
-            body = json.dumps({
-                "execution_id": key, "workflow_id": workflow,
-                "trigger": {"id": "loadgen", "type": "loadgen"}, "scheduled_at": None,
-                "fired_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
-                "payload": {"t": time.time() if t is None else t, "warmup": warmup},
-            }, separators=(",", ":")).encode()
-            async with slots, session.post(target, data=body, allow_redirects=False,
-                                           headers={"Idempotency-Key": key}) as resp:
+            body = json.dumps(
+                {
+                    "execution_id": key,
+                    "workflow_id": workflow,
+                    "trigger": {"id": "loadgen", "type": "loadgen"},
+                    "scheduled_at": None,
+                    "fired_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
+                    "payload": {"t": time.time() if t is None else t, "warmup": warmup},
+                },
+                separators=(",", ":"),
+            ).encode()
+            async with (
+                slots,
+                session.post(
+                    target, data=body, allow_redirects=False, headers={"Idempotency-Key": key}
+                ) as resp,
+            ):
                 await resp.read()
                 resp.raise_for_status()
 
+        cpu = time.process_time()
         for _ in range(WARMUP):
             await post(warmup=True)
             await asyncio.sleep(0.01)
@@ -61,7 +73,8 @@ async def main(url: str, workflow: str, rate: float, count: int, burst: bool,
                 while len(tasks) < count and began + len(tasks) / rate <= now:
                     tasks.append(asyncio.create_task(post()))
         await asyncio.gather(*tasks)
-    print(json.dumps({"sent": count}))
+        cpu = time.process_time() - cpu
+    print(json.dumps({"sent": count, "cpu_s": cpu}))
 
 
 if __name__ == "__main__":

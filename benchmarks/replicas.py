@@ -11,7 +11,7 @@ here on free ports. Deployed once for all runs:
 * ``leader``: one lock-elected ticker (``_replicas_leader``), standing for a mailbox watcher.
 
 Every replica computes every fire; the store's unique dedupe key keeps one. Figures, over
-WINDOWS periods per run (dispatch mode ``log``):
+WINDOWS periods per run (dispatch mode ``log``, ``scheduler.max_workers = 100``):
 
 * duplicates and misses: recorded fires per (trigger, instant) beyond one, and expected
   instants never recorded (both must be 0);
@@ -49,6 +49,8 @@ from wfsched import spread_offset
 SUITE = "replicas"
 BASELINE = "wfsched x1"
 TTL, TICK = 3.0, 0.5
+MAX_WORKERS = 100
+"""scheduler.max_workers of each replica: a claim leases at most this many events."""
 
 
 class Bench:
@@ -72,6 +74,7 @@ class Bench:
             "REDIS_URL": self.redis.url,
             "WFSCHED_PLUGINS_DIR": str(plugins),
             "WFSCHED_DISPATCH_MODE": "log",
+            "SCHEDULER_MAX_WORKERS": str(MAX_WORKERS),
             "WFSCHED_LOG_FORMAT": "json",
         }
         self.env.pop("WFSCHED_CONFIG", None)

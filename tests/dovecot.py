@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import ipaddress
 import itertools
 import os
 import pwd
@@ -27,6 +28,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,7 @@ state_dir = {root}/state
 instance_name = wfsched-test-{port}
 listen = 127.0.0.1
 protocols = imap
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 login_trusted_networks = 127.0.0.0/8
@@ -68,7 +70,8 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {tls_port}
   }}
 }}
 """
@@ -96,12 +99,62 @@ def _mail_identity() -> tuple[int, int, str]:
     return entry.pw_uid, entry.pw_gid, ""
 
 
-class Dovecot:
-    """One Dovecot instance; every method blocks until the server has done the thing."""
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for localhost/127.0.0.1 and its key (the certificate is its own CA)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=7))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+class Dovecot:
+    """One Dovecot instance; every method blocks until the server has done the thing.
+
+    With ``tls=True`` it also speaks implicit TLS on ``tls_port`` and STARTTLS on ``port``,
+    with a self-signed certificate for localhost in ``ca_file``.
+    """
+
+    def __init__(self, root: Path, port: int | None = None, *, tls: bool = False) -> None:
         self.root = Path(root)
         self.port = port or free_port()
+        self.tls_port = free_port() if tls else 0
+        self.ca_file: Path | None = None
+        ssl_settings = "ssl = no"
+        if tls:
+            self.ca_file, key_file = _self_signed(self.root)
+            ssl_settings = f"ssl = yes\nssl_cert = <{self.ca_file}\nssl_key = <{key_file}"
         self.config = self.root / "dovecot.conf"
         self.uid, self.gid, identity = _mail_identity()
         for sub in ("run", "state", "mail"):
@@ -115,7 +168,13 @@ class Dovecot:
         )
         self.config.write_text(
             CONFIG.format(
-                root=self.root, port=self.port, uid=self.uid, gid=self.gid, identity=identity
+                ssl=ssl_settings,
+                tls_port=self.tls_port,
+                root=self.root,
+                port=self.port,
+                uid=self.uid,
+                gid=self.gid,
+                identity=identity,
             )
         )
 
@@ -207,6 +266,13 @@ class Dovecot:
         out = self.doveadm("who", "-1", user)
         return sum(1 for line in out.splitlines()[1:] if line.split() and line.split()[0] == user)
 
+    def create_folder(self, user: str, folder: str) -> None:
+        self.doveadm("mailbox", "create", "-u", user, folder)
+
+    def delete_folder(self, user: str, folder: str) -> None:
+        """Delete a folder with its messages (a new one of that name gets a new UIDVALIDITY)."""
+        self.doveadm("mailbox", "delete", "-u", user, "-r", folder)
+
     def set_uid_validity(self, user: str, value: int, folder: str = "INBOX") -> None:
         self.doveadm("mailbox", "update", "-u", user, "--uid-validity", str(value), folder)
 
@@ -250,16 +316,25 @@ def dovecot_installed() -> bool:
     return bool(shutil.which("dovecot") and shutil.which("doveadm"))
 
 
-@pytest.fixture(scope="module", name="dovecot")
-def dovecot_fixture() -> Iterator[Dovecot]:
-    """A Dovecot shared by a test module; each test takes its own user (mailbox)."""
+@contextlib.contextmanager
+def private_dovecot(*, tls: bool = False) -> Iterator[Dovecot]:
+    """Start a Dovecot in a fresh directory; stop it and remove everything afterwards."""
     if not dovecot_installed():
         backend_missing("Dovecot (Debian package dovecot-imapd)")
     # Not under pytest's temp dir: that is private to us, and the mail user must get in.
     root = Path(tempfile.mkdtemp(prefix="wfsched-dovecot-"))
-    server = Dovecot(root)
     try:
-        yield server.start()
+        server = Dovecot(root, tls=tls)
+        try:
+            yield server.start()
+        finally:
+            server.stop()
     finally:
-        server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module", name="dovecot")
+def dovecot_fixture() -> Iterator[Dovecot]:
+    """A Dovecot shared by a test module; each test takes its own user (mailbox)."""
+    with private_dovecot() as server:
+        yield server

@@ -162,12 +162,13 @@ async def running(tmp_path: Path, *, config: str = "") -> AsyncIterator[Harness]
         await store.close()
 
 
-def email_spec(workflow_id: str, server: Any, user: str, **fields: Any) -> dict[str, Any]:
-    """A workflow with one email trigger on ``user``'s INBOX of the test Dovecot."""
+def email_spec(workflow_id: str, imap: Any, user: str, **fields: Any) -> dict[str, Any]:
+    """A workflow with one email trigger on ``user``'s INBOX of the test Dovecot ``imap``;
+    ``fields`` add to or override the trigger's fields."""
     trigger = {
         "type": "email",
         "server": "127.0.0.1",
-        "port": server.port,
+        "port": imap.port,
         "security": "none",
         "user": user,
         "password": "secret",

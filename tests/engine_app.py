@@ -64,10 +64,11 @@ class Engine:
         """Answer the next requests with these replies, then 200."""
         self.replies.extend(r if isinstance(r, Reply) else Reply(r) for r in replies)
 
-    def keys(self) -> list[str | None]:
-        return [r.key for r in self.received]
+    def keys(self) -> list[str]:
+        """The Idempotency-Key of every request, in arrival order ("" when missing)."""
+        return [r.key or "" for r in self.received]
 
-    def distinct_keys(self) -> set[str | None]:
+    def distinct_keys(self) -> set[str]:
         return set(self.keys())
 
     async def _execute(self, request: web.Request) -> web.StreamResponse:
@@ -76,9 +77,14 @@ class Engine:
             body: Any = json.loads(raw)
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        got = Received(path=request.path, workflow_id=request.match_info["workflow_id"],
-                       key=request.headers.get("Idempotency-Key"), body=body,
-                       headers=dict(request.headers), at=time.time())
+        got = Received(
+            path=request.path,
+            workflow_id=request.match_info["workflow_id"],
+            key=request.headers.get("Idempotency-Key"),
+            body=body,
+            headers=dict(request.headers),
+            at=time.time(),
+        )
         self.received.append(got)
         key = got.key or ""
         if self.responder is not None:
@@ -99,12 +105,24 @@ class Engine:
         finally:
             self._active[key] -= 1
             self._in_flight -= 1
-        return web.Response(status=reply.status, text=reply.body, headers=reply.headers,
-                            content_type="application/json")
+        return web.Response(
+            status=reply.status,
+            text=reply.body,
+            headers=reply.headers,
+            content_type="application/json",
+        )
 
     async def _other(self, request: web.Request) -> web.StreamResponse:
-        self.received.append(Received(path=request.path, workflow_id="", key=None, body=None,
-                                      headers=dict(request.headers), at=time.time()))
+        self.received.append(
+            Received(
+                path=request.path,
+                workflow_id="",
+                key=None,
+                body=None,
+                headers=dict(request.headers),
+                at=time.time(),
+            )
+        )
         return web.Response(status=404, text="no such route")
 
     def app(self) -> web.Application:
@@ -145,8 +163,10 @@ class EngineThread:
 
     def call(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` on the engine's loop (to read or change it without races)."""
+
         async def run() -> Any:
             return fn()
+
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
     def start(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 from tests.daemon_proc import free_port
 from tests.engine_app import Engine, Reply
 from wfsched.daemon import open_store
-from wfsched.dispatch import DispatchError, Dispatcher, backoff
+from wfsched.dispatch import Dispatcher, DispatchError, backoff
 from wfsched.engine import EngineSender, classify, execute_url, parse_engine_url, parse_retry_after
 from wfsched.errors import ConfigError
 from wfsched.metrics import render
@@ -24,22 +24,32 @@ from wfsched.models import NewEvent, TriggerEvent, new_execution_id, utcnow
 pytestmark = pytest.mark.anyio
 
 
-def new_event(workflow_id: str = "nightly-report", payload: dict[str, Any] | None = None,
-              scheduled: bool = False) -> NewEvent:
+def new_event(
+    workflow_id: str = "nightly-report",
+    payload: dict[str, Any] | None = None,
+    scheduled: bool = False,
+) -> NewEvent:
     now = utcnow()
     execution_id = new_execution_id()
-    return NewEvent(execution_id=execution_id, workflow_id=workflow_id, trigger_id="nightly",
-                    trigger_type="cron", dedupe_key=execution_id,
-                    payload=payload if payload is not None else {"n": 1}, fired_at=now,
-                    scheduled_at=now.replace(microsecond=0) if scheduled else None)
+    return NewEvent(
+        execution_id=execution_id,
+        workflow_id=workflow_id,
+        trigger_id="nightly",
+        trigger_type="cron",
+        dedupe_key=execution_id,
+        payload=payload if payload is not None else {"n": 1},
+        fired_at=now,
+        scheduled_at=now.replace(microsecond=0) if scheduled else None,
+    )
 
 
 async def record(store: Any, n: int = 1, **kw: Any) -> list[TriggerEvent]:
     return [e for e, _ in await store.record([new_event(**kw) for _ in range(n)])]
 
 
-async def until(predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0,
-                what: str = "condition") -> Any:
+async def until(
+    predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+) -> Any:
     """Poll an async predicate until truthy; fail after ``timeout`` seconds."""
     with anyio.move_on_after(timeout):
         while True:
@@ -54,6 +64,7 @@ async def settled(store: Any, execution_id: str, timeout: float = 10.0) -> Trigg
     async def done() -> TriggerEvent | None:
         event: TriggerEvent = await store.get_event(execution_id)
         return event if event.status != "pending" else None
+
     result: TriggerEvent = await until(done, timeout, f"event {execution_id} to settle")
     return result
 
@@ -81,8 +92,14 @@ async def engine() -> AsyncIterator[Engine]:
 
 
 def dispatcher(store: Any, url: str, *, timeout: float = 5.0, **kw: Any) -> Dispatcher:
-    options: dict[str, Any] = {"max_workers": 4, "retry_base": 0.05, "retry_max": 0.2,
-                               "claim_ttl": 10.0, "max_attempts": 8, **kw}
+    options: dict[str, Any] = {
+        "max_workers": 4,
+        "retry_base": 0.05,
+        "retry_max": 0.2,
+        "claim_ttl": 10.0,
+        "max_attempts": 8,
+        **kw,
+    }
     sender = EngineSender(url, timeout=timeout, max_connections=options["max_workers"])
     return Dispatcher(store, sender, **options)
 
@@ -115,8 +132,9 @@ async def test_it_fails_a_400_after_one_attempt(store: Any, engine: Engine) -> N
 
 
 async def test_it_posts_the_spec_body_and_idempotency_key(store: Any, engine: Engine) -> None:
-    [event] = await record(store, payload={"data": {"x": [1, "two"]}, "user": "ops"},
-                           scheduled=True)
+    [event] = await record(
+        store, payload={"data": {"x": [1, "two"]}, "user": "ops"}, scheduled=True
+    )
     async with running(dispatcher(store, engine.url + "/engine/")):
         await settled(store, event.execution_id)
     [got] = engine.received
@@ -136,7 +154,8 @@ async def test_it_posts_the_spec_body_and_idempotency_key(store: Any, engine: En
 
 # retries and failures ----------------------------------------------------------------------
 async def test_it_retries_a_request_applied_but_timed_out_with_the_same_key(
-        store: Any, engine: Engine) -> None:
+    store: Any, engine: Engine
+) -> None:
     # The engine records the execution, then answers only after the client gave up
     # (Temporal's ExecuteAndTimeout case): the retry must carry the same key.
     engine.script(Reply(200, delay=1.5), Reply(200))
@@ -171,8 +190,9 @@ async def test_it_does_not_follow_redirects(store: Any, engine: Engine) -> None:
 async def test_it_gives_up_after_max_attempts(store: Any, engine: Engine) -> None:
     engine.responder = lambda got, seen: Reply(502)
     [event] = await record(store)
-    async with running(dispatcher(store, engine.url, max_attempts=3, retry_base=0.01,
-                                  retry_max=0.02)):
+    async with running(
+        dispatcher(store, engine.url, max_attempts=3, retry_base=0.01, retry_max=0.02)
+    ):
         final = await settled(store, event.execution_id)
     assert (final.status, final.attempts) == ("failed", 3)
     assert final.last_error is not None
@@ -180,16 +200,18 @@ async def test_it_gives_up_after_max_attempts(store: Any, engine: Engine) -> Non
     assert len(engine.received) == 3
 
 
-async def test_it_retries_while_the_engine_is_down_and_delivers_when_it_is_up(
-        store: Any) -> None:
+async def test_it_retries_while_the_engine_is_down_and_delivers_when_it_is_up(store: Any) -> None:
     port = free_port()
     engine = Engine()
     [event] = await record(store)
-    async with running(dispatcher(store, f"http://user:pw-s3cret@127.0.0.1:{port}",
-                                  retry_base=0.05, retry_max=0.1)):
+    async with running(
+        dispatcher(store, f"http://user:pw-s3cret@127.0.0.1:{port}", retry_base=0.05, retry_max=0.1)
+    ):
+
         async def failed_twice() -> bool:
             got = await store.get_event(event.execution_id)
             return bool(got.attempts >= 2)
+
         await until(failed_twice, what="two failed attempts")
         pending = await store.get_event(event.execution_id)
         assert pending.status == "pending"
@@ -218,7 +240,8 @@ async def test_it_keeps_at_most_max_workers_in_flight(store: Any, engine: Engine
 
 
 async def test_it_claims_no_more_than_it_can_send_while_the_engine_is_slow(
-        store: Any, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    store: Any, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     # Sends of 0.3 s against a 1 s lease and a 0.8 s timeout: an event queued behind one of
     # them could start too late to finish inside its lease, so nothing is claimed ahead.
     engine.responder = lambda got, seen: Reply(200, delay=0.3)
@@ -238,7 +261,8 @@ async def _count(store: Any, status: str, n: int) -> bool:
 
 
 async def test_it_logs_every_attempt_and_exports_metrics(
-        store: Any, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    store: Any, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     engine.script(500, 200)
     [event] = await record(store)
     with caplog.at_level(logging.INFO, logger="wfsched.dispatch"):
@@ -246,7 +270,9 @@ async def test_it_logs_every_attempt_and_exports_metrics(
             await settled(store, event.execution_id)
     lines = [r.__dict__ for r in caplog.records if r.getMessage() == "dispatch attempt"]
     assert [(x["execution_id"], x["status"], x["attempt"], x["code"]) for x in lines] == [
-        (event.execution_id, "pending", 1, 500), (event.execution_id, "dispatched", 2, None)]
+        (event.execution_id, "pending", 1, 500),
+        (event.execution_id, "dispatched", 2, None),
+    ]
     assert all(isinstance(x["duration_ms"], float) for x in lines)
     text = render().decode()
     assert 'wfsched_dispatch_duration_seconds_count{mode="engine",outcome="retry"}' in text
@@ -268,7 +294,8 @@ async def test_it_redelivers_a_failed_event_with_the_same_key(store: Any, engine
 
 # claims --------------------------------------------------------------------------------
 async def test_it_redelivers_after_the_claim_of_a_dead_dispatcher_expires(
-        store: Any, engine: Engine) -> None:
+    store: Any, engine: Engine
+) -> None:
     engine.responder = lambda got, seen: Reply(200, delay=3.0 if seen == 0 else 0.0)
     [event] = await record(store)
     first = dispatcher(store, engine.url, claim_ttl=0.5, timeout=30.0)
@@ -289,7 +316,8 @@ async def _received(engine: Engine, n: int) -> bool:
 
 
 async def test_two_dispatchers_on_postgres_never_share_an_event(
-        pg_url: str, engine: Engine) -> None:
+    pg_url: str, engine: Engine
+) -> None:
     # Every event fails once, so each is claimed at least twice, by either dispatcher.
     engine.responder = lambda got, seen: Reply(503 if seen == 0 else 200, delay=0.005)
     stores = [open_store(pg_url), open_store(pg_url)]
@@ -297,8 +325,12 @@ async def test_two_dispatchers_on_postgres_never_share_an_event(
         await s.open()
     try:
         events = await record(stores[0], 150)
-        ds = [dispatcher(s, engine.url, max_workers=8, retry_base=0.01, retry_max=0.05,
-                         poll_interval=0.02) for s in stores]
+        ds = [
+            dispatcher(
+                s, engine.url, max_workers=8, retry_base=0.01, retry_max=0.05, poll_interval=0.02
+            )
+            for s in stores
+        ]
         counts = [_Counting(d) for d in ds]
         async with running(ds[0]), running(ds[1]):
             await until(lambda: _count(stores[0], "dispatched", 150), 30, "150 dispatched")
@@ -325,12 +357,28 @@ class _Counting:
 
 
 # pure pieces ---------------------------------------------------------------------------
-@pytest.mark.parametrize(("status", "outcome"), [
-    (200, None), (202, None), (204, None), (301, "failed"), (308, "failed"), (400, "failed"),
-    (401, "failed"), (404, "failed"), (409, "failed"), (410, "failed"), (422, "failed"),
-    (408, "retry"), (429, "retry"), (500, "retry"), (502, "retry"), (503, "retry"),
-    (504, "retry"),
-])
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        (200, None),
+        (202, None),
+        (204, None),
+        (301, "failed"),
+        (308, "failed"),
+        (400, "failed"),
+        (401, "failed"),
+        (404, "failed"),
+        (409, "failed"),
+        (410, "failed"),
+        (422, "failed"),
+        (408, "retry"),
+        (429, "retry"),
+        (500, "retry"),
+        (502, "retry"),
+        (503, "retry"),
+        (504, "retry"),
+    ],
+)
 def test_it_classifies_engine_statuses(status: int, outcome: str | None) -> None:
     error = classify(status, "Reason", "body")
     if outcome is None:
@@ -364,8 +412,8 @@ def test_it_keeps_engine_credentials_out_of_urls_and_refuses_bad_ones() -> None:
     assert auth == "Basic Ym90OnQwcHMzY3JldA=="
     assert "t0ps3cret" not in str(base) and "t0ps3cret" not in shown
     assert str(execute_url(base, "a.b")) == (
-        "https://engine.example:8443/api/v1/workflows/a.b/execute?tenant=7")
+        "https://engine.example:8443/api/v1/workflows/a.b/execute?tenant=7"
+    )
     for bad in ("ftp://engine", "engine:8080", ""):
         with pytest.raises(ConfigError, match="dispatch.engine_url"):
             parse_engine_url(bad)
-

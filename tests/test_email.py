@@ -13,7 +13,12 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.dovecot import PASSWORD, Dovecot, dovecot_fixture  # noqa: F401 - fixture `dovecot`
+from tests.dovecot import (  # noqa: F401 - fixture `dovecot`
+    PASSWORD,
+    Dovecot,
+    dovecot_fixture,
+    private_dovecot,
+)
 from tests.email_harness import FreezingProxy, Harness, email_spec, eventually, mail, running
 from wfsched.locks import LocalLocks
 from wfsched.triggers._imap_hub import Hub
@@ -27,9 +32,11 @@ BROKEN = (
 )
 
 
-async def caught_up(h: Harness, server: Dovecot, user: str, wf: str = "wf") -> None:
+async def caught_up(
+    h: Harness, server: Dovecot, user: str, wf: str = "wf", folder: str = "INBOX"
+) -> None:
     """Wait until the trigger's cursor has passed every message now in the folder."""
-    top = server.status(user)["uidnext"] - 1
+    top = server.status(user, folder)["uidnext"] - 1
 
     async def probe() -> bool:
         return bool(h.describe(wf).get("last_uid", -1) >= top)
@@ -79,7 +86,7 @@ async def test_it_fires_new_mail_while_idling_within_two_seconds(
         assert dovecot.status(user)["messages"] == 4
 
 
-async def test_it_polls_when_idle_is_off_and_leaves_flags_alone_without_mark_read(
+async def test_it_polls_when_idle_is_off_never_refires_and_keeps_flags_without_mark_read(
     dovecot: Dovecot, tmp_path: Path
 ) -> None:
     user = dovecot.add_user()
@@ -92,6 +99,13 @@ async def test_it_polls_when_idle_is_off_and_leaves_flags_alone_without_mark_rea
         assert events[0].payload["subject"] == "polled"
         await caught_up(h, dovecot, user)
         assert "\\Seen" not in dovecot.flags(user, 1)  # fetched with BODY.PEEK
+        # More polls with the cursor at the newest UID: a search reaching `*` would return
+        # that message again; it must not fire twice.
+        syncs = {h.describe("wf")["last_sync"]}
+        for _ in range(3):
+            await eventually(lambda: h.describe("wf")["last_sync"] not in syncs, 5, "a poll")
+            syncs.add(h.describe("wf")["last_sync"])
+        assert len(await h.events("wf")) == 1
 
 
 async def test_it_fires_only_messages_that_pass_the_filters(
@@ -295,6 +309,37 @@ async def test_it_rescans_safely_after_a_uidvalidity_reset(
         assert health == "degraded" and error is not None and "UIDVALIDITY" in error
 
 
+async def test_it_rescans_a_recreated_folder_by_message_id(
+    dovecot: Dovecot, tmp_path: Path
+) -> None:
+    user = dovecot.add_user()
+    dovecot.create_folder(user, "Work")
+    old = [mail(f"old {i}") for i in range(3)]
+    async with running(tmp_path) as h:
+        await h.deploy(email_spec("wf", dovecot, user, folder="Work"))
+        await h.wait_state("wf", "idle")
+        for message in old:
+            dovecot.save(user, message, folder="Work")
+        await h.wait_events("wf", 3)
+        # The folder comes back renumbered: the new mail first (UID 1), then the old ones.
+        # Trusting UIDs would fire an old message again (UID 4) and skip the new one (UID 1).
+        dovecot.delete_folder(user, "Work")
+        dovecot.create_folder(user, "Work")
+        dovecot.save(user, mail("new in the recreated folder"), folder="Work")
+        for message in old:
+            dovecot.save(user, message, folder="Work")
+        await h.wait_events("wf", 4, timeout=15)
+        await caught_up(h, dovecot, user, folder="Work")
+        events = await h.events("wf")
+        assert [e.payload["subject"] for e in events] == [
+            "old 0",
+            "old 1",
+            "old 2",
+            "new in the recreated folder",
+        ]
+        assert events[-1].payload["uid"] == 1
+
+
 async def test_it_reports_a_refused_login_as_failing_without_the_password(
     dovecot: Dovecot, tmp_path: Path
 ) -> None:
@@ -372,3 +417,31 @@ async def test_its_watchdog_restarts_a_stalled_watcher(dovecot: Dovecot) -> None
         assert watcher.connects == 2
         tg.cancel_scope.cancel()
     assert hub.watchers() == []
+
+
+async def test_it_watches_over_implicit_tls_and_starttls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with private_dovecot(tls=True) as server:
+        assert server.ca_file is not None
+        # OpenSSL's default trust store honours SSL_CERT_FILE: trust the test certificate.
+        monkeypatch.setenv("SSL_CERT_FILE", str(server.ca_file))
+        user = server.add_user()
+        async with running(tmp_path) as h:
+            await h.deploy(
+                email_spec(
+                    "ssl", server, user, server="localhost", port=server.tls_port, security="ssl"
+                )
+            )
+            await h.deploy(
+                email_spec("starttls", server, user, server="localhost", security="starttls")
+            )
+            for wf in ("ssl", "starttls"):
+                await h.wait_state(wf, "idle")
+            started = time.monotonic()
+            server.save(user, mail("over TLS"))
+            for wf in ("ssl", "starttls"):
+                [event] = await h.wait_events(wf, 1, timeout=5)
+                assert event.payload["subject"] == "over TLS"
+            assert time.monotonic() - started < 2.0
+            assert server.sessions(user) == 2  # different ports: separate connections

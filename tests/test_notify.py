@@ -22,9 +22,9 @@ from cryptography.x509.oid import NameOID
 
 from tests.daemon_proc import free_port
 from tests.test_dispatch import record, running, settled, until
-from wfsched.dispatch import Dispatcher, event_document
+from wfsched.dispatch import Dispatcher, DispatchError, event_document
 from wfsched.errors import ConfigError
-from wfsched.models import TriggerEvent
+from wfsched.models import TriggerEvent, utcnow
 from wfsched.notify import NotifySender, SmtpTarget
 
 pytestmark = pytest.mark.anyio
@@ -38,14 +38,16 @@ class Mailbox:
         self.refuse: str | None = None
         self.ehlos = 0
 
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
-                          responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
         self.ehlos += 1
         session.host_name = hostname
         return responses
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
-                          options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
         if self.refuse:
             return self.refuse
         envelope.rcpt_tos.append(address)
@@ -80,21 +82,31 @@ def cert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
     return cert_path, key_path
 
@@ -106,8 +118,13 @@ def server_tls(cert: tuple[Path, Path]) -> ssl.SSLContext:
 
 
 def notifier(url: str, **kw: Any) -> NotifySender:
-    return NotifySender(url, sender="wfsched <wfsched@example.test>",
-                        recipients="ops@example.test, oncall@example.test", timeout=5.0, **kw)
+    return NotifySender(
+        url,
+        sender="wfsched <wfsched@example.test>",
+        recipients="ops@example.test, oncall@example.test",
+        timeout=5.0,
+        **kw,
+    )
 
 
 def dispatcher(store: Any, sender: NotifySender, **kw: Any) -> Dispatcher:
@@ -116,9 +133,11 @@ def dispatcher(store: Any, sender: NotifySender, **kw: Any) -> Dispatcher:
 
 
 async def test_it_mails_a_readable_event_with_its_json(
-        store: Any, smtp: Controller, mailbox: Mailbox) -> None:
-    [event] = await record(store, payload={"data": {"report": "sales", "rows": 3}, "user": "ana"},
-                           scheduled=True)
+    store: Any, smtp: Controller, mailbox: Mailbox
+) -> None:
+    [event] = await record(
+        store, payload={"data": {"report": "sales", "rows": 3}, "user": "ana"}, scheduled=True
+    )
     async with running(dispatcher(store, notifier(f"smtp://127.0.0.1:{smtp.port}"))):
         final = await settled(store, event.execution_id)
     assert (final.status, final.attempts) == ("dispatched", 1)
@@ -137,12 +156,15 @@ async def test_it_mails_a_readable_event_with_its_json(
 
 
 async def test_it_retries_while_smtp_is_down_and_delivers_once_it_is_up(
-        store: Any, mailbox: Mailbox) -> None:
+    store: Any, mailbox: Mailbox
+) -> None:
     port = free_port()
     [event] = await record(store)
     async with running(dispatcher(store, notifier(f"smtp://127.0.0.1:{port}"))):
+
         async def failed_twice() -> bool:
             return bool((await store.get_event(event.execution_id)).attempts >= 2)
+
         await until(failed_twice, what="two failed attempts")
         pending = await store.get_event(event.execution_id)
         assert pending.status == "pending"
@@ -159,7 +181,8 @@ async def test_it_retries_while_smtp_is_down_and_delivers_once_it_is_up(
 
 
 async def test_it_fails_on_550_and_retries_on_451(
-        sqlite_url: str, smtp: Controller, mailbox: Mailbox) -> None:
+    sqlite_url: str, smtp: Controller, mailbox: Mailbox
+) -> None:
     from wfsched.daemon import open_store
 
     store = open_store(sqlite_url)
@@ -178,6 +201,7 @@ async def test_it_fails_on_550_and_retries_on_451(
             async def retried() -> bool:
                 got = await store.get_event(deferred.execution_id)
                 return bool(got.attempts >= 2 and got.status == "pending")
+
             await until(retried, what="a retried 451")
             mailbox.refuse = None
             assert (await settled(store, deferred.execution_id)).status == "dispatched"
@@ -187,22 +211,31 @@ async def test_it_fails_on_550_and_retries_on_451(
 
 
 async def test_it_speaks_starttls_and_logs_in(
-        sqlite_url: str, cert: tuple[Path, Path], mailbox: Mailbox) -> None:
+    sqlite_url: str, cert: tuple[Path, Path], mailbox: Mailbox
+) -> None:
     logins: list[tuple[bytes, bytes]] = []
 
-    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
-                      data: Any) -> AuthResult:
+    def authenticator(
+        server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
         assert isinstance(data, LoginPassword)
         logins.append((data.login, data.password))
         return AuthResult(success=data.password == b"p@ss word", handled=False)
 
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(),
-                            tls_context=server_tls(cert), require_starttls=True,
-                            authenticator=authenticator, auth_required=True)
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=server_tls(cert),
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_required=True,
+    )
     controller.start()
     try:
-        sender = notifier(f"smtp+starttls://bot%40example.test:p%40ss%20word@127.0.0.1:"
-                          f"{controller.port}")
+        sender = notifier(
+            f"smtp+starttls://bot%40example.test:p%40ss%20word@127.0.0.1:{controller.port}"
+        )
         assert (await _send_one(sqlite_url, sender)).status == "dispatched"
         bad = notifier(f"smtp://bot:wrong@127.0.0.1:{controller.port}?starttls=true")
         refused = await _send_one(sqlite_url, bad)
@@ -216,9 +249,11 @@ async def test_it_speaks_starttls_and_logs_in(
 
 
 async def test_it_speaks_implicit_tls(
-        sqlite_url: str, cert: tuple[Path, Path], mailbox: Mailbox) -> None:
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(),
-                            ssl_context=server_tls(cert))
+    sqlite_url: str, cert: tuple[Path, Path], mailbox: Mailbox
+) -> None:
+    controller = Controller(
+        mailbox, hostname="127.0.0.1", port=free_port(), ssl_context=server_tls(cert)
+    )
     controller.start()
     try:
         sender = notifier(f"smtps://127.0.0.1:{controller.port}")
@@ -243,7 +278,8 @@ async def _send_one(url: str, sender: NotifySender) -> TriggerEvent:
 
 
 async def test_it_reuses_a_connection_and_reconnects_when_the_server_dropped_it(
-        store: Any, mailbox: Mailbox) -> None:
+    store: Any, mailbox: Mailbox
+) -> None:
     port = free_port()
     sender = notifier(f"smtp://127.0.0.1:{port}", max_connections=1)
     events = await record(store, 3)
@@ -270,22 +306,71 @@ async def test_it_reuses_a_connection_and_reconnects_when_the_server_dropped_it(
     assert mailbox.ehlos == 2
 
 
-@pytest.mark.parametrize(("url", "security", "port"), [
-    ("smtp://mail.example", "plain", 25),
-    ("smtp://mail.example?starttls", "starttls", 25),
-    ("smtp://mail.example:2525?starttls=true", "starttls", 2525),
-    ("smtp+starttls://mail.example", "starttls", 587),
-    ("smtps://u:p@mail.example", "tls", 465),
-])
+async def test_it_probes_the_server_for_wfsched_check(
+    cert: tuple[Path, Path], mailbox: Mailbox
+) -> None:
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=free_port(),
+        tls_context=server_tls(cert),
+        require_starttls=True,
+    )
+    controller.start()
+    try:
+        sender = notifier(f"smtp+starttls://127.0.0.1:{controller.port}")
+        assert await sender.probe() == f"smtp+starttls://127.0.0.1:{controller.port} (STARTTLS)"
+        plain = notifier(f"smtp://127.0.0.1:{controller.port}")
+        with pytest.raises(DispatchError, match="answered 530") as refused:
+            await plain.send(_event())
+        assert refused.value.retry is False
+    finally:
+        controller.stop()
+    down = notifier(f"smtps://127.0.0.1:{free_port()}")
+    with pytest.raises(DispatchError, match="cannot reach SMTP server") as unreachable:
+        await down.probe()
+    assert unreachable.value.retry is True
+
+
+def _event() -> TriggerEvent:
+    return TriggerEvent(
+        execution_id="01TESTEVENT000000000000000",
+        workflow_id="w",
+        trigger_id="t",
+        trigger_type="cron",
+        dedupe_key="k",
+        scheduled_at=None,
+        fired_at=utcnow(),
+        payload={},
+        status="pending",
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "security", "port"),
+    [
+        ("smtp://mail.example", "plain", 25),
+        ("smtp://mail.example?starttls", "starttls", 25),
+        ("smtp://mail.example:2525?starttls=true", "starttls", 2525),
+        ("smtp+starttls://mail.example", "starttls", 587),
+        ("smtps://u:p@mail.example", "tls", 465),
+    ],
+)
 def test_it_reads_smtp_urls(url: str, security: str, port: int) -> None:
     target = SmtpTarget(url)
     assert (target.security, target.port, target.host) == (security, port, "mail.example")
 
 
-@pytest.mark.parametrize("url", [
-    "http://mail.example", "smtp://", "smtps://mail.example?starttls=1",
-    "smtp://mail.example?tls=1", "smtp://user:hunter22@mail.example:port",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://mail.example",
+        "smtp://",
+        "smtps://mail.example?starttls=1",
+        "smtp://mail.example?tls=1",
+        "smtp://user:hunter22@mail.example:port",
+    ],
+)
 def test_it_refuses_bad_smtp_urls_without_echoing_secrets(url: str) -> None:
     with pytest.raises(ConfigError, match="notify.smtp_url") as refused:
         SmtpTarget(url)

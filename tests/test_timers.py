@@ -179,6 +179,32 @@ async def test_a_spread_fire_not_yet_due_at_arming_still_fires(store: Store) -> 
     assert timer.next_fire("wf", "cron") == at(BASE + 90)
 
 
+async def test_it_fires_only_within_start_at_and_end_at(store: Store) -> None:
+    clock = Clock(BASE - 0.5)
+    timer = Timer(store, clock=clock)
+    window = {"start_at": at(BASE + 120), "end_at": at(BASE + 240)}
+    timer.add("wf", "cron", "cron", every(60, "all", **window), {}, since=at(BASE - 60))
+    for minute in range(7):
+        clock.now = BASE + 60 * minute + 0.5
+        await timer.tick()
+    assert await scheduled(store) == [at(BASE + 120), at(BASE + 180), at(BASE + 240)]
+    assert timer.next_fire("wf", "cron") is None
+    late = Timer(store, clock=Clock(BASE + 3600))  # catch-up stays inside the window too
+    assert late.add("wf2", "cron", "cron", every(60, "all", **window), {}, since=at(BASE)) == 0
+
+
+async def test_spread_triggers_share_groups_in_ten_millisecond_steps(store: Store) -> None:
+    clock = Clock(BASE + 10)
+    timer = Timer(store, clock=clock)
+    for i, spread in enumerate((5.001, 5.004, 5.009, 5.011)):
+        timer.add(f"wf{i}", "cron", "cron", every(60, spread=spread), {}, since=at(BASE))
+    assert len({member.group.key for member in timer._members.values() if member.group}) == 2
+    clock.now = BASE + 65.005
+    assert await timer.tick() == 3
+    clock.now = BASE + 65.011
+    assert await timer.tick() == 1
+
+
 async def test_a_stalled_timer_applies_catch_up_instead_of_a_burst(store: Store) -> None:
     clock = Clock(BASE - 0.5)
     timer = Timer(store, clock=clock)

@@ -41,26 +41,10 @@ async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[li
     each trigger's cursor (a dict, or None when the trigger has no cursor)."""
     scanner: Any = getattr(store, "scan_deployed", None)
     if scanner is None:
-        states: dict[str, list[tuple[str, str, Any, str]]] = {}
-        if cursors:
-            for s in await store.trigger_states():
-                states.setdefault(s.workflow_id, []).append(
-                    (s.trigger_id, s.type, s.cursor, s.health)
-                )
-        yield [
-            Head(
-                d.workflow_id,
-                d.spec_hash,
-                d.state,
-                d.active_since,
-                states.get(d.workflow_id, []),
-                d,
-            )
-            for d in await store.list_deployments()
-        ]
+        yield await _listed(store, bool(cursors))
         return
-    after = ""
     names = tuple(cursors)
+    after = ""
     while True:
         rows = await scanner(after, PAGE, cursor_fields=names)
         if not rows:
@@ -74,13 +58,34 @@ async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[li
                 values = row[7:]
                 cursor = dict(zip(names, values, strict=True)) if any(values) else None
                 heads[-1].triggers.append((trigger_id, kind, cursor, health))
-        yield heads
         after = heads[-1].workflow_id
+        yield heads
+
+
+async def _listed(store: Store, cursors: bool) -> list[Head]:
+    # Stores without ``scan_deployed``: one full listing, documents included.
+    states: dict[str, list[tuple[str, str, Any, str]]] = {}
+    if cursors:
+        for s in await store.trigger_states():
+            states.setdefault(s.workflow_id, []).append((s.trigger_id, s.type, s.cursor, s.health))
+    return [
+        Head(d.workflow_id, d.spec_hash, d.state, d.active_since, states.get(d.workflow_id, []), d)
+        for d in await store.list_deployments()
+    ]
+
+
+CORE_SECTIONS = frozenset({"server", "store", "locks", "dispatch", "notify", "log", "plugins"})
+"""Settings no trigger's schedule can reasonably depend on (ports, URLs, log format…)."""
 
 
 def environment(settings: Settings, cls: type) -> str:
     """Digest of what besides its spec shapes a trigger's timer: the wfsched version, the
-    trigger class and every non-secret setting (secrets never enter the digest)."""
-    values = sorted((s.name, settings.get(s.name)) for s in SETTINGS if s.kind != "secret")
+    trigger class and the non-secret settings outside CORE_SECTIONS (``scheduler.timezone``
+    and plugin sections); secrets never enter the digest."""
+    values = sorted(
+        (s.name, settings.get(s.name))
+        for s in SETTINGS
+        if s.kind != "secret" and s.section not in CORE_SECTIONS
+    )
     text = json.dumps([__version__, cls.__module__, cls.__qualname__, values], default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]

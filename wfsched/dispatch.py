@@ -98,10 +98,10 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None = N
 class Dispatcher:
     """Claims due events and delivers them with ``max_workers`` concurrent sends.
 
-    Claimed events queue for ``max_workers`` long-lived workers. The dispatcher holds at most
-    ``max_workers`` events in flight plus as many queued, so a worker that finishes takes the
-    next event without waiting for a store round trip; it claims again once the queue is half
-    empty, in batches. Outcomes are written in batches by one finisher; while too many wait
+    Claimed events queue for ``max_workers`` long-lived workers. While sends are quick the
+    dispatcher claims ahead (up to ``PREFETCH`` times ``max_workers`` queued), so a worker that
+    finishes takes the next event without waiting for a store round trip; it claims again
+    once the queue is half empty, in batches. Outcomes are written in batches by one finisher; while too many wait
     for the store, nothing more is claimed. Claims happen when woken (a fire committed, a
     retry came due, room freed) and every ``poll_interval`` for work that other processes
     queued (CLI, other replicas).
@@ -147,7 +147,7 @@ class Dispatcher:
         # Sending must end well inside the lease, or another dispatcher may claim the event
         # while it is still in flight.
         self._send_budget = max(claim_ttl - float(getattr(sender, "timeout", 0.0)), claim_ttl / 5)
-        self._send_ewma = self._send_budget / 4
+        self._send_ewma = self._send_budget / (2 * PREFETCH + 2)
         """Moving average of send durations: no prefetching until sends prove quick."""
         mode = sender.mode
         self._observe = {
@@ -194,9 +194,12 @@ class Dispatcher:
             await self._sleep_until_due(now)
 
     def _prefetch(self) -> int:
-        """Events to claim ahead of free workers: as many as workers while sends are quick,
-        none while a queued event could wait long enough for its lease to run short."""
-        return self.max_workers if self._send_ewma * 4 < self._send_budget else 0
+        """Events to claim ahead of free workers. A queued event waits about ``PREFETCH``
+        sends before its own; with a margin of two that must fit in the send budget, or its
+        lease could run short: then nothing is claimed ahead."""
+        if self._send_ewma * (2 * PREFETCH + 2) < self._send_budget:
+            return PREFETCH * self.max_workers
+        return 0
 
     async def _sleep_until_due(self, now: datetime) -> None:
         timeout = self.poll_interval
@@ -340,6 +343,8 @@ class Dispatcher:
 
 
 _RESULTS = {"dispatched": "ok", "pending": "retry", "failed": "failed"}
+PREFETCH = 4
+"""Claimed events queued per worker while sends are quick (fewer, larger claims)."""
 FINISH_WINDOW = 0.005
 """Seconds the finisher waits for more outcomes before writing a small batch."""
 UNWRITTEN_PER_WORKER = 50

@@ -240,6 +240,24 @@ class NotifySender:
                 },
             )
 
+    async def probe(self) -> str:
+        """Connect, negotiate TLS and log in as a delivery would, then QUIT (``wfsched
+        check``); raise DispatchError with the reason otherwise."""
+        try:
+            with anyio.fail_after(self.timeout):
+                conn = await anyio.to_thread.run_sync(self._connect, abandon_on_cancel=True)
+        except TimeoutError:
+            raise DispatchError(
+                f"SMTP server {self.target.display} did not answer within {self.timeout:g}s",
+                retry=True,
+            ) from None
+        except OSError as exc:
+            raise classify(exc, self.target.display) from None
+        await anyio.to_thread.run_sync(_quit, conn)
+        how = {"plain": "no TLS", "starttls": "STARTTLS", "tls": "implicit TLS"}
+        login = f", logged in as {self.target.user}" if self.target.user else ""
+        return f"{self.target.display} ({how[self.target.security]}{login})"
+
     # worker-thread side ------------------------------------------------------------------
     def _deliver(self, msg: EmailMessage) -> dict[str, tuple[int, bytes]]:
         conn = self._checkout()

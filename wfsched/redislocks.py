@@ -221,7 +221,8 @@ class RedisLocks:
                 LOCK_ACQUIRE.labels("contended").inc()
             # Sleep about until the holder's key would expire, bounded by poll_max so a
             # released lock is noticed soon; a release in this process wakes us at once.
-            remaining = int(value) / 1000 if int(value) > 0 else 0.0
+            # PTTL -1 (a key without expiry, set by hand) must not turn into a busy loop.
+            remaining = int(value) / 1000 if int(value) >= 0 else self.poll_max
             delay = min(max(remaining, 0.005), self.poll_max) * random.uniform(0.8, 1.0)
             released = self._released.setdefault(name, anyio.Event())
             with anyio.move_on_after(delay):

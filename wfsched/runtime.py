@@ -299,7 +299,6 @@ class TriggerManager:
                 if cold and collecting:
                     gc.enable()
                     if armed >= BULK:
-                        gc.collect()
                         gc.freeze()
             self.revision = revision
 
@@ -314,7 +313,7 @@ class TriggerManager:
                 seen.add(head.workflow_id)
                 counts[head.state] = counts.get(head.state, 0) + 1
                 before = self._deployed.get(head.workflow_id, _NOTHING)
-                if before[:2] == (head.spec_hash, head.state):
+                if before[0] == head.spec_hash and before[1] == head.state:
                     continue
                 if head.state != "active":
                     await self._stop_workflow(head.workflow_id)

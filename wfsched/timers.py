@@ -193,7 +193,6 @@ def arm_record(member: Member, env: str) -> str:
 
 
 _ARM_VERSION = "a1"
-_SPECS: dict[tuple[Any, ...], TimerSpec] = {}
 
 
 def restore(
@@ -211,42 +210,50 @@ def restore(
     key = cursor.get("key")
     if not isinstance(arm, str) or not isinstance(key, str):
         return None
-    parts = arm.split("|", 9)
-    if len(parts) != 10 or parts[0] != _ARM_VERSION or parts[1] != spec_hash:
+    head = f"{_ARM_VERSION}|{spec_hash}|"
+    if not arm.startswith(head):
         return None
-    _, _, environment, kind, spread, catchup, window, start, end, payload_text = parts
-    if environment != env(kind) or catchup not in ("skip", "latest", "all"):
+    # Most triggers share all but the spec hash with many others: decode each variant once.
+    cache_key = (key, arm[len(head) :])
+    found = _RESTORED.get(cache_key)
+    if found is None:
+        found = _decode(key, cache_key[1])
+        if found is None:
+            return None
+        if len(_RESTORED) > 65536:
+            _RESTORED.clear()
+        _RESTORED[cache_key] = found
+    if found[0] != env(found[1]):
         return None
+    return found[1], found[2], found[3]
+
+
+_RESTORED: dict[tuple[str, str], tuple[str, str, Mapping[str, Any], TimerSpec]] = {}
+
+
+def _decode(key: str, rest: str) -> tuple[str, str, Mapping[str, Any], TimerSpec] | None:
+    parts = rest.split("|", 7)
+    if len(parts) != 8:
+        return None
+    environment, kind, spread, catchup, window, start, end, payload_text = parts
     schedule = series_from_key(key)
-    if schedule is None:
+    if schedule is None or catchup not in ("skip", "latest", "all"):
         return None
     try:
         payload = json.loads(payload_text) if payload_text else _EMPTY
-        values = (
-            schedule,
-            float(spread),
-            catchup,
-            float(window),
-            datetime.fromisoformat(start) if start else None,
-            datetime.fromisoformat(end) if end else None,
+        spec = TimerSpec(
+            schedule=schedule,
+            spread=float(spread),
+            catchup=catchup,  # type: ignore[arg-type]
+            catchup_window=float(window),
+            start_at=datetime.fromisoformat(start) if start else None,
+            end_at=datetime.fromisoformat(end) if end else None,
         )
     except ValueError:
         return None
     if not isinstance(payload, Mapping):
         return None
-    spec = _SPECS.get(values)
-    if spec is None:
-        if len(_SPECS) > 65536:
-            _SPECS.clear()
-        spec = _SPECS[values] = TimerSpec(
-            schedule=schedule,
-            spread=values[1],
-            catchup=catchup,  # type: ignore[arg-type]
-            catchup_window=values[3],
-            start_at=values[4],
-            end_at=values[5],
-        )
-    return kind, payload, spec
+    return environment, kind, payload, spec
 
 
 class Timer:

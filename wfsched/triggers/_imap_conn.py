@@ -182,13 +182,30 @@ class Connection:
                 return bytes(item[1])
         return None
 
-    def mark_seen(self, uids: list[int]) -> None:
-        if uids:
-            self._ok(
-                "UID STORE",
-                self.box.client.uid("STORE", ",".join(map(str, uids)), "+FLAGS.SILENT", r"(\Seen)"),
+    def mark_seen(self, uids: list[int]) -> str | None:
+        """Set \\Seen; return the server's refusal (a read-only folder, say) instead of failing."""
+        if not uids:
+            return None
+        typ, data = self.box.client.uid(
+            "STORE", ",".join(map(str, uids)), "+FLAGS.SILENT", r"(\Seen)"
+        )
+        self._forget_untagged()
+        return None if typ == "OK" else f"{typ} {_bytes_text(data)}"
+
+    def check_uidvalidity(self) -> None:
+        """Raise ImapError when the folder's UIDVALIDITY moved under this session.
+
+        Servers do not always end a session whose folder was reset or deleted and recreated;
+        some keep answering from the old view, so nothing new would ever show up.
+        """
+        status = self.box.folder.status(self.endpoint.folder, ["UIDVALIDITY"])
+        self._forget_untagged()
+        current = status.get("UIDVALIDITY")
+        if current is not None and current != self.uidvalidity:
+            raise ImapError(
+                f"UIDVALIDITY of the folder changed under the session "
+                f"({self.uidvalidity} -> {current}); selecting it again"
             )
-            self._forget_untagged()
 
     def noop(self) -> None:
         self._ok("NOOP", self.box.client.noop())
@@ -341,24 +358,25 @@ class Session:
         limit = deadline if deadline is not None else self.conn.timeout * 2 + 5
         async with self._lock:
             try:
-                with anyio.fail_after(limit):
+                with anyio.move_on_after(limit) as deadline_scope:
                     result = await anyio.to_thread.run_sync(
                         partial(fn, *args), abandon_on_cancel=True, limiter=limiter
                     )
-            except TimeoutError:
-                self._break()
-                raise ImapError(f"{what}: no answer within {limit:g} s") from None
-            except (imaplib.IMAP4.error, OSError, EOFError, ImapToolsError) as exc:
-                self._break()
-                if isinstance(exc, ImapError):
-                    raise
-                raise ImapError(f"{what}: {type(exc).__name__}: {exc}") from None
             except ImapError:
                 self._break()
                 raise
+            except TimeoutError:
+                self._break()
+                raise ImapError(f"{what}: no answer within {self.conn.timeout:g} s") from None
+            except Exception as exc:  # noqa: BLE001 - socket, protocol or parse: state unknown
+                self._break()
+                raise ImapError(f"{what}: {type(exc).__name__}: {exc}") from None
             except BaseException:
                 self._break()  # cancelled mid-call: the thread is abandoned with the socket
                 raise
+            if deadline_scope.cancelled_caught:
+                self._break()
+                raise ImapError(f"{what}: still no answer after {limit:g} s; abandoned")
         if alive:
             self._on_ok()
         return result
@@ -388,8 +406,11 @@ class Session:
             what=f"UID FETCH {uid}",
         )
 
-    async def mark_seen(self, uids: list[int]) -> None:
-        await self.call(self.conn.mark_seen, uids, what="UID STORE \\Seen")
+    async def mark_seen(self, uids: list[int]) -> str | None:
+        return await self.call(self.conn.mark_seen, uids, what="UID STORE \\Seen")
+
+    async def check_uidvalidity(self) -> None:
+        await self.call(self.conn.check_uidvalidity, what="STATUS")
 
     async def noop(self) -> None:
         await self.call(self.conn.noop, what="NOOP")

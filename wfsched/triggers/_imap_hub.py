@@ -195,9 +195,13 @@ class Watcher:
         self.connects += 1
         started = time.monotonic()
         log.info(f"email watcher connected to {self.endpoint.label}", extra={"status": "connected"})
+        first = True
         while not lease.lost:
             self._woken = False
             self._wake = anyio.Event()
+            if not first:
+                await session.check_uidvalidity()
+            first = False
             for sub in list(self.subscribers):
                 try:
                     await sub.sync(session, uidvalidity, lease.fence)

@@ -8,14 +8,17 @@ The cursor is (UIDVALIDITY, last UID) plus two markers:
   newest UID at that moment are looked at again, and those that arrived after ``horizon`` and
   are not among the ``recent`` identities (Message-ID, else a hash of the raw bytes) fire.
 
-The cursor advances only after the fire is committed, \\Seen is set only after that too, and
-the dedupe key (mailbox, UIDVALIDITY, UID) makes a repeat after a crash a no-op.
+Searches use explicit ranges ``UID lo:hi`` below the newest UID (``UID *``) and drop any UID
+outside the range: ``UID n:*`` would always return the newest message again. The cursor
+advances only after the fire is committed, \\Seen is set only after that too, and the dedupe
+key (mailbox, UIDVALIDITY, UID) makes a repeat after a crash a no-op.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -23,7 +26,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from wfsched import FireRequest, Health, TriggerContext
+from wfsched import FireRequest, Health, Lease, TriggerContext
 from wfsched.triggers._imap_conn import Meta, Session
 from wfsched.triggers._imap_message import Outcome, PayloadOptions, evaluate
 from wfsched.triggers._imap_options import Options, Tuning
@@ -117,6 +120,7 @@ class Reader:
         self.opts = options
         self.label = options.endpoint.label
         self.cursor: Cursor | None = None
+        self._session: Session | None = None
         self.last_sync: datetime | None = None
         self._connection: tuple[Health, str | None] = ("healthy", None)
         self._sync_error: str | None = None
@@ -132,7 +136,7 @@ class Reader:
     def tuning(self) -> Tuning:
         return self.opts.tuning
 
-    def lock(self, name: str, *, ttl: float) -> Any:
+    def lock(self, name: str, *, ttl: float) -> AbstractAsyncContextManager[Lease]:
         return self.ctx.lock(name, ttl=ttl)
 
     # health -------------------------------------------------------------------------------
@@ -176,7 +180,9 @@ class Reader:
         self._report()
 
     async def _cursor(self, session: Session, uidvalidity: int, fence: int) -> Cursor:
-        if self.cursor is None:
+        if session is not self._session:
+            # A new session may follow another replica's turn: the store knows best.
+            self._session = session
             self.cursor = Cursor.load(await self.ctx.get_cursor(), self.label)
         old = self.cursor
         if old is not None and old.uidvalidity == uidvalidity:
@@ -271,13 +277,18 @@ class Reader:
         await self.ctx.fire(FireRequest(payload=outcome.payload, dedupe_key=key))
         cursor.remember(outcome.identity, item.internaldate)
         if self.opts.mark_read:
-            await session.mark_seen([item.uid])
+            refused = await session.mark_seen([item.uid])
+            if refused:
+                self._message_failed(
+                    f"message UID {item.uid} fired, but \\Seen was refused: {refused}"
+                )
 
     async def _save(self, cursor: Cursor, fence: int) -> None:
         await self.ctx.set_cursor(cursor.to_json(), fence=fence)
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"last_sync": self.last_sync.isoformat() if self.last_sync else None}
+        last = self.last_sync.isoformat().replace("+00:00", "Z") if self.last_sync else None
+        out: dict[str, Any] = {"last_sync": last}
         if self.cursor is not None:
             out["uidvalidity"] = self.cursor.uidvalidity
             out["last_uid"] = self.cursor.last_uid

@@ -144,10 +144,9 @@ def decode_body(body: bytes, content_type: str | None) -> tuple[Any, str | None]
     return text, "text"
 
 
-def visible_headers(headers: Mapping[str, str], dropped: Iterable[str]) -> dict[str, str]:
-    """Copy the request headers without credential-carrying ones."""
-    drop = ALWAYS_DROPPED.union(dropped)
-    return {k: v for k, v in headers.items() if k not in drop}
+def visible_headers(headers: Mapping[str, str], dropped: frozenset[str]) -> dict[str, str]:
+    """Copy the request headers without ``dropped`` (which should include ALWAYS_DROPPED)."""
+    return {k: v for k, v in headers.items() if k not in dropped}
 
 
 def has_nul(values: Iterable[str]) -> bool:
