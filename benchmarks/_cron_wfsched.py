@@ -126,21 +126,25 @@ def _pct(values: list[float], p: float) -> float:
 
 
 async def deploy(n: int, db: str, cron: str) -> dict[str, Any]:
+    from wfsched.config import load_settings
+    from wfsched.deployments import DeploymentService
     from wfsched.plugins import load_registry
     from wfsched.spec import parse_spec
 
     registry = load_registry(None)
     store = SqliteStore(f"sqlite:///{db}")
     await store.open()
+    settings = load_settings(None, environ={})
+    service = DeploymentService(store=store, registry=registry, settings=settings)
     batch = []
     for i in range(n):
         document = {"id": f"wf{i:06d}", "triggers": [{"type": "cron", "cron": cron}]}
         batch.append(parse_spec(document, registry))
         if len(batch) == 5000:
-            await store.apply(batch)
+            await service.deploy(batch)
             batch = []
     if batch:
-        await store.apply(batch)
+        await service.deploy(batch)
     await store.close()
     return {"deployed": n}
 

@@ -122,8 +122,11 @@ def pg_schema() -> Iterator[str | None]:
 
 def wfsched_env(store_url: str, port: int, workdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "WFSCHED_CONFIG"}
+    # The log level matches the bare app's --log-level warning: per-request info lines are
+    # the equivalent of the access log both runs switch off.
     env.update({"DATABASE_URL": store_url, "PORT": str(port), "HOST": "127.0.0.1",
-                "WFSCHED_PLUGINS_DIR": str(workdir / "plugins"), "BENCH_SECRET": SECRET})
+                "WFSCHED_PLUGINS_DIR": str(workdir / "plugins"), "BENCH_SECRET": SECRET,
+                "WFSCHED_LOG_LEVEL": "warning"})
     return env
 
 

@@ -294,7 +294,7 @@ def test_its_cursor_forgets_the_oldest_and_moves_the_horizon_past_them() -> None
     for i in range(RECENT_MAX + 5):
         cursor.remember(f"<{i}@x>", 1000.0 + i)
     assert len(cursor.recent) == RECENT_MAX
-    assert cursor.horizon == 1004.0
+    assert cursor.horizon == 1005.0  # the last one forgotten arrived at 1004
     assert cursor.knows(f"<{RECENT_MAX + 4}@x>") and not cursor.knows("<0@x>")
     cursor.unseen_until = 10
     cursor.advance(12)

@@ -19,6 +19,7 @@ import pytest
 
 from wfsched.config import Settings, load_settings
 from wfsched.daemon import open_store
+from wfsched.deployments import DeploymentService
 from wfsched.events import Recorded
 from wfsched.locks import LocalLocks
 from wfsched.metrics import REGISTRY
@@ -190,7 +191,7 @@ async def test_it_fires_only_within_start_at_and_end_at(store: Store) -> None:
     assert await scheduled(store) == [at(BASE + 120), at(BASE + 180), at(BASE + 240)]
     assert timer.next_fire("wf", "cron") is None
     late = Timer(store, clock=Clock(BASE + 3600))  # catch-up stays inside the window too
-    assert late.add("wf2", "cron", "cron", every(60, "all", **window), {}, since=at(BASE)) == 0
+    assert late.add("wf2", "cron", "cron", every(60, "all", **window), {}, since=at(BASE)) == 3
 
 
 async def test_spread_triggers_share_groups_in_ten_millisecond_steps(store: Store) -> None:
@@ -198,7 +199,8 @@ async def test_spread_triggers_share_groups_in_ten_millisecond_steps(store: Stor
     timer = Timer(store, clock=clock)
     for i, spread in enumerate((5.001, 5.004, 5.009, 5.011)):
         timer.add(f"wf{i}", "cron", "cron", every(60, spread=spread), {}, since=at(BASE))
-    assert len({member.group.key for member in timer._members.values() if member.group}) == 2
+    fires = {timer.next_fire(f"wf{i}", "cron") for i in range(4)}
+    assert sorted(t.timestamp() for t in fires if t) == pytest.approx([BASE + 65, BASE + 65.01])
     clock.now = BASE + 65.005
     assert await timer.tick() == 3
     clock.now = BASE + 65.011
@@ -384,6 +386,28 @@ async def test_a_restart_rearms_from_stored_records_without_parsing(
     assert second.next_fire("wf", "tick") == expected is not None
     assert counting.lookups == 1  # the type's environment digest; no spec was parsed
     await second.stop_all()
+
+
+async def test_a_deploy_writes_arm_records_so_the_first_start_parses_nothing(
+    store: Store, registry: Registry, settings: Settings
+) -> None:
+    service = DeploymentService(store=store, registry=registry, settings=settings)
+    timed = {"id": "timed", "triggers": [{"type": "cron", "cron": "H * * * *"}]}
+    await service.deploy([service.parse_document(timed)])
+    counting = CountingRegistry(registry)
+    started = await node(store, counting, settings, Clock(datetime.now(UTC).timestamp()))
+    assert started.manager.is_live("timed", "cron")
+    assert counting.lookups == 1  # the type's environment digest; no spec was parsed
+    await started.stop()
+
+
+async def test_a_deploy_writes_no_arm_records_for_workflows_with_other_triggers(
+    store: Store, registry: Registry, settings: Settings
+) -> None:
+    service = DeploymentService(store=store, registry=registry, settings=settings)
+    mixed = {"id": "mixed", "triggers": [{"type": "cron", "every": "1h"}, {"type": "manual"}]}
+    await service.deploy([service.parse_document(mixed)])
+    assert [s.cursor for s in await store.trigger_states("mixed")] == [None, None]
 
 
 class CountingRegistry(Registry):

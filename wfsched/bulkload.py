@@ -45,6 +45,9 @@ async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[li
         return
     names = tuple(cursors)
     after = ""
+    # Trigger ids, types and states repeat across deployments: keep one string of each, as
+    # the armed members hold them for the daemon's life.
+    common: dict[str, str] = {}
     while True:
         rows = await scanner(after, PAGE, cursor_fields=names)
         if not rows:
@@ -53,8 +56,10 @@ async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[li
         for row in rows:
             workflow_id, spec_hash, state, since, trigger_id, kind, health = row[:7]
             if not heads or heads[-1].workflow_id != workflow_id:
-                heads.append(Head(workflow_id, spec_hash, state, since))
+                heads.append(Head(workflow_id, spec_hash, common.setdefault(state, state), since))
             if trigger_id is not None:
+                trigger_id = common.setdefault(trigger_id, trigger_id)
+                kind = common.setdefault(kind, kind)
                 values = row[7:]
                 cursor = dict(zip(names, values, strict=True)) if any(values) else None
                 heads[-1].triggers.append((trigger_id, kind, cursor, health))

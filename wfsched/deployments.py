@@ -6,6 +6,7 @@ works whether a daemon runs or not. A running daemon applies the change by recon
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +19,7 @@ from wfsched.errors import Conflict, NotFound, SpecError, WfschedError
 from wfsched.events import Recorder
 from wfsched.models import Deployment, EventStatus, TriggerEvent, TriggerSpec, iso, utcnow
 from wfsched.plugins import Registry
-from wfsched.runtime import TriggerManager, build_trigger, invoke
+from wfsched.runtime import TriggerManager, arm_cursors, build_trigger, invoke
 from wfsched.spec import InvalidSpecs, load_specs, parse_spec
 from wfsched.store import Store
 from wfsched.timers import next_fire_time
@@ -98,6 +99,19 @@ class DeploymentService:
                 {"workflow_id": s.id, "action": _dry_action(s, existing.get(s.id))} for s in specs
             ]
         actions = await self.store.apply(specs)
+        created = [s for s, a in zip(specs, actions, strict=True) if a == "created"]
+        if created:
+            # Arm records let a daemon start these timers without parsing; only a speed-up.
+            with contextlib.suppress(WfschedError):
+                await self.store.set_cursors(
+                    arm_cursors(
+                        self.registry,
+                        self.settings,
+                        created,
+                        store=self.store,
+                        recorder=self.recorder,
+                    )
+                )
         return [{"workflow_id": s.id, "action": a} for s, a in zip(specs, actions, strict=True)]
 
     async def undeploy(self, ids: Sequence[str]) -> None:

@@ -296,16 +296,19 @@ class Dispatcher:
 
     async def _finisher(self) -> None:
         """Write outcomes in batches: whatever arrived while the previous batch was written."""
+        last_write = 0.0
         while True:
             await self._outcome_ready.wait()
-            if len(self._outcomes) < self.max_workers:
-                # A short window lets a busy dispatcher write many outcomes per transaction;
-                # nothing waits on these writes but the status shown in history.
-                await anyio.sleep(FINISH_WINDOW)
+            since = time.monotonic() - last_write
+            if self._active and since < FINISH_WINDOW and len(self._outcomes) < self.max_workers:
+                # Busy (sends under way, the last write moments ago): gather a larger batch.
+                # Otherwise write at once: a crash before the write sends the event again.
+                await anyio.sleep(FINISH_WINDOW - since)
             self._outcome_ready = anyio.Event()
             while self._outcomes:
                 batch, self._outcomes = self._outcomes, []
                 await self._write(batch)
+                last_write = time.monotonic()
                 self._unwritten -= len(batch)
                 self._room.set()
                 retries = [
@@ -346,6 +349,6 @@ _RESULTS = {"dispatched": "ok", "pending": "retry", "failed": "failed"}
 PREFETCH = 4
 """Claimed events queued per worker while sends are quick (fewer, larger claims)."""
 FINISH_WINDOW = 0.005
-"""Seconds the finisher waits for more outcomes before writing a small batch."""
+"""Seconds between outcome writes while busy: small batches wait this long for company."""
 UNWRITTEN_PER_WORKER = 50
 """Outcomes that may wait for the store per worker before claiming pauses (back-pressure)."""

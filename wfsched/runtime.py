@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,11 +24,19 @@ from wfsched.errors import Conflict, NotFound, WfschedError
 from wfsched.events import Recorder
 from wfsched.locks import Lease, LockManager
 from wfsched.metrics import DEPLOYMENTS, TRIGGER_HEALTH
-from wfsched.models import Deployment, Health, NewEvent, TriggerSpec, new_execution_id, utcnow
+from wfsched.models import (
+    Deployment,
+    Health,
+    NewEvent,
+    TriggerSpec,
+    WorkflowSpec,
+    new_execution_id,
+    utcnow,
+)
 from wfsched.plugins import Registry
 from wfsched.spec import canonical_json, parse_spec
 from wfsched.store import Store
-from wfsched.timers import CURSOR_FIELDS, Timer, restore
+from wfsched.timers import CURSOR_FIELDS, Timer, armed_cursor, restore
 from wfsched.trigger import BaseTrigger, FireRequest, FireResult
 
 log = logging.getLogger("wfsched.triggers")
@@ -195,6 +203,45 @@ def build_trigger(
         locks=locks,
     )
     return registry.get(spec.type)(spec, ctx), ctx
+
+
+def arm_cursors(
+    registry: Registry,
+    settings: Settings,
+    specs: Sequence[WorkflowSpec],
+    *,
+    store: Store,
+    recorder: Recorder,
+) -> list[tuple[str, str, Any]]:
+    """Cursors holding the arm records of newly deployed workflows made only of timer
+    triggers, so a daemon arms them without parsing (``deploy`` writes them)."""
+    rows: list[tuple[str, str, Any]] = []
+    envs: dict[str, str] = {}
+    for spec in specs:
+        found: list[tuple[str, str, Any]] = []
+        for t in spec.triggers:
+            cls = registry.get(t.type)
+            if not t.enabled or not _is_timer_only(registry, t.type):
+                break
+            try:
+                trigger, _ = build_trigger(
+                    registry, spec.id, t, store=store, recorder=recorder, settings=settings
+                )
+                timer = trigger.timer()
+            except Exception:  # noqa: BLE001 - the daemon reports it when it starts the trigger
+                break
+            env = envs.setdefault(t.type, environment(settings, cls))
+            cursor = (
+                None
+                if timer is None
+                else armed_cursor(spec.spec_hash, env, t.type, dict(t.payload), timer)
+            )
+            if cursor is None:
+                break
+            found.append((spec.id, t.id, cursor))
+        else:
+            rows.extend(found)
+    return rows
 
 
 _NOTHING: tuple[str, str, tuple[str, ...]] = ("", "", ())

@@ -172,24 +172,35 @@ def parse_cursor(value: Any) -> tuple[str | None, datetime | None]:
     return (key if isinstance(key, str) else None), when
 
 
-def arm_record(member: Member, env: str) -> str:
+def arm_record(stamp: str, env: str, kind: str, payload: Mapping[str, Any], spec: TimerSpec) -> str:
     """The compact form of an armed trigger, stored with its cursor (see ``restore``)."""
-    spec = member.spec
-    payload = json.dumps(member.payload, separators=(",", ":")) if member.payload else ""
-    return "|".join(
-        (
-            _ARM_VERSION,
-            member.stamp or "",
-            env,
-            member.trigger_type,
-            repr(spec.spread),
-            spec.catchup,
-            repr(spec.catchup_window),
-            iso(spec.start_at) or "",
-            iso(spec.end_at) or "",
-            payload,
-        )
+    text = json.dumps(payload, separators=(",", ":")) if payload else ""
+    fields = (
+        _ARM_VERSION,
+        stamp,
+        env,
+        kind,
+        repr(spec.spread),
+        spec.catchup,
+        repr(spec.catchup_window),
+        iso(spec.start_at) or "",
+        iso(spec.end_at) or "",
+        text,
     )
+    return "|".join(fields)
+
+
+def armed_cursor(
+    stamp: str, env: str, kind: str, payload: Mapping[str, Any], spec: TimerSpec
+) -> dict[str, Any] | None:
+    """A fresh trigger's cursor with its arm record, or None if ``restore`` could not use it."""
+    if series_from_key(spec.schedule.key) is None:
+        return None
+    return {
+        "key": spec.schedule.key,
+        "last": None,
+        "arm": arm_record(stamp, env, kind, payload, spec),
+    }
 
 
 _ARM_VERSION = "a1"
@@ -579,7 +590,9 @@ class Timer:
         value: dict[str, Any] = {"key": member.spec.schedule.key, "last": iso(member.last)}
         env = self.arm_env(member.trigger_type) if member.stamp is not None else None
         if env is not None:
-            value["arm"] = arm_record(member, env)
+            value["arm"] = arm_record(
+                member.stamp or "", env, member.trigger_type, member.payload, member.spec
+            )
         return value
 
     async def checkpoint(self, *, everything: bool = False) -> None:

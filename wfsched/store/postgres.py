@@ -84,8 +84,8 @@ WITH ins AS (
         dedupe_key, scheduled_at, fired_at, payload, status, next_attempt_at)
     SELECT i.execution_id, i.workflow_id, i.trigger_id, i.trigger_type, i.dedupe_key,
         i.scheduled_at, i.fired_at, i.payload, 'pending', i.fired_at
-    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-                %s::timestamptz[], %s::timestamptz[], %s::jsonb[])
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                %b::timestamptz[], %b::timestamptz[], %b::jsonb[])
         AS i(execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,
              scheduled_at, fired_at, payload)
     ORDER BY i.workflow_id, i.dedupe_key

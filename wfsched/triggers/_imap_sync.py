@@ -5,8 +5,9 @@ The cursor is (UIDVALIDITY, last UID) plus two markers:
 - ``unseen_until``: on its first start a trigger takes the folder's unseen messages up to
   the newest UID then present; everything above is new whatever its flags.
 - ``rescan_until``: after a UIDVALIDITY change every old UID is void, so messages up to the
-  newest UID at that moment are looked at again, and those that arrived after ``horizon`` and
-  are not among the ``recent`` identities (Message-ID, else a hash of the raw bytes) fire.
+  newest UID at that moment are looked at again, and those that arrived from ``horizon`` on
+  and are not among the ``recent`` identities (Message-ID, else a hash of the raw bytes)
+  fire. ``recent`` holds the newest fires; forgetting one moves the horizon past it.
 
 Searches use explicit ranges ``UID lo:hi`` below the newest UID (``UID *``) and drop any UID
 outside the range: ``UID n:*`` would always return the newest message again. The cursor
@@ -49,6 +50,7 @@ class Cursor:
     unseen_until: int | None = None
     rescan_until: int | None = None
     horizon: float = 0.0
+    """Epoch second: a rescan skips messages that arrived before it."""
     recent: list[list[Any]] = field(default_factory=list)
     """``[identity hash, arrival epoch]`` of the newest fired (or skipped) messages."""
 
@@ -84,8 +86,8 @@ class Cursor:
     def remember(self, identity: str, arrived: float) -> None:
         self.recent.append([_digest(identity), arrived])
         while len(self.recent) > RECENT_MAX:
-            # Forgotten messages are older than the horizon, which a rescan skips anyway.
-            self.horizon = max(self.horizon, float(self.recent.pop(0)[1]))
+            # A forgotten message falls behind the horizon, which a rescan skips anyway.
+            self.horizon = max(self.horizon, float(self.recent.pop(0)[1]) + 1)
 
     def knows(self, identity: str) -> bool:
         digest = _digest(identity)
@@ -189,8 +191,9 @@ class Reader:
             return old
         top = await session.last_uid()
         if old is None:
+            # Arrival times have whole seconds: this second's arrivals stay in a rescan.
             self.cursor = Cursor(
-                self.label, uidvalidity, unseen_until=top or None, horizon=time.time()
+                self.label, uidvalidity, unseen_until=top or None, horizon=float(int(time.time()))
             )
             self.ctx.log.info(
                 f"email: first start on {self.label}: taking unseen messages "
@@ -246,7 +249,7 @@ class Reader:
 
     async def _one(self, session: Session, cursor: Cursor, item: Meta) -> None:
         rescan = cursor.rescan_until is not None and item.uid <= cursor.rescan_until
-        if rescan and item.internaldate <= cursor.horizon:
+        if rescan and item.internaldate < cursor.horizon:
             return
         too_large = item.size > self.opts.max_message_bytes
         raw = await session.fetch(item.uid, size=item.size, headers_only=too_large)
