@@ -14,8 +14,10 @@ from starlette.routing import Route
 
 async def hook(request: Request) -> Response:
     await request.body()
-    return JSONResponse({"execution_id": "0" * 26, "workflow_id": request.path_params["id"],
-                         "status": "accepted"}, status_code=202)
+    return JSONResponse(
+        {"execution_id": "0" * 26, "workflow_id": request.path_params["id"], "status": "accepted"},
+        status_code=202,
+    )
 
 
 app = Starlette(routes=[Route("/api/v1/public/webhook/workflow/{id}", hook, methods=["POST"])])

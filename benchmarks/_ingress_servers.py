@@ -66,8 +66,9 @@ class Server:
         self.proc.wait()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path,
-                check: Any = None, timeout: float = 30) -> None:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], url: str, log: Path, check: Any = None, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -85,9 +86,24 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path,
 def start_bare(workdir: Path) -> Server:
     port = free_port()
     log = workdir / "bare.log"
-    cmd = pinned(SERVER_CORE, sys.executable, "-m", "uvicorn", "benchmarks._ingress_bare:app",
-                 "--host", "127.0.0.1", "--port", str(port), "--http", "httptools",
-                 "--loop", "uvloop", "--no-access-log", "--log-level", "warning")
+    cmd = pinned(
+        SERVER_CORE,
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "benchmarks._ingress_bare:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    )
     with open(log, "wb") as sink:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
@@ -124,9 +140,16 @@ def wfsched_env(store_url: str, port: int, workdir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "WFSCHED_CONFIG"}
     # The log level matches the bare app's --log-level warning: per-request info lines are
     # the equivalent of the access log both runs switch off.
-    env.update({"DATABASE_URL": store_url, "PORT": str(port), "HOST": "127.0.0.1",
-                "WFSCHED_PLUGINS_DIR": str(workdir / "plugins"), "BENCH_SECRET": SECRET,
-                "WFSCHED_LOG_LEVEL": "warning"})
+    env.update(
+        {
+            "DATABASE_URL": store_url,
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "WFSCHED_PLUGINS_DIR": str(workdir / "plugins"),
+            "BENCH_SECRET": SECRET,
+            "WFSCHED_LOG_LEVEL": "warning",
+        }
+    )
     return env
 
 
@@ -135,16 +158,39 @@ def start_wfsched(workdir: Path, store_url: str, name: str) -> Server:
     env = wfsched_env(store_url, port, workdir)
     spec = workdir / "specs"
     spec.mkdir(exist_ok=True)
-    (spec / "bench.json").write_text(json.dumps({"id": WORKFLOW, "triggers": [
-        {"type": "webhook", "auth": {"type": "hmac", "secret": "env:BENCH_SECRET"}}]}))
-    subprocess.run([sys.executable, "-m", "wfsched", "deploy", str(spec)], cwd=workdir,
-                   env=env, check=True, capture_output=True, timeout=60)
+    (spec / "bench.json").write_text(
+        json.dumps(
+            {
+                "id": WORKFLOW,
+                "triggers": [
+                    {"type": "webhook", "auth": {"type": "hmac", "secret": "env:BENCH_SECRET"}}
+                ],
+            }
+        )
+    )
+    subprocess.run(
+        [sys.executable, "-m", "wfsched", "deploy", str(spec)],
+        cwd=workdir,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     log = workdir / f"{name}.log"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen(pinned(SERVER_CORE, sys.executable, "-m", "wfsched", "serve"),
-                                cwd=workdir, env=env, stdout=sink, stderr=subprocess.STDOUT)
-    _wait_ready(proc, f"http://127.0.0.1:{port}/api/v1/public/webhooks/status", log,
-                check=lambda body: bool(body["webhooks"]))
+        proc = subprocess.Popen(
+            pinned(SERVER_CORE, sys.executable, "-m", "wfsched", "serve"),
+            cwd=workdir,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    _wait_ready(
+        proc,
+        f"http://127.0.0.1:{port}/api/v1/public/webhooks/status",
+        log,
+        check=lambda body: bool(body["webhooks"]),
+    )
     return Server(name, proc, port, workdir, store_url)
 
 
@@ -155,12 +201,14 @@ def stored_ids(store_url: str, workflow_id: str = WORKFLOW) -> set[str]:
 
         path = store_url.removeprefix("sqlite:///")
         with contextlib.closing(sqlite3.connect(path)) as conn:
-            rows = conn.execute("SELECT execution_id FROM events WHERE workflow_id=?",
-                                (workflow_id,)).fetchall()
+            rows = conn.execute(
+                "SELECT execution_id FROM events WHERE workflow_id=?", (workflow_id,)
+            ).fetchall()
     else:
         import psycopg
 
         with psycopg.connect(store_url, autocommit=True) as conn:
-            rows = conn.execute("SELECT execution_id FROM wfsched_events WHERE workflow_id=%s",
-                                (workflow_id,)).fetchall()
+            rows = conn.execute(
+                "SELECT execution_id FROM wfsched_events WHERE workflow_id=%s", (workflow_id,)
+            ).fetchall()
     return {r[0] for r in rows}

@@ -55,6 +55,13 @@ mail_location = maildir:{root}/mail/%u/Maildir
 first_valid_uid = 1
 first_valid_gid = 1
 mail_max_userip_connections = 50
+# Refused logins in one test must not slow down the next: no failure delay, no IP penalty.
+auth_failure_delay = 0
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
 {identity}
 passdb {{
   driver = passwd-file

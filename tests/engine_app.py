@@ -27,6 +27,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     body: str = '{"status": "accepted"}'
+    hang_up: bool = False
+    """Close the connection without answering, as a server closing a keep-alive socket."""
 
 
 @dataclass
@@ -105,6 +107,8 @@ class Engine:
         finally:
             self._active[key] -= 1
             self._in_flight -= 1
+        if reply.hang_up and request.transport is not None:
+            request.transport.close()
         return web.Response(
             status=reply.status,
             text=reply.body,

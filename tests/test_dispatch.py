@@ -167,6 +167,18 @@ async def test_it_retries_a_request_applied_but_timed_out_with_the_same_key(
     assert engine.keys() == [event.execution_id, event.execution_id]
 
 
+async def test_it_resends_at_once_when_the_engine_drops_the_connection(
+    store: Any, engine: Engine
+) -> None:
+    engine.script(Reply(200, hang_up=True), Reply(200))
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url)):
+        final = await settled(store, event.execution_id)
+    # One attempt: a connection closed without an answer is resent within the attempt.
+    assert (final.status, final.attempts) == ("dispatched", 1)
+    assert engine.keys() == [event.execution_id, event.execution_id]
+
+
 async def test_it_honours_retry_after_on_429(store: Any, engine: Engine) -> None:
     engine.script(Reply(429, headers={"Retry-After": "1"}), 200)
     [event] = await record(store)

@@ -346,6 +346,7 @@ async def test_it_reports_a_refused_login_as_failing_without_the_password(
     user = dovecot.add_user()
     async with running(tmp_path) as h:
         await h.deploy(email_spec("wf", dovecot, user, password="wrong-password-1234"))
+        await h.deploy(email_spec("nofolder", dovecot, user, folder="Nope"))
 
         async def failing() -> tuple[str, str | None] | None:
             health = h.health("wf")
@@ -354,6 +355,12 @@ async def test_it_reports_a_refused_login_as_failing_without_the_password(
         _, error = await eventually(failing, 10, "failing health")
         assert error is not None and "login" in error and user in error
         assert "wrong-password-1234" not in error
+
+        async def folder_failing() -> str | None:
+            health, error = h.health("nofolder")
+            return error if health == "failing" else None
+
+        assert "folder 'Nope' cannot be selected" in await eventually(folder_failing, 10)
 
 
 async def test_it_notices_a_connection_gone_silent_and_reconnects(

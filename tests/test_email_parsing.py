@@ -102,6 +102,8 @@ def test_it_takes_mailbox_settings_from_the_email_config_section(
 def test_it_explains_what_is_missing_without_showing_secrets() -> None:
     with pytest.raises(Exception, match="no IMAP server"):
         resolve(validate({}), {})
+    with pytest.raises(Exception, match="no IMAP password"):
+        resolve(validate({"server": "mx", "user": "u"}), {"password": ""})
     with pytest.raises(Exception, match="TEST_UNSET_VAR is not set"):
         resolve(validate({"server": "mx", "user": "u", "password": "env:TEST_UNSET_VAR"}), {})
 

@@ -347,8 +347,8 @@ class WebhookLoad:
                 if r.status_code == 202:
                     self.accepted.append(r.json()["execution_id"])
 
-    def count(self, status: int) -> int:
-        return sum(1 for _, _, s in self.answers if s == status)
+    def count(self, status: int, *, sent_after: float = 0.0) -> int:
+        return sum(1 for sent, _, s in self.answers if s == status and sent > sent_after)
 
 
 def locks_detail(replica: Daemon) -> str:
@@ -446,10 +446,10 @@ def test_replicas_answer_503_while_postgres_is_down_and_recover_without_restart(
             pg.stop(mode="immediate")
             down_from = time.monotonic()
             wait_for(
-                lambda: load.count(503) >= 4,
+                lambda: load.count(503, sent_after=down_from) >= 4,
                 40,
                 interval=0.1,
-                message="503 answers while PostgreSQL is down",
+                message="503 answers to requests sent while PostgreSQL is down" + repr([(round(a-down_from,2), round(b-down_from,2), c) for a,b,c in load.answers[-30:]]),
             )
             for r in cluster.replicas:
                 assert r.get("/health").status_code == 503

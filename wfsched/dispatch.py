@@ -101,10 +101,10 @@ class Dispatcher:
     Claimed events queue for ``max_workers`` long-lived workers. While sends are quick the
     dispatcher claims ahead (up to ``PREFETCH`` times ``max_workers`` queued), so a worker that
     finishes takes the next event without waiting for a store round trip; it claims again
-    once the queue is half empty, in batches. Outcomes are written in batches by one finisher; while too many wait
-    for the store, nothing more is claimed. Claims happen when woken (a fire committed, a
-    retry came due, room freed) and every ``poll_interval`` for work that other processes
-    queued (CLI, other replicas).
+    once the queue is half empty, in batches. Outcomes are written in batches by one
+    finisher; while too many wait for the store, nothing more is claimed. Claims happen when
+    woken (a fire committed, a retry came due, room freed) and every ``poll_interval`` for
+    work that other processes queued (CLI, other replicas).
     """
 
     def __init__(
@@ -295,20 +295,16 @@ class Dispatcher:
         return DispatchOutcome(execution_id=event.execution_id, status="failed", error=error)
 
     async def _finisher(self) -> None:
-        """Write outcomes in batches: whatever arrived while the previous batch was written."""
-        last_write = 0.0
+        """Write outcomes in batches: whatever arrived while the previous batch was written.
+
+        Never waits to gather a batch: until its outcome is written, a sent event would be
+        sent again after a crash."""
         while True:
             await self._outcome_ready.wait()
-            since = time.monotonic() - last_write
-            if self._active and since < FINISH_WINDOW and len(self._outcomes) < self.max_workers:
-                # Busy (sends under way, the last write moments ago): gather a larger batch.
-                # Otherwise write at once: a crash before the write sends the event again.
-                await anyio.sleep(FINISH_WINDOW - since)
             self._outcome_ready = anyio.Event()
             while self._outcomes:
                 batch, self._outcomes = self._outcomes, []
                 await self._write(batch)
-                last_write = time.monotonic()
                 self._unwritten -= len(batch)
                 self._room.set()
                 retries = [
@@ -348,7 +344,5 @@ class Dispatcher:
 _RESULTS = {"dispatched": "ok", "pending": "retry", "failed": "failed"}
 PREFETCH = 4
 """Claimed events queued per worker while sends are quick (fewer, larger claims)."""
-FINISH_WINDOW = 0.005
-"""Seconds between outcome writes while busy: small batches wait this long for company."""
 UNWRITTEN_PER_WORKER = 50
 """Outcomes that may wait for the store per worker before claiming pauses (back-pressure)."""

@@ -9,6 +9,7 @@ the target, so an engine that moved is noticed instead of silently chased.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote
@@ -120,6 +121,7 @@ class EngineSender:
         self.timeout = timeout
         self.max_connections = max(1, max_connections)
         self._session: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._urls: dict[str, URL] = {}
         self._headers = {"Content-Type": "application/json", "User-Agent": f"wfsched/{__version__}"}
         if self._auth is not None:
@@ -132,7 +134,7 @@ class EngineSender:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            timeout=self._timeout,
             headers=self._headers,
             auto_decompress=True,
             raise_for_status=False,
@@ -150,13 +152,20 @@ class EngineSender:
                 self._urls.clear()
             url = self._urls[event.workflow_id] = execute_url(self.base, event.workflow_id)
         headers = {"Idempotency-Key": event.execution_id}
+        started = time.monotonic()
         try:
             try:
-                error = await self._post(session, url, body, headers)
+                error = await self._post(session, url, body, headers, self._timeout)
             except aiohttp.ServerDisconnectedError:
                 # A pooled keep-alive connection closed by the engine just as it was reused:
                 # nothing was answered, and the same Idempotency-Key makes a resend safe.
-                error = await self._post(session, url, body, headers)
+                # The resend gets what is left of the timeout, so the lease still holds.
+                left = self.timeout - (time.monotonic() - started)
+                if left <= 0:
+                    raise TimeoutError from None
+                error = await self._post(
+                    session, url, body, headers, aiohttp.ClientTimeout(total=left)
+                )
         except TimeoutError:
             raise DispatchError(
                 f"engine at {self.display_url} did not answer within {self.timeout:g}s", retry=True
@@ -169,9 +178,15 @@ class EngineSender:
             raise error
 
     async def _post(
-        self, session: aiohttp.ClientSession, url: URL, body: bytes, headers: dict[str, str]
+        self,
+        session: aiohttp.ClientSession,
+        url: URL,
+        body: bytes,
+        headers: dict[str, str],
+        timeout: aiohttp.ClientTimeout,
     ) -> DispatchError | None:
-        async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+        post = session.post(url, data=body, headers=headers, allow_redirects=False, timeout=timeout)
+        async with post as resp:
             # Reading the whole body returns the connection to the keep-alive pool.
             raw = await resp.read()
             if 200 <= resp.status < 300:

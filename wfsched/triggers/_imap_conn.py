@@ -123,13 +123,21 @@ class Connection:
             raise ImapError(f"{what} failed: {typ} {_bytes_text(data)}")
         return data
 
-    def _forget_untagged(self) -> None:
+    def _forget_untagged(self, *, warnings_are_errors: bool = False) -> None:
         # imaplib keeps every unsolicited response forever; on a long session that leaks.
         client = self.box.client
         bye = client.untagged_responses.get("BYE")
+        trouble = [
+            *client.untagged_responses.get("NO", []),
+            *client.untagged_responses.get("BAD", []),
+        ]
         client.untagged_responses.clear()
         if bye:
             raise ImapError(f"server closed the session: {_bytes_text(bye)}")
+        if trouble and warnings_are_errors:
+            # Unprompted NO/BAD while idle: the session is in trouble (Dovecot says "Internal
+            # error" here when a selected folder vanished). A fresh session is cheap.
+            raise ImapError(f"server reported: {_bytes_text(trouble)}")
 
     def search(self, criteria: str) -> list[int]:
         """``UID SEARCH``; ``criteria`` is ASCII IMAP syntax."""
@@ -209,7 +217,7 @@ class Connection:
 
     def noop(self) -> None:
         self._ok("NOOP", self.box.client.noop())
-        self._forget_untagged()
+        self._forget_untagged(warnings_are_errors=True)
 
     # IDLE ---------------------------------------------------------------------------------
     def idle_start(self) -> None:
@@ -258,7 +266,7 @@ class Connection:
         client = self.box.client
         client.send(b"DONE\r\n")
         self._ok("IDLE", client._get_tagged_response(tag))
-        self._forget_untagged()
+        self._forget_untagged(warnings_are_errors=True)
 
     def wake(self) -> None:
         """Interrupt :meth:`idle_wait` (from any thread)."""

@@ -30,6 +30,8 @@ from wfsched.triggers._imap_options import Endpoint, Tuning
 log = logging.getLogger("wfsched.email")
 LOCK_TTL = 30.0
 IDLE_SLICE = 15.0
+MIN_CYCLE = 0.25
+"""Shortest time between two syncs of a connection."""
 """Longest single wait inside IDLE, so a lost lease is noticed promptly."""
 RECONNECT_EVERY = 25 * 60.0
 """A fresh session now and then: some servers silently stop notifying old ones."""
@@ -196,7 +198,11 @@ class Watcher:
         started = time.monotonic()
         log.info(f"email watcher connected to {self.endpoint.label}", extra={"status": "connected"})
         first = True
+        cycle_start = 0.0
         while not lease.lost:
+            # A server that answers every IDLE at once must not make this a busy loop.
+            await anyio.sleep(max(0.0, cycle_start + MIN_CYCLE - time.monotonic()))
+            cycle_start = time.monotonic()
             self._woken = False
             self._wake = anyio.Event()
             if not first:

@@ -199,6 +199,11 @@ def resolve(config: Mapping[str, Any], section: Mapping[str, Any]) -> Options:
     if not user:
         raise WfschedError("no IMAP user: set `user` in the trigger or email.user (EMAIL_USER)")
     password = resolve_secret(str(pick("password", "")), "email password")
+    if not password:
+        raise WfschedError(
+            "no IMAP password: set `password` in the trigger or email.password "
+            "(EMAIL_PASSWORD), preferably as env:NAME or file:PATH"
+        )
     security = str(pick("security", "ssl"))
     if "port" in config:
         port = int(config["port"])
