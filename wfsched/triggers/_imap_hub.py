@@ -24,8 +24,9 @@ from typing import Protocol
 import anyio
 
 from wfsched import Health, Lease
-from wfsched.triggers._imap_conn import ConfigProblem, Connection, ImapError, Session
+from wfsched.triggers._imap_conn import ConfigProblem, Connection, ImapError
 from wfsched.triggers._imap_options import Endpoint, Tuning
+from wfsched.triggers._imap_session import Session
 
 log = logging.getLogger("wfsched.email")
 LOCK_TTL = 30.0

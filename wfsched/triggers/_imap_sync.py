@@ -28,9 +28,10 @@ from typing import Any
 import anyio.to_thread
 
 from wfsched import FireRequest, Health, Lease, TriggerContext
-from wfsched.triggers._imap_conn import Meta, Session
+from wfsched.triggers._imap_conn import Meta
 from wfsched.triggers._imap_message import Outcome, PayloadOptions, evaluate
 from wfsched.triggers._imap_options import Options, Tuning
+from wfsched.triggers._imap_session import Session
 
 BATCH = 20
 RECENT_MAX = 200
