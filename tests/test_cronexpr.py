@@ -29,16 +29,8 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wfsched.cronexpr import (
-    CronSchedule,
-    EverySchedule,
-    _JavaRandom,
-    _jenkins_random,
-    _resolve,
-    parse_duration,
-    resolve,
-    spread_offset,
-)
+from wfsched.cronexpr import CronSchedule, EverySchedule, parse_duration, resolve, spread_offset
+from wfsched.cronhash import _JavaRandom, jenkins_random, resolve_with
 from wfsched.errors import SpecError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cron"
@@ -55,7 +47,7 @@ def _no_draws(bound: int) -> int:
 
 def _bits(resolved: str) -> tuple[int, ...]:
     """Field bitmasks of an H-free expression, the way Jenkins' CronTab stores them."""
-    return _resolve(resolved, _no_draws)[1]
+    return resolve_with(resolved, _no_draws)[1]
 
 
 def _utc(text: str) -> datetime:
@@ -86,7 +78,7 @@ def test_it_resolves_jenkins_crontabtest_vectors(expression: str, seed: str, res
 
 def test_it_draws_repeated_hashes_in_jenkins_order() -> None:
     # CronTabTest.repeatedHash / testTimezone: "H * * * *" twice with Hash.from("seed") → [35, 56].
-    rnd = _jenkins_random("seed")
+    rnd = jenkins_random("seed")
     assert [rnd.next_int(60), rnd.next_int(60)] == [35, 56]
     assert resolve("H,H * * * *", "seed") == "35,56 * * * *"
 
@@ -101,7 +93,7 @@ def test_it_draws_repeated_hashes_in_jenkins_order() -> None:
     ],
 )
 def test_it_applies_draws_like_jenkins_testhash(draw: Any, resolved: str) -> None:
-    text, bits = _resolve("H H(5-8) H/3 H(1-10)/4 *", draw)
+    text, bits = resolve_with("H H(5-8) H/3 H(1-10)/4 *", draw)
     assert text == resolved
     assert bits == _bits(resolved)
 

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
-def parse_duration(text: str | int | float) -> float:
+def parse_duration(text: str | float) -> float:
     """Return seconds; raise ValueError with a readable message on anything else."""
-    if isinstance(text, bool):
-        raise ValueError(f"{text!r} is not a duration")
+    if isinstance(text, bool) or not isinstance(text, str | int | float):
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)")  # noqa: TRY004
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"{text!r} is negative")
+        if not math.isfinite(text) or text < 0:
+            raise ValueError(f"{text!r} is not a finite, non-negative duration")
         return float(text)
-    value = text.strip().lower()
+    value = "".join(text.split()).lower()
     try:
         seconds = float(value)
     except ValueError:
@@ -28,8 +29,8 @@ def parse_duration(text: str | int | float) -> float:
             pos = match.end()
         if pos != len(value) or not value:
             raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)") from None
-    if seconds < 0:
-        raise ValueError(f"{text!r} is negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{text!r} is not a finite, non-negative duration")
     return seconds
 
 
