@@ -28,7 +28,8 @@ from wfsched.events import GroupCommitRecorder, Recorded
 from wfsched.models import NewEvent
 from wfsched.schedules import cron_series, every_series
 from wfsched.store.sqlite import SqliteStore
-from wfsched.timers import Timer, quantize
+from wfsched.timers import Timer
+from wfsched.timerstate import quantize
 from wfsched.trigger import TimerSpec
 
 

@@ -91,6 +91,7 @@ def child(
     """Run ``python ARGS`` as a child process; it prints one JSON object as its last line."""
     result = subprocess.run(
         [sys.executable, *args],
+        check=False,
         cwd=cwd or ROOT,
         capture_output=True,
         text=True,

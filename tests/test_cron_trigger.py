@@ -70,8 +70,9 @@ def test_it_normalises_an_interval_with_an_offset() -> None:
     assert spec.config["catchup_window"] == 7200.0
 
 
-@pytest.mark.parametrize("alias", ["@hourly", "@daily", "@midnight", "@weekly", "@monthly",
-                                   "@yearly", "@annually"])
+@pytest.mark.parametrize(
+    "alias", ["@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"]
+)
 def test_it_accepts_every_alias(alias: str) -> None:
     assert parse(cron=alias).config["cron"] == alias
 
@@ -100,8 +101,11 @@ def test_it_accepts_toml_dates_and_iso_text_for_the_window() -> None:
         ({"every": "1m", "offset": "-5s"}, "offset", "duration"),
         ({"cron": "* * * * *", "spread": "lots"}, "spread", "not a duration"),
         ({"cron": "* * * * *", "start_at": "tomorrow"}, "start_at", "ISO 8601"),
-        ({"every": "1m", "start_at": "2026-02-01T00:00:00Z", "end_at": "2026-01-01T00:00:00Z"},
-         "end_at", "after start_at"),
+        (
+            {"every": "1m", "start_at": "2026-02-01T00:00:00Z", "end_at": "2026-01-01T00:00:00Z"},
+            "end_at",
+            "after start_at",
+        ),
         ({"cron": "* * * * *", "catchup": "some"}, "catchup", "'skip', 'latest', 'all'"),
         ({"cron": "* * * * *", "catchup_window": "forever"}, "catchup_window", "duration"),
         ({"cron": "* * * * *", "hash_seed": 42}, "hash_seed", "non-empty string"),
@@ -140,8 +144,7 @@ def test_it_defaults_the_zone_to_the_scheduler_setting(tmp_path: Path) -> None:
     assert trigger.timezone == "Asia/Tokyo"
     nine = trigger.timer().schedule.next_after(datetime(2025, 12, 31, 12, tzinfo=UTC))
     assert nine == datetime(2026, 1, 1, 0, 0, tzinfo=UTC)  # 09:00 in Tokyo
-    assert instance(tmp_path, zone="Asia/Tokyo", cron="0 9 * * *",
-                    timezone="UTC").timezone == "UTC"
+    assert instance(tmp_path, zone="Asia/Tokyo", cron="0 9 * * *", timezone="UTC").timezone == "UTC"
 
 
 def test_triggers_with_one_resolved_schedule_share_one_series(tmp_path: Path) -> None:
@@ -151,16 +154,23 @@ def test_triggers_with_one_resolved_schedule_share_one_series(tmp_path: Path) ->
 
 
 def test_spread_is_a_stable_offset_below_the_spread(tmp_path: Path) -> None:
-    spreads = {instance(tmp_path, every="1m", spread=60, hash_seed=f"s{i}").timer().spread
-               for i in range(50)}
+    spreads = {
+        instance(tmp_path, every="1m", spread=60, hash_seed=f"s{i}").timer().spread
+        for i in range(50)
+    }
     assert all(0 <= s < 60 for s in spreads) and len(spreads) == 50
     again = instance(tmp_path, every="1m", spread=60, hash_seed="s7").timer().spread
     assert again in spreads
 
 
 def test_it_reads_the_window_in_the_trigger_zone(tmp_path: Path) -> None:
-    timer = instance(tmp_path, every="1h", timezone="Europe/Berlin",
-                     start_at="2026-07-01T08:00:00", end_at="2026-07-02T08:00:00Z").timer()
+    timer = instance(
+        tmp_path,
+        every="1h",
+        timezone="Europe/Berlin",
+        start_at="2026-07-01T08:00:00",
+        end_at="2026-07-02T08:00:00Z",
+    ).timer()
     assert timer.start_at == datetime(2026, 7, 1, 6, 0, tzinfo=UTC)
     assert timer.end_at == datetime(2026, 7, 2, 8, 0, tzinfo=UTC)
     assert isinstance(timer.schedule, EverySeries)
@@ -196,8 +206,9 @@ def cron_cli(*args: str) -> Any:
     ],
 )
 def test_cli_prints_jenkins_resolutions(expression: str, seed: str, resolved: str) -> None:
-    shown = cron_cli(expression, "--seed", seed, "--tz", "UTC", "--count", "2",
-                     "--from", "2026-01-01T00:00:00Z")
+    shown = cron_cli(
+        expression, "--seed", seed, "--tz", "UTC", "--count", "2", "--from", "2026-01-01T00:00:00Z"
+    )
     assert shown["expression"] == expression
     assert shown["resolved"] == resolved
     assert shown["timezone"] == "UTC"
@@ -206,8 +217,15 @@ def test_cli_prints_jenkins_resolutions(expression: str, seed: str, resolved: st
 
 @pytest.mark.parametrize("case", DST_CASES, ids=lambda c: f"{c['zone']}:{c['expression']}")
 def test_cli_prints_the_golden_dst_fires(case: dict[str, Any]) -> None:
-    shown = cron_cli(case["expression"], "--tz", case["zone"], "--from", case["after"],
-                     "--count", str(len(case["fires"])))
+    shown = cron_cli(
+        case["expression"],
+        "--tz",
+        case["zone"],
+        "--from",
+        case["after"],
+        "--count",
+        str(len(case["fires"])),
+    )
     assert [datetime.fromisoformat(t) for t in shown["next"]] == [
         datetime.fromisoformat(t) for t in case["fires"]
     ]
@@ -218,8 +236,10 @@ def test_cli_seeds_with_workflow_and_trigger_ids() -> None:
     by_id = cron_cli("H H * * *", "--id", "nightly-report", "--trigger", "nightly")
     by_seed = cron_cli("H H * * *", "--seed", "nightly-report/nightly")
     assert by_id["resolved"] == by_seed["resolved"]
-    assert cron_cli("H H * * *", "--id", "wf")["resolved"] == cron_cli(
-        "H H * * *", "--seed", "wf/cron")["resolved"]
+    assert (
+        cron_cli("H H * * *", "--id", "wf")["resolved"]
+        == cron_cli("H H * * *", "--seed", "wf/cron")["resolved"]
+    )
 
 
 @pytest.mark.parametrize(
@@ -285,7 +305,7 @@ def test_two_daemons_on_one_postgres_store_fire_once_per_second(
         duplicates = [_metric(d, 'status="duplicate"') for d in (first, second)]
         recorded = [_metric(d, 'status="recorded"') for d in (first, second)]
     # Both daemons fired every instant; the store kept exactly one of each.
-    assert sum(duplicates) > 0 and all(r + d > 0 for r, d in zip(recorded, duplicates))
+    assert sum(duplicates) > 0 and all(r + d > 0 for r, d in zip(recorded, duplicates, strict=True))
 
 
 def _metric(daemon: Daemon, label: str) -> float:
@@ -304,8 +324,11 @@ def test_a_restart_catches_up_exactly_what_each_policy_promises(tmp_path: Path) 
     daemon = Daemon(tmp_path)
     daemon.cli("deploy", str(specs))
     with daemon:
-        wait_for(lambda: all(len(seconds(daemon, p)) >= 2 for p in ("skip", "latest", "all")),
-                 timeout=20, message="fires before the stop")
+        wait_for(
+            lambda: all(len(seconds(daemon, p)) >= 2 for p in ("skip", "latest", "all")),
+            timeout=20,
+            message="fires before the stop",
+        )
         assert daemon.stop() == 0
         before = {p: seconds(daemon, p) for p in ("skip", "latest", "all")}
         stopped = time.time()
@@ -313,9 +336,13 @@ def test_a_restart_catches_up_exactly_what_each_policy_promises(tmp_path: Path) 
         logged = len(daemon.log_lines())
         daemon.start()
         armed = _armed_at(daemon, logged)
-        wait_for(lambda: all(len(seconds(daemon, p)) >= len(before[p]) + 3
-                             for p in ("skip", "latest", "all")),
-                 timeout=20, message="fires after the restart")
+        wait_for(
+            lambda: all(
+                len(seconds(daemon, p)) >= len(before[p]) + 3 for p in ("skip", "latest", "all")
+            ),
+            timeout=20,
+            message="fires after the restart",
+        )
     after = {p: seconds(daemon, p) for p in ("skip", "latest", "all")}
     for policy in ("skip", "latest", "all"):
         assert after[policy][: len(before[policy])] == before[policy]

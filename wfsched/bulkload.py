@@ -17,8 +17,12 @@ from typing import Any
 
 from wfsched import __version__
 from wfsched.config import SETTINGS, Settings
-from wfsched.models import Deployment
+from wfsched.context import build_trigger
+from wfsched.events import Recorder
+from wfsched.models import Deployment, WorkflowSpec
+from wfsched.plugins import Registry
 from wfsched.store import Store
+from wfsched.timerstate import armed_cursor
 
 PAGE = 2000
 
@@ -94,3 +98,49 @@ def environment(settings: Settings, cls: type) -> str:
     )
     text = json.dumps([__version__, cls.__module__, cls.__qualname__, values], default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def timer_only(registry: Registry, kind: str) -> bool:
+    """True when triggers of type ``kind`` need nothing but the shared timer (no watcher, no
+    HTTP ingress): those are armed as compact timer members, without an instance."""
+    cls = registry.get(kind) if kind in registry else None
+    return cls is not None and not cls.has_run and cls.ingress is None
+
+
+def arm_cursors(
+    registry: Registry,
+    settings: Settings,
+    specs: Sequence[WorkflowSpec],
+    *,
+    store: Store,
+    recorder: Recorder,
+) -> list[tuple[str, str, Any]]:
+    """Cursors holding the arm records of newly deployed workflows made only of timer
+    triggers, so a daemon arms them without parsing (``deploy`` writes them)."""
+    rows: list[tuple[str, str, Any]] = []
+    envs: dict[str, str] = {}
+    for spec in specs:
+        found: list[tuple[str, str, Any]] = []
+        for t in spec.triggers:
+            cls = registry.get(t.type)
+            if not t.enabled or not timer_only(registry, t.type):
+                break
+            try:
+                trigger, _ = build_trigger(
+                    registry, spec.id, t, store=store, recorder=recorder, settings=settings
+                )
+                timer = trigger.timer()
+            except Exception:  # noqa: BLE001 - the daemon reports it when it starts the trigger
+                break
+            env = envs.setdefault(t.type, environment(settings, cls))
+            cursor = (
+                None
+                if timer is None
+                else armed_cursor(spec.spec_hash, env, t.type, dict(t.payload), timer)
+            )
+            if cursor is None:
+                break
+            found.append((spec.id, t.id, cursor))
+        else:
+            rows.extend(found)
+    return rows

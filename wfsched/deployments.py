@@ -14,15 +14,16 @@ from typing import Any
 
 import tomli_w
 
+from wfsched.bulkload import arm_cursors
 from wfsched.config import Settings
 from wfsched.errors import Conflict, NotFound, SpecError, WfschedError
 from wfsched.events import Recorder
 from wfsched.models import Deployment, EventStatus, TriggerEvent, TriggerSpec, iso, utcnow
 from wfsched.plugins import Registry
-from wfsched.runtime import TriggerManager, arm_cursors, build_trigger, invoke
+from wfsched.runtime import TriggerManager, build_trigger, invoke
 from wfsched.spec import InvalidSpecs, load_specs, parse_spec
 from wfsched.store import Store
-from wfsched.timers import next_fire_time
+from wfsched.timerstate import next_fire_time
 from wfsched.trigger import BaseTrigger, FireResult
 
 SECRET_KEYS = ("secret", "password", "token", "private_key", "api_token", "public_key")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,143 +16,23 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from wfsched.bulkload import Head, environment, scan
+from wfsched.bulkload import Head, environment, scan, timer_only
 from wfsched.config import Settings
+from wfsched.context import TriggerCtx, build_trigger
 from wfsched.errors import Conflict, NotFound, WfschedError
 from wfsched.events import Recorder
-from wfsched.locks import Lease, LockManager
-from wfsched.metrics import DEPLOYMENTS, TRIGGER_HEALTH
-from wfsched.models import (
-    Deployment,
-    Health,
-    NewEvent,
-    TriggerSpec,
-    WorkflowSpec,
-    new_execution_id,
-    utcnow,
-)
+from wfsched.locks import LockManager
+from wfsched.metrics import DEPLOYMENTS
+from wfsched.models import Deployment, Health, TriggerSpec
 from wfsched.plugins import Registry
 from wfsched.spec import canonical_json, parse_spec
 from wfsched.store import Store
-from wfsched.timers import CURSOR_FIELDS, Timer, armed_cursor, restore
-from wfsched.trigger import BaseTrigger, FireRequest, FireResult
+from wfsched.timers import Timer
+from wfsched.timerstate import CURSOR_FIELDS, restore
+from wfsched.trigger import BaseTrigger, FireResult
 
 log = logging.getLogger("wfsched.triggers")
-
-
-class _Adapter(logging.LoggerAdapter[logging.Logger]):
-    """Adds the trigger's fields to every record without dropping the call's own extras."""
-
-    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
-        return msg, kwargs
-
-
-class TriggerCtx:
-    """The TriggerContext the core hands each trigger."""
-
-    def __init__(
-        self,
-        *,
-        workflow_id: str,
-        spec: TriggerSpec,
-        store: Store,
-        recorder: Recorder,
-        settings: Settings,
-        locks: LockManager | None = None,
-    ) -> None:
-        self._workflow_id = workflow_id
-        self._spec = spec
-        self._store = store
-        self._recorder = recorder
-        self._settings = settings
-        self._locks = locks
-        self._health: tuple[Health, str | None] = ("healthy", None)
-        self._log = _Adapter(
-            log, {"workflow_id": workflow_id, "trigger_id": spec.id, "trigger_type": spec.type}
-        )
-
-    @property
-    def workflow_id(self) -> str:
-        return self._workflow_id
-
-    @property
-    def trigger_id(self) -> str:
-        return self._spec.id
-
-    @property
-    def seed(self) -> str:
-        return f"{self._workflow_id}/{self._spec.id}"
-
-    @property
-    def log(self) -> logging.LoggerAdapter[logging.Logger]:
-        return self._log
-
-    @property
-    def health(self) -> tuple[Health, str | None]:
-        return self._health
-
-    def settings(self, section: str) -> Mapping[str, Any]:
-        return self._settings.sections.get(section, {})
-
-    def new_event(self, request: FireRequest) -> NewEvent:
-        execution_id = new_execution_id()
-        payload = {**self._spec.payload, **request.payload}
-        return NewEvent(
-            execution_id=execution_id,
-            workflow_id=self._workflow_id,
-            trigger_id=self._spec.id,
-            trigger_type=self._spec.type,
-            dedupe_key=request.dedupe_key or f"exec:{execution_id}",
-            payload=payload,
-            fired_at=utcnow(),
-            scheduled_at=request.scheduled_at,
-        )
-
-    async def fire(self, request: FireRequest) -> FireResult:
-        [(event, created)] = await self._recorder.record([self.new_event(request)])
-        self._log.info(
-            "fired" if created else "duplicate fire ignored",
-            extra={"execution_id": event.execution_id, "status": event.status},
-        )
-        return FireResult(
-            execution_id=event.execution_id,
-            workflow_id=event.workflow_id,
-            status=event.status,
-            created=created,
-        )
-
-    async def get_cursor(self) -> Any:
-        return await self._store.get_cursor(self._workflow_id, self._spec.id)
-
-    async def set_cursor(self, value: Any, *, fence: int | None = None) -> None:
-        await self._store.set_cursor(self._workflow_id, self._spec.id, value, fence=fence)
-
-    def report_health(self, health: Health, error: str | None = None) -> None:
-        if (health, error) == self._health:
-            # A trigger healthy from the start has no series yet: its first report makes one.
-            TRIGGER_HEALTH.labels(self._workflow_id, self._spec.id, health).set(1)
-            return
-        old = self._health[0]
-        self._health = (health, error)
-        TRIGGER_HEALTH.labels(self._workflow_id, self._spec.id, old).set(0)
-        TRIGGER_HEALTH.labels(self._workflow_id, self._spec.id, health).set(1)
-        level = logging.INFO if health == "healthy" else logging.WARNING
-        self._log.log(level, f"trigger {health}", extra={"status": health, "error": error})
-        self._pending_health = True
-
-    def lock(self, name: str, *, ttl: float = 15.0) -> AbstractAsyncContextManager[Lease]:
-        if self._locks is None:
-            raise WfschedError("locks are only available inside the daemon")
-        return self._locks.hold(name, ttl=ttl)
-
-    _pending_health = False
-
-    async def flush_health(self) -> None:
-        """Write a changed health to the store (so the CLI's ``status`` sees it)."""
-        if self._pending_health:
-            self._pending_health = False
-            await self._store.set_health(self._workflow_id, self._spec.id, *self._health)
+__all__ = ["Running", "TriggerCtx", "TriggerManager", "build_trigger", "invoke", "trigger_hash"]
 
 
 def trigger_hash(spec: TriggerSpec) -> str:
@@ -181,67 +59,6 @@ class Running:
     hash: str
     scope: anyio.CancelScope | None = None
     stopped: anyio.Event | None = None
-
-
-def build_trigger(
-    registry: Registry,
-    workflow_id: str,
-    spec: TriggerSpec,
-    *,
-    store: Store,
-    recorder: Recorder,
-    settings: Settings,
-    locks: LockManager | None = None,
-) -> tuple[BaseTrigger, TriggerCtx]:
-    """Instantiate a trigger with its context."""
-    ctx = TriggerCtx(
-        workflow_id=workflow_id,
-        spec=spec,
-        store=store,
-        recorder=recorder,
-        settings=settings,
-        locks=locks,
-    )
-    return registry.get(spec.type)(spec, ctx), ctx
-
-
-def arm_cursors(
-    registry: Registry,
-    settings: Settings,
-    specs: Sequence[WorkflowSpec],
-    *,
-    store: Store,
-    recorder: Recorder,
-) -> list[tuple[str, str, Any]]:
-    """Cursors holding the arm records of newly deployed workflows made only of timer
-    triggers, so a daemon arms them without parsing (``deploy`` writes them)."""
-    rows: list[tuple[str, str, Any]] = []
-    envs: dict[str, str] = {}
-    for spec in specs:
-        found: list[tuple[str, str, Any]] = []
-        for t in spec.triggers:
-            cls = registry.get(t.type)
-            if not t.enabled or not _is_timer_only(registry, t.type):
-                break
-            try:
-                trigger, _ = build_trigger(
-                    registry, spec.id, t, store=store, recorder=recorder, settings=settings
-                )
-                timer = trigger.timer()
-            except Exception:  # noqa: BLE001 - the daemon reports it when it starts the trigger
-                break
-            env = envs.setdefault(t.type, environment(settings, cls))
-            cursor = (
-                None
-                if timer is None
-                else armed_cursor(spec.spec_hash, env, t.type, dict(t.payload), timer)
-            )
-            if cursor is None:
-                break
-            found.append((spec.id, t.id, cursor))
-        else:
-            rows.extend(found)
-    return rows
 
 
 _NOTHING: tuple[str, str, tuple[str, ...]] = ("", "", ())
@@ -467,7 +284,7 @@ class TriggerManager:
                 extra={"workflow_id": deployment.workflow_id, "error": str(exc)},
             )
             return ()
-        if any(not _is_timer_only(self.registry, t.type) for t in spec.triggers):
+        if any(not timer_only(self.registry, t.type) for t in spec.triggers):
             self._specs[deployment.workflow_id] = (deployment.spec_hash, spec.triggers)
         return spec.triggers
 
@@ -602,11 +419,6 @@ class TriggerManager:
             await self._stop_workflow(workflow_id)
         for key in list(self.running):
             await self._stop(key)
-
-
-def _is_timer_only(registry: Registry, kind: str) -> bool:
-    cls = registry.get(kind) if kind in registry else None
-    return cls is not None and not cls.has_run and cls.ingress is None
 
 
 async def invoke(trigger: BaseTrigger, data: Any, *, user: str, confirmed: bool) -> FireResult:

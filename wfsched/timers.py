@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,12 +27,19 @@ import anyio
 from wfsched.events import Recorder
 from wfsched.metrics import FIRE_LATENESS
 from wfsched.models import NewEvent, iso, new_execution_id
-from wfsched.schedules import series_from_key
-from wfsched.trigger import CatchUp, TimerSpec
+from wfsched.timerstate import (
+    EMPTY,
+    arm_record,
+    catchup_instants,
+    next_instant,
+    parse_cursor,
+    quantize,
+    timestamp,
+)
+from wfsched.trigger import TimerSpec
 
 log = logging.getLogger("wfsched.timers")
 BATCH = 2000
-MAX_CATCHUP_FIRES = 10_000
 CHECKPOINT_EVERY = 10.0
 """Seconds between cursor writes of triggers whose catch-up policy needs them."""
 FULL_CHECKPOINT_EVERY = 600.0
@@ -43,12 +47,6 @@ FULL_CHECKPOINT_EVERY = 600.0
 MAX_SLEEP = 30.0
 STALLED = 120.0
 """A group overdue by more than this many seconds missed its instants (see ``tick``)."""
-SPREAD_RESOLUTION = 0.01
-"""Spread offsets are applied in 10 ms steps so hash-spread triggers still share groups."""
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EMPTY: Mapping[str, Any] = {}
-CURSOR_FIELDS = ("key", "last", "arm")
-"""The members of a timer cursor (a JSON object)."""
 
 Cursors = Callable[[Sequence[tuple[str, str, Any]]], Awaitable[None]]
 
@@ -86,185 +84,6 @@ class Group:
     members: dict[tuple[str, str], Member] = field(default_factory=dict)
     nominal: datetime | None = None
     version: int = 0
-
-
-def _ts(t: datetime) -> float:
-    return (t - _EPOCH).total_seconds()
-
-
-def quantize(spread: float) -> float:
-    """The spread the timer applies: ``spread`` rounded down to SPREAD_RESOLUTION."""
-    return math.floor(max(0.0, spread) / SPREAD_RESOLUTION) * SPREAD_RESOLUTION
-
-
-def next_instant(spec: TimerSpec, after: datetime) -> datetime | None:
-    """Return the next scheduled instant after ``after`` within ``start_at``/``end_at``."""
-    if spec.start_at is not None and after < spec.start_at:
-        after = spec.start_at - timedelta(microseconds=1)
-    t = spec.schedule.next_after(after)
-    if t is None or (spec.end_at is not None and t > spec.end_at):
-        return None
-    return t
-
-
-def next_fire_time(spec: TimerSpec, now: datetime) -> datetime | None:
-    """Return when a trigger fires next after ``now``: its next due instant, spread included."""
-    spread = timedelta(seconds=quantize(spec.spread))
-    nominal = next_instant(spec, now - spread)
-    return None if nominal is None else nominal + spread
-
-
-def _last_instants(spec: TimerSpec, lower: datetime, upper: datetime, limit: int) -> list[datetime]:
-    """Return the last ``limit`` instants in ``(lower, upper]``, looking back from ``upper``.
-
-    Schedules only walk forward, so the look-back doubles until it holds ``limit`` instants or
-    reaches ``lower``: the cost follows the answer, not the length of the gap.
-    """
-    if spec.start_at is not None:
-        lower = max(lower, spec.start_at - timedelta(microseconds=1))
-    if spec.end_at is not None:
-        upper = min(upper, spec.end_at)
-    if upper <= lower:
-        return []
-    span = timedelta(seconds=60)
-    while True:
-        start = max(lower, upper - span)
-        found: deque[datetime] = deque(maxlen=limit)
-        count = 0
-        t = spec.schedule.next_after(start)
-        while t is not None and t <= upper:
-            found.append(t)
-            count += 1
-            t = spec.schedule.next_after(t)
-        if count >= limit or start <= lower:
-            return list(found)
-        span *= 4
-
-
-def catchup_instants(spec: TimerSpec, since: datetime, until: datetime) -> list[datetime]:
-    """Return the instants in ``(since, until]`` that the catch-up policy fires."""
-    policy: CatchUp = spec.catchup
-    if policy == "skip" or until <= since:
-        return []
-    if policy == "latest":
-        return _last_instants(spec, since, until, 1)
-    lower = max(since, until - timedelta(seconds=spec.catchup_window))
-    found = _last_instants(spec, lower, until, MAX_CATCHUP_FIRES + 1)
-    if len(found) > MAX_CATCHUP_FIRES:
-        log.warning(
-            "catch-up capped: only the latest fires are recorded",
-            extra={"status": f"{MAX_CATCHUP_FIRES} of more"},
-        )
-        found = found[-MAX_CATCHUP_FIRES:]
-    return found
-
-
-def parse_cursor(value: Any) -> tuple[str | None, datetime | None]:
-    """Return ``(schedule key, last instant)`` of a stored timer cursor."""
-    if not isinstance(value, dict):
-        return None, None
-    last = value.get("last")
-    try:
-        when = datetime.fromisoformat(last).astimezone(UTC) if isinstance(last, str) else None
-    except ValueError:
-        when = None
-    key = value.get("key")
-    return (key if isinstance(key, str) else None), when
-
-
-def arm_record(stamp: str, env: str, kind: str, payload: Mapping[str, Any], spec: TimerSpec) -> str:
-    """The compact form of an armed trigger, stored with its cursor (see ``restore``)."""
-    text = json.dumps(payload, separators=(",", ":")) if payload else ""
-    fields = (
-        _ARM_VERSION,
-        stamp,
-        env,
-        kind,
-        repr(spec.spread),
-        spec.catchup,
-        repr(spec.catchup_window),
-        iso(spec.start_at) or "",
-        iso(spec.end_at) or "",
-        text,
-    )
-    return "|".join(fields)
-
-
-def armed_cursor(
-    stamp: str, env: str, kind: str, payload: Mapping[str, Any], spec: TimerSpec
-) -> dict[str, Any] | None:
-    """A fresh trigger's cursor with its arm record, or None if ``restore`` could not use it."""
-    if series_from_key(spec.schedule.key) is None:
-        return None
-    return {
-        "key": spec.schedule.key,
-        "last": None,
-        "arm": arm_record(stamp, env, kind, payload, spec),
-    }
-
-
-_ARM_VERSION = "a1"
-
-
-def restore(
-    cursor: Any, spec_hash: str, env: Callable[[str], str | None]
-) -> tuple[str, Mapping[str, Any], TimerSpec] | None:
-    """Return ``(type, payload, spec)`` from a stored arm record, or None.
-
-    The record must have been made from the deployment ``spec_hash`` in the same environment
-    (``env(type)``). None means "parse the spec instead": no record, another definition, or a
-    schedule key this process cannot rebuild.
-    """
-    if not isinstance(cursor, dict):
-        return None
-    arm = cursor.get("arm")
-    key = cursor.get("key")
-    if not isinstance(arm, str) or not isinstance(key, str):
-        return None
-    head = f"{_ARM_VERSION}|{spec_hash}|"
-    if not arm.startswith(head):
-        return None
-    # Most triggers share all but the spec hash with many others: decode each variant once.
-    cache_key = (key, arm[len(head) :])
-    found = _RESTORED.get(cache_key)
-    if found is None:
-        found = _decode(key, cache_key[1])
-        if found is None:
-            return None
-        if len(_RESTORED) > 65536:
-            _RESTORED.clear()
-        _RESTORED[cache_key] = found
-    if found[0] != env(found[1]):
-        return None
-    return found[1], found[2], found[3]
-
-
-_RESTORED: dict[tuple[str, str], tuple[str, str, Mapping[str, Any], TimerSpec]] = {}
-
-
-def _decode(key: str, rest: str) -> tuple[str, str, Mapping[str, Any], TimerSpec] | None:
-    parts = rest.split("|", 7)
-    if len(parts) != 8:
-        return None
-    environment, kind, spread, catchup, window, start, end, payload_text = parts
-    schedule = series_from_key(key)
-    if schedule is None or catchup not in ("skip", "latest", "all"):
-        return None
-    try:
-        payload = json.loads(payload_text) if payload_text else _EMPTY
-        spec = TimerSpec(
-            schedule=schedule,
-            spread=float(spread),
-            catchup=catchup,  # type: ignore[arg-type]
-            catchup_window=float(window),
-            start_at=datetime.fromisoformat(start) if start else None,
-            end_at=datetime.fromisoformat(end) if end else None,
-        )
-    except ValueError:
-        return None
-    if not isinstance(payload, Mapping):
-        return None
-    return environment, kind, payload, spec
 
 
 class Timer:
@@ -313,7 +132,7 @@ class Timer:
             return None
         group = member.group
         nominal: datetime | None = group.nominal
-        if nominal is not None and _ts(nominal) <= member.floor:
+        if nominal is not None and timestamp(nominal) <= member.floor:
             nominal = next_instant(group.spec, nominal)
         return None if nominal is None else nominal + timedelta(seconds=group.spread)
 
@@ -345,7 +164,7 @@ class Timer:
         if key in self._members:
             self.remove(workflow_id, trigger_id)
         spread = quantize(spec.spread)
-        floor = (self._clock() if now is None else _ts(now)) - spread
+        floor = (self._clock() if now is None else timestamp(now)) - spread
         horizon = datetime.fromtimestamp(floor, UTC)
         known, last = parse_cursor(cursor) if cursor is not None else (None, None)
         retired = self._retired.pop(key, None) if self._retired else None
@@ -359,11 +178,11 @@ class Timer:
         if known is not None and known != spec.schedule.key:
             start, last = None, None  # a changed schedule never produces a burst of fires
         elif last is not None:
-            floor = max(floor, _ts(last))
+            floor = max(floor, timestamp(last))
             if start is None or last > start:
                 start = last
         member = Member(
-            workflow_id, trigger_id, trigger_type, payload or _EMPTY, spec, floor, last, stamp
+            workflow_id, trigger_id, trigger_type, payload or EMPTY, spec, floor, last, stamp
         )
         owed: list[datetime] = []
         if start is not None and spec.catchup != "skip":
@@ -419,7 +238,7 @@ class Timer:
         group.version += 1
         if nominal is None:
             return
-        due = _ts(nominal) + group.spread
+        due = timestamp(nominal) + group.spread
         heapq.heappush(self._heap, (due, next(self._seq), group.version, group))
         if self._heap[0][3] is group:
             self._wake.set()
@@ -488,7 +307,7 @@ class Timer:
         done = 0
         pending: list[tuple[Member, datetime]] = []
         for group, nominal in due:
-            at = _ts(nominal)
+            at = timestamp(nominal)
             for member in list(group.members.values()):
                 if at > member.floor:
                     pending.append((member, nominal))
@@ -570,7 +389,7 @@ class Timer:
         stored = self._clock()
         for (member, nominal), (_, created) in zip(fires, result, strict=True):
             if created:
-                late = stored - _ts(nominal) - quantize(member.spec.spread)
+                late = stored - timestamp(nominal) - quantize(member.spec.spread)
                 FIRE_LATENESS.observe(max(0.0, late))
             if member.last is None or nominal > member.last:
                 member.last = nominal
