@@ -22,8 +22,9 @@ from wfsched.trigger import CatchUp, TimerSpec
 
 log = logging.getLogger("wfsched.timers")
 MAX_CATCHUP_FIRES = 10_000
-SPREAD_RESOLUTION = 0.01
-"""Spread offsets are applied in 10 ms steps so hash-spread triggers still share groups."""
+SPREAD_RESOLUTION = 0.1
+"""Spread offsets are applied in 100 ms steps, so hash-spread triggers still share groups
+(and transactions): 100k per-minute triggers spread over a minute make 600 groups, not 100k."""
 CURSOR_FIELDS = ("key", "last", "arm")
 """The members of a timer cursor (a JSON object)."""
 EMPTY: Mapping[str, Any] = {}
@@ -37,7 +38,8 @@ def timestamp(t: datetime) -> float:
 
 def quantize(spread: float) -> float:
     """The spread the timer applies: ``spread`` rounded down to SPREAD_RESOLUTION."""
-    return math.floor(max(0.0, spread) / SPREAD_RESOLUTION) * SPREAD_RESOLUTION
+    steps = math.floor(max(0.0, spread) / SPREAD_RESOLUTION + 1e-9)
+    return round(steps * SPREAD_RESOLUTION, 6)
 
 
 def next_instant(spec: TimerSpec, after: datetime) -> datetime | None:
@@ -60,8 +62,8 @@ def next_fire_time(spec: TimerSpec, now: datetime) -> datetime | None:
 def _last_instants(spec: TimerSpec, lower: datetime, upper: datetime, limit: int) -> list[datetime]:
     """Return the last ``limit`` instants in ``(lower, upper]``, looking back from ``upper``.
 
-    Schedules only walk forward, so the look-back doubles until it holds ``limit`` instants or
-    reaches ``lower``: the cost follows the answer, not the length of the gap.
+    Schedules only walk forward, so the look-back grows fourfold until it holds ``limit``
+    instants or reaches ``lower``: the cost follows the answer, not the length of the gap.
     """
     if spec.start_at is not None:
         lower = max(lower, spec.start_at - timedelta(microseconds=1))
