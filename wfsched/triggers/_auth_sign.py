@@ -1,0 +1,96 @@
+"""Webhook signatures on the wire: HMAC-SHA256 hex (GitHub, ``hmac``) and Standard Webhooks v1.
+
+Signing and comparison primitives shared by the request verifier, the github trigger and tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Sequence
+
+_SW_SECRET_PREFIX = "whsec_"
+_SW_ASYMMETRIC_PREFIXES = ("whsk_", "whpk_")
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def sign_hmac_sha256_hex(secret: str, body: bytes) -> str:
+    """Return ``sha256=<hex>``, the HMAC-SHA256 of ``body`` that GitHub and ``hmac`` send."""
+    return "sha256=" + hmac_sha256_hex(secret.encode("utf-8"), body).decode("ascii")
+
+
+def sign_standard_webhooks(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """Return the Standard Webhooks ``v1,<base64>`` signature of ``{msg_id}.{timestamp}.{body}``.
+
+    ``secret`` is read as the verifier reads it: ``whsec_<base64>``, else its UTF-8 bytes.
+    """
+    key = standard_webhooks_key(secret)
+    digest = standard_webhooks_digest(key, msg_id, str(timestamp), body)
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def standard_webhooks_key(secret: str) -> bytes:
+    """Decode a Standard Webhooks secret; ``ValueError`` (no secret in the message) if invalid."""
+    if secret.startswith(_SW_ASYMMETRIC_PREFIXES):
+        raise ValueError(
+            "asymmetric Standard Webhooks keys (whsk_/whpk_) are not supported; use a whsec_ secret"
+        )
+    if secret.startswith(_SW_SECRET_PREFIX):
+        encoded = secret[len(_SW_SECRET_PREFIX) :]
+        # Secrets are often shown without base64 padding; restore it before a strict decode.
+        encoded += "=" * (-len(encoded) % 4)
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except ValueError:
+            raise ValueError("a whsec_ secret must be base64 after the prefix") from None
+    else:
+        key = secret.encode("utf-8")
+    if not key:
+        raise ValueError("the secret is empty")
+    return key
+
+
+def standard_webhooks_digest(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
+    """The raw HMAC-SHA256 of ``{msg_id}.{timestamp}.{body}``."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return hmac.new(key, signed, hashlib.sha256).digest()
+
+
+def hmac_sha256_hex(key: bytes, body: bytes) -> bytes:
+    """The lower-case hex HMAC-SHA256 of ``body``, as ASCII bytes."""
+    return hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+
+
+def hmac_hex_candidate(value: str) -> bytes | None:
+    """Return the lower-case hex digest of a ``sha256=<hex>`` value, or None if malformed."""
+    if len(value) != 71 or value[:7].lower() != "sha256=":
+        return None
+    hex_part = value[7:]
+    if not _HEX_SHA256.fullmatch(hex_part):
+        return None
+    return hex_part.lower().encode("ascii")
+
+
+def any_equal(candidate: bytes, expected: Sequence[bytes]) -> bool:
+    """Constant-time membership test: every expected value is compared, no early exit."""
+    matched = False
+    for value in expected:
+        matched |= hmac.compare_digest(candidate, value)
+    return matched
+
+
+def github_signature_valid(secrets: Sequence[str], header: str | None, body: bytes) -> bool:
+    """Check an ``X-Hub-Signature-256`` value against the raw body under any of ``secrets``.
+
+    Empty secrets are ignored (an empty HMAC key is public knowledge), so an empty or all-empty
+    list never validates anything. A missing or malformed header is simply invalid.
+    """
+    if header is None:
+        return False
+    candidate = hmac_hex_candidate(header.strip(" \t"))
+    keys = [s.encode("utf-8") for s in secrets if s]
+    if candidate is None or not keys:
+        return False
+    return any_equal(candidate, [hmac_sha256_hex(key, body) for key in keys])
