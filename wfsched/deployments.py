@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import builtins
+
 import tomli_w
 
 from wfsched.bulkload import arm_cursors
@@ -225,14 +227,14 @@ class DeploymentService:
 
     async def history(
         self, workflow_id: str | None, *, limit: int, status: EventStatus | None
-    ) -> list[TriggerEvent]:
+    ) -> builtins.list[TriggerEvent]:
         """Return events newest first; NotFound for a workflow never seen."""
         events = await self.store.history(workflow_id, limit=limit, status=status)
         if workflow_id is not None and not events:
             await self.store.get_deployment(workflow_id)
         return events
 
-    async def redeliver(self, execution_ids: Sequence[str]) -> list[TriggerEvent]:
+    async def redeliver(self, execution_ids: Sequence[str]) -> builtins.list[TriggerEvent]:
         """Queue events for dispatch again, keeping their execution id (Idempotency-Key)."""
         return await self.store.requeue(execution_ids, utcnow())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import importlib.util
 import sys
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ class TriggerType:
     """A registered trigger type and where it came from."""
 
     type: str
-    cls: type[BaseTrigger]
+    cls: builtins.type[BaseTrigger]
     source: Source
     module: str
 
