@@ -93,7 +93,9 @@ def wrk(port: int, seconds: float, lua: Path) -> dict[str, float]:
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if bad or "Socket errors" in out:
         sys.stderr.write(f"ingress: wrk saw errors:\n{out}\n")
+    done = re.search(r"(\d+) requests in", out)
     return {
+        "requests": float(done.group(1)) if done else 0.0,
         "rps": float(rps.group(1)),
         "p50_ms": _ms(lat["50"]),
         "p99_ms": _ms(lat["99"]),
@@ -213,9 +215,12 @@ def run(quick: bool) -> Iterator[Row]:
 
         def measure(server: srv.Server) -> dict[str, Any]:
             wrk(server.port, warm, flat_out)
+            cpu = srv.cpu_seconds(server.proc.pid)
             peak = wrk(server.port, seconds, flat_out)
+            cpu = srv.cpu_seconds(server.proc.pid) - cpu
             steady = wrk(server.port, seconds, paced)
             return {
+                "cpu_us": cpu / max(peak["requests"], 1) * 1e6,
                 "rps": peak["rps"],
                 "rate_p99_ms": steady["p99_ms"],
                 "achieved_rps": steady["rps"],
@@ -258,10 +263,26 @@ def _rows(results: dict[str, list[dict[str, Any]]], rate: int) -> Iterator[Row]:
         round(median([r["achieved_rps"] for r in bare]), 1),
         "req/s",
     )
+    bare_cpu = median([r["cpu_us"] for r in bare])
+    yield Row(
+        SUITE, "bare-starlette", "post-1KB-202", n, "cpu_per_request", round(bare_cpu, 1), "us"
+    )
     for name, runs in results.items():
         if name == "bare":
             continue
         workload = f"hmac-webhook-{name}"
+        # CPU time per request is steadier than requests/s on a shared machine.
+        yield compare(
+            SUITE,
+            workload,
+            len(runs),
+            "cpu_per_request",
+            "us",
+            median([r["cpu_us"] for r in runs]),
+            "bare-starlette",
+            bare_cpu,
+            higher_is_better=False,
+        )
         yield compare(
             SUITE,
             workload,

@@ -15,6 +15,7 @@ import contextlib
 import select
 import socket
 import threading
+from typing import Self
 
 
 class TcpProxy:
@@ -35,7 +36,7 @@ class TcpProxy:
         self._sockets: set[socket.socket] = set()
         self._thread = threading.Thread(target=self._accept, daemon=True)
 
-    def __enter__(self) -> TcpProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

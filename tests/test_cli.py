@@ -113,6 +113,8 @@ def test_manual_trigger_records_data_and_user(cli: Daemon, tmp_path: Path) -> No
     assert event["payload"]["team"] == "ops"
     assert event["payload"]["user"]
     assert cli.cli("trigger", "nightly", "--data", "{bad", check=False).returncode == 2
+    refused = cli.cli("redeliver", result["execution_id"], check=False)
+    assert refused.returncode == 1 and "only failed events" in refused.stderr
 
 
 def test_confirmation_without_a_terminal_exits_2_and_fires_nothing(

@@ -34,8 +34,10 @@ SPEC_ROUTES = {
     ("post", "/api/v1/triggers/workflows/{id}/webhook"),
     ("get", "/api/v1/triggers/workflows/{id}/status"),
     ("get", "/api/v1/triggers/health"),
-    *(((m, "/api/v1/public/webhook/workflow/{id}") for m in
-       ("get", "post", "put", "patch", "delete"))),
+    *(
+        (m, "/api/v1/public/webhook/workflow/{id}")
+        for m in ("get", "post", "put", "patch", "delete")
+    ),
     ("post", "/api/v1/public/webhooks/github"),
     ("get", "/api/v1/public/webhooks/status"),
     ("get", "/health"),
@@ -59,8 +61,13 @@ def test_it_documents_every_spec_route_and_every_app_route() -> None:
     doc = document()
     assert operations(doc) == SPEC_ROUTES
     # Route enumeration only: no handler runs, so the services are placeholders.
-    services = SimpleNamespace(api_token="", deployments=None, store=None, settings=None,
-                               manager=SimpleNamespace(ingress_trigger=None))
+    services = SimpleNamespace(
+        api_token="",
+        deployments=None,
+        store=None,
+        settings=None,
+        manager=SimpleNamespace(ingress_trigger=None),
+    )
     app = create_app(services)  # type: ignore[arg-type]
     ingress = {m.lower() for m in INGRESS_METHODS}
     assert {m for m, p in operations(doc) if p == PREFIX + "{id}"} == ingress
@@ -91,26 +98,37 @@ def test_it_documents_errors_and_management_security() -> None:
 def live(tmp_path: Path) -> Iterator[Daemon]:
     # With a GitHub secret set, unsigned fuzzed deliveries are refused with 401 (without one
     # that route answers 503 github_not_configured, by design).
-    d = Daemon(tmp_path, env={"WFSCHED_API_TOKEN": TOKEN,
-                              "GITHUB_WEBHOOK_SECRET": "github-secret-0123456789"})
-    spec = {"id": "orders", "triggers": [
-        {"type": "webhook", "methods": ["GET", "POST", "PUT", "PATCH", "DELETE"],
-         "max_body_bytes": 65536},
-        {"type": "manual", "require_confirmation": False}]}
+    d = Daemon(
+        tmp_path,
+        env={"WFSCHED_API_TOKEN": TOKEN, "GITHUB_WEBHOOK_SECRET": "github-secret-0123456789"},
+    )
+    spec = {
+        "id": "orders",
+        "triggers": [
+            {
+                "type": "webhook",
+                "methods": ["GET", "POST", "PUT", "PATCH", "DELETE"],
+                "max_body_bytes": 65536,
+            },
+            {"type": "manual", "require_confirmation": False},
+        ],
+    }
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "orders.json").write_text(json.dumps(spec))
     d.cli("deploy", str(tmp_path / "specs"))
     with d:
-        wait_for(lambda: d.get("/api/v1/public/webhooks/status").json()["webhooks"],
-                 message="webhook running")
+        wait_for(
+            lambda: d.get("/api/v1/public/webhooks/status").json()["webhooks"],
+            message="webhook running",
+        )
         yield d
 
 
-CHECKS = ",".join([
-    "not_a_server_error", "status_code_conformance", "content_type_conformance",
-    "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
-    "missing_required_header", "unsupported_method", "ignored_auth",
-])
+CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_headers_conformance,response_schema_conformance,negative_data_rejection,"
+    "missing_required_header,unsupported_method,ignored_auth"
+)
 # Not run: allow_header_conformance (a webhook's methods are set per trigger, so its Allow
 # lists a subset of the documented ones) and positive_data_acceptance (a spec that matches the
 # schema may still be refused: unknown trigger type, invalid cron).
@@ -123,12 +141,36 @@ def test_schemathesis_finds_no_server_error(live: Daemon, tmp_path: Path) -> Non
     if exe is None:
         pytest.fail("schemathesis is not installed: pip install -e '.[test]'")
     seed = os.environ.get("WFSCHED_SCHEMATHESIS_SEED", "20261128")
-    cmd = [exe, "run", f"{live.url}/openapi.json", "--checks", CHECKS,
-           "--header", f"Authorization: Bearer {TOKEN}", "--max-examples", "25",
-           "--seed", seed, "--request-timeout", "20", "--workers", "2",
-           "--report", "junit", "--report-dir", str(tmp_path / "report")]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=280, cwd=tmp_path,
-                            env={**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"})
+    cmd = [
+        exe,
+        "run",
+        f"{live.url}/openapi.json",
+        "--checks",
+        CHECKS,
+        "--header",
+        f"Authorization: Bearer {TOKEN}",
+        "--max-examples",
+        "25",
+        "--seed",
+        seed,
+        "--request-timeout",
+        "20",
+        "--workers",
+        "2",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path / "report"),
+    ]
+    result = subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1", "PYTHONIOENCODING": "utf-8"},
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     [junit] = (tmp_path / "report").glob("junit*.xml")

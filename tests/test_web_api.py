@@ -25,9 +25,15 @@ from wfsched.httpio import HttpError, error_response, read_body
 TOKEN = "mgmt-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 DEPLOY = "/api/v1/deployment/workflows/{}/deploy"
-SPEC = {"id": "orders", "name": "Orders",
-        "triggers": [{"type": "webhook"}, {"type": "manual"},
-                     {"type": "manual", "id": "quick", "require_confirmation": False}]}
+SPEC = {
+    "id": "orders",
+    "name": "Orders",
+    "triggers": [
+        {"type": "webhook"},
+        {"type": "manual"},
+        {"type": "manual", "id": "quick", "require_confirmation": False},
+    ],
+}
 
 pytestmark = pytest.mark.slow
 
@@ -63,9 +69,13 @@ def deployed(d: Daemon, spec: dict[str, Any] = SPEC) -> None:
     assert r.status_code in (200, 201), r.text
     if not any(t["type"] == "webhook" for t in spec["triggers"]):
         return
-    wait_for(lambda: any(w["workflow_id"] == spec["id"] for w in
-                         httpx.get(d.url + "/api/v1/public/webhooks/status").json()["webhooks"]),
-             message="webhook running")
+    wait_for(
+        lambda: any(
+            w["workflow_id"] == spec["id"]
+            for w in httpx.get(d.url + "/api/v1/public/webhooks/status").json()["webhooks"]
+        ),
+        message="webhook running",
+    )
 
 
 MANAGEMENT = [
@@ -93,9 +103,11 @@ def test_it_requires_the_bearer_token_on_every_management_route(daemon: Daemon) 
 
 
 def test_it_refuses_a_repeated_authorization_header(daemon: Daemon) -> None:
-    r = httpx.get(daemon.url + "/api/v1/deployment/workflows", timeout=5,
-                  headers=[("authorization", AUTH["Authorization"]),
-                           ("authorization", "Bearer other")])
+    r = httpx.get(
+        daemon.url + "/api/v1/deployment/workflows",
+        timeout=5,
+        headers=[("authorization", AUTH["Authorization"]), ("authorization", "Bearer other")],
+    )
     assert (r.status_code, error_of(r)) == (400, "bad_request")
 
 
@@ -124,23 +136,31 @@ def test_it_deploys_updates_and_undeploys_with_the_spec_statuses(daemon: Daemon)
     assert (r.status_code, error_of(r)) == (404, "not_found")
 
 
-@pytest.mark.parametrize(("body", "headers", "status", "code"), [
-    (b"{", {"content-type": "application/json"}, 400, "invalid_json"),
-    (b"", {}, 400, "invalid_json"),
-    (b'{"triggers": [{"type": "webhook", "x": NaN}]}', {}, 400, "invalid_json"),
-    (b"[" * 200 + b"]" * 200, {}, 400, "invalid_json"),
-    (b"\xff\xfe{}", {"content-type": "application/json"}, 400, "invalid_json"),
-    (b"{}", {"content-type": "text/plain"}, 415, "unsupported_media_type"),
-    (b"id=x", {"content-type": "application/x-www-form-urlencoded"}, 415,
-     "unsupported_media_type"),
-    (b'{"triggers": [{"type": "webhook", "methodz": ["POST"]}]}', {}, 422, "invalid_spec"),
-    (b'{"triggers": [{"type": "nope"}]}', {}, 422, "invalid_spec"),
-    (b'{"id": "other", "triggers": []}', {}, 422, "invalid_spec"),
-    (b'["not", "an", "object"]', {}, 422, "invalid_spec"),
-    (b" " * (1024 * 1024 + 1), {}, 413, "payload_too_large"),
-])
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "code"),
+    [
+        (b"{", {"content-type": "application/json"}, 400, "invalid_json"),
+        (b"", {}, 400, "invalid_json"),
+        (b'{"triggers": [{"type": "webhook", "x": NaN}]}', {}, 400, "invalid_json"),
+        (b"[" * 200 + b"]" * 200, {}, 400, "invalid_json"),
+        (b"\xff\xfe{}", {"content-type": "application/json"}, 400, "invalid_json"),
+        (b"{}", {"content-type": "text/plain"}, 415, "unsupported_media_type"),
+        (
+            b"id=x",
+            {"content-type": "application/x-www-form-urlencoded"},
+            415,
+            "unsupported_media_type",
+        ),
+        (b'{"triggers": [{"type": "webhook", "methodz": ["POST"]}]}', {}, 422, "invalid_spec"),
+        (b'{"triggers": [{"type": "nope"}]}', {}, 422, "invalid_spec"),
+        (b'{"id": "other", "triggers": []}', {}, 422, "invalid_spec"),
+        (b'["not", "an", "object"]', {}, 422, "invalid_spec"),
+        (b" " * (1024 * 1024 + 1), {}, 413, "payload_too_large"),
+    ],
+)
 def test_it_refuses_bad_deploy_requests_with_json_errors(
-        daemon: Daemon, body: bytes, headers: dict[str, str], status: int, code: str) -> None:
+    daemon: Daemon, body: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
     r = call(daemon, "POST", DEPLOY.format("bad"), content=body, headers=headers)
     assert (r.status_code, error_of(r)) == (status, code), r.text
 
@@ -154,15 +174,24 @@ def test_it_names_the_trigger_and_field_of_an_invalid_spec(daemon: Daemon) -> No
 
 def test_it_reports_deployment_and_trigger_status(daemon: Daemon) -> None:
     deployed(daemon)
-    for path in ("/api/v1/deployment/workflows/orders/status",
-                 "/api/v1/triggers/workflows/orders/status"):
+    for path in (
+        "/api/v1/deployment/workflows/orders/status",
+        "/api/v1/triggers/workflows/orders/status",
+    ):
         r = call(daemon, "GET", path)
         assert r.status_code == 200
         view = r.json()
         assert (view["workflow_id"], view["state"]) == ("orders", "active")
         for trigger in view["triggers"]:
-            assert {"id", "type", "state", "next_fire", "health", "last_error",
-                    "last_event"} <= set(trigger)
+            assert {
+                "id",
+                "type",
+                "state",
+                "next_fire",
+                "health",
+                "last_error",
+                "last_event",
+            } <= set(trigger)
         missing = call(daemon, "GET", path.replace("orders", "missing"))
         assert (missing.status_code, error_of(missing)) == (404, "not_found")
     health = call(daemon, "GET", "/api/v1/triggers/health").json()
@@ -219,16 +248,27 @@ def test_it_serves_health_metrics_webhook_status_and_openapi(daemon: Daemon) -> 
     deployed(daemon)
     health = call(daemon, "GET", "/health", auth=False)
     assert (health.status_code, health.json()["status"], health.json()["store"]) == (
-        200, "ok", "ok")
-    assert call(daemon, "POST", "/api/v1/public/webhook/workflow/orders", content=b"{}",
-                auth=False).status_code == 202
+        200,
+        "ok",
+        "ok",
+    )
+    assert (
+        call(
+            daemon, "POST", "/api/v1/public/webhook/workflow/orders", content=b"{}", auth=False
+        ).status_code
+        == 202
+    )
     metrics = call(daemon, "GET", "/metrics", auth=False)
     assert metrics.headers["content-type"].startswith("text/plain")
     assert 'wfsched_webhook_requests_total{code="202"}' in metrics.text
     status = call(daemon, "GET", "/api/v1/public/webhooks/status", auth=False).json()
-    assert {"workflow_id": "orders", "trigger_id": "webhook", "type": "webhook",
-            "path": "/api/v1/public/webhook/workflow/orders", "health": "healthy"} in \
-        status["webhooks"]
+    assert {
+        "workflow_id": "orders",
+        "trigger_id": "webhook",
+        "type": "webhook",
+        "path": "/api/v1/public/webhook/workflow/orders",
+        "health": "healthy",
+    } in status["webhooks"]
     document = call(daemon, "GET", "/openapi.json", auth=False).json()
     assert document["openapi"].startswith("3.1")
 
@@ -248,8 +288,12 @@ def test_it_answers_unknown_routes_and_methods_with_json(daemon: Daemon) -> None
 def test_it_accepts_only_loopback_clients_without_a_token(open_daemon: Daemon) -> None:
     path = "/api/v1/deployment/workflows"
     assert call(open_daemon, "GET", path, auth=False).status_code == 200
-    assert call(open_daemon, "GET", path, auth=False,
-                headers={"Origin": "http://localhost:3000"}).status_code == 200
+    assert (
+        call(
+            open_daemon, "GET", path, auth=False, headers={"Origin": "http://localhost:3000"}
+        ).status_code
+        == 200
+    )
     refused = [
         {"X-Forwarded-For": "203.0.113.9"},  # uvicorn trusts this from 127.0.0.1
         {"Host": "attacker.example"},  # DNS rebinding
@@ -277,8 +321,13 @@ def slow_server() -> Iterator[int]:
         return JSONResponse({"size": len(body)})
 
     port = free_port()
-    config = uvicorn.Config(Starlette(routes=[Route("/", echo, methods=["POST"])]),
-                            host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    config = uvicorn.Config(
+        Starlette(routes=[Route("/", echo, methods=["POST"])]),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="off",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: anyio.run(server.serve), daemon=True)
     thread.start()
@@ -306,8 +355,13 @@ def test_it_records_nothing_for_refused_requests(daemon: Daemon, tmp_path: Path)
     before = len(json.loads(daemon.cli("history", "orders", "--json", "--limit", "1000").stdout))
     call(daemon, "POST", "/api/v1/triggers/workflows/orders/manual", json={"data": 1})
     call(daemon, "POST", "/api/v1/triggers/workflows/orders/webhook", auth=False, json={})
-    call(daemon, "POST", "/api/v1/triggers/workflows/orders/webhook", content=b"{",
-         headers={"content-type": "application/json"})
+    call(
+        daemon,
+        "POST",
+        "/api/v1/triggers/workflows/orders/webhook",
+        content=b"{",
+        headers={"content-type": "application/json"},
+    )
     call(daemon, "GET", "/api/v1/public/webhook/workflow/orders")
     after = len(json.loads(daemon.cli("history", "orders", "--json", "--limit", "1000").stdout))
     assert after == before

@@ -44,20 +44,48 @@ JWT_SECRET = "jwt-secret-of-at-least-32-bytes-for-hs256!"
 HOOK = "/api/v1/public/webhook/workflow/"
 
 SPECS: dict[str, list[dict[str, Any]]] = {
-    "gh": [{"type": "webhook", "dedupe_header": "X-GitHub-Delivery",
-            "auth": {"type": "hmac", "header": "X-Hub-Signature-256",
-                     "secret": ["env:OLD_SECRET", "env:GH_SECRET"]}}],
+    "gh": [
+        {
+            "type": "webhook",
+            "dedupe_header": "X-GitHub-Delivery",
+            "auth": {
+                "type": "hmac",
+                "header": "X-Hub-Signature-256",
+                "secret": ["env:OLD_SECRET", "env:GH_SECRET"],
+            },
+        }
+    ],
     "sw": [{"type": "webhook", "auth": {"type": "standard-webhooks", "secret": "env:SW_SECRET"}}],
-    "tok": [{"type": "webhook", "methods": ["post", "PUT"],
-             "auth": {"type": "token", "secret": "tok-0123456789"}}],
-    "basic": [{"type": "webhook",
-               "auth": {"type": "basic", "username": "alice", "password": ["old-pw", "new-pw"]}}],
-    "jwt": [{"type": "webhook", "auth": {"type": "jwt", "secret": JWT_SECRET,
-                                         "audience": "wfsched", "issuer": "ci"}}],
-    "open": [{"type": "webhook", "methods": ["POST", "GET"], "max_body_bytes": 1024,
-              "payload": {"team": "ops"}}],
-    "limited": [{"type": "webhook", "rate_limit": 2,
-                 "auth": {"type": "hmac", "secret": "limited-secret"}}],
+    "tok": [
+        {
+            "type": "webhook",
+            "methods": ["post", "PUT"],
+            "auth": {"type": "token", "secret": "tok-0123456789"},
+        }
+    ],
+    "basic": [
+        {
+            "type": "webhook",
+            "auth": {"type": "basic", "username": "alice", "password": ["old-pw", "new-pw"]},
+        }
+    ],
+    "jwt": [
+        {
+            "type": "webhook",
+            "auth": {"type": "jwt", "secret": JWT_SECRET, "audience": "wfsched", "issuer": "ci"},
+        }
+    ],
+    "open": [
+        {
+            "type": "webhook",
+            "methods": ["POST", "GET"],
+            "max_body_bytes": 1024,
+            "payload": {"team": "ops"},
+        }
+    ],
+    "limited": [
+        {"type": "webhook", "rate_limit": 2, "auth": {"type": "hmac", "secret": "limited-secret"}}
+    ],
     "broken": [{"type": "webhook", "auth": {"type": "hmac", "secret": "env:WFSCHED_UNSET_X"}}],
 }
 ENV = {"GH_SECRET": GH_SECRET, "OLD_SECRET": OLD_SECRET, "SW_SECRET": SW_SECRET}
@@ -76,29 +104,42 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d = Daemon(workdir, env=ENV)
     d.cli("deploy", str(write_specs(workdir / "specs", SPECS)))
     with d:
-        wait_for(lambda: len(d.get("/api/v1/public/webhooks/status").json()["webhooks"])
-                 == len(SPECS), message="every webhook running")
+        wait_for(
+            lambda: len(d.get("/api/v1/public/webhooks/status").json()["webhooks"]) == len(SPECS),
+            message="every webhook running",
+        )
         yield d
 
 
 def sqlite_events(d: Daemon, workflow_id: str) -> list[dict[str, Any]]:
     with sqlite3.connect(d.workdir / "wfsched.db") as conn:
-        rows = conn.execute("SELECT execution_id, payload FROM events WHERE workflow_id=?"
-                            " ORDER BY execution_id", (workflow_id,)).fetchall()
+        rows = conn.execute(
+            "SELECT execution_id, payload FROM events WHERE workflow_id=? ORDER BY execution_id",
+            (workflow_id,),
+        ).fetchall()
     return [{"execution_id": r[0], "payload": json.loads(r[1])} for r in rows]
 
 
-def post(d: Daemon, wf: str, body: bytes = b"", method: str = "POST",
-         **headers: str) -> httpx.Response:
-    return d.request(method, HOOK + wf, content=body,
-                     headers={k.replace("_", "-"): v for k, v in headers.items()})
+def post(
+    d: Daemon, wf: str, body: bytes = b"", method: str = "POST", **headers: str
+) -> httpx.Response:
+    return d.request(
+        method,
+        HOOK + wf,
+        content=body,
+        headers={k.replace("_", "-"): v for k, v in headers.items()},
+    )
 
 
-def sw_headers(body: bytes, *, ts: int | None = None, msg_id: str = "msg_1",
-               secret: str = SW_SECRET) -> dict[str, str]:
+def sw_headers(
+    body: bytes, *, ts: int | None = None, msg_id: str = "msg_1", secret: str = SW_SECRET
+) -> dict[str, str]:
     stamp = int(time.time()) if ts is None else ts
-    return {"webhook-id": msg_id, "webhook-timestamp": str(stamp),
-            "webhook-signature": sign_standard_webhooks(secret, msg_id, stamp, body)}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": sign_standard_webhooks(secret, msg_id, stamp, body),
+    }
 
 
 # --- validation and payloads (no server) ---------------------------------------------------
@@ -106,29 +147,41 @@ def sw_headers(body: bytes, *, ts: int | None = None, msg_id: str = "msg_1",
 
 def test_it_fills_in_the_spec_defaults() -> None:
     assert WebhookTrigger.validate({}) == {
-        "methods": ["POST"], "max_body_bytes": 1024 * 1024, "auth": {"type": "none"}}
-    assert WebhookTrigger.validate({"methods": ["get", "POST", "GET"], "rate_limit": 5,
-                                    "dedupe_header": "X-Request-Id"}) == {
-        "methods": ["GET", "POST"], "max_body_bytes": 1024 * 1024, "auth": {"type": "none"},
-        "dedupe_header": "x-request-id", "rate_limit": 5}
+        "methods": ["POST"],
+        "max_body_bytes": 1024 * 1024,
+        "auth": {"type": "none"},
+    }
+    assert WebhookTrigger.validate(
+        {"methods": ["get", "POST", "GET"], "rate_limit": 5, "dedupe_header": "X-Request-Id"}
+    ) == {
+        "methods": ["GET", "POST"],
+        "max_body_bytes": 1024 * 1024,
+        "auth": {"type": "none"},
+        "dedupe_header": "x-request-id",
+        "rate_limit": 5,
+    }
 
 
-@pytest.mark.parametrize(("config", "field", "words"), [
-    ({"methodz": ["POST"]}, "methodz", "did you mean 'methods'"),
-    ({"max_body_byte": 10}, "max_body_byte", "did you mean 'max_body_bytes'"),
-    ({"methods": ["FETCH"]}, "methods", "'FETCH' is not one of"),
-    ({"methods": []}, "methods", "at least one"),
-    ({"max_body_bytes": -1}, "max_body_bytes", "at least 0"),
-    ({"max_body_bytes": 1 << 30}, "max_body_bytes", "at most"),
-    ({"rate_limit": 0}, "rate_limit", "> 0"),
-    ({"rate_limit": float("nan")}, "rate_limit", "> 0"),
-    ({"dedupe_header": "Authorization"}, "dedupe_header", "credentials"),
-    ({"dedupe_header": "bad header"}, "dedupe_header", "header name"),
-    ({"auth": {"type": "hmac", "secrt": "x"}}, "auth.secrt", "did you mean 'secret'"),
-    ({"auth": {"type": "hamc"}}, "auth.type", "did you mean 'hmac'"),
-])
-def test_it_refuses_invalid_fields_naming_them(config: dict[str, Any], field: str,
-                                               words: str) -> None:
+@pytest.mark.parametrize(
+    ("config", "field", "words"),
+    [
+        ({"methodz": ["POST"]}, "methodz", "did you mean 'methods'"),
+        ({"max_body_byte": 10}, "max_body_byte", "did you mean 'max_body_bytes'"),
+        ({"methods": ["FETCH"]}, "methods", "'FETCH' is not one of"),
+        ({"methods": []}, "methods", "at least one"),
+        ({"max_body_bytes": -1}, "max_body_bytes", "at least 0"),
+        ({"max_body_bytes": 1 << 30}, "max_body_bytes", "at most"),
+        ({"rate_limit": 0}, "rate_limit", "> 0"),
+        ({"rate_limit": float("nan")}, "rate_limit", "> 0"),
+        ({"dedupe_header": "Authorization"}, "dedupe_header", "credentials"),
+        ({"dedupe_header": "bad header"}, "dedupe_header", "header name"),
+        ({"auth": {"type": "hmac", "secrt": "x"}}, "auth.secrt", "did you mean 'secret'"),
+        ({"auth": {"type": "hamc"}}, "auth.type", "did you mean 'hmac'"),
+    ],
+)
+def test_it_refuses_invalid_fields_naming_them(
+    config: dict[str, Any], field: str, words: str
+) -> None:
     with pytest.raises(SpecError) as info:
         WebhookTrigger.validate(config)
     assert info.value.field == field
@@ -141,33 +194,40 @@ def test_it_warns_about_a_public_webhook_without_auth() -> None:
     assert WebhookTrigger.warnings({"auth": {"type": "hmac", "secret": "s"}}) == []
 
 
-@pytest.mark.parametrize(("body", "content_type", "expected"), [
-    (b"", None, (None, None)),
-    (b'{"a": [1, 2]}', "application/json", ({"a": [1, 2]}, "json")),
-    (b'{"a": 1}', "application/vnd.github+json; charset=utf-8", ({"a": 1}, "json")),
-    (b' [1, "x"]', None, ([1, "x"], "json")),
-    (b"{not json", None, ("{not json", "text")),
-    (b"a=1&b=2", "application/x-www-form-urlencoded", ("a=1&b=2", "text")),
-    ("café".encode("latin-1"), "text/plain; charset=latin-1", ("café", "text")),
-    (b"\xff\xfe\x00", None, (base64.b64encode(b"\xff\xfe\x00").decode(), "base64")),
-    (b"a\x00b", "text/plain", (base64.b64encode(b"a\x00b").decode(), "base64")),
-    (b"x", "text/plain; charset=no-such-codec", ("eA==", "base64")),
-])
-def test_it_decodes_bodies_by_content_type(body: bytes, content_type: str | None,
-                                           expected: tuple[Any, str | None]) -> None:
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected"),
+    [
+        (b"", None, (None, None)),
+        (b'{"a": [1, 2]}', "application/json", ({"a": [1, 2]}, "json")),
+        (b'{"a": 1}', "application/vnd.github+json; charset=utf-8", ({"a": 1}, "json")),
+        (b' [1, "x"]', None, ([1, "x"], "json")),
+        (b"{not json", None, ("{not json", "text")),
+        (b"a=1&b=2", "application/x-www-form-urlencoded", ("a=1&b=2", "text")),
+        ("café".encode("latin-1"), "text/plain; charset=latin-1", ("café", "text")),
+        (b"\xff\xfe\x00", None, (base64.b64encode(b"\xff\xfe\x00").decode(), "base64")),
+        (b"a\x00b", "text/plain", (base64.b64encode(b"a\x00b").decode(), "base64")),
+        (b"x", "text/plain; charset=no-such-codec", ("eA==", "base64")),
+    ],
+)
+def test_it_decodes_bodies_by_content_type(
+    body: bytes, content_type: str | None, expected: tuple[Any, str | None]
+) -> None:
     assert decode_body(body, content_type) == expected
 
 
-@pytest.mark.parametrize(("body", "words"), [
-    (b"{", "not valid JSON"),
-    (b'{"a": NaN}', "NaN"),
-    (b"[" * 100 + b"]" * 100, "nested deeper than 64"),
-    (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64"),
-    (b'{"a": "x\\u0000y"}', "\\u0000"),
-    (b'["\\ud800"]', "surrogate"),
-    (b"1" * 5000, "usable JSON"),
-    (b'{"a": "\xff"}', "UTF-8"),
-])
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"{", "not valid JSON"),
+        (b'{"a": NaN}', "NaN"),
+        (b"[" * 100 + b"]" * 100, "nested deeper than 64"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested deeper than 64"),
+        (b'{"a": "x\\u0000y"}', "\\u0000"),
+        (b'["\\ud800"]', "surrogate"),
+        (b"1" * 5000, "usable JSON"),
+        (b'{"a": "\xff"}', "UTF-8"),
+    ],
+)
 def test_it_refuses_json_that_is_broken_or_unstorable(body: bytes, words: str) -> None:
     with pytest.raises(BadBody) as info:
         decode_body(body, "application/json")
@@ -191,14 +251,22 @@ def test_it_refills_the_token_bucket_at_the_configured_rate() -> None:
 
 @pytest.mark.slow
 def test_it_accepts_githubs_documented_example_and_records_it_once(daemon: Daemon) -> None:
-    r = post(daemon, "gh", GH_BODY, X_Hub_Signature_256=GH_SIGNATURE, X_GitHub_Delivery="d-1",
-             Cookie="session=abc")
+    r = post(
+        daemon,
+        "gh",
+        GH_BODY,
+        X_Hub_Signature_256=GH_SIGNATURE,
+        X_GitHub_Delivery="d-1",
+        Cookie="session=abc",
+    )
     assert r.status_code == 202, r.text
     first = r.json()
-    assert first == {"execution_id": first["execution_id"], "workflow_id": "gh",
-                     "status": "accepted"}
-    again = post(daemon, "gh", GH_BODY, X_Hub_Signature_256=GH_SIGNATURE,
-                 X_GitHub_Delivery="d-1")
+    assert first == {
+        "execution_id": first["execution_id"],
+        "workflow_id": "gh",
+        "status": "accepted",
+    }
+    again = post(daemon, "gh", GH_BODY, X_Hub_Signature_256=GH_SIGNATURE, X_GitHub_Delivery="d-1")
     assert again.status_code == 202
     assert again.json()["execution_id"] == first["execution_id"]
     assert again.json()["duplicate"] is True
@@ -240,15 +308,17 @@ def test_it_accepts_signatures_from_every_rotated_secret(daemon: Daemon) -> None
 def test_it_verifies_standard_webhooks_and_records_a_webhook_id_once(daemon: Daemon) -> None:
     body = json.dumps({"type": "invoice.paid", "amount": 42}).encode()
     headers = sw_headers(body, msg_id="msg_once")
-    first = daemon.request("POST", HOOK + "sw", content=body,
-                           headers={**headers, "content-type": "application/json"})
+    first = daemon.request(
+        "POST", HOOK + "sw", content=body, headers={**headers, "content-type": "application/json"}
+    )
     assert first.status_code == 202, first.text
     # A redelivery is signed again (new timestamp) but keeps its webhook-id.
     again_headers = sw_headers(body, msg_id="msg_once", ts=int(time.time()) - 5)
     again = daemon.request("POST", HOOK + "sw", content=body, headers=again_headers)
     assert again.json()["execution_id"] == first.json()["execution_id"]
-    [event] = [e for e in sqlite_events(daemon, "sw")
-               if e["execution_id"] == first.json()["execution_id"]]
+    [event] = [
+        e for e in sqlite_events(daemon, "sw") if e["execution_id"] == first.json()["execution_id"]
+    ]
     assert event["payload"]["body"] == {"type": "invoice.paid", "amount": 42}
     assert event["payload"]["headers"]["webhook-id"] == "msg_once"
     assert "webhook-signature" not in event["payload"]["headers"]
@@ -259,8 +329,9 @@ def test_it_accepts_one_valid_signature_among_several(daemon: Daemon) -> None:
     body = b'{"n": 1}'
     headers = sw_headers(body, msg_id="msg_multi")
     other = sw_headers(body, msg_id="msg_multi", secret="whsec_" + "A" * 32)
-    headers["webhook-signature"] = (f"v1a,ignored {other['webhook-signature']} "
-                                    f"{headers['webhook-signature']}")
+    headers["webhook-signature"] = (
+        f"v1a,ignored {other['webhook-signature']} {headers['webhook-signature']}"
+    )
     assert daemon.request("POST", HOOK + "sw", content=body, headers=headers).status_code == 202
     headers["webhook-signature"] = other["webhook-signature"]
     headers["webhook-id"] = "msg_multi_2"
@@ -269,20 +340,31 @@ def test_it_accepts_one_valid_signature_among_several(daemon: Daemon) -> None:
 
 @pytest.mark.slow
 def test_it_refuses_replays_outside_the_five_minute_tolerance(daemon: Daemon) -> None:
-    spec_example = {"webhook-id": SW_MSG_ID, "webhook-timestamp": str(SW_TIMESTAMP),
-                    "webhook-signature": SW_SIGNATURE}
+    spec_example = {
+        "webhook-id": SW_MSG_ID,
+        "webhook-timestamp": str(SW_TIMESTAMP),
+        "webhook-signature": SW_SIGNATURE,
+    }
     r = daemon.request("POST", HOOK + "sw", content=SW_BODY, headers=spec_example)
     assert r.status_code == 401
     assert "in the past" in r.json()["detail"]
     now = int(time.time())
     for offset, word in ((-330, "past"), (330, "future")):
-        r = daemon.request("POST", HOOK + "sw", content=SW_BODY,
-                           headers=sw_headers(SW_BODY, ts=now + offset, msg_id=f"m{offset}"))
+        r = daemon.request(
+            "POST",
+            HOOK + "sw",
+            content=SW_BODY,
+            headers=sw_headers(SW_BODY, ts=now + offset, msg_id=f"m{offset}"),
+        )
         assert r.status_code == 401
         assert word in r.json()["detail"]
     for offset in (-240, 240):
-        r = daemon.request("POST", HOOK + "sw", content=SW_BODY,
-                           headers=sw_headers(SW_BODY, ts=now + offset, msg_id=f"ok{offset}"))
+        r = daemon.request(
+            "POST",
+            HOOK + "sw",
+            content=SW_BODY,
+            headers=sw_headers(SW_BODY, ts=now + offset, msg_id=f"ok{offset}"),
+        )
         assert r.status_code == 202, r.text
 
 
@@ -316,13 +398,17 @@ def test_it_checks_token_basic_and_jwt_credentials(daemon: Daemon) -> None:
 def test_it_answers_405_with_the_allowed_methods(daemon: Daemon) -> None:
     r = post(daemon, "gh", method="GET")
     assert (r.status_code, r.headers["allow"], r.json()["error"]) == (
-        405, "POST", "method_not_allowed")
+        405,
+        "POST",
+        "method_not_allowed",
+    )
     assert post(daemon, "tok", method="DELETE").headers["allow"] == "POST, PUT"
     assert post(daemon, "open", method="HEAD").status_code == 405
     r = daemon.request("GET", HOOK + "open", params={"page": "2", "q": "é"})
     assert r.status_code == 202
-    [event] = [e for e in sqlite_events(daemon, "open")
-               if e["execution_id"] == r.json()["execution_id"]]
+    [event] = [
+        e for e in sqlite_events(daemon, "open") if e["execution_id"] == r.json()["execution_id"]
+    ]
     assert event["payload"]["method"] == "GET"
     assert event["payload"]["query"] == {"page": "2", "q": "é"}
     assert event["payload"]["body"] is None
@@ -353,8 +439,9 @@ def test_it_refuses_oversized_bodies_with_413_while_reading(daemon: Daemon) -> N
     assert (r.status_code, r.json()["error"]) == (413, "payload_too_large")
     assert post(daemon, "open", b"x" * 1024).status_code == 202
     # Chunked, with no declared length and no final chunk: 413 comes before the body ends.
-    head = (f"POST {HOOK}open HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "Transfer-Encoding: chunked\r\n\r\n").encode()
+    head = (
+        f"POST {HOOK}open HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode()
     chunk = b"400\r\n" + b"y" * 1024 + b"\r\n"
     answer = raw_request(daemon.port, head, [chunk, chunk])
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
@@ -362,8 +449,10 @@ def test_it_refuses_oversized_bodies_with_413_while_reading(daemon: Daemon) -> N
 
 @pytest.mark.slow
 def test_it_rate_limits_before_checking_signatures(daemon: Daemon) -> None:
-    codes = [post(daemon, "limited", b"{}", X_Signature_256="sha256=" + "0" * 64).status_code
-             for _ in range(4)]
+    codes = [
+        post(daemon, "limited", b"{}", X_Signature_256="sha256=" + "0" * 64).status_code
+        for _ in range(4)
+    ]
     assert codes[:2] == [401, 401]
     assert 429 in codes[2:]
     r = post(daemon, "limited", b"{}", X_Signature_256="sha256=" + "0" * 64)
@@ -378,21 +467,26 @@ def test_it_answers_400_for_bad_input_and_keeps_binary_bodies(daemon: Daemon) ->
     for body in (b"{", b"[" * 500 + b"]" * 500, b'{"a": Infinity}', b'"\\u0000"'):
         r = post(daemon, "open", body, **json_type)
         assert (r.status_code, r.json()["error"]) == (400, "invalid_json"), body[:20]
-    r = daemon.request("POST", HOOK + "open", content=b"{}",
-                       headers=[("content-type", "application/json"),
-                                ("content-type", "text/plain")])
+    r = daemon.request(
+        "POST",
+        HOOK + "open",
+        content=b"{}",
+        headers=[("content-type", "application/json"), ("content-type", "text/plain")],
+    )
     assert r.status_code == 400
     assert "repeated" in r.json()["detail"]
-    r = daemon.request("POST", HOOK + "open", content=b"{}",
-                       headers=[("webhook-id", "a"), ("webhook-id", "b")])
+    r = daemon.request(
+        "POST", HOOK + "open", content=b"{}", headers=[("webhook-id", "a"), ("webhook-id", "b")]
+    )
     assert r.status_code == 400
     assert post(daemon, "open", b"{}", webhook_id="a b").status_code == 400
     assert daemon.request("POST", HOOK + "open?x=%00", content=b"").status_code == 400
     binary = bytes(range(256))
     r = post(daemon, "open", binary, Content_Type="application/octet-stream")
     assert r.status_code == 202
-    [event] = [e for e in sqlite_events(daemon, "open")
-               if e["execution_id"] == r.json()["execution_id"]]
+    [event] = [
+        e for e in sqlite_events(daemon, "open") if e["execution_id"] == r.json()["execution_id"]
+    ]
     assert event["payload"]["body_encoding"] == "base64"
     assert base64.b64decode(event["payload"]["body"]) == binary
 
@@ -495,13 +589,16 @@ def pg_schema() -> Iterator[str]:
 
 @pytest.mark.slow
 def test_it_records_on_postgres_and_answers_503_when_it_is_unreachable(
-        tmp_path: Path, pg_schema: str) -> None:
+    tmp_path: Path, pg_schema: str
+) -> None:
     from psycopg.conninfo import conninfo_to_dict
 
     params = conninfo_to_dict(PG_DSN)
     with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as proxy:
-        url = (f"postgresql://{params.get('user', 'postgres')}@127.0.0.1:{proxy.port}/"
-               f"{params.get('dbname', 'test')}?options=-csearch_path%3D{pg_schema}")
+        url = (
+            f"postgresql://{params.get('user', 'postgres')}@127.0.0.1:{proxy.port}/"
+            f"{params.get('dbname', 'test')}?options=-csearch_path%3D{pg_schema}"
+        )
         d = Daemon(tmp_path, env={"DATABASE_URL": url})
         d.cli("deploy", str(write_specs(tmp_path / "specs", {"pg": [{"type": "webhook"}]})))
         with d:
@@ -515,12 +612,15 @@ def test_it_records_on_postgres_and_answers_503_when_it_is_unreachable(
             assert (down.status_code, down.json()["error"]) == (503, "store_unavailable")
             assert d.get("/health").status_code == 503
             proxy.restore()
-            after = wait_for(lambda: d.request("POST", HOOK + "pg", content=b'{"a": 3}'
-                                               ).status_code == 202, timeout=30,
-                             message="recovery")
+            after = wait_for(
+                lambda: d.request("POST", HOOK + "pg", content=b'{"a": 3}').status_code == 202,
+                timeout=30,
+                message="recovery",
+            )
             assert after
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        rows = conn.execute(f"SELECT payload FROM {pg_schema}.wfsched_events "
-                            "WHERE workflow_id = 'pg'").fetchall()
+        rows = conn.execute(
+            f"SELECT payload FROM {pg_schema}.wfsched_events WHERE workflow_id = 'pg'"
+        ).fetchall()
     bodies = sorted(json.dumps(r[0]["body"]) for r in rows)
     assert bodies == ['{"a": 1}', '{"a": 3}']

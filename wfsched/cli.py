@@ -468,7 +468,7 @@ def serve(
 
     settings = settings_of(config)
     setup_logging(settings.get("log.format"), settings.get("log.level"))
-    run(lambda: serve_daemon(settings, host=host, port=port), fast_loop=False)
+    run(lambda: serve_daemon(settings, host=host, port=port), fast_loop=True)
 
 
 @app.command()

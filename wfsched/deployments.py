@@ -235,7 +235,16 @@ class DeploymentService:
         return events
 
     async def redeliver(self, execution_ids: Sequence[str]) -> builtins.list[TriggerEvent]:
-        """Queue events for dispatch again, keeping their execution id (Idempotency-Key)."""
+        """Queue failed events for dispatch again, keeping their execution id (Idempotency-Key).
+
+        Only failed events: requeueing a pending or dispatched one would send it twice.
+        """
+        for execution_id in execution_ids:
+            event = await self.store.get_event(execution_id)
+            if event.status != "failed":
+                raise Conflict(
+                    f"event {execution_id} is {event.status}; only failed events can be redelivered"
+                )
         return await self.store.requeue(execution_ids, utcnow())
 
     # manual fires ------------------------------------------------------------------------

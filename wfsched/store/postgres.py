@@ -14,7 +14,9 @@ calls run inside an explicit ``conn.transaction()``. Table names are unqualified
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -26,7 +28,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from wfsched.errors import ConfigError, NotFound, StoreError
 from wfsched.models import (
@@ -49,11 +51,22 @@ CONNECT_TIMEOUT = 5
 """Seconds libpq may spend opening one connection (unless the URL sets connect_timeout)."""
 POOL_TIMEOUT = 10.0
 """Seconds a call waits for a pooled connection before failing with StoreError."""
+DOWN_POOL_TIMEOUT = 0.5
+"""The wait instead while the server is known unreachable. A webhook may wait out the failing
+group-commit batch ahead of it and then its own, so its 503 comes within about twice this
+(GitHub allows a delivery 10 s); each wait still lets the pool try to reconnect."""
+RECONNECT_TIMEOUT = 2.0
+"""Seconds the pool retries one lost connection before giving up on it. Its delay doubles
+per attempt (1, 2, 4 ... s); a short window keeps that backoff from delaying recovery, since
+the next call that finds the pool empty starts a fresh attempt at once."""
+PROBE_TIMEOUT = 2  # libpq's smallest connect_timeout
 POOL_MAX_SIZE = 10
 MIGRATION_LOCK = 0x7766_7363_6865_6401  # "wfsched" 01
 """``pg_advisory_xact_lock`` key serialising migrations of replicas starting together."""
 DEPLOYMENTS_CHANNEL = "wfsched_deployments"
 EVENTS_CHANNEL = "wfsched_events"
+
+log = logging.getLogger("wfsched.store")
 
 # Defaults added to the URL's parameters unless it sets them: a half-open TCP connection
 # (peer gone without a FIN) then fails within about a minute instead of hanging.
@@ -280,6 +293,9 @@ class PostgresStore:
         self._password = params.get("password")
         self.where = _describe(params)
         self._pool: AsyncConnectionPool[Conn] | None = None
+        self._down_since: float | None = None  # monotonic; set by a failed probe
+        self._down_error = ""
+        self._probing = False
 
     # plumbing ----------------------------------------------------------------------------
     def _error(self, exc: BaseException) -> StoreError:
@@ -300,13 +316,85 @@ class PostgresStore:
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[Conn]:
         """A pooled autocommit connection; psycopg and pool errors become StoreError."""
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise StoreError("store is not open")
+        conn = await self._acquire(pool)
         try:
-            async with self._pool.connection() as conn:
+            async with conn:
                 yield conn
         except psycopg.Error as exc:
+            if conn.broken:  # the server may have gone away mid-call
+                await self._probe()
             raise self._error(exc) from self._cause(exc)
+        finally:
+            await pool.putconn(conn)
+
+    async def _acquire(self, pool: AsyncConnectionPool[Conn]) -> Conn:
+        """A connection from the pool within POOL_TIMEOUT, or DOWN_POOL_TIMEOUT while down.
+
+        The wait goes in slices of DOWN_POOL_TIMEOUT, so a call that began before the server
+        was found down gives up at the end of its slice rather than after POOL_TIMEOUT.
+        """
+        deadline = time.monotonic() + POOL_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                conn = await pool.getconn(timeout=min(DOWN_POOL_TIMEOUT, remaining))
+            except PoolTimeout:
+                if self._down_since is not None:
+                    down_for = time.monotonic() - self._down_since
+                    raise StoreError(
+                        f"PostgreSQL {self.where} unreachable for {down_for:.0f} s:"
+                        f" {self._down_error}"
+                    ) from None
+                if remaining <= DOWN_POOL_TIMEOUT:
+                    raise StoreError(
+                        f"PostgreSQL {self.where}: no free connection within {POOL_TIMEOUT:g} s"
+                    ) from None
+                continue
+            except psycopg.Error as exc:
+                raise self._error(exc) from self._cause(exc)
+            if self._down_since is not None:
+                log.info(
+                    "PostgreSQL reachable again",
+                    extra={"duration_ms": round((time.monotonic() - self._down_since) * 1000)},
+                )
+                self._down_since = None
+            return conn
+
+    async def _check(self, conn: Conn) -> None:
+        """The pool's liveness check; a dead connection makes the store probe the server."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            await self._probe()
+            raise
+
+    async def _probe(self) -> None:
+        """Open a fresh connection; if that fails, the server is down until a call succeeds.
+
+        A connection found dead proves little (one backend may have been killed); a refused
+        connection attempt does. One probe at a time; none while the server is known down.
+        """
+        if self._down_since is not None or self._probing:
+            return
+        self._probing = True
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=PROBE_TIMEOUT
+            )
+        except psycopg.Error as exc:
+            self._down_since = time.monotonic()
+            self._down_error = redact(" ".join(str(exc).split()), self._password)
+            log.warning(
+                "PostgreSQL unreachable; calls fail fast until it answers",
+                extra={"error": str(self._error(exc))},
+            )
+        else:
+            await conn.close()
+        finally:
+            self._probing = False
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Conn]:
@@ -330,8 +418,9 @@ class PostgresStore:
             min_size=1,
             max_size=POOL_MAX_SIZE,
             open=False,
-            check=AsyncConnectionPool.check_connection,
+            check=self._check,
             timeout=POOL_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT,
             name="wfsched",
         )
         try:
