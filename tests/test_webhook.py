@@ -194,6 +194,18 @@ def test_it_warns_about_a_public_webhook_without_auth() -> None:
     assert WebhookTrigger.warnings({"auth": {"type": "hmac", "secret": "s"}}) == []
 
 
+def test_deploy_and_check_warn_about_a_public_webhook_without_auth(tmp_path: Path) -> None:
+    d = Daemon(tmp_path)
+    specs = write_specs(tmp_path / "specs", {"open": [{"type": "webhook"}], "safe": SPECS["tok"]})
+    deployed = d.cli("deploy", str(specs))
+    assert "open: trigger 'webhook': public webhook without auth" in deployed.stderr
+    assert "safe:" not in deployed.stderr
+    [specs_check] = [c for c in d.cli_json("check")["checks"] if c["name"] == "specs"]
+    assert specs_check["ok"]
+    assert len(specs_check["warnings"]) == 1
+    assert specs_check["warnings"][0].startswith("open: trigger 'webhook': public webhook")
+
+
 @pytest.mark.parametrize(
     ("body", "content_type", "expected"),
     [

@@ -25,7 +25,7 @@ async def _check(name: str, fn: Any) -> dict[str, Any]:
 
 async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     """Return one result per configured backend."""
-    from wfsched.daemon import connected, open_locks
+    from wfsched.daemon import connected, open_locks, service
     from wfsched.plugins import load_registry
 
     results: list[dict[str, Any]] = []
@@ -50,9 +50,23 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
         registry = load_registry(settings.get("plugins.dir"))
         return ", ".join(t.type for t in registry.all())
 
+    warnings: list[str] = []
+
+    async def specs() -> str:
+        # Deployed specs are checked again (a plugin may be gone) and their advice shown,
+        # e.g. a public webhook without auth.
+        registry = load_registry(settings.get("plugins.dir"))
+        async with connected(settings) as s:
+            svc = service(settings, s, registry)
+            parsed = [svc.parse_document(d.document, source=f"deployment {d.workflow_id}")
+                      for d in await s.list_deployments()]
+        warnings.extend(svc.warnings(parsed))
+        return f"{len(parsed)} deployed specs valid, {len(warnings)} warning(s)"
+
     results.append(await _check("store", store))
     results.append(await _check("locks", locks))
     results.append(await _check("plugins", plugins))
+    results.append({**await _check("specs", specs), "warnings": warnings})
     if settings.get("notify.smtp_url"):
         results.append(await _check("smtp", lambda: _smtp(settings)))
     if settings.get("email.server"):

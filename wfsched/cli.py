@@ -116,6 +116,8 @@ def check(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
         for r in results:
             mark = "[green]ok[/green]" if r["ok"] else "[red]FAIL[/red]"
             out.print(f"{mark}  {r['name']}: {r['detail']}", highlight=False)
+            for warning in r.get("warnings", ()):
+                err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if not ok:
         raise typer.Exit(1)
 

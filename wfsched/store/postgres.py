@@ -9,6 +9,11 @@ Connections come from a ``psycopg_pool.AsyncConnectionPool`` in autocommit mode:
 single-statement call is one round trip (plus the pool's liveness check), and multi-statement
 calls run inside an explicit ``conn.transaction()``. Table names are unqualified so that a
 ``search_path`` (e.g. ``options=-csearch_path=wfsched`` in the URL) selects the schema.
+
+Outages: when a pooled connection turns out dead and a fresh connection attempt fails too, the
+server counts as down until a call gets a connection again; meanwhile calls wait
+``DOWN_POOL_TIMEOUT`` instead of ``POOL_TIMEOUT``, so webhooks get their 503 within a second
+or so, and each wait lets the pool reconnect as soon as the server is back.
 """
 
 from __future__ import annotations
