@@ -1,15 +1,33 @@
-"""Pieces both store backends share: migrations, JSON, instants, deploy planning."""
+"""Pieces both store backends share: migrations, JSON, instants, deploy planning, column
+lists, the events ``record`` returns, the rows ``finish`` writes, and not-found/fence errors."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from wfsched.models import Deployment, WorkflowSpec
+from wfsched.errors import NotFound, StoreError
+from wfsched.models import (
+    Deployment,
+    DispatchOutcome,
+    NewEvent,
+    TriggerEvent,
+    WorkflowSpec,
+    utcnow,
+)
+
+# Both schemas name the columns alike; row converters index them in this order.
+EVENT_COLS = (
+    "execution_id, workflow_id, trigger_id, trigger_type, dedupe_key, scheduled_at, fired_at,"
+    " payload, status, attempts, last_error, next_attempt_at, dispatched_at"
+)
+DEPLOYMENT_COLS = (
+    "workflow_id, name, document, spec_hash, state, revision, updated_at, active_since"
+)
 
 
 def migrations(backend: str) -> list[tuple[int, str]]:
@@ -69,3 +87,63 @@ def plan_deploy(
 def trigger_rows(spec: WorkflowSpec) -> Sequence[tuple[str, str, str]]:
     """Return ``(workflow_id, trigger_id, type)`` for each trigger of a spec."""
     return [(spec.id, t.id, t.type) for t in spec.triggers]
+
+
+def fresh_event(e: NewEvent) -> TriggerEvent:
+    """The event ``record`` returns for a row it just created (its input, not read back)."""
+    return TriggerEvent(
+        execution_id=e.execution_id,
+        workflow_id=e.workflow_id,
+        trigger_id=e.trigger_id,
+        trigger_type=e.trigger_type,
+        dedupe_key=e.dedupe_key,
+        scheduled_at=e.scheduled_at,
+        fired_at=e.fired_at,
+        payload=e.payload,
+        status="pending",
+        next_attempt_at=e.fired_at,
+    )
+
+
+def finish_rows(
+    owner: str, outcomes: Sequence[DispatchOutcome], stamp: Callable[[datetime | None], Any]
+) -> list[tuple[Any, ...]]:
+    """``(status, error, next_attempt_at, dispatched_at, execution_id, owner)`` per outcome,
+    instants converted by ``stamp``; only a dispatched event gets a dispatch time."""
+    now = stamp(utcnow())
+    return [
+        (
+            o.status,
+            o.error,
+            stamp(o.next_attempt_at),
+            now if o.status == "dispatched" else None,
+            o.execution_id,
+            owner,
+        )
+        for o in outcomes
+    ]
+
+
+def not_deployed(workflow_id: str) -> NotFound:
+    """The error for an unknown workflow id."""
+    return NotFound(f"workflow {workflow_id!r} is not deployed")
+
+
+def no_event(execution_id: str) -> NotFound:
+    """The error for an unknown execution id."""
+    return NotFound(f"no event with execution id {execution_id!r}")
+
+
+def require_all(wanted: Iterable[str], found: set[str], missing: Callable[[str], NotFound]) -> None:
+    """Raise ``missing(id)`` for the first id of ``wanted`` (in order) not in ``found``."""
+    for item in wanted:
+        if item not in found:
+            raise missing(item)
+
+
+def stale_fence(workflow_id: str, trigger_id: str, fence: int) -> StoreError:
+    """The error for a cursor write whose fencing token a newer lock holder has passed."""
+    return StoreError(
+        f"stale fencing token {fence} for {workflow_id}/{trigger_id}:"
+        " a newer lock holder has written"
+    )

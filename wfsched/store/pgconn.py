@@ -1,0 +1,272 @@
+"""PostgreSQL connection plumbing under ``PostgresStore``: URL, pool, outages, errors, LISTEN.
+
+Connections come from a ``psycopg_pool.AsyncConnectionPool`` in autocommit mode: a
+single-statement call is one round trip (plus the pool's liveness check), and multi-statement
+calls run inside an explicit ``conn.transaction()``.
+
+Outages: when a pooled connection turns out dead and a fresh connection attempt fails too, the
+server counts as down until a call gets a connection again; meanwhile calls wait
+``DOWN_POOL_TIMEOUT`` instead of ``POOL_TIMEOUT``, so webhooks get their 503 within a second
+or so, and each wait lets the pool reconnect as soon as the server is back.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from wfsched.errors import ConfigError, StoreError
+
+Conn = psycopg.AsyncConnection[TupleRow]
+
+CONNECT_TIMEOUT = 5
+"""Seconds libpq may spend opening one connection (unless the URL sets connect_timeout)."""
+POOL_TIMEOUT = 10.0
+"""Seconds a call waits for a pooled connection before failing with StoreError."""
+DOWN_POOL_TIMEOUT = 0.5
+"""The wait instead while the server is known unreachable. A webhook may wait out the failing
+group-commit batch ahead of it and then its own, so its 503 comes within about twice this
+(GitHub allows a delivery 10 s); each wait still lets the pool try to reconnect."""
+RECONNECT_TIMEOUT = 2.0
+"""Seconds the pool retries one lost connection before giving up on it. Its delay doubles
+per attempt (1, 2, 4 ... s); a short window keeps that backoff from delaying recovery, since
+the next call that finds the pool empty starts a fresh attempt at once."""
+PROBE_TIMEOUT = 2  # libpq's smallest connect_timeout
+POOL_MAX_SIZE = 10
+DEPLOYMENTS_CHANNEL = "wfsched_deployments"
+EVENTS_CHANNEL = "wfsched_events"
+
+log = logging.getLogger("wfsched.store")
+
+# Defaults added to the URL's parameters unless it sets them: a half-open TCP connection
+# (peer gone without a FIN) then fails within about a minute instead of hanging.
+_CONNECTION_DEFAULTS = {
+    "connect_timeout": str(CONNECT_TIMEOUT),
+    "application_name": "wfsched",
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+
+# URL handling -----------------------------------------------------------------------------
+_URL_PASSWORD = re.compile(r"(://[^/@\s:]*:)[^@\s]*@")
+_KW_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def redact(text: str, secret: str | None = None) -> str:
+    """Remove a password from text: the known secret, URL userinfo and ``password=`` pairs."""
+    if secret:
+        for form in {secret, quote(secret, safe=""), quote(secret)}:
+            text = text.replace(form, "***")
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    return _KW_PASSWORD.sub(r"\1***", text)
+
+
+def _connection_params(url: str) -> dict[str, str]:
+    """The URL as libpq keywords, with wfsched's defaults for what it leaves unset.
+
+    No server option is added (e.g. TimeZone): PgBouncer refuses unknown startup options;
+    timestamptz values are converted to UTC on load instead.
+    """
+    try:
+        params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    except psycopg.Error as exc:
+        raise ConfigError(f"store.url is not a valid PostgreSQL URL: {redact(str(exc))}") from None
+    for key, value in _CONNECTION_DEFAULTS.items():
+        params.setdefault(key, value)
+    return params
+
+
+def _describe(params: Mapping[str, str]) -> str:
+    """``user@host:port/db`` for messages; never includes the password."""
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    port = params.get("port") or "5432"
+    user = params.get("user", "")
+    dbname = params.get("dbname") or user
+    return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
+
+
+class PgConnections:
+    """Connections to one PostgreSQL database; the base the store's query mixins share.
+
+    ``_conn``/``_tx`` hand out pooled connections and turn psycopg and pool errors into
+    StoreError naming ``where`` and never the password.
+    """
+
+    def __init__(self, url: str) -> None:
+        params = _connection_params(url)
+        self._conninfo = make_conninfo("", **params)
+        self._password = params.get("password")
+        self.where = _describe(params)
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._down_since: float | None = None  # monotonic; set by a failed probe
+        self._down_error = ""
+        self._probing = False
+
+    def _error(self, exc: BaseException) -> StoreError:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        return StoreError(f"PostgreSQL {self.where}: {redact(text, self._password)}")
+
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """``exc`` to chain to the StoreError, or None when its text holds the password."""
+        return None if self._password and self._password in str(exc) else exc
+
+    async def _connect(self) -> Conn:
+        """A new connection outside the pool (migrations, LISTEN)."""
+        try:
+            return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise self._error(exc) from self._cause(exc)
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """A pooled autocommit connection; psycopg and pool errors become StoreError."""
+        pool = self._pool
+        if pool is None:
+            raise StoreError("store is not open")
+        conn = await self._acquire(pool)
+        try:
+            async with conn:
+                yield conn
+        except psycopg.Error as exc:
+            if conn.broken:  # the server may have gone away mid-call
+                await self._probe()
+            raise self._error(exc) from self._cause(exc)
+        finally:
+            await pool.putconn(conn)
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Conn]:
+        """A pooled connection inside one transaction (rolled back if the body raises)."""
+        async with self._conn() as conn, conn.transaction():
+            yield conn
+
+    async def _acquire(self, pool: AsyncConnectionPool[Conn]) -> Conn:
+        """A connection from the pool within POOL_TIMEOUT, or DOWN_POOL_TIMEOUT while down.
+
+        The wait goes in slices of DOWN_POOL_TIMEOUT, so a call that began before the server
+        was found down gives up at the end of its slice rather than after POOL_TIMEOUT.
+        """
+        deadline = time.monotonic() + POOL_TIMEOUT
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                conn = await pool.getconn(timeout=min(DOWN_POOL_TIMEOUT, remaining))
+            except PoolTimeout:
+                if self._down_since is not None:
+                    down_for = time.monotonic() - self._down_since
+                    raise StoreError(
+                        f"PostgreSQL {self.where} unreachable for {down_for:.0f} s:"
+                        f" {self._down_error}"
+                    ) from None
+                if remaining <= DOWN_POOL_TIMEOUT:
+                    raise StoreError(
+                        f"PostgreSQL {self.where}: no free connection within {POOL_TIMEOUT:g} s"
+                    ) from None
+                continue
+            except psycopg.Error as exc:
+                raise self._error(exc) from self._cause(exc)
+            if self._down_since is not None:
+                log.info(
+                    "PostgreSQL reachable again",
+                    extra={"duration_ms": round((time.monotonic() - self._down_since) * 1000)},
+                )
+                self._down_since = None
+            return conn
+
+    async def _check(self, conn: Conn) -> None:
+        """The pool's liveness check; a dead connection makes the store probe the server."""
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            await self._probe()
+            raise
+
+    async def _probe(self) -> None:
+        """Open a fresh connection; if that fails, the server is down until a call succeeds.
+
+        A connection found dead proves little (one backend may have been killed); a refused
+        connection attempt does. One probe at a time; none while the server is known down.
+        """
+        if self._down_since is not None or self._probing:
+            return
+        self._probing = True
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=PROBE_TIMEOUT
+            )
+        except psycopg.Error as exc:
+            self._down_since = time.monotonic()
+            self._down_error = redact(" ".join(str(exc).split()), self._password)
+            log.warning(
+                "PostgreSQL unreachable; calls fail fast until it answers",
+                extra={"error": str(self._error(exc))},
+            )
+        else:
+            await conn.close()
+        finally:
+            self._probing = False
+
+    async def _open_pool(self) -> None:
+        """Fill the pool with its first connection; raise StoreError if none comes."""
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self._conninfo,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=POOL_MAX_SIZE,
+            open=False,
+            check=self._check,
+            timeout=POOL_TIMEOUT,
+            reconnect_timeout=RECONNECT_TIMEOUT,
+            name="wfsched",
+        )
+        try:
+            await pool.open(wait=True, timeout=POOL_TIMEOUT)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise self._error(exc) from self._cause(exc)
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Release connections."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def listen(self, channels: Sequence[str]) -> AsyncIterator[str]:
+        """Yield the channel name of each NOTIFY received on ``channels``.
+
+        Runs on its own connection (not from the pool). Once LISTEN is in effect it first
+        yields every channel once, since anything may have changed before (or while a
+        previous listener was reconnecting); then one name per notification. Raises
+        StoreError when the connection fails: call again to reconnect. Close the generator
+        (``contextlib.aclosing``) to release the connection promptly; cancelling a pending
+        iteration ends it too. Channels are per database, not per schema: installations in
+        other schemas of the same database wake this listener as well (harmless, spurious).
+        """
+        conn = await self._connect()
+        try:
+            for channel in channels:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            for channel in channels:
+                yield channel
+            async with aclosing(conn.notifies()) as notifies:
+                async for notify in notifies:
+                    yield notify.channel
+        except psycopg.Error as exc:
+            raise self._error(exc) from self._cause(exc)
+        finally:
+            await conn.close()
+        raise StoreError(f"PostgreSQL {self.where}: notification stream ended")
