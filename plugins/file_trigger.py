@@ -82,7 +82,7 @@ class FileTrigger(BaseTrigger):
             known = await anyio.to_thread.run_sync(scan, directory, pattern, {})
             await self.ctx.set_cursor(known)
         while True:
-            if not directory.is_dir():
+            if not await anyio.to_thread.run_sync(directory.is_dir):
                 self.ctx.report_health("degraded", f"directory {directory} does not exist")
             else:
                 current = await anyio.to_thread.run_sync(scan, directory, pattern, known)

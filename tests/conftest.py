@@ -37,7 +37,7 @@ def pg_url() -> Iterator[str]:
         import psycopg
 
         conn = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+    except Exception as exc:
         backend_missing(f"PostgreSQL at {PG_DSN} ({exc})")
         raise
     schema = f"t_{secrets.token_hex(6)}"
@@ -58,7 +58,7 @@ def redis_url() -> Iterator[str]:
 
         client = redis.Redis.from_url(f"{REDIS_URL}/9", socket_connect_timeout=3)
         client.ping()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         backend_missing(f"Redis at {REDIS_URL} ({exc})")
         raise
     client.flushdb()

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -96,6 +96,7 @@ class Daemon:
             cmd += ["--config", self.config]
         result = subprocess.run(
             cmd,
+            check=False,
             cwd=self.workdir,
             env=self.env,
             input=input,
@@ -113,7 +114,7 @@ class Daemon:
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
 
-    def start(self, *, wait: bool = True) -> Daemon:
+    def start(self, *, wait: bool = True) -> Self:
         cmd = [sys.executable, "-m", "wfsched", "serve"]
         if self.config:
             cmd += ["--config", self.config]
@@ -163,7 +164,7 @@ class Daemon:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"daemon ignored SIGTERM for {timeout}s:\n{self.logs()}")
+            raise AssertionError(f"daemon ignored SIGTERM for {timeout}s:\n{self.logs()}") from None
         self.proc = None
         return code
 
@@ -174,7 +175,7 @@ class Daemon:
             self.proc.wait()
             self.proc = None
 
-    def __enter__(self) -> Daemon:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -55,8 +55,7 @@ def test_the_hash_ignores_key_order_but_not_values() -> None:
         ('id = "bad id!"\n', None, "id", "A-Z"),
         ('id = "a"\ntrigers = []\n', None, "trigers", "did you mean 'triggers'"),
         (
-            'id = "a"\n[[triggers]]\ntype = "manual"\nid = "x"\n[[triggers]]\ntype = "manual"\n'
-            'id = "x"\n',
+            'id = "a"\n[[triggers]]\ntype = "manual"\nid = "x"\n[[triggers]]\ntype = "manual"\nid = "x"\n',
             "x",
             "id",
             "duplicate",

@@ -58,8 +58,10 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
         registry = load_registry(settings.get("plugins.dir"))
         async with connected(settings) as s:
             svc = service(settings, s, registry)
-            parsed = [svc.parse_document(d.document, source=f"deployment {d.workflow_id}")
-                      for d in await s.list_deployments()]
+            parsed = [
+                svc.parse_document(d.document, source=f"deployment {d.workflow_id}")
+                for d in await s.list_deployments()
+            ]
         warnings.extend(svc.warnings(parsed))
         return f"{len(parsed)} deployed specs valid, {len(warnings)} warning(s)"
 

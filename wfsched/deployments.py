@@ -6,13 +6,12 @@ works whether a daemon runs or not. A running daemon applies the change by recon
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-import builtins
 
 import tomli_w
 

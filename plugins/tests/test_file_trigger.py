@@ -11,10 +11,10 @@ import pytest
 PLUGINS = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PLUGINS))
 
-from file_trigger import FileTrigger, scan  # noqa: E402
+from file_trigger import FileTrigger, scan
 
-from tests.daemon_proc import Daemon, wait_for  # noqa: E402
-from wfsched import SpecError  # noqa: E402
+from tests.daemon_proc import Daemon, wait_for
+from wfsched import SpecError
 
 
 def test_it_validates_fields_and_names_the_bad_one() -> None:
