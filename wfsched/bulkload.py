@@ -2,7 +2,8 @@
 the timer stores with each time-based trigger's cursor.
 
 With those, a daemon holding many thousand schedules re-arms them at start without parsing a
-single spec, and a later reconcile only parses the deployments that changed. Stores may offer
+single spec, and a later reconcile only parses the deployments that changed. ``deploy`` writes
+the first arm records (``arm_cursors``), the timer keeps them current. Stores may offer
 ``scan_deployed`` (see ``SqliteStore.scan_deployed``); others fall back to full listings.
 """
 
@@ -132,7 +133,7 @@ def arm_cursors(
                 timer = trigger.timer()
             except Exception:  # noqa: BLE001 - the daemon reports it when it starts the trigger
                 break
-            env = envs.setdefault(t.type, environment(settings, cls))
+            env = envs.get(t.type) or envs.setdefault(t.type, environment(settings, cls))
             cursor = (
                 None
                 if timer is None

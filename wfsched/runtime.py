@@ -153,8 +153,9 @@ class TriggerManager:
             revision = await self.store.revision()
             cold = not self._deployed
             # Arming many thousand members would run the cyclic GC over them again and again;
-            # they live as long as the daemon, so collect once and freeze them afterwards.
+            # they live as long as the daemon, so the GC is paused and then told to skip them.
             collecting = gc.isenabled()
+            armed = 0
             if cold:
                 gc.disable()
             try:
