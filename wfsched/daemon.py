@@ -28,7 +28,8 @@ from wfsched.timers import Timer
 
 log = logging.getLogger("wfsched.daemon")
 DRAIN_SECONDS = 10.0
-SQLITE_POLL = 1.0
+CHANGE_POLL = 0.5
+SQLITE_POLL_MAX = 30.0
 PG_POLL = 5.0
 
 
@@ -140,6 +141,24 @@ def _server(app: Any, host: str, port: int) -> Any:
     return Server(config)
 
 
+async def _poll_changes(store: Store, manager: TriggerManager, dispatcher: Dispatcher) -> None:
+    """Stores without notifications (SQLite): look for commits by file fingerprint, cheaply."""
+    token_of: Any = getattr(store, "change_token", None)
+    last: Any = None
+    since_check = 0.0
+    while True:
+        await anyio.sleep(CHANGE_POLL)
+        since_check += CHANGE_POLL
+        await manager.flush_health()
+        token = token_of() if token_of is not None else None
+        if token is not None and token == last and since_check < SQLITE_POLL_MAX:
+            continue
+        last, since_check = token, 0.0
+        dispatcher.wake()
+        if await store.revision() != manager.revision:
+            await manager.reconcile()
+
+
 async def _watch_changes(store: Store, manager: TriggerManager, dispatcher: Dispatcher) -> None:
     """Apply deployment changes: LISTEN/NOTIFY where the store has it, else a revision poll."""
     listen: Any = getattr(store, "listen", None)
@@ -152,11 +171,7 @@ async def _watch_changes(store: Store, manager: TriggerManager, dispatcher: Disp
                     else:
                         await manager.reconcile()
             else:
-                while True:
-                    await anyio.sleep(SQLITE_POLL)
-                    if await store.revision() != manager.revision:
-                        await manager.reconcile()
-                    await manager.flush_health()
+                await _poll_changes(store, manager, dispatcher)
         except StoreError as exc:
             log.warning("watching for changes failed; retrying", extra={"error": str(exc)})
             await anyio.sleep(PG_POLL)
@@ -198,6 +213,9 @@ async def serve(
             retry_base=settings.get("dispatch.retry_base"),
             retry_max=settings.get("dispatch.retry_max"),
             claim_ttl=settings.get("dispatch.claim_ttl"),
+            # Commits wake the dispatcher (locally, by NOTIFY, or by the SQLite file watch);
+            # the poll is only a safety net.
+            poll_interval=5.0,
         )
         recorder = GroupCommitRecorder(store, on_created=dispatcher.wake)
         timer = Timer(recorder, on_cursors=store.set_cursors)

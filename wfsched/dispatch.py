@@ -143,6 +143,7 @@ class Dispatcher:
         self._outcome_ready = anyio.Event()
         self._accepting = True
         self._soonest: datetime | None = None
+        self._idle = False
         """Earliest retry this dispatcher scheduled: it wakes for it instead of polling."""
         # Sending must end well inside the lease, or another dispatcher may claim the event
         # while it is still in flight.
@@ -178,6 +179,9 @@ class Dispatcher:
             now = self.clock()
             if self._soonest is not None and self._soonest <= now:
                 self._soonest = None
+            if self._idle and not await self._due(now):
+                self._idle = not await self._sleep_until_due(now)
+                continue
             claimed_at = time.monotonic()  # the lease runs from before the claim
             try:
                 events = await self.store.claim(self.owner, room, self.claim_ttl, now)
@@ -191,7 +195,7 @@ class Dispatcher:
                 self._work.set()
             if events and len(events) == room:
                 continue  # a full batch: more may be due right now
-            await self._sleep_until_due(now)
+            self._idle = not events and not await self._sleep_until_due(now)
 
     def _prefetch(self) -> int:
         """Events to claim ahead of free workers. A queued event waits about ``PREFETCH``
@@ -201,13 +205,28 @@ class Dispatcher:
             return PREFETCH * self.max_workers
         return 0
 
-    async def _sleep_until_due(self, now: datetime) -> None:
+    async def _due(self, now: datetime) -> bool:
+        """While idle, poll with a cheap read instead of a claiming write transaction (events
+        written by the CLI or another replica only show up in the store)."""
+        try:
+            due = await self.store.next_due()
+        except Exception:  # noqa: BLE001 - let the claim report the outage
+            return True
+        if due is not None and due > now and (self._soonest is None or due < self._soonest):
+            self._soonest = due
+        return due is not None and due <= now
+
+    async def _sleep_until_due(self, now: datetime) -> bool:
+        """Sleep until woken, the soonest retry, or the poll interval; True when woken."""
         timeout = self.poll_interval
         if self._soonest is not None:
             timeout = min(timeout, max(0.0, (self._soonest - now).total_seconds()))
+        woken = False
         with anyio.move_on_after(timeout):
             await self._wake.wait()
+            woken = True
         self._wake = anyio.Event()
+        return woken
 
     async def _worker(self) -> None:
         while True:
