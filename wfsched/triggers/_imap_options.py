@@ -6,7 +6,6 @@ starts, so a deploy never depends on the daemon's configuration.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wfsched import Fields, SpecError, WfschedError
+from wfsched.triggers import webauth
 from wfsched.triggers._imap_filters import Filters, compile_filters
 
 SECURITY = ("ssl", "starttls", "none")
@@ -166,18 +166,10 @@ class Options:
 
 def resolve_secret(value: str, what: str) -> str:
     """Resolve ``env:NAME`` / ``file:PATH`` references; the error never shows the secret."""
-    if value.startswith("env:"):
-        name = value[4:]
-        if name not in os.environ:
-            raise WfschedError(f"{what}: environment variable {name} is not set")
-        return os.environ[name]
-    if value.startswith("file:"):
-        path = Path(value[5:]).expanduser()
-        try:
-            return path.read_text().removesuffix("\n")
-        except OSError as exc:
-            raise WfschedError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
-    return value
+    try:
+        return webauth.resolve_secret(value)
+    except SpecError as exc:
+        raise WfschedError(f"{what}: {exc.message}") from None
 
 
 def resolve(config: Mapping[str, Any], section: Mapping[str, Any]) -> Options:
