@@ -137,20 +137,25 @@ class DeploymentService:
         except WfschedError:
             return ()
 
+    def _instance(self, workflow_id: str, spec: TriggerSpec) -> BaseTrigger:
+        """A throwaway trigger instance working on the store (views and manual fires)."""
+        trigger, _ = build_trigger(
+            self.registry,
+            workflow_id,
+            spec,
+            store=self.store,
+            recorder=self.recorder,
+            settings=self.settings,
+        )
+        return trigger
+
     def _next_fire(self, deployment: Deployment, spec: TriggerSpec) -> datetime | None:
         if deployment.state != "active" or not spec.enabled:
             return None
         if self.manager is not None and self.manager.is_live(deployment.workflow_id, spec.id):
             return self.manager.next_fire(deployment.workflow_id, spec.id)
         try:
-            trigger, _ = build_trigger(
-                self.registry,
-                deployment.workflow_id,
-                spec,
-                store=self.store,
-                recorder=self.recorder,
-                settings=self.settings,
-            )
+            trigger = self._instance(deployment.workflow_id, spec)
             timer = trigger.timer()
         except Exception:  # noqa: BLE001 - a view must not fail on one bad trigger
             return None
@@ -212,14 +217,7 @@ class DeploymentService:
         if self.manager is not None and (deployment.workflow_id, spec.id) in self.manager.running:
             return self.manager.describe(deployment.workflow_id, spec.id)
         try:
-            trigger, _ = build_trigger(
-                self.registry,
-                deployment.workflow_id,
-                spec,
-                store=self.store,
-                recorder=self.recorder,
-                settings=self.settings,
-            )
+            trigger = self._instance(deployment.workflow_id, spec)
             return trigger.describe()
         except Exception:  # noqa: BLE001
             return {}
@@ -262,15 +260,7 @@ class DeploymentService:
                     run = self.manager.running.get((workflow_id, spec.id))
                     if run is not None:
                         return run.trigger
-                trigger, _ = build_trigger(
-                    self.registry,
-                    workflow_id,
-                    spec,
-                    store=self.store,
-                    recorder=self.recorder,
-                    settings=self.settings,
-                )
-                return trigger
+                return self._instance(workflow_id, spec)
         what = f"trigger {trigger_id!r}" if trigger_id else f"{kind} trigger"
         raise NotFound(f"workflow {workflow_id!r} has no {what}")
 
