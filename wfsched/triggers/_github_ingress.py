@@ -23,11 +23,11 @@ from wfsched.triggers._github_app import GitHubError, GitHubSettings, app_for, c
 from wfsched.triggers._github_context import Target, fetch_context, file_paths, pull_files
 from wfsched.triggers._github_filters import Facts, Filters, facts_of, pull_request_of
 from wfsched.triggers._github_redeliver import note_answered
+from wfsched.triggers._webhook_payload import MAX_JSON_DEPTH, too_deep
 from wfsched.triggers.webauth import github_signature_valid
 
 log = logging.getLogger("wfsched.triggers.github")
 CONTEXT_BUDGET = 5.0  # GitHub gives up after 10 s; the commit must fit in what is left
-MAX_JSON_DEPTH = 64
 _DELIVERY_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _EVENT = re.compile(r"[a-z0-9_]{1,64}")
 
@@ -60,19 +60,6 @@ def _error(
     return Outbound(status=status, body={"error": code, "detail": detail}, headers=headers or {})
 
 
-def _depth_ok(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
-
-
 class BadDelivery(Exception):
     """The delivery's body cannot be used; the message says why."""
 
@@ -93,7 +80,7 @@ def decode(body: bytes, content_type: str) -> dict[str, Any]:
         raise BadDelivery(f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BadDelivery("the delivery must be a JSON object")
-    if not _depth_ok(value):
+    if too_deep(value, MAX_JSON_DEPTH):
         raise BadDelivery(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 

@@ -62,7 +62,8 @@ def is_json_type(kind: str) -> bool:
     )
 
 
-def _too_deep(value: Any, limit: int) -> bool:
+def too_deep(value: Any, limit: int = 64) -> bool:
+    """True when JSON ``value`` nests deeper than ``limit`` levels (checked without recursion)."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -113,7 +114,7 @@ def parse_json(body: bytes) -> Any:
     except ValueError as exc:  # e.g. an integer longer than Python's int-string limit
         raise BadBody(f"the body is not usable JSON: {exc}") from None
     # Counting brackets is C-fast; the exact (Python) depth walk only runs when it could matter.
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and _too_deep(value, MAX_JSON_DEPTH):
+    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and too_deep(value, MAX_JSON_DEPTH):
         raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
     if b"\\u" in body:
         problem = _unstorable(value)
