@@ -8,7 +8,6 @@ the target, so an engine that moved is noticed instead of silently chased.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -20,6 +19,7 @@ from yarl import URL
 from wfsched import __version__
 from wfsched.dispatch import DispatchError, event_document
 from wfsched.errors import ConfigError
+from wfsched.jsontext import dumpb
 from wfsched.logs import register_secret
 from wfsched.models import TriggerEvent
 
@@ -145,7 +145,7 @@ class EngineSender:
     async def send(self, event: TriggerEvent) -> None:
         """POST the event once; raise DispatchError unless the engine answered 2xx."""
         session = self._session or self._open()
-        body = json.dumps(event_document(event), separators=(",", ":"), default=str).encode()
+        body = dumpb(event_document(event))
         url = self._urls.get(event.workflow_id)
         if url is None:
             if len(self._urls) > 10_000:

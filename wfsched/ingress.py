@@ -10,7 +10,6 @@ errors; everything else goes to the Starlette app unchanged.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wfsched.errors import AuthError, Conflict, NotFound, StoreError, WfschedError
 from wfsched.httpio import BODY_READ_TIMEOUT, SINGLE_HEADERS, HttpError
+from wfsched.jsontext import dumpb
 from wfsched.metrics import WEBHOOK_REQUESTS
 from wfsched.spec import InvalidSpecs
 from wfsched.trigger import BaseTrigger, Inbound
@@ -121,7 +121,7 @@ class WorkflowIngress:
                 err.headers,
             )
         COUNTS.inc(status)
-        data = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        data = dumpb(body)
         raw = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})

@@ -3,7 +3,6 @@ lists, the events ``record`` returns, the rows ``finish`` writes, and not-found/
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,11 +38,6 @@ def migrations(backend: str) -> list[tuple[int, str]]:
         if name.endswith(".sql"):
             found.append((int(name.split("_", 1)[0]), entry.read_text()))
     return sorted(found)
-
-
-def dumps(value: Any) -> str:
-    """Serialise JSON compactly."""
-    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def fmt_ts(value: datetime | None) -> str | None:

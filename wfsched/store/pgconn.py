@@ -23,9 +23,11 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from wfsched.errors import ConfigError, StoreError
+from wfsched.jsontext import loads
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -98,6 +100,11 @@ def _describe(params: Mapping[str, str]) -> str:
     return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
 
 
+async def _configure(conn: Conn) -> None:
+    """Read json/jsonb with the store's exact, fast parser (``jsontext.loads``)."""
+    set_json_loads(loads, conn)
+
+
 class PgConnections:
     """Connections to one PostgreSQL database; the base the store's query mixins share.
 
@@ -126,9 +133,11 @@ class PgConnections:
     async def _connect(self) -> Conn:
         """A new connection outside the pool (migrations, LISTEN)."""
         try:
-            return await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise self._error(exc) from self._cause(exc)
+        await _configure(conn)
+        return conn
 
     @asynccontextmanager
     async def _conn(self) -> AsyncIterator[Conn]:
@@ -228,6 +237,7 @@ class PgConnections:
             max_size=POOL_MAX_SIZE,
             open=False,
             check=self._check,
+            configure=_configure,
             timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT,
             name="wfsched",

@@ -5,15 +5,14 @@ Rows are read in the column order of ``common.EVENT_COLS`` and ``common.DEPLOYME
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from wfsched.jsontext import dumps, loads
 from wfsched.models import Deployment, NewEvent, TriggerEvent
-from wfsched.store.common import dumps
 
 
 def utc(value: datetime) -> datetime:
@@ -89,4 +88,4 @@ def stored_event(e: NewEvent) -> TriggerEvent:
 
 
 def _json_roundtrip(value: Mapping[str, Any]) -> Any:
-    return json.loads(dumps(value))
+    return loads(dumps(value))

@@ -5,13 +5,13 @@ Instants are stored as ``fmt_ts`` text and JSON as text; the revision lives in `
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
 
+from wfsched.jsontext import dumps, loads
 from wfsched.models import (
     Deployment,
     DeploymentState,
@@ -22,7 +22,6 @@ from wfsched.models import (
 )
 from wfsched.store.common import (
     DEPLOYMENT_COLS,
-    dumps,
     fmt_ts,
     not_deployed,
     parse_ts,
@@ -37,7 +36,7 @@ def _deployment(row: Sequence[Any]) -> Deployment:
     return Deployment(
         workflow_id=row[0],
         name=row[1],
-        document=json.loads(row[2]),
+        document=loads(row[2]),
         spec_hash=row[3],
         state=row[4],
         revision=row[5],
@@ -178,7 +177,7 @@ class SqliteDeployments(SqliteConnection):
                 workflow_id=r[0],
                 trigger_id=r[1],
                 type=r[2],
-                cursor=json.loads(r[3]) if r[3] is not None else None,
+                cursor=loads(r[3]) if r[3] is not None else None,
                 health=r[4],
                 last_error=r[5],
                 fence=r[6],
@@ -193,7 +192,7 @@ class SqliteDeployments(SqliteConnection):
                 (workflow_id, trigger_id),
             ).fetchone()
         )
-        return json.loads(row[0]) if row and row[0] is not None else None
+        return loads(row[0]) if row and row[0] is not None else None
 
     async def set_cursor(
         self, workflow_id: str, trigger_id: str, value: Any, *, fence: int | None = None

@@ -5,17 +5,16 @@ One daemon per file, so a claim is a plain SELECT then UPDATE inside one write t
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from wfsched.jsontext import dumps, loads
 from wfsched.models import DispatchOutcome, EventStatus, NewEvent, TriggerEvent, utcnow
 from wfsched.store.common import (
     EVENT_COLS,
-    dumps,
     finish_rows,
     fmt_ts,
     fresh_event,
@@ -41,7 +40,7 @@ def _event(row: Sequence[Any]) -> TriggerEvent:
         dedupe_key=row[4],
         scheduled_at=parse_ts(row[5]),
         fired_at=parse_ts(row[6]) or utcnow(),
-        payload=json.loads(row[7]),
+        payload=loads(row[7]),
         status=row[8],
         attempts=row[9],
         last_error=row[10],

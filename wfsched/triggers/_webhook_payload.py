@@ -21,8 +21,11 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import orjson
 
 MAX_JSON_DEPTH = 64
 """Deepest nesting accepted in a JSON body (deeper is a 400, never a RecursionError)."""
@@ -38,6 +41,7 @@ def _constant(name: str) -> Any:
     raise BadBody(f"the JSON body contains {name}, which is not valid JSON")
 
 
+_LONG_DIGITS = re.compile(rb"\d{19}")
 # One decoder for every request: json.loads with options builds a new one per call.
 _DECODER = json.JSONDecoder(parse_constant=_constant)
 
@@ -102,17 +106,18 @@ def _unstorable(value: Any) -> str | None:
 
 
 def parse_json(body: bytes) -> Any:
-    """Parse a JSON body strictly; BadBody names the problem."""
-    try:
-        value = _DECODER.decode(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BadBody("the JSON body is not valid UTF-8") from None
-    except RecursionError:
-        raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except json.JSONDecodeError as exc:
-        raise BadBody(f"the body is not valid JSON: {exc}") from None
-    except ValueError as exc:  # e.g. an integer longer than Python's int-string limit
-        raise BadBody(f"the body is not usable JSON: {exc}") from None
+    """Parse a JSON body strictly; BadBody names the problem.
+
+    orjson reads the common case several times faster than ``json``; the standard library
+    reads bodies orjson refuses (to name the fault exactly) and bodies with a run of 19 or
+    more digits, whose integers orjson would turn into floats once past 64 bits."""
+    if _LONG_DIGITS.search(body) is None:
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            value = _parse_exactly(body)
+    else:
+        value = _parse_exactly(body)
     # Counting brackets is C-fast; the exact (Python) depth walk only runs when it could matter.
     if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and too_deep(value, MAX_JSON_DEPTH):
         raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
@@ -121,6 +126,19 @@ def parse_json(body: bytes) -> Any:
         if problem is not None:
             raise BadBody(f"the JSON body contains {problem}, which cannot be stored")
     return value
+
+
+def _parse_exactly(body: bytes) -> Any:
+    try:
+        return _DECODER.decode(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BadBody("the JSON body is not valid UTF-8") from None
+    except RecursionError:
+        raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise BadBody(f"the body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's int-string limit
+        raise BadBody(f"the body is not usable JSON: {exc}") from None
 
 
 def decode_body(body: bytes, content_type: str | None) -> tuple[Any, str | None]:
