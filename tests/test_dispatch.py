@@ -18,8 +18,9 @@ from wfsched.daemon import open_store
 from wfsched.dispatch import Dispatcher, DispatchError, backoff
 from wfsched.engine import EngineSender, classify, execute_url, parse_engine_url, parse_retry_after
 from wfsched.errors import ConfigError
+from wfsched.events import GroupCommitRecorder
 from wfsched.metrics import render
-from wfsched.models import NewEvent, TriggerEvent, new_execution_id, utcnow
+from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id, utcnow
 
 pytestmark = pytest.mark.anyio
 
@@ -117,6 +118,44 @@ async def test_it_retries_two_503s_then_dispatches_with_one_key(store: Any, engi
     assert all(gap >= 0.045 for gap in gaps), f"retries came faster than retry_base: {gaps}"
     [row] = await store.history(status="dispatched")
     assert row.execution_id == event.execution_id
+
+
+class CountingClaims:
+    """The store, counting the events it hands out by claim."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.claimed = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def claim(self, *args: Any) -> list[TriggerEvent]:
+        events: list[TriggerEvent] = await self.store.claim(*args)
+        self.claimed += len(events)
+        return events
+
+
+async def test_events_recorded_in_the_daemon_go_to_its_dispatcher_without_a_claim(
+    store: Any, engine: Engine
+) -> None:
+    counting = CountingClaims(store)
+    d = dispatcher(counting, engine.url, max_workers=3)
+    leases: list[Claim | None] = []
+    lease = d.lease
+    d.lease = lambda wanted: leases.append(lease(wanted)) or leases[-1]  # type: ignore[method-assign]
+    recorder = GroupCommitRecorder(counting, on_created=d.wake, handoff=d)
+    async with running(d), anyio.create_task_group() as tg:
+        recorder.start(tg)
+        # More events than the dispatcher has room for: the rest it claims from the store.
+        results = await recorder.record([new_event() for _ in range(20)])
+        final = [await settled(store, e.execution_id) for e, _ in results]
+        tg.cancel_scope.cancel()
+    [claim] = leases
+    assert claim is not None and claim.owner == d.owner and claim.limit == 3
+    assert {e.status for e in final} == {"dispatched"}
+    assert sorted(engine.keys()) == sorted(e.execution_id for e, _ in results)
+    assert counting.claimed == 20 - 3
 
 
 async def test_it_fails_a_400_after_one_attempt(store: Any, engine: Engine) -> None:

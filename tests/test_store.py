@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from wfsched.errors import NotFound, StoreError
 from wfsched.models import (
+    Claim,
     DispatchOutcome,
     NewEvent,
     TriggerSpec,
@@ -154,6 +155,35 @@ async def test_claims_are_exclusive_and_expire(store: Any) -> None:
     assert await store.claim("c", 10, 10, now) == []
     later = now + timedelta(seconds=11)
     assert len(await store.claim("c", 10, 10, later)) == 5
+
+
+async def test_record_can_lease_what_it_creates_to_a_dispatcher(store: Any) -> None:
+    taken = new_event(key="taken")
+    await store.record([taken])
+    now = utcnow() + timedelta(seconds=1)
+    await store.claim("earlier", 10, 60, now)  # ``taken`` is leased elsewhere: untouched below
+    batch = [new_event(key="taken"), new_event(), new_event(key="k"), new_event(key="k")]
+    batch += [new_event(), new_event()]
+    claim = Claim(owner="local", until=now + timedelta(seconds=10), limit=4)
+    result = await store.record(batch, claim)
+    assert [created for _, created in result] == [False, True, True, False, True, True]
+    # The created events among the first four are leased to "local"; the rest are claimable.
+    rest = await store.claim("other", 10, 10, now)
+    assert {e.execution_id for e in rest} == {batch[4].execution_id, batch[5].execution_id}
+    outcomes = [
+        DispatchOutcome(execution_id=e.execution_id, status="dispatched") for e in batch[1:3]
+    ]
+    await store.finish("local", outcomes)
+    assert [(await store.get_event(e.execution_id)).status for e in batch[1:3]] == [
+        "dispatched",
+        "dispatched",
+    ]
+    # The lease lapses like any other claim.
+    unsent = await store.record([new_event()], Claim("gone", now + timedelta(seconds=5), 1))
+    later = now + timedelta(seconds=6)
+    assert [e.execution_id for e in await store.claim("other", 10, 10, later)] == [
+        unsent[0][0].execution_id
+    ]
 
 
 async def test_finish_writes_attempts_and_only_for_the_owner(store: Any) -> None:

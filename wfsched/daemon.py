@@ -217,7 +217,7 @@ async def serve(
             # the poll is only a safety net.
             poll_interval=5.0,
         )
-        recorder = GroupCommitRecorder(store, on_created=dispatcher.wake)
+        recorder = GroupCommitRecorder(store, on_created=dispatcher.wake, handoff=dispatcher)
         timer = Timer(recorder, on_cursors=store.set_cursors)
         manager = TriggerManager(
             registry=registry,

@@ -20,7 +20,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from wfsched.metrics import DISPATCH_ATTEMPTS, DISPATCH_DURATION, TRIGGER_EVENTS
-from wfsched.models import DispatchOutcome, TriggerEvent, iso, utcnow
+from wfsched.models import Claim, DispatchOutcome, TriggerEvent, iso, utcnow
 from wfsched.store import Store
 
 log = logging.getLogger("wfsched.dispatch")
@@ -145,6 +145,7 @@ class Dispatcher:
         self._soonest: datetime | None = None
         self._idle = False
         """Earliest retry this dispatcher scheduled: it wakes for it instead of polling."""
+        self._leased_at = 0.0
         # Sending must end well inside the lease, or another dispatcher may claim the event
         # while it is still in flight.
         self._send_budget = max(claim_ttl - float(getattr(sender, "timeout", 0.0)), claim_ttl / 5)
@@ -159,6 +160,24 @@ class Dispatcher:
     def wake(self) -> None:
         """Tell the dispatcher new events may be due (called after a commit)."""
         self._wake.set()
+
+    def lease(self, wanted: int) -> Claim | None:
+        """A claim on up to ``wanted`` events about to be recorded, as much as there is room
+        for (the group-commit recorder records them leased to this dispatcher)."""
+        if not self._accepting or self._unwritten >= self._max_unwritten:
+            return None
+        room = min(wanted, self.max_workers + self._prefetch() - self._active)
+        if room <= 0:
+            return None
+        self._leased_at = time.monotonic()  # the lease runs from before the commit
+        return Claim(self.owner, self.clock() + timedelta(seconds=self.claim_ttl), room)
+
+    def adopt(self, events: list[TriggerEvent]) -> None:
+        """Queue events recorded under the last ``lease``, with no store round trip."""
+        if events:
+            self._active += len(events)
+            self._queue.extend((event, self._leased_at) for event in events)
+            self._work.set()
 
     async def run(self, tg: TaskGroup) -> None:
         """Claim and deliver until cancelled or drained."""

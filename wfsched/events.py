@@ -1,7 +1,9 @@
-"""The fire path: record events durably with group commit, wake the dispatcher.
+"""The fire path: record events durably with group commit, hand them to the dispatcher.
 
 Concurrent fires share one transaction: while a batch is being committed, new fires queue
 and go out together in the next one. Nobody is acknowledged before their batch commits.
+As many events as the local dispatcher has room for are recorded already leased to it and
+handed over in memory; it wakes to claim from the store only for the rest.
 """
 
 from __future__ import annotations
@@ -15,13 +17,27 @@ from anyio.abc import TaskGroup
 
 from wfsched.errors import StoreError
 from wfsched.metrics import TRIGGER_EVENTS
-from wfsched.models import NewEvent, TriggerEvent
+from wfsched.models import Claim, NewEvent, TriggerEvent
 
 Recorded = list[tuple[TriggerEvent, bool]]
 
 
 class Recorder(Protocol):
     async def record(self, events: Sequence[NewEvent]) -> Recorded: ...
+
+
+class EventStore(Protocol):
+    async def record(self, events: Sequence[NewEvent], claim: Claim | None = None) -> Recorded: ...
+
+
+class Handoff(Protocol):
+    """The local dispatcher, taking events recorded already leased to it."""
+
+    def lease(self, wanted: int) -> Claim | None:
+        """A claim for up to ``wanted`` events about to be recorded (None: no room)."""
+
+    def adopt(self, events: list[TriggerEvent]) -> None:
+        """Take events recorded under the last ``lease``."""
 
 
 class _Batch:
@@ -41,13 +57,15 @@ class GroupCommitRecorder:
 
     def __init__(
         self,
-        store: Recorder,
+        store: EventStore,
         *,
         on_created: Callable[[], None] = lambda: None,
+        handoff: Handoff | None = None,
         max_batch: int = 1000,
     ) -> None:
         self._store = store
         self._on_created = on_created
+        self._handoff = handoff
         self._max_batch = max_batch
         self._queue: deque[_Batch] = deque()
         self._wake = anyio.Event()
@@ -102,21 +120,25 @@ class GroupCommitRecorder:
             self._queue.clear()
 
     async def _flush(self, batch: _Batch) -> None:
+        claim = None if self._handoff is None else self._handoff.lease(len(batch.events))
         try:
-            batch.result = await self._store.record(batch.events)
+            batch.result = await self._store.record(batch.events, claim)
         except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
             batch.error = exc
             batch.done.set()
             return
         batch.done.set()
-        self._count(batch.result)
+        leased = 0
+        if claim is not None and self._handoff is not None:
+            leased = claim.limit
+            self._handoff.adopt([event for event, created in batch.result[:leased] if created])
+        self._count(batch.result, leased)
 
-    def _count(self, result: Recorded) -> None:
-        created = False
-        for event, was_created in result:
-            TRIGGER_EVENTS.labels(
-                event.trigger_type, "recorded" if was_created else "duplicate"
-            ).inc()
-            created = created or was_created
-        if created:
+    def _count(self, result: Recorded, leased: int = 0) -> None:
+        """Count recorded and duplicate events; wake the dispatcher for unleased new ones."""
+        unleased = False
+        for i, (event, created) in enumerate(result):
+            TRIGGER_EVENTS.labels(event.trigger_type, "recorded" if created else "duplicate").inc()
+            unleased = unleased or (created and i >= leased)
+        if unleased:
             self._on_created()

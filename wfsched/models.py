@@ -83,6 +83,16 @@ class NewEvent:
     scheduled_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Record events already leased to dispatcher ``owner`` until ``until``: the first
+    ``limit`` events of the batch (a recorded event then skips the claim round trip)."""
+
+    owner: str
+    until: datetime
+    limit: int
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TriggerEvent:
     """A recorded trigger event (SPEC section 6)."""

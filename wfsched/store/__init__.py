@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from wfsched.models import (
+    Claim,
     Deployment,
     DeploymentState,
     DispatchOutcome,
@@ -78,9 +79,12 @@ class Store(Protocol):
         """Record a trigger's health and last error."""
 
     # events ------------------------------------------------------------------------------
-    async def record(self, events: Sequence[NewEvent]) -> list[tuple[TriggerEvent, bool]]:
+    async def record(
+        self, events: Sequence[NewEvent], claim: Claim | None = None
+    ) -> list[tuple[TriggerEvent, bool]]:
         """Insert events in one transaction; for a dedupe key already recorded return the
-        existing event with ``False``."""
+        existing event with ``False``. With ``claim``, the created events among the first
+        ``claim.limit`` are recorded leased to ``claim.owner``, as ``claim`` would lease them."""
 
     async def claim(self, owner: str, limit: int, ttl: float, now: datetime) -> list[TriggerEvent]:
         """Lease up to ``limit`` due pending events to ``owner`` for ``ttl`` seconds; two

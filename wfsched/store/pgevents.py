@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from wfsched.errors import StoreError
-from wfsched.models import DispatchOutcome, EventStatus, NewEvent, TriggerEvent
+from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, TriggerEvent
 from wfsched.store.common import (
     EVENT_COLS,
     finish_rows,
@@ -23,24 +23,28 @@ from wfsched.store.pgconn import EVENTS_CHANNEL, PgConnections
 from wfsched.store.pgrows import event_from_row, opt_utc, sql_limit, stored_event, to_json, utc
 
 # One statement, one round trip: insert the batch, skip keys already recorded, and queue a
-# NOTIFY when at least one row was created (the ``wake`` CTE is scanned only through the
-# UNION, and yields a row only if ``ins`` returned one). Rows go in key order so two batches
+# NOTIFY when at least one row was created unclaimed (the ``wake`` CTE is scanned only
+# through the UNION, and yields a row only if ``ins`` returned one; a claimed row is already
+# in its dispatcher's hands). Rows go in key order so two batches
 # with overlapping keys lock the unique index in the same order and cannot deadlock.
 _RECORD_SQL = f"""
 WITH ins AS (
     INSERT INTO wfsched_events (execution_id, workflow_id, trigger_id, trigger_type,
-        dedupe_key, scheduled_at, fired_at, payload, status, next_attempt_at)
+        dedupe_key, scheduled_at, fired_at, payload, status, next_attempt_at, claimed_by,
+        claimed_until)
     SELECT i.execution_id, i.workflow_id, i.trigger_id, i.trigger_type, i.dedupe_key,
-        i.scheduled_at, i.fired_at, i.payload, 'pending', i.fired_at
+        i.scheduled_at, i.fired_at, i.payload, 'pending', i.fired_at,
+        CASE WHEN i.claimed THEN %b::text END, CASE WHEN i.claimed THEN %b::timestamptz END
     FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                %b::timestamptz[], %b::timestamptz[], %b::jsonb[])
+                %b::timestamptz[], %b::timestamptz[], %b::jsonb[], %b::bool[])
         AS i(execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,
-             scheduled_at, fired_at, payload)
+             scheduled_at, fired_at, payload, claimed)
     ORDER BY i.workflow_id, i.dedupe_key
     ON CONFLICT (workflow_id, dedupe_key) DO NOTHING
-    RETURNING execution_id
+    RETURNING execution_id, claimed_by
 ), wake AS (
-    SELECT pg_notify('{EVENTS_CHANNEL}', '') FROM (SELECT 1 FROM ins LIMIT 1) AS created
+    SELECT pg_notify('{EVENTS_CHANNEL}', '')
+    FROM (SELECT 1 FROM ins WHERE claimed_by IS NULL LIMIT 1) AS unclaimed
 )
 SELECT execution_id FROM ins
 UNION ALL
@@ -81,18 +85,25 @@ WHERE execution_id = %s AND claimed_by = %s
 class PgEvents(PgConnections):
     """Trigger events of the Store protocol: record, claim, finish, history, requeue."""
 
-    async def record(self, events: Sequence[NewEvent]) -> list[tuple[TriggerEvent, bool]]:
+    async def record(
+        self, events: Sequence[NewEvent], claim: Claim | None = None
+    ) -> list[tuple[TriggerEvent, bool]]:
         if not events:
             return []
         # A key repeated inside the batch is sent once; the later copies get the first one.
         first: dict[tuple[str, str], NewEvent] = {}
-        for e in events:
-            first.setdefault((e.workflow_id, e.dedupe_key), e)
+        claimed: set[str] = set()
+        limit = claim.limit if claim is not None else 0
+        for i, e in enumerate(events):
+            if first.setdefault((e.workflow_id, e.dedupe_key), e) is e and i < limit:
+                claimed.add(e.execution_id)
         unique = list(first.values())
         async with self._conn() as conn:
             cur = await conn.execute(
                 _RECORD_SQL,
                 (
+                    claim.owner if claim is not None else None,
+                    utc(claim.until) if claim is not None else None,
                     [e.execution_id for e in unique],
                     [e.workflow_id for e in unique],
                     [e.trigger_id for e in unique],
@@ -101,6 +112,7 @@ class PgEvents(PgConnections):
                     [opt_utc(e.scheduled_at) for e in unique],
                     [utc(e.fired_at) for e in unique],
                     [to_json(e.payload) for e in unique],
+                    [e.execution_id in claimed for e in unique],
                 ),
             )
             created = {r[0] for r in await cur.fetchall() if r[0] is not None}

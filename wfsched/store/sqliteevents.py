@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 from wfsched.jsontext import dumps, loads
-from wfsched.models import DispatchOutcome, EventStatus, NewEvent, TriggerEvent, utcnow
+from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, TriggerEvent, utcnow
 from wfsched.store.common import (
     EVENT_COLS,
     finish_rows,
@@ -25,8 +25,8 @@ from wfsched.store.sqliteconn import SqliteConnection
 
 _INSERT_EVENT = (
     "INSERT INTO events (execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,"
-    " scheduled_at, fired_at, payload, status, next_attempt_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"
+    " scheduled_at, fired_at, payload, status, next_attempt_at, claimed_by, claimed_until)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
     " ON CONFLICT (workflow_id, dedupe_key) DO NOTHING"
 )
 
@@ -52,14 +52,21 @@ def _event(row: Sequence[Any]) -> TriggerEvent:
 class SqliteEvents(SqliteConnection):
     """Trigger events of the Store protocol: record, claim, finish, history, requeue."""
 
-    async def record(self, events: Sequence[NewEvent]) -> list[tuple[TriggerEvent, bool]]:
-        return await self._run(lambda c: self._tx(c, partial(self._record, events)))
+    async def record(
+        self, events: Sequence[NewEvent], claim: Claim | None = None
+    ) -> list[tuple[TriggerEvent, bool]]:
+        return await self._run(lambda c: self._tx(c, partial(self._record, events, claim)))
 
     def _record(
-        self, events: Sequence[NewEvent], conn: sqlite3.Connection
+        self, events: Sequence[NewEvent], claim: Claim | None, conn: sqlite3.Connection
     ) -> list[tuple[TriggerEvent, bool]]:
         rows = []
-        for e in events:
+        owner, until, claimed = None, None, 0
+        if claim is not None:
+            owner, until, claimed = claim.owner, fmt_ts(claim.until), claim.limit
+        for i, e in enumerate(events):
+            if i == claimed:
+                owner = until = None
             fired = fmt_ts(e.fired_at)
             rows.append(
                 (
@@ -72,6 +79,8 @@ class SqliteEvents(SqliteConnection):
                     fired,
                     dumps(e.payload),
                     fired,
+                    owner,
+                    until,
                 )
             )
         # One statement for the whole group commit; the common case (no dedupe key already
