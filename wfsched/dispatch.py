@@ -99,7 +99,8 @@ class Dispatcher:
     """Claims due events and delivers them with ``max_workers`` concurrent sends.
 
     Claimed events queue for ``max_workers`` long-lived workers. While sends are quick the
-    dispatcher claims ahead (up to ``PREFETCH`` times ``max_workers`` queued), so a worker that
+    dispatcher claims ahead (up to ``MAX_AHEAD`` per worker queued, fewer the slower sends
+    are), so a worker that
     finishes takes the next event without waiting for a store round trip; it claims again
     once the queue is half empty, in batches. Outcomes are written in batches by one
     finisher; while too many wait for the store, nothing more is claimed. Claims happen when
@@ -149,7 +150,7 @@ class Dispatcher:
         # Sending must end well inside the lease, or another dispatcher may claim the event
         # while it is still in flight.
         self._send_budget = max(claim_ttl - float(getattr(sender, "timeout", 0.0)), claim_ttl / 5)
-        self._send_ewma = self._send_budget / (2 * PREFETCH + 2)
+        self._send_ewma = self._send_budget / 2
         """Moving average of send durations: no prefetching until sends prove quick."""
         mode = sender.mode
         self._observe = {
@@ -217,12 +218,11 @@ class Dispatcher:
             self._idle = not events and not await self._sleep_until_due(now)
 
     def _prefetch(self) -> int:
-        """Events to claim ahead of free workers. A queued event waits about ``PREFETCH``
-        sends before its own; with a margin of two that must fit in the send budget, or its
-        lease could run short: then nothing is claimed ahead."""
-        if self._send_ewma * (2 * PREFETCH + 2) < self._send_budget:
-            return PREFETCH * self.max_workers
-        return 0
+        """Events to hold ahead of free workers. With ``n`` queued per worker, an event waits
+        about ``n`` sends before its own; with a margin of two, its ``n + 1`` sends must fit in
+        the send budget, or its lease could run short (slow sends: nothing is held ahead)."""
+        ahead = int(self._send_budget / (2 * self._send_ewma)) - 1
+        return max(0, min(ahead, MAX_AHEAD)) * self.max_workers
 
     async def _due(self, now: datetime) -> bool:
         """While idle, poll with a cheap read instead of a claiming write transaction (events
@@ -380,7 +380,7 @@ class Dispatcher:
 
 
 _RESULTS = {"dispatched": "ok", "pending": "retry", "failed": "failed"}
-PREFETCH = 4
-"""Claimed events queued per worker while sends are quick (fewer, larger claims)."""
+MAX_AHEAD = 64
+"""Claimed events queued per worker at most, while sends are quick (fewer, larger claims)."""
 UNWRITTEN_PER_WORKER = 50
 """Outcomes that may wait for the store per worker before claiming pauses (back-pressure)."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import codecs
 import json
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -41,7 +40,9 @@ def _constant(name: str) -> Any:
     raise BadBody(f"the JSON body contains {name}, which is not valid JSON")
 
 
-_LONG_DIGITS = re.compile(rb"\d{19}")
+# Digits to "0", the rest to "x": a run of 19 digits becomes a cheap substring search.
+_DIGITS = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))
+_LONG_RUN = b"0" * 19
 # One decoder for every request: json.loads with options builds a new one per call.
 _DECODER = json.JSONDecoder(parse_constant=_constant)
 
@@ -111,7 +112,7 @@ def parse_json(body: bytes) -> Any:
     orjson reads the common case several times faster than ``json``; the standard library
     reads bodies orjson refuses (to name the fault exactly) and bodies with a run of 19 or
     more digits, whose integers orjson would turn into floats once past 64 bits."""
-    if _LONG_DIGITS.search(body) is None:
+    if _LONG_RUN not in body.translate(_DIGITS):
         try:
             value = orjson.loads(body)
         except orjson.JSONDecodeError:
