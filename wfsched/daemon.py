@@ -10,6 +10,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from typing import Any
 
 import anyio
@@ -23,6 +24,7 @@ from wfsched.locks import LocalLocks, LockManager, replica_info
 from wfsched.logs import register_secret
 from wfsched.plugins import Registry, load_registry
 from wfsched.runtime import TriggerManager
+from wfsched.shards import ShardKeeper
 from wfsched.store import Store
 from wfsched.timers import Timer
 
@@ -44,6 +46,10 @@ def open_store(url: str) -> Store:
 
         return PostgresStore(url)
     raise ConfigError(f"store.url {url!r}: use sqlite:///PATH or postgresql://…")
+
+
+async def _count_replicas(locks: LockManager) -> int:
+    return len(await locks.replicas())
 
 
 def open_locks(url: str) -> LockManager:
@@ -248,6 +254,10 @@ async def serve(
                 await manager.reconcile()
                 tg.start_soon(dispatcher.run, tg, name="dispatcher")
                 tg.start_soon(timer.run, name="timer")
+                if locks.backend != LocalLocks.backend:
+                    # Replicas: each records the due fires of the timer shards it leases.
+                    keeper = ShardKeeper(locks, timer, partial(_count_replicas, locks))
+                    tg.start_soon(keeper.run, name="timer-shards")
                 tg.start_soon(_watch_changes, store, manager, dispatcher, name="changes")
                 if hasattr(store, "listen"):
                     tg.start_soon(_periodic, store, manager, name="periodic")

@@ -73,7 +73,16 @@ class LockManager(Protocol):
 
     backend: str
 
+    @property
+    def reachable(self) -> bool:
+        """False while the backend is known to be unreachable."""
+        ...
+
     def hold(self, name: str, *, ttl: float = 15.0) -> AbstractAsyncContextManager[Lease]: ...
+
+    async def replicas(self) -> list[dict[str, Any]]:
+        """The live replicas' heartbeats (``heartbeat``), sorted by id."""
+        ...
 
     async def heartbeat(self, replica: Mapping[str, Any], *, ttl: float = 15.0) -> None:
         """Announce this replica to the others until cancelled."""
@@ -105,10 +114,14 @@ class LocalLocks:
     """In-process locks for the embedded mode (one daemon per store): never lost."""
 
     backend = "in-process"
+    reachable = True
 
     def __init__(self) -> None:
         self._locks: dict[str, anyio.Lock] = {}
         self._fences = FenceClock()
+
+    async def replicas(self) -> list[dict[str, Any]]:
+        return []
 
     @asynccontextmanager
     async def hold(self, name: str, *, ttl: float = 15.0) -> AsyncIterator[Lease]:

@@ -139,6 +139,10 @@ class RedisLocks:
         self._released: dict[str, anyio.Event] = {}
         self._down_since: float | None = None
 
+    @property
+    def reachable(self) -> bool:
+        return self._down_since is None
+
     # plumbing ----------------------------------------------------------------------------
     async def _call(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
         """Run one Redis call under a deadline; failures become LockError naming the server."""

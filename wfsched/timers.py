@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +32,11 @@ from wfsched.timerstate import (
     EMPTY,
     arm_record,
     catchup_instants,
+    instants_between,
     next_instant,
     parse_cursor,
     quantize,
+    shard_of,
     timestamp,
 )
 from wfsched.trigger import TimerSpec
@@ -68,6 +71,7 @@ class Member:
     """The deployment's spec hash this member was armed from; stored with the cursor so a
     restart can re-arm it without parsing the spec (None: store no arm record)."""
     group: Group | None = None
+    shard: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -111,6 +115,10 @@ class Timer:
         self._dirty: dict[tuple[str, str], Member] = {}
         self._lazy: dict[tuple[str, str], Member] = {}
         self._retired: dict[tuple[str, str], tuple[str, datetime | None]] = {}
+        self._owned: set[int] | None = None
+        """Shards whose due fires this timer records (None: all, the embedded mode)."""
+        self._through = 0.0
+        """Every fire due by this instant (``clock``) of an owned shard has been recorded."""
 
     def __len__(self) -> int:
         return len(self._members)
@@ -182,7 +190,15 @@ class Timer:
             if start is None or last > start:
                 start = last
         member = Member(
-            workflow_id, trigger_id, trigger_type, payload or EMPTY, spec, floor, last, stamp
+            workflow_id,
+            trigger_id,
+            trigger_type,
+            payload or EMPTY,
+            spec,
+            floor,
+            last,
+            stamp,
+            shard=shard_of(workflow_id, trigger_id),
         )
         owed: list[datetime] = []
         if start is not None and spec.catchup != "skip":
@@ -242,6 +258,50 @@ class Timer:
         heapq.heappush(self._heap, (due, next(self._seq), group.version, group))
         if self._heap[0][3] is group:
             self._wake.set()
+
+    # shards --------------------------------------------------------------------------------
+    def own(self, shards: set[int] | None) -> None:
+        """Record due fires of these shards only (None: of every trigger)."""
+        self._owned = None if shards is None else set(shards)
+
+    def gain(self, shard: int, since: float) -> int:
+        """Start recording ``shard``; queue every instant of its triggers due after ``since``
+        (a clock timestamp) and by now, whatever their catch-up policy: a takeover must not
+        lose what the previous holder had not recorded yet. Returns the fires queued."""
+        if self._owned is None or shard in self._owned:
+            return 0
+        self._owned.add(shard)
+        now = self._clock()
+        owed: dict[tuple[Any, ...], list[datetime]] = {}
+        queued = 0
+        for member in self._members.values():
+            group = member.group
+            if member.shard != shard or group is None:
+                continue
+            instants = owed.get(group.key)
+            if instants is None:
+                lower = datetime.fromtimestamp(since - group.spread, UTC)
+                upper = datetime.fromtimestamp(now - group.spread, UTC)
+                instants = owed[group.key] = instants_between(group.spec, lower, upper)
+            mine = [t for t in instants if timestamp(t) > member.floor]
+            self._backlog.extend((member, t) for t in mine)
+            queued += len(mine)
+        if queued:
+            self._wake.set()
+        return queued
+
+    def drop(self, shard: int) -> None:
+        """Stop recording ``shard`` (another replica holds it now)."""
+        if self._owned is not None:
+            self._owned.discard(shard)
+
+    def recorded_through(self) -> float:
+        """A clock timestamp by which every due fire of an owned shard has been recorded."""
+        if self._backlog:
+            return self._through
+        self._drop_stale()
+        due = self._heap[0][0] if self._heap else math.inf
+        return max(self._through, min(due, self._clock()))
 
     # firing --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -305,11 +365,12 @@ class Timer:
             due.append((group, group.nominal))
             self._push(group, self._advance(group.spec, group.nominal))
         done = 0
+        owned = self._owned
         pending: list[tuple[Member, datetime]] = []
         for group, nominal in due:
             at = timestamp(nominal)
             for member in list(group.members.values()):
-                if at > member.floor:
+                if at > member.floor and (owned is None or member.shard in owned):
                     pending.append((member, nominal))
                     if len(pending) >= BATCH:
                         done += await self._record(pending)
@@ -318,6 +379,7 @@ class Timer:
             done += await self._record(pending)
         if self._backlog:
             done += await self._record_backlog()
+        self._through = max(self._through, now)
         return done
 
     def _resume_stalled(self, group: Group, now: float) -> None:

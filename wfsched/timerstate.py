@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,9 @@ SPREAD_RESOLUTION = 0.1
 CURSOR_FIELDS = ("key", "last", "arm")
 """The members of a timer cursor (a JSON object)."""
 EMPTY: Mapping[str, Any] = {}
+SHARDS = 16
+"""Time-based triggers fall in this many shards; with replicas, each replica fires the shards
+it holds a lease on (wfsched.shards)."""
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -84,6 +88,17 @@ def _last_instants(spec: TimerSpec, lower: datetime, upper: datetime, limit: int
         if count >= limit or start <= lower:
             return list(found)
         span *= 4
+
+
+def instants_between(spec: TimerSpec, since: datetime, until: datetime) -> list[datetime]:
+    """Every instant in ``(since, until]`` whatever the catch-up policy (a shard takeover),
+    at most ``MAX_CATCHUP_FIRES`` (the latest)."""
+    return _last_instants(spec, since, until, MAX_CATCHUP_FIRES)
+
+
+def shard_of(workflow_id: str, trigger_id: str) -> int:
+    """The timer shard of a trigger: stable across processes and releases."""
+    return zlib.crc32(f"{workflow_id}\0{trigger_id}".encode()) % SHARDS
 
 
 def catchup_instants(spec: TimerSpec, since: datetime, until: datetime) -> list[datetime]:
