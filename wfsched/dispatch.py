@@ -286,7 +286,10 @@ class Dispatcher:
         else:
             # The last error stays on a delivered event: it tells why it took retries.
             outcome = DispatchOutcome(
-                execution_id=event.execution_id, status="dispatched", error=event.last_error
+                execution_id=event.execution_id,
+                status="dispatched",
+                error=event.last_error,
+                dispatched_at=self.clock(),
             )
         elapsed = time.perf_counter() - started
         self._send_ewma += (elapsed - self._send_ewma) * 0.2

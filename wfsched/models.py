@@ -137,6 +137,8 @@ class DispatchOutcome:
     status: EventStatus
     error: str | None = None
     next_attempt_at: datetime | None = None
+    dispatched_at: datetime | None = None
+    """When the sender returned (dispatched only); unset: when the outcome is written."""
 
 
 def utcnow() -> datetime:

@@ -110,7 +110,7 @@ def finish_rows(
             o.status,
             o.error,
             stamp(o.next_attempt_at),
-            now if o.status == "dispatched" else None,
+            (stamp(o.dispatched_at) or now) if o.status == "dispatched" else None,
             o.execution_id,
             owner,
         )
