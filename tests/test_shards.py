@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import anyio
 import pytest
 
+from tests.servers import RedisServer
 from tests.test_timers import BASE, Clock, at, every, scheduled
 from wfsched.events import GroupCommitRecorder
 from wfsched.redislocks import RedisLocks
@@ -126,3 +127,33 @@ async def test_two_replicas_split_the_shards_and_a_survivor_loses_no_fire(
         assert len(instants) == len(set(instants)), f"{workflow_id} fired twice"
         missing = set(range(first, last)) - {int(t) for t in instants}
         assert not missing, f"{workflow_id} missed {sorted(missing)}"
+
+
+@pytest.mark.slow
+async def test_while_redis_is_down_a_replica_fires_every_shard_without_a_lease(
+    store: Store,
+) -> None:
+    workflows = [f"wf{i}" for i in range(32)]
+    with RedisServer() as redis_server:
+        async with replica(store, redis_server.url, workflows, lambda: 1) as keeper:
+            await until(lambda: len(keeper.held) == SHARDS, 10, "every shard leased")
+            redis_server.shutdown_nosave()
+            down_at = time.time()
+            await until(lambda: len(keeper.unsure) == SHARDS, 15, "every shard fired unleased")
+            await anyio.sleep(2.5)
+            redis_server.start()
+            await until(
+                lambda: len(keeper.held) == SHARDS and not keeper.unsure,
+                15,
+                "every shard leased again",
+            )
+        events = await store.history(limit=100_000)
+    fired = {(e.workflow_id, int(e.scheduled_at.timestamp())) for e in events if e.scheduled_at}
+    for workflow_id in workflows:
+        missing = {
+            s for s in range(int(down_at) + 1, int(down_at) + 4) if (workflow_id, s) not in fired
+        }
+        assert not missing, (
+            f"{workflow_id} missed {sorted(missing)} while Redis was down at {down_at}:"
+            f" {sorted(s for w, s in fired if w == workflow_id)}"
+        )

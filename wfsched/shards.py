@@ -19,7 +19,9 @@ No fire may be lost to a handover:
 Balance: a replica leases free shards at once while it holds fewer than its fair share
 (shards / live replicas, rounded up), otherwise only every ``ttl`` seconds, so shards whose
 holder died are always taken over even before that replica leaves the membership; a replica
-holding more than its fair share hands its highest-numbered shards away one at a time.
+holding more than its fair share hands its highest-numbered shards away one at a time. When
+nobody takes a shard handed away (the membership still counts a replica that died) and it
+comes back, handing over pauses for ``HANDOVER_BACKOFF``, until the membership is right.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ TAKEOVER_HORIZON = 60.0
 """Seconds of instants a new holder records again when it takes a shard over."""
 HANDOVER_WAIT = 10.0
 """Longest wait for the timer to catch up before a shard is handed over anyway."""
+HANDOVER_BACKOFF = 30.0
+"""Seconds without handing shards over after one came back unwanted (twice a heartbeat TTL)."""
 
 
 class ShardKeeper:
@@ -66,6 +70,9 @@ class ShardKeeper:
         """Shards leased by this replica."""
         self.unsure: set[int] = set()
         """Shards fired without a lease while the lock backend is unreachable."""
+        self._given: dict[int, float] = {}
+        """Shards handed over, with when (monotonic)."""
+        self._calm_until = 0.0
 
     def fair_share(self) -> int:
         return math.ceil(SHARDS / max(1, self._replicas))
@@ -109,6 +116,7 @@ class ShardKeeper:
                         self._timer.drop(shard)
                         self.held.discard(shard)
             if gave_away:
+                self._given[shard] = time.monotonic()
                 next_try = time.monotonic() + 2 * self._ttl
             elif attempt.cancelled_caught and not self._locks.reachable:
                 self._fire_unleased(shard)
@@ -118,6 +126,9 @@ class ShardKeeper:
                 self._timer.drop(shard)
 
     def _own(self, shard: int) -> None:
+        given = self._given.pop(shard, None)
+        if given is not None and time.monotonic() - given < 4 * self._ttl:
+            self._calm_until = time.monotonic() + HANDOVER_BACKOFF  # nobody wanted it
         if shard in self.unsure:
             self.unsure.discard(shard)  # fired all along: nothing was left behind
         else:
@@ -142,7 +153,11 @@ class ShardKeeper:
         to balance the replicas (returns True)."""
         while True:
             await anyio.sleep(self._poll)
-            if len(self.held) > self.fair_share() and shard == max(self.held):
+            if (
+                len(self.held) > self.fair_share()
+                and shard == max(self.held)
+                and time.monotonic() >= self._calm_until
+            ):
                 started = time.time()
                 with anyio.move_on_after(HANDOVER_WAIT):
                     while self._timer.recorded_through() < started:

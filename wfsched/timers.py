@@ -30,6 +30,7 @@ from wfsched.metrics import FIRE_LATENESS
 from wfsched.models import NewEvent, iso, new_execution_id
 from wfsched.timerstate import (
     EMPTY,
+    SHARDS,
     arm_record,
     catchup_instants,
     instants_between,
@@ -107,6 +108,7 @@ class Timer:
         """Environment digest per trigger type for arm records (set by the TriggerManager)."""
         self._groups: dict[tuple[Any, ...], Group] = {}
         self._members: dict[tuple[str, str], Member] = {}
+        self._shards: list[dict[tuple[str, str], Member]] = [{} for _ in range(SHARDS)]
         self._heap: list[tuple[float, int, int, Group]] = []
         self._seq = itertools.count()
         self._wake = anyio.Event()
@@ -213,6 +215,7 @@ class Timer:
         member.group = group
         group.members[key] = member
         self._members[key] = member
+        self._shards[member.shard][key] = member
         if fresh_arm and stamp is not None:
             self._dirty[key] = member
         if owed:
@@ -231,6 +234,7 @@ class Timer:
         member = self._members.pop((workflow_id, trigger_id), None)
         if member is None or member.group is None:
             return
+        self._shards[member.shard].pop(member.key, None)
         self._retired[member.key] = (member.spec.schedule.key, member.last)
         group = member.group
         group.members.pop(member.key, None)
@@ -274,9 +278,9 @@ class Timer:
         now = self._clock()
         owed: dict[tuple[Any, ...], list[datetime]] = {}
         queued = 0
-        for member in self._members.values():
+        for member in self._shards[shard].values():
             group = member.group
-            if member.shard != shard or group is None:
+            if group is None:
                 continue
             instants = owed.get(group.key)
             if instants is None:
