@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from wfsched.metrics import DISPATCH_ATTEMPTS, DISPATCH_DURATION, TRIGGER_EVENTS
+from wfsched.metrics import DISPATCH_ATTEMPTS, DISPATCH_DURATION, event_counter
 from wfsched.models import Claim, DispatchOutcome, TriggerEvent, iso, utcnow
 from wfsched.store import Store
 
@@ -72,6 +72,8 @@ class LogSender:
     mode = "log"
 
     async def send(self, event: TriggerEvent) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return  # counted as dispatched all the same, as a line the level filters out
         log.info(
             "event dispatched to log",
             extra={
@@ -99,10 +101,10 @@ class Dispatcher:
     """Claims due events and delivers them with ``max_workers`` concurrent sends.
 
     Claimed events queue for ``max_workers`` long-lived workers. While sends are quick the
-    dispatcher claims ahead (up to ``MAX_AHEAD`` per worker queued, fewer the slower sends
-    are), so a worker that
-    finishes takes the next event without waiting for a store round trip; it claims again
-    once the queue is half empty, in batches. Outcomes are written in batches by one
+    dispatcher claims ahead (up to ``MAX_AHEAD`` queued per worker, fewer the slower sends
+    are), so a worker that finishes takes the next event without waiting for a store round
+    trip; it claims again once the queue is half empty, in batches. Events recorded in this
+    process arrive without a claim (``lease``/``adopt``, from the group-commit recorder). Outcomes are written in batches by one
     finisher; while too many wait for the store, nothing more is claimed. Claims happen when
     woken (a fire committed, a retry came due, room freed) and every ``poll_interval`` for
     work that other processes queued (CLI, other replicas).
@@ -302,11 +304,12 @@ class Dispatcher:
         observe, count = self._observe[result]
         observe(elapsed)
         count()
-        TRIGGER_EVENTS.labels(
-            event.trigger_type, "retried" if result == "retry" else outcome.status
-        ).inc()
+        event_counter(event.trigger_type, "retried" if result == "retry" else outcome.status).inc()
+        level = logging.INFO if result == "ok" else logging.WARNING
+        if not log.isEnabledFor(level):
+            return
         log.log(
-            logging.INFO if result == "ok" else logging.WARNING,
+            level,
             "dispatch attempt",
             extra={
                 "workflow_id": event.workflow_id,

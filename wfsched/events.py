@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from wfsched.errors import StoreError
-from wfsched.metrics import TRIGGER_EVENTS
+from wfsched.metrics import event_counter
 from wfsched.models import Claim, NewEvent, TriggerEvent
 
 Recorded = list[tuple[TriggerEvent, bool]]
@@ -138,7 +138,7 @@ class GroupCommitRecorder:
         """Count recorded and duplicate events; wake the dispatcher for unleased new ones."""
         unleased = False
         for i, (event, created) in enumerate(result):
-            TRIGGER_EVENTS.labels(event.trigger_type, "recorded" if created else "duplicate").inc()
+            event_counter(event.trigger_type, "recorded" if created else "duplicate").inc()
             unleased = unleased or (created and i >= leased)
         if unleased:
             self._on_created()
