@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from wfsched.jsontext import dumps
 
 FIELDS = (
     "workflow_id",
@@ -54,9 +55,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC)
-            .isoformat()
-            .replace("+00:00", "Z"),
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat()[:-6] + "Z",
             "level": record.levelname.lower(),
             "service": "wfsched",
             "event": redact(record.getMessage()),
@@ -68,7 +67,7 @@ class JsonFormatter(logging.Formatter):
                 line[name] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             line["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(line, default=str)
+        return dumps(line)
 
 
 class TextFormatter(logging.Formatter):
