@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 import pytest
@@ -117,7 +118,29 @@ async def test_two_replicas_split_the_shards_and_a_survivor_loses_no_fire(
         await until(lambda: len(a.held) == SHARDS, 10, "a survivor holding every shard")
         await anyio.sleep(2.5)
     stopped = time.time()
-    events = await store.history(limit=100_000)
+    assert_every_second_fired_once(await store.history(limit=100_000), workflows, started, stopped)
+
+
+@pytest.mark.slow
+async def test_a_joining_replica_takes_half_the_shards_from_where_the_first_left_them(
+    store: Store, redis_url: str
+) -> None:
+    workflows = [f"wf{i}" for i in range(48)]
+    members = [1]
+    started = time.time()
+    async with replica(store, redis_url, workflows, lambda: members[0]) as a:
+        await until(lambda: len(a.held) == SHARDS, 10, "the first replica holding every shard")
+        members[0] = 2
+        async with replica(store, redis_url, workflows, lambda: members[0]) as b:
+            await until(lambda: len(a.held) == len(b.held) == SHARDS // 2, 15, "a handover of half")
+            await anyio.sleep(1.5)
+        stopped = time.time()
+    assert_every_second_fired_once(await store.history(limit=100_000), workflows, started, stopped)
+
+
+def assert_every_second_fired_once(
+    events: list[Any], workflows: list[str], started: float, stopped: float
+) -> None:
     seen: dict[str, list[float]] = {w: [] for w in workflows}
     for event in events:
         assert event.scheduled_at is not None

@@ -9,8 +9,9 @@ never a duplicate event.
 No fire may be lost to a handover:
 
 * a replica that takes a shard first records every instant of its triggers due in the last
-  ``TAKEOVER_HORIZON`` seconds (whatever their catch-up policy): the previous holder may have
-  died, been frozen or lost its lease while behind; those it did record are no-ops;
+  ``TAKEOVER_HORIZON`` seconds (whatever their catch-up policy; never before it armed them,
+  which is the catch-up policy's business): the previous holder may have died, been frozen
+  or lost its lease while behind; what it did record is a no-op;
 * a replica gives a shard away (to balance) only once its timer has recorded everything due
   so far, and then does not compete for it for a while;
 * while the lock backend is unreachable, a replica fires every shard it cannot lease (every
@@ -81,6 +82,10 @@ class ShardKeeper:
         """Keep shards until cancelled (the timer fires none before they are leased)."""
         self._timer.own(set())
         try:
+            # Replicas started together see each other before leasing, instead of one taking
+            # every shard and handing most of them over again.
+            await anyio.sleep(2 * self._poll)
+            await self._recount()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._count_replicas, name="shard-membership")
                 for shard in range(SHARDS):
@@ -90,11 +95,14 @@ class ShardKeeper:
 
     async def _count_replicas(self) -> None:
         while True:
-            try:
-                self._replicas = max(1, await self._count())
-            except LockError:
-                pass  # keep the last count; leases tell the truth meanwhile
             await anyio.sleep(self._poll * 2)
+            await self._recount()
+
+    async def _recount(self) -> None:
+        try:
+            self._replicas = max(1, await self._count())
+        except LockError:
+            pass  # keep the last count; leases tell the truth meanwhile
 
     async def _keep(self, shard: int) -> None:
         next_try = 0.0
