@@ -19,7 +19,6 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +30,8 @@ from wfsched.models import NewEvent, iso, new_execution_id
 from wfsched.timerstate import (
     EMPTY,
     SHARDS,
+    Group,
+    Member,
     arm_record,
     catchup_instants,
     instants_between,
@@ -55,42 +56,6 @@ STALLED = 120.0
 Cursors = Callable[[Sequence[tuple[str, str, Any]]], Awaitable[None]]
 
 
-@dataclass(slots=True, eq=False)
-class Member:
-    """One trigger armed in the timer."""
-
-    workflow_id: str
-    trigger_id: str
-    trigger_type: str
-    payload: Mapping[str, Any]
-    spec: TimerSpec
-    floor: float
-    """Instants at or before this timestamp are not the timer's (caught up or skipped)."""
-    last: datetime | None = None
-    """The last scheduled instant handled: the cursor."""
-    stamp: str | None = None
-    """The deployment's spec hash this member was armed from; stored with the cursor so a
-    restart can re-arm it without parsing the spec (None: store no arm record)."""
-    group: Group | None = None
-    shard: int = 0
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.workflow_id, self.trigger_id)
-
-
-@dataclass(slots=True, eq=False)
-class Group:
-    """Members sharing schedule, window and spread; ``nominal`` is their next instant."""
-
-    key: tuple[Any, ...]
-    spec: TimerSpec
-    spread: float
-    members: dict[tuple[str, str], Member] = field(default_factory=dict)
-    nominal: datetime | None = None
-    version: int = 0
-
-
 class Timer:
     """The shared timer. ``add``/``remove`` may be called at any time; ``run`` fires."""
 
@@ -108,7 +73,8 @@ class Timer:
         """Environment digest per trigger type for arm records (set by the TriggerManager)."""
         self._groups: dict[tuple[Any, ...], Group] = {}
         self._members: dict[tuple[str, str], Member] = {}
-        self._shards: list[dict[tuple[str, str], Member]] = [{} for _ in range(SHARDS)]
+        self._shards: list[dict[tuple[str, str], Member]] | None = None
+        """Members by shard, kept once ``own`` shards the timer."""
         self._heap: list[tuple[float, int, int, Group]] = []
         self._seq = itertools.count()
         self._wake = anyio.Event()
@@ -200,7 +166,6 @@ class Timer:
             floor,
             last,
             stamp,
-            shard=shard_of(workflow_id, trigger_id),
         )
         owed: list[datetime] = []
         if start is not None and spec.catchup != "skip":
@@ -215,7 +180,9 @@ class Timer:
         member.group = group
         group.members[key] = member
         self._members[key] = member
-        self._shards[member.shard][key] = member
+        if self._shards is not None:
+            member.shard = shard_of(workflow_id, trigger_id)
+            self._shards[member.shard][key] = member
         if fresh_arm and stamp is not None:
             self._dirty[key] = member
         if owed:
@@ -234,7 +201,8 @@ class Timer:
         member = self._members.pop((workflow_id, trigger_id), None)
         if member is None or member.group is None:
             return
-        self._shards[member.shard].pop(member.key, None)
+        if self._shards is not None:
+            self._shards[member.shard].pop(member.key, None)
         self._retired[member.key] = (member.spec.schedule.key, member.last)
         group = member.group
         group.members.pop(member.key, None)
@@ -267,12 +235,17 @@ class Timer:
     def own(self, shards: set[int] | None) -> None:
         """Record due fires of these shards only (None: of every trigger)."""
         self._owned = None if shards is None else set(shards)
+        if shards is not None and self._shards is None:
+            self._shards = [{} for _ in range(SHARDS)]
+            for key, member in self._members.items():
+                member.shard = shard_of(*key)
+                self._shards[member.shard][key] = member
 
     def gain(self, shard: int, since: float) -> int:
         """Start recording ``shard``; queue every instant of its triggers due after ``since``
         (a clock timestamp) and by now, whatever their catch-up policy: a takeover must not
         lose what the previous holder had not recorded yet. Returns the fires queued."""
-        if self._owned is None or shard in self._owned:
+        if self._owned is None or self._shards is None or shard in self._owned:
             return 0
         self._owned.add(shard)
         now = self._clock()

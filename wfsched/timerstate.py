@@ -1,5 +1,6 @@
-"""What the timer computes and stores outside its loop: instants within a trigger's window,
-catch-up after downtime, cursors, and the arm records that let a restart skip spec parsing.
+"""What the timer computes and stores outside its loop: its members and groups, instants
+within a trigger's window, catch-up after downtime, shards, cursors, and the arm records that
+let a restart skip spec parsing.
 
 An arm record is one line of text stored in the trigger's cursor: the deployment's spec hash,
 a digest of the environment (version, trigger class, settings) and the fields of its
@@ -14,6 +15,7 @@ import math
 import zlib
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -225,3 +227,40 @@ def _decode(key: str, rest: str) -> tuple[str, str, Mapping[str, Any], TimerSpec
     if not isinstance(payload, Mapping):
         return None
     return environment, kind, payload, spec
+
+
+@dataclass(slots=True, eq=False)
+class Member:
+    """One trigger armed in the timer."""
+
+    workflow_id: str
+    trigger_id: str
+    trigger_type: str
+    payload: Mapping[str, Any]
+    spec: TimerSpec
+    floor: float
+    """Instants at or before this timestamp are not the timer's (caught up or skipped)."""
+    last: datetime | None = None
+    """The last scheduled instant handled: the cursor."""
+    stamp: str | None = None
+    """The deployment's spec hash this member was armed from; stored with the cursor so a
+    restart can re-arm it without parsing the spec (None: store no arm record)."""
+    group: Group | None = None
+    shard: int = -1
+    """Its timer shard; computed once the timer is sharded (replicas)."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.workflow_id, self.trigger_id)
+
+
+@dataclass(slots=True, eq=False)
+class Group:
+    """Members sharing schedule, window and spread; ``nominal`` is their next instant."""
+
+    key: tuple[Any, ...]
+    spec: TimerSpec
+    spread: float
+    members: dict[tuple[str, str], Member] = field(default_factory=dict)
+    nominal: datetime | None = None
+    version: int = 0
