@@ -357,9 +357,14 @@ def test_a_restart_catches_up_exactly_what_each_policy_promises(tmp_path: Path) 
         if missed_fired is None:
             assert got == missed
         elif missed_fired == 1:
-            assert got == [missed[-1]]
+            # The latest instant due at the re-arming: missed[-1], or the next one when the
+            # re-arming crossed a second boundary just before its log line was written.
+            first = min(s for s in after[policy] if s > last)
+            assert got == [missed[-1]] or (got == [] and first == missed[-1] + 1 <= armed)
         else:
-            assert got == []
+            # Nothing caught up; missed[-1] may be an ordinary fire when the log line came
+            # more than 50 ms after the re-arming (a loaded machine).
+            assert got in ([], [missed[-1]])
         later = [s for s in after[policy] if s > missed[-1]]
         assert consecutive(later)
 
