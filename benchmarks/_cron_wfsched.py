@@ -25,7 +25,7 @@ import anyio
 
 from wfsched.cronexpr import spread_offset
 from wfsched.events import GroupCommitRecorder, Recorded
-from wfsched.models import NewEvent
+from wfsched.models import Claim, NewEvent
 from wfsched.schedules import cron_series, every_series
 from wfsched.store.sqlite import SqliteStore
 from wfsched.timers import Timer
@@ -50,8 +50,8 @@ class Stamping:
         self.late: list[float] = []
         self.fires = 0
 
-    async def record(self, events: Sequence[NewEvent]) -> Recorded:
-        result = await self.store.record(events)
+    async def record(self, events: Sequence[NewEvent], claim: Claim | None = None) -> Recorded:
+        result = await self.store.record(events, claim)
         stored = time.time()
         for event, created in result:
             assert created and event.scheduled_at is not None

@@ -20,10 +20,10 @@ import pytest
 from wfsched.config import Settings, load_settings
 from wfsched.daemon import open_store
 from wfsched.deployments import DeploymentService
-from wfsched.events import Recorded
+from wfsched.events import GroupCommitRecorder, Recorded
 from wfsched.locks import LocalLocks
 from wfsched.metrics import REGISTRY
-from wfsched.models import NewEvent
+from wfsched.models import NewEvent, new_execution_id
 from wfsched.plugins import Registry, load_registry
 from wfsched.runtime import TriggerManager
 from wfsched.schedules import every_series
@@ -436,3 +436,28 @@ class CountingRegistry(Registry):
     def get(self, name: str) -> Any:
         self.lookups += 1
         return super().get(name)
+
+
+async def test_the_group_commit_recorder_takes_a_store_that_knows_no_claims(store: Store) -> None:
+    # Without a dispatcher to hand events to, the recorder calls ``record(events)`` only, as
+    # the benchmarks' and harnesses' wrappers of the store define it.
+    counting = Counting(store)
+    recorder = GroupCommitRecorder(counting)
+    events = [
+        NewEvent(
+            execution_id=new_execution_id(),
+            workflow_id=f"wf{i}",
+            trigger_id="cron",
+            trigger_type="cron",
+            dedupe_key=f"cron@{i}",
+            payload={},
+            fired_at=at(BASE),
+        )
+        for i in range(3)
+    ]
+    async with anyio.create_task_group() as tg:
+        recorder.start(tg)
+        result = await recorder.record(events)
+        tg.cancel_scope.cancel()
+    assert [created for _, created in result] == [True, True, True]
+    assert counting.batches == [3]

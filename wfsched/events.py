@@ -122,7 +122,10 @@ class GroupCommitRecorder:
     async def _flush(self, batch: _Batch) -> None:
         claim = None if self._handoff is None else self._handoff.lease(len(batch.events))
         try:
-            batch.result = await self._store.record(batch.events, claim)
+            if claim is None:
+                batch.result = await self._store.record(batch.events)
+            else:
+                batch.result = await self._store.record(batch.events, claim)
         except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
             batch.error = exc
             batch.done.set()
