@@ -1,7 +1,8 @@
 """Systems under test of the ingress suite, each a child process pinned to the server core.
 
-``bare``: uvicorn serving benchmarks._ingress_bare (the ceiling). ``wfsched``: ``wfsched
-serve`` with one HMAC webhook on a fresh SQLite file or a fresh PostgreSQL schema. Both use
+``bare``: uvicorn serving benchmarks._ingress_bare (the ceiling). ``floor``: uvicorn serving
+benchmarks._ingress_floor (the least work of a durable 202 on SQLite). ``wfsched``: ``wfsched
+serve`` with one HMAC webhook on a fresh SQLite file or a fresh PostgreSQL schema. All use
 uvicorn with httptools on uvloop, one worker, no access log.
 """
 
@@ -89,15 +90,15 @@ def _wait_ready(
     raise RuntimeError(f"server not ready after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def start_bare(workdir: Path) -> Server:
+def _start_uvicorn(workdir: Path, name: str, target: str, env: dict[str, str]) -> Server:
     port = free_port()
-    log = workdir / "bare.log"
+    log = workdir / f"{name}.log"
     cmd = pinned(
         SERVER_CORE,
         sys.executable,
         "-m",
         "uvicorn",
-        "benchmarks._ingress_bare:app",
+        target,
         "--host",
         "127.0.0.1",
         "--port",
@@ -111,14 +112,26 @@ def start_bare(workdir: Path) -> Server:
         "warning",
     )
     with open(log, "wb") as sink:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return Server("bare", proc, port, workdir)
+            return Server(name, proc, port, workdir)
         time.sleep(0.05)
     proc.kill()
-    raise RuntimeError(f"bare server did not start:\n{log.read_text()}")
+    raise RuntimeError(f"{name} server did not start:\n{log.read_text()}")
+
+
+def start_bare(workdir: Path) -> Server:
+    return _start_uvicorn(workdir, "bare", "benchmarks._ingress_bare:app", {})
+
+
+def start_floor(workdir: Path) -> Server:
+    """The durable floor (benchmarks._ingress_floor) on a fresh SQLite file in ``workdir``."""
+    env = {"BENCH_SECRET": SECRET, "FLOOR_DIR": str(workdir)}
+    return _start_uvicorn(workdir, "floor", "benchmarks._ingress_floor:app", env)
 
 
 @contextlib.contextmanager
