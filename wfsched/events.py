@@ -8,7 +8,7 @@ handed over in memory; it wakes to claim from the store only for the rest.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -140,8 +140,11 @@ class GroupCommitRecorder:
     def _count(self, result: Recorded, leased: int = 0) -> None:
         """Count recorded and duplicate events; wake the dispatcher for unleased new ones."""
         unleased = False
+        counts: Counter[tuple[str, str]] = Counter()
         for i, (event, created) in enumerate(result):
-            event_counter(event.trigger_type, "recorded" if created else "duplicate").inc()
+            counts[event.trigger_type, "recorded" if created else "duplicate"] += 1
             unleased = unleased or (created and i >= leased)
+        for (trigger_type, status), n in counts.items():
+            event_counter(trigger_type, status).inc(n)
         if unleased:
             self._on_created()
