@@ -9,23 +9,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
-
-import jwt
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
-from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
-from jwt.algorithms import Algorithm
+from typing import TYPE_CHECKING, Any
 
 from wfsched import SpecError
 from wfsched.triggers._auth_sign import standard_webhooks_key
 
+if TYPE_CHECKING:
+    from jwt.algorithms import Algorithm
+
+# pyjwt and cryptography are imported where JWT keys are prepared, not with the module.
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_SECRET_FILE_BYTES = 1024 * 1024
-_PRIVATE_KEY_TYPES = (RSAPrivateKey, EllipticCurvePrivateKey, Ed25519PrivateKey, Ed448PrivateKey)
 
 
 def fail(key: str, message: str) -> SpecError:
@@ -122,12 +116,17 @@ def sw_secret_key(secret: str) -> bytes:
 def _load_key_material(value: str) -> str | Any:
     """Certificates are reduced to their public key; everything else goes to pyjwt as text."""
     if "-----BEGIN CERTIFICATE-----" in value:
+        from cryptography import x509
+
         return x509.load_pem_x509_certificate(value.encode("utf-8")).public_key()
     return value
 
 
 def _prepare_key(algorithm: Algorithm, value: str) -> Any | None:
     """The key as ``algorithm`` uses it, or None when it does not fit that algorithm."""
+    import jwt
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     # pyjwt and cryptography report an unusable key with several exception types, by format.
     try:
         return algorithm.prepare_key(_load_key_material(value))
@@ -139,6 +138,18 @@ def prepare_jwt_keys(
     values: Sequence[str], algorithms: Sequence[str], key_field: str
 ) -> dict[str, list[Any]]:
     """Map each algorithm to the keys usable with it; every key must fit at least one."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+    private_key_types = (
+        RSAPrivateKey,
+        EllipticCurvePrivateKey,
+        Ed25519PrivateKey,
+        Ed448PrivateKey,
+    )
     prepared: dict[str, list[Any]] = {alg: [] for alg in algorithms}
     for position, value in enumerate(values, start=1):
         which = f"{key_field} #{position}" if len(values) > 1 else key_field
@@ -149,7 +160,7 @@ def prepare_jwt_keys(
             key = _prepare_key(algorithm, value)
             if key is None:
                 continue
-            if isinstance(key, _PRIVATE_KEY_TYPES):
+            if isinstance(key, private_key_types):
                 raise fail(key_field, f"{which} is a private key; give the public key")
             if algorithm.check_key_length(key):
                 weak.append(alg)

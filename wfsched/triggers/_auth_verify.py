@@ -14,10 +14,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-import jwt
-from jwt.types import Options
+from typing import TYPE_CHECKING, Any
 
 from wfsched import AuthError
 from wfsched.triggers._auth_config import DEFAULT_HEADERS, WebhookAuth
@@ -29,6 +26,12 @@ from wfsched.triggers._auth_sign import (
     standard_webhooks_digest,
 )
 
+if TYPE_CHECKING:
+    from jwt.types import Options
+
+# pyjwt (with cryptography) is imported by the jwt checks only: webhooks with other schemes,
+# and every CLI command, start without it.
+
 MAX_SIGNATURES = 10
 JWT_LEEWAY = 30
 _MAX_HEADER_CHARS = 16 * 1024
@@ -39,8 +42,13 @@ _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 # Visible ASCII; a "," would mean the caller joined duplicated webhook-id headers.
 _WEBHOOK_ID = re.compile(r"[\x21-\x2b\x2d-\x7e]+")
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-# What pyjwt and the crypto backend may raise on hostile tokens (pyjwt wraps most of it).
-_JWT_FAILURES = (jwt.PyJWTError, ValueError, TypeError, RecursionError, OverflowError)
+
+
+def _jwt_failures() -> tuple[type[Exception], ...]:
+    """What pyjwt and the crypto backend may raise on hostile tokens (pyjwt wraps most)."""
+    import jwt
+
+    return (jwt.PyJWTError, ValueError, TypeError, RecursionError, OverflowError)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -220,9 +228,11 @@ class Verifier:
         token = _credentials(_require(headers, "authorization"), "Bearer")
         if not _COMPACT_JWS.fullmatch(token):
             raise AuthError("authorization header does not carry a well-formed JWT")
+        import jwt
+
         try:
             alg = jwt.get_unverified_header(token).get("alg")
-        except _JWT_FAILURES:
+        except _jwt_failures():
             raise AuthError("authorization header does not carry a well-formed JWT") from None
         if not isinstance(alg, str) or not self._jwt_keys.get(alg):
             raise AuthError("authorization header: the token's algorithm is not accepted")
@@ -233,6 +243,8 @@ class Verifier:
 
 def _decode_jwt(token: str, alg: str, keys: Sequence[Any], auth: WebhookAuth) -> dict[str, Any]:
     """The claims of ``token`` signed with any of ``keys``, audience and issuer checked."""
+    import jwt
+
     # Time claims are checked by _check_jwt_times so that "now" is injectable.
     options: Options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
     for key in keys:
@@ -255,7 +267,7 @@ def _decode_jwt(token: str, alg: str, keys: Sequence[Any], auth: WebhookAuth) ->
             raise AuthError("authorization header: the token's issuer is not accepted") from None
         # Any other failure is a bad token; pyjwt's message is not repeated because it can
         # quote token contents (e.g. the JSON decoder's error).
-        except _JWT_FAILURES:
+        except _jwt_failures():
             raise AuthError("authorization header: the token is invalid") from None
         return claims
     raise AuthError("authorization header: the token's signature is invalid")

@@ -17,11 +17,12 @@ from typing import Any
 import anyio
 
 from wfsched import BaseTrigger, Inbound, Outbound, SpecError, TriggerContext, TriggerSpec, hookimpl
-from wfsched.triggers._github_app import app_for, client, load_settings
 from wfsched.triggers._github_config import validate_config
 from wfsched.triggers._github_filters import FILTER_KEYS, Filters
-from wfsched.triggers._github_ingress import receive
-from wfsched.triggers._github_redeliver import Redeliverer, recover_forever, wait_for_listener
+
+# The App client, the ingress and the redelivery loop (httpx, pyjwt, cryptography: about
+# 80 ms of imports) load when a github trigger first runs or receives, not with the plugin:
+# every CLI command and every daemon without a github trigger starts without them.
 
 PATH = "/api/v1/public/webhooks/github"
 SETTINGS_RETRY = 60.0
@@ -56,6 +57,8 @@ class GitHubTrigger(BaseTrigger):
     async def receive_shared(
         cls, request: Inbound, triggers: Sequence[BaseTrigger], settings: Mapping[str, Any]
     ) -> Outbound:
+        from wfsched.triggers._github_ingress import receive
+
         ours = [t for t in triggers if isinstance(t, GitHubTrigger)]
         return await receive(request, ours, settings)
 
@@ -66,6 +69,13 @@ class GitHubTrigger(BaseTrigger):
         )
 
     async def run(self) -> None:
+        from wfsched.triggers._github_app import app_for, client, load_settings
+        from wfsched.triggers._github_redeliver import (
+            Redeliverer,
+            recover_forever,
+            wait_for_listener,
+        )
+
         while True:
             try:
                 settings = load_settings(self.ctx.settings("github"))
