@@ -1,12 +1,13 @@
-"""The durable floor: the least work a durable, HMAC-checked 202 takes on this stack.
+"""The durable floor: the minimal equivalent of wfsched's work for an HMAC webhook in log mode.
 
 Served by ``uvicorn benchmarks._ingress_floor:app`` with the same flags as the other systems.
-Raw ASGI (no framework), the HMAC check over the raw body, the body parsed with orjson, one
-row per request in wfsched's own ``events`` table (same file format, indexes and pragmas),
-inserted by group commit in one worker thread, the 202 sent only after the commit, then the
-row marked dispatched as ``log`` mode does. No routing, no auth schemes, no dedupe header, no
-metrics, no logging, no limits: a lower bound on what any Python service on uvicorn and SQLite
-pays per durable request, to read wfsched's figures against.
+Raw ASGI (no framework), the HMAC check over the raw body, the body parsed with orjson, the
+payload wfsched stores (method, path, query, headers, body), one row per request in wfsched's
+own ``events`` table (same file format, indexes and pragmas) inserted by group commit in one
+worker thread, the 202 sent only after the commit, then the rows marked dispatched in a second
+transaction, as ``log`` mode does. No routing, no other auth schemes, no dedupe header, no
+metrics, no logging, no limits, no error answers worth the name: the work wfsched must do at
+the least, on the same stack, to read its figures against.
 """
 
 from __future__ import annotations
@@ -61,30 +62,48 @@ def _write(sql: str, rows: list[tuple[Any, ...]]) -> None:
 async def _flush() -> None:
     global _flushing
     loop = asyncio.get_running_loop()
-    while _pending:
-        batch = _pending[:]
-        _pending.clear()
-        rows = [row for row, _ in batch]
-        await loop.run_in_executor(_pool, _write, _INSERT, rows)
-        for _, done in batch:
-            done.set_result(None)
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
-        await loop.run_in_executor(_pool, _write, _DISPATCHED, [(stamp, r[0]) for r in rows])
-    _flushing = False
+    try:
+        while _pending:
+            batch = _pending[:]
+            _pending.clear()
+            rows = [row for row, _ in batch]
+            try:
+                await loop.run_in_executor(_pool, _write, _INSERT, rows)
+            except Exception as exc:  # noqa: BLE001 - every waiter of the batch gets it
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+            await loop.run_in_executor(_pool, _write, _DISPATCHED, [(stamp, r[0]) for r in rows])
+    finally:
+        _flushing = False
 
 
 async def _answer(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": _JSON})
+    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while (await receive())["type"] != "lifespan.shutdown":
+        try:
+            _db.append(_open())
+        except Exception as exc:  # noqa: BLE001 - uvicorn (--lifespan on) exits with it
+            await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+            return
+        await send({"type": "lifespan.startup.complete"})
+    await send({"type": "lifespan.shutdown.complete"})
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     global _flushing
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            _db.append(_open())
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
+        await _lifespan(receive, send)
         return
     chunks = []
     more = True
@@ -98,7 +117,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if not hmac.compare_digest(expected, signature):
         await _answer(send, 401, b'{"error":"unauthorized"}')
         return
-    payload = orjson.dumps({"method": "POST", "path": scope["path"], "body": orjson.loads(body)})
+    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+    del headers["x-signature-256"]
+    payload = orjson.dumps(
+        {
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": {},
+            "headers": headers,
+            "body": orjson.loads(body),
+            "body_encoding": "json",
+        }
+    )
     execution_id = f"{next(_ids):026d}"
     fired = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
     row = (execution_id, "bench", "webhook", "webhook", execution_id, fired, payload, fired)

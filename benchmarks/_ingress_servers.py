@@ -90,7 +90,9 @@ def _wait_ready(
     raise RuntimeError(f"server not ready after {timeout}s:\n{log.read_text()[-3000:]}")
 
 
-def _start_uvicorn(workdir: Path, name: str, target: str, env: dict[str, str]) -> Server:
+def _start_uvicorn(
+    workdir: Path, name: str, target: str, env: dict[str, str], *extra: str
+) -> Server:
     port = free_port()
     log = workdir / f"{name}.log"
     cmd = pinned(
@@ -110,13 +112,14 @@ def _start_uvicorn(workdir: Path, name: str, target: str, env: dict[str, str]) -
         "--no-access-log",
         "--log-level",
         "warning",
+        *extra,
     )
     with open(log, "wb") as sink:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env={**os.environ, **env}, stdout=sink, stderr=subprocess.STDOUT
         )
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and proc.poll() is None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return Server(name, proc, port, workdir)
         time.sleep(0.05)
@@ -131,7 +134,10 @@ def start_bare(workdir: Path) -> Server:
 def start_floor(workdir: Path) -> Server:
     """The durable floor (benchmarks._ingress_floor) on a fresh SQLite file in ``workdir``."""
     env = {"BENCH_SECRET": SECRET, "FLOOR_DIR": str(workdir)}
-    return _start_uvicorn(workdir, "floor", "benchmarks._ingress_floor:app", env)
+    # --lifespan on: a store that cannot open stops the server instead of hanging requests.
+    return _start_uvicorn(
+        workdir, "floor", "benchmarks._ingress_floor:app", env, "--lifespan", "on"
+    )
 
 
 @contextlib.contextmanager

@@ -48,15 +48,16 @@ def compare(
     theirs: float,
     *,
     higher_is_better: bool,
+    system: str = "wfsched",
 ) -> Row:
-    """Build wfsched's row against a baseline with the ratio oriented so > 1 is better."""
+    """Build a row of ``system`` against a baseline, the ratio oriented so > 1 is better."""
     if higher_is_better:
         ratio = ours / theirs if theirs else None
     else:
         ratio = theirs / ours if ours else None
     return Row(
         suite,
-        "wfsched",
+        system,
         workload,
         n,
         metric,

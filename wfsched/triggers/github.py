@@ -69,6 +69,8 @@ class GitHubTrigger(BaseTrigger):
         )
 
     async def run(self) -> None:
+        # Loaded here, when the trigger starts, so the first delivery does not pay for it.
+        import wfsched.triggers._github_ingress  # noqa: F401
         from wfsched.triggers._github_app import app_for, client, load_settings
         from wfsched.triggers._github_redeliver import (
             Redeliverer,
