@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import sys
@@ -84,9 +86,57 @@ class TextFormatter(logging.Formatter):
         return redact(text)
 
 
+class TickHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the lines of one event-loop tick in one write.
+
+    Inside a running event loop a formatted line waits for the end of the current tick (a
+    burst of fires and dispatches logs thousands of lines a second: one write(2) per tick
+    instead of one per line); anywhere else (the CLI, worker threads) it is written at once.
+    ``flush`` writes what waits, so nothing is left behind at exit.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            super().emit(record)
+            return
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging's own policy for a record it cannot format
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        if len(self._lines) == 1:
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            lines, self._lines = self._lines, []
+            # A closed or broken stderr loses the lines, as with StreamHandler, and never
+            # raises into the event loop (whose error report would log, and fail, again).
+            with contextlib.suppress(OSError, ValueError):
+                if lines:
+                    self.stream.write("\n".join(lines) + "\n")
+                super().flush()
+        finally:
+            self.release()
+
+
 def setup_logging(fmt: str = "json", level: str = "info") -> None:
     """Send wfsched's logs to stderr in ``fmt`` (json or text)."""
-    handler = logging.StreamHandler(sys.stderr)
+    # Neither format shows the caller's file and line, the thread or the process: skip
+    # collecting them for every record (the logging HOWTO's "Optimization" settings).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = TickHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
