@@ -16,6 +16,8 @@ from typing import Any
 
 import uvicorn
 
+from benchmarks._asgi import read_body
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
@@ -46,16 +48,11 @@ async def app(
 ) -> None:
     if scope["type"] != "http":
         return
-    chunks = []
-    more = True
-    while more:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
+    request_body = await read_body(receive)
     arrived = time.time()
     parts = scope["path"].split("/")
     if scope["method"] == "POST" and len(parts) == 5 and parts[4] == "execute":
-        doc = json.loads(b"".join(chunks))
+        doc = json.loads(request_body)
         payload = doc["payload"]
         if not payload.get("warmup"):
             got = STATS.setdefault(parts[3], Received())

@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from benchmarks._asgi import read_body
+
 SECRET = os.environ.get("BENCH_SECRET", "").encode()
 _INSERT = (
     "INSERT INTO events (execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,"
@@ -105,13 +107,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
-    chunks = []
-    more = True
-    while more:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        more = message.get("more_body", False)
-    body = b"".join(chunks)
+    body = await read_body(receive)
     signature = dict(scope["headers"]).get(b"x-signature-256", b"")
     expected = b"sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest().encode()
     if not hmac.compare_digest(expected, signature):
