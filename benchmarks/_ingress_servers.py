@@ -1,7 +1,7 @@
 """Systems under test of the ingress suite, each a child process pinned to the server core.
 
 ``bare``: uvicorn serving benchmarks._ingress_bare (the ceiling). ``floor``: uvicorn serving
-benchmarks._ingress_floor (the least work of a durable 202 on SQLite). ``wfsched``: ``wfsched
+benchmarks._ingress_floor (the minimal equivalent of wfsched's work). ``wfsched``: ``wfsched
 serve`` with one HMAC webhook on a fresh SQLite file or a fresh PostgreSQL schema. All use
 uvicorn with httptools on uvloop, one worker, no access log.
 """

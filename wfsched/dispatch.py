@@ -96,10 +96,11 @@ class Dispatcher:
     dispatcher claims ahead (up to ``MAX_AHEAD`` queued per worker, fewer the slower sends
     are), so a worker that finishes takes the next event without waiting for a store round
     trip; it claims again once the queue is half empty, in batches. Events recorded in this
-    process arrive without a claim (``lease``/``adopt``, from the group-commit recorder). Outcomes are written in batches by one
-    finisher; while too many wait for the store, nothing more is claimed. Claims happen when
-    woken (a fire committed, a retry came due, room freed) and every ``poll_interval`` for
-    work that other processes queued (CLI, other replicas).
+    process arrive already leased, with no claim query (``lease``/``adopt``, from the
+    group-commit recorder). Outcomes are written in batches by one finisher; while too many
+    wait for the store, nothing more is claimed. Claims happen when woken (a fire committed,
+    a retry came due, room freed) and every ``poll_interval`` for work that other processes
+    queued (CLI, other replicas).
     """
 
     def __init__(

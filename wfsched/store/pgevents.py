@@ -166,6 +166,7 @@ class PgEvents(PgConnections):
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         if not outcomes:
             return
+        # finish_rows ends each row with the owner; here it is one parameter for the batch.
         columns = list(zip(*finish_rows(owner, outcomes, opt_utc), strict=True))
         async with self._conn() as conn:
             await conn.execute(_FINISH_SQL, [list(c) for c in columns[:5]] + [owner])
