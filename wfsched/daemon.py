@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
@@ -30,9 +31,20 @@ from wfsched.timers import Timer
 
 log = logging.getLogger("wfsched.daemon")
 DRAIN_SECONDS = 10.0
-CHANGE_POLL = 0.5
+CHANGE_POLL = 1.0
 SQLITE_POLL_MAX = 30.0
 PG_POLL = 5.0
+
+
+async def sleep_to_beat(period: float) -> None:
+    """Sleep until the next multiple of ``period`` on the loop's clock.
+
+    The daemon's periodic loops (the SQLite change poll, uvicorn's tick) all wake on the same
+    beat, so an idle daemon wakes once per second instead of once per loop: each wake-up of an
+    idle process costs about 0.1 ms of CPU, cold caches and all.
+    """
+    now = anyio.current_time()
+    await anyio.sleep_until((math.floor(now / period) + 1) * period)
 
 
 def open_store(url: str) -> Store:
@@ -129,11 +141,12 @@ def _server(app: Any, host: str, port: int) -> Any:
 
         async def main_loop(self) -> None:
             # uvicorn ticks ten times a second, a fifth of an idle daemon's CPU; once a
-            # second still refreshes the Date header (every tenth count) and sees should_exit.
+            # second, on the daemon's beat, still refreshes the Date header (every tenth
+            # count) and sees should_exit.
             counter = 0
             while not await self.on_tick(counter):
                 counter = (counter + 10) % 864000
-                await anyio.sleep(1.0)
+                await sleep_to_beat(1.0)
 
     config = uvicorn.Config(
         app,
@@ -151,15 +164,18 @@ async def _poll_changes(store: Store, manager: TriggerManager, dispatcher: Dispa
     """Stores without notifications (SQLite): look for commits by file fingerprint, cheaply."""
     token_of: Any = getattr(store, "change_token", None)
     last: Any = None
-    since_check = 0.0
+    checked = anyio.current_time()
     while True:
-        await anyio.sleep(CHANGE_POLL)
-        since_check += CHANGE_POLL
+        await sleep_to_beat(CHANGE_POLL)
         await manager.flush_health()
         token = token_of() if token_of is not None else None
-        if token is not None and token == last and since_check < SQLITE_POLL_MAX:
+        if (
+            token is not None
+            and token == last
+            and anyio.current_time() - checked < SQLITE_POLL_MAX
+        ):
             continue
-        last, since_check = token, 0.0
+        last, checked = token, anyio.current_time()
         dispatcher.wake()
         if await store.revision() != manager.revision:
             await manager.reconcile()
