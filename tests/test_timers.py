@@ -402,6 +402,36 @@ async def test_a_restart_rearms_from_stored_records_without_parsing(
     await second.stop_all()
 
 
+async def test_a_restart_restores_what_it_can_and_parses_the_rest(
+    store: Store, registry: Registry, settings: Settings
+) -> None:
+    for i in range(3):
+        await deploy(store, registry, f"wf{i}", every="60s", catchup="latest")
+    two = {
+        "id": "two",
+        "triggers": [
+            {"type": "cron", "id": "a", "every": "60s"},
+            {"type": "cron", "id": "b", "cron": "H/5 * * * *"},
+        ],
+    }
+    await store.apply([parse_spec(two, registry)])
+    keys = [(f"wf{i}", "tick") for i in range(3)] + [("two", "a"), ("two", "b")]
+    clock = Clock(math.floor(datetime.now(UTC).timestamp()) + 0.5)
+    first = await node(store, registry, settings, clock)
+    expected = {key: first.timer.next_fire(*key) for key in keys}
+    await first.stop()
+    spoilt = {**(await store.trigger_states("two"))[1].cursor, "arm": "a1|not-this-definition"}
+    await store.set_cursors([("two", "b", spoilt)])
+    counting = CountingRegistry(registry)
+    second = await node(store, counting, settings, clock)
+    assert {key: second.timer.next_fire(*key) for key in keys} == expected
+    assert None not in expected.values()
+    assert counting.lookups > 1  # "two" lost a record: its spec was parsed, both triggers
+    members = [second.timer.get(*key) for key in keys[:3]]
+    assert len({m.group for m in members if m is not None}) == 1  # one schedule, one group
+    await second.stop()
+
+
 async def test_a_deploy_writes_arm_records_so_the_first_start_parses_nothing(
     store: Store, registry: Registry, settings: Settings
 ) -> None:

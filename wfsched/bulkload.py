@@ -51,25 +51,43 @@ async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[li
     names = tuple(cursors)
     after = ""
     # Trigger ids, types and states repeat across deployments: keep one string of each, as
-    # the armed members hold them for the daemon's life.
+    # the armed members hold them for the daemon's life. Deployments made together share
+    # their active_since: each distinct text is parsed once.
     common: dict[str, str] = {}
+    instants: dict[Any, datetime] = {}
     while True:
         rows = await scanner(after, PAGE, cursor_fields=names)
         if not rows:
             return
         heads: list[Head] = []
+        head = None
         for row in rows:
-            workflow_id, spec_hash, state, since, trigger_id, kind, health = row[:7]
-            if not heads or heads[-1].workflow_id != workflow_id:
-                heads.append(Head(workflow_id, spec_hash, common.setdefault(state, state), since))
+            workflow_id = row[0]
+            if head is None or head.workflow_id != workflow_id:
+                since = instants.get(row[3])
+                if since is None:
+                    since = instants[row[3]] = _instant(row[3])
+                head = Head(workflow_id, row[1], common.setdefault(row[2], row[2]), since)
+                heads.append(head)
+            trigger_id = row[4]
             if trigger_id is not None:
-                trigger_id = common.setdefault(trigger_id, trigger_id)
-                kind = common.setdefault(kind, kind)
                 values = row[7:]
-                cursor = dict(zip(names, values, strict=True)) if any(values) else None
-                heads[-1].triggers.append((trigger_id, kind, cursor, health))
+                cursor = dict(zip(names, values, strict=False)) if any(values) else None
+                head.triggers.append(
+                    (
+                        common.setdefault(trigger_id, trigger_id),
+                        common.setdefault(row[5], row[5]),
+                        cursor,
+                        row[6],
+                    )
+                )
         after = heads[-1].workflow_id
         yield heads
+
+
+def _instant(value: Any) -> datetime:
+    # A store's scan gives datetimes or the ISO 8601 text it stores them as.
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 
 
 async def _listed(store: Store, cursors: bool) -> list[Head]:

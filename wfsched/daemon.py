@@ -169,11 +169,7 @@ async def _poll_changes(store: Store, manager: TriggerManager, dispatcher: Dispa
         await sleep_to_beat(CHANGE_POLL)
         await manager.flush_health()
         token = token_of() if token_of is not None else None
-        if (
-            token is not None
-            and token == last
-            and anyio.current_time() - checked < SQLITE_POLL_MAX
-        ):
+        if token is not None and token == last and anyio.current_time() - checked < SQLITE_POLL_MAX:
             continue
         last, checked = token, anyio.current_time()
         dispatcher.wake()

@@ -175,11 +175,13 @@ class TriggerManager:
         slow: list[Head] = []
         async for page in scan(self.store, cursors=CURSOR_FIELDS if cold else ()):
             for head in page:
-                seen.add(head.workflow_id)
                 counts[head.state] = counts.get(head.state, 0) + 1
-                before = self._deployed.get(head.workflow_id, _NOTHING)
-                if before[0] == head.spec_hash and before[1] == head.state:
-                    continue
+                before = _NOTHING
+                if not cold:  # a cold pass starts from nothing: every head is new
+                    seen.add(head.workflow_id)
+                    before = self._deployed.get(head.workflow_id, _NOTHING)
+                    if before[0] == head.spec_hash and before[1] == head.state:
+                        continue
                 if head.state != "active":
                     await self._stop_workflow(head.workflow_id)
                     self._deployed[head.workflow_id] = (head.spec_hash, head.state, ())
@@ -194,7 +196,7 @@ class TriggerManager:
                     armed += restored
                 else:
                     slow.append(head)
-        for workflow_id in [w for w in self._deployed if w not in seen]:
+        for workflow_id in [] if cold else [w for w in self._deployed if w not in seen]:
             await self._stop_workflow(workflow_id)
             del self._deployed[workflow_id]
         armed += await self._start_parsed(slow)

@@ -141,7 +141,7 @@ class Timer:
             self.remove(workflow_id, trigger_id)
         spread = quantize(spec.spread)
         floor = (self._clock() if now is None else timestamp(now)) - spread
-        horizon = datetime.fromtimestamp(floor, UTC)
+        horizon = floor  # instants due by now belong to catch-up, later ones to the timer
         known, last = parse_cursor(cursor) if cursor is not None else (None, None)
         retired = self._retired.pop(key, None) if self._retired else None
         if retired is not None:
@@ -158,25 +158,18 @@ class Timer:
             if start is None or last > start:
                 start = last
         member = Member(
-            workflow_id,
-            trigger_id,
-            trigger_type,
-            payload or EMPTY,
-            spec,
-            floor,
-            last,
-            stamp,
+            workflow_id, trigger_id, trigger_type, payload or EMPTY, spec, floor, last, stamp
         )
         owed: list[datetime] = []
         if start is not None and spec.catchup != "skip":
-            owed = catchup_instants(spec, start, horizon)
+            owed = catchup_instants(spec, start, datetime.fromtimestamp(horizon, UTC))
             self._backlog.extend((member, t) for t in owed)
         group_key = (spec.schedule.key, spec.start_at, spec.end_at, spread)
         group = self._groups.get(group_key)
         if group is None:
             group = Group(group_key, spec, spread)
             self._groups[group_key] = group
-            self._push(group, self._advance(spec, horizon))
+            self._push(group, self._advance(spec, datetime.fromtimestamp(horizon, UTC)))
         member.group = group
         group.members[key] = member
         self._members[key] = member

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from wfsched.models import iso
@@ -44,8 +45,16 @@ def timestamp(t: datetime) -> float:
 
 def quantize(spread: float) -> float:
     """The spread the timer applies: ``spread`` rounded down to SPREAD_RESOLUTION."""
-    steps = math.floor(max(0.0, spread) / SPREAD_RESOLUTION + 1e-9)
-    return round(steps * SPREAD_RESOLUTION, 6)
+    found = _QUANTA.get(spread)
+    if found is None:
+        steps = math.floor(max(0.0, spread) / SPREAD_RESOLUTION + 1e-9)
+        found = round(steps * SPREAD_RESOLUTION, 6)
+        if len(_QUANTA) < 100_000:  # spreads repeat: one per hash-spread step at most
+            _QUANTA[spread] = found
+    return found
+
+
+_QUANTA: dict[float, float] = {}
 
 
 def next_instant(spec: TimerSpec, after: datetime) -> datetime | None:
@@ -126,12 +135,18 @@ def parse_cursor(value: Any) -> tuple[str | None, datetime | None]:
     if not isinstance(value, dict):
         return None, None
     last = value.get("last")
-    try:
-        when = datetime.fromisoformat(last).astimezone(UTC) if isinstance(last, str) else None
-    except ValueError:
-        when = None
+    when = _instant(last) if isinstance(last, str) else None
     key = value.get("key")
     return (key if isinstance(key, str) else None), when
+
+
+@lru_cache(maxsize=4096)
+def _instant(text: str) -> datetime | None:
+    # Triggers of one group share their last instant: a restart parses each one once.
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError:
+        return None
 
 
 def arm_record(stamp: str, env: str, kind: str, payload: Mapping[str, Any], spec: TimerSpec) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -243,8 +242,9 @@ class SqliteDeployments(SqliteConnection):
         """Return the deployments after id ``after`` (at most ``limit``), without documents.
 
         One row per trigger, ``(workflow_id, spec_hash, state, active_since, trigger_id, type,
-        health, *cursor_fields)``, ordered by workflow and trigger id; the trigger columns are
-        None for a deployment without triggers. Each cursor field is that top-level member of
+        health, *cursor_fields)``, ``active_since`` as stored (ISO 8601 text), ordered by
+        workflow and trigger id; the trigger columns are None for a deployment without
+        triggers. Each cursor field is that top-level member of
         the trigger's JSON cursor (None if absent), extracted without decoding the rest.
         """
         fields = "".join(
@@ -258,6 +258,7 @@ class SqliteDeployments(SqliteConnection):
             " ORDER BY workflow_id LIMIT ?) AS d LEFT JOIN trigger_state AS t"
             " ON t.workflow_id = d.workflow_id ORDER BY d.workflow_id, t.trigger_id"
         )
-        rows = await self._run(lambda c: c.execute(sql, (after, limit)).fetchall())
-        # fromisoformat reads the fixed-width text fmt_ts writes, far faster than strptime.
-        return [(*r[:3], datetime.fromisoformat(r[3]), *r[4:]) for r in rows]
+        rows: list[tuple[Any, ...]] = await self._run(
+            lambda c: c.execute(sql, (after, limit)).fetchall()
+        )
+        return rows
