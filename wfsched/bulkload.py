@@ -66,13 +66,13 @@ async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[li
             if head is None or head.workflow_id != workflow_id:
                 since = instants.get(row[3])
                 if since is None:
-                    since = instants[row[3]] = _instant(row[3])
+                    since = instants[row[3]] = _since(row[3])
                 head = Head(workflow_id, row[1], common.setdefault(row[2], row[2]), since)
                 heads.append(head)
             trigger_id = row[4]
             if trigger_id is not None:
                 values = row[7:]
-                cursor = dict(zip(names, values, strict=False)) if any(values) else None
+                cursor = dict(zip(names, values, strict=True)) if any(values) else None
                 head.triggers.append(
                     (
                         common.setdefault(trigger_id, trigger_id),
@@ -85,7 +85,7 @@ async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[li
         yield heads
 
 
-def _instant(value: Any) -> datetime:
+def _since(value: Any) -> datetime:
     # A store's scan gives datetimes or the ISO 8601 text it stores them as.
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
 

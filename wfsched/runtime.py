@@ -196,9 +196,10 @@ class TriggerManager:
                     armed += restored
                 else:
                     slow.append(head)
-        for workflow_id in [] if cold else [w for w in self._deployed if w not in seen]:
-            await self._stop_workflow(workflow_id)
-            del self._deployed[workflow_id]
+        if not cold:  # (a cold pass started from nothing: all it holds it has just seen)
+            for workflow_id in [w for w in self._deployed if w not in seen]:
+                await self._stop_workflow(workflow_id)
+                del self._deployed[workflow_id]
         armed += await self._start_parsed(slow)
         if armed:
             log.info(f"{armed} timers armed", extra={"status": "armed"})

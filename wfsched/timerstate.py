@@ -45,16 +45,8 @@ def timestamp(t: datetime) -> float:
 
 def quantize(spread: float) -> float:
     """The spread the timer applies: ``spread`` rounded down to SPREAD_RESOLUTION."""
-    found = _QUANTA.get(spread)
-    if found is None:
-        steps = math.floor(max(0.0, spread) / SPREAD_RESOLUTION + 1e-9)
-        found = round(steps * SPREAD_RESOLUTION, 6)
-        if len(_QUANTA) < 100_000:  # spreads repeat: one per hash-spread step at most
-            _QUANTA[spread] = found
-    return found
-
-
-_QUANTA: dict[float, float] = {}
+    steps = math.floor(max(0.0, spread) / SPREAD_RESOLUTION + 1e-9)
+    return round(steps * SPREAD_RESOLUTION, 6)
 
 
 def next_instant(spec: TimerSpec, after: datetime) -> datetime | None:

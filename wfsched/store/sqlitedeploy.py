@@ -244,8 +244,8 @@ class SqliteDeployments(SqliteConnection):
         One row per trigger, ``(workflow_id, spec_hash, state, active_since, trigger_id, type,
         health, *cursor_fields)``, ``active_since`` as stored (ISO 8601 text), ordered by
         workflow and trigger id; the trigger columns are None for a deployment without
-        triggers. Each cursor field is that top-level member of
-        the trigger's JSON cursor (None if absent), extracted without decoding the rest.
+        triggers. Each cursor field is that top-level member of the trigger's JSON cursor
+        (None if absent), extracted without decoding the rest.
         """
         fields = "".join(
             f", CASE WHEN json_valid(t.cursor) THEN json_extract(t.cursor, '$.{name}') END"
