@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from wfsched.bulkload import scan
 from wfsched.errors import NotFound, StoreError
 from wfsched.models import (
     Claim,
@@ -341,6 +342,39 @@ async def open_pg(url: str) -> Any:
     store = PostgresStore(url)
     await store.open()
     return store
+
+
+async def test_scan_deployed_pages_heads_with_their_triggers_and_cursor_fields(
+    store: Any,
+) -> None:
+    bare = WorkflowSpec(id="d", name="d", triggers=(), document={"id": "d"}, spec_hash="h")
+    await store.apply([make_spec("a", "t1", "t2"), make_spec("b"), make_spec("c", "x"), bare])
+    await store.set_state(["b"], "paused")
+    await store.set_cursors(
+        [("a", "t2", {"key": "k", "last": None, "arm": "rec"}), ("c", "x", ["not", "a", "map"])]
+    )
+    fields = ("key", "last", "arm")
+    rows: list[tuple[Any, ...]] = []
+    after = ""
+    while page := await store.scan_deployed(after, 2, cursor_fields=fields):
+        rows += page
+        after = page[-1][0]
+    assert [(r[0], r[2], r[4], r[5], r[6], r[7:]) for r in rows] == [
+        ("a", "active", "t1", "manual", "healthy", (None, None, None)),
+        ("a", "active", "t2", "manual", "healthy", ("k", None, "rec")),
+        ("b", "paused", "manual", "manual", "healthy", (None, None, None)),
+        ("c", "active", "x", "manual", "healthy", (None, None, None)),
+        ("d", "active", None, None, None, (None, None, None)),
+    ]
+    deployed = {d.workflow_id: d for d in await store.list_deployments()}
+    heads = [h for page in [p async for p in scan(store, cursors=fields)] for h in page]
+    assert [(h.workflow_id, h.spec_hash, h.active_since) for h in heads] == [
+        (w, d.spec_hash, d.active_since) for w, d in sorted(deployed.items())
+    ]
+    assert heads[0].triggers == [
+        ("t1", "manual", None, "healthy"),
+        ("t2", "manual", {"key": "k", "last": None, "arm": "rec"}, "healthy"),
+    ]
 
 
 async def test_pg_replicas_starting_together_migrate_once(pg_url: str) -> None:
