@@ -377,6 +377,20 @@ async def test_scan_deployed_pages_heads_with_their_triggers_and_cursor_fields(
     ]
 
 
+async def test_scan_deployed_since_a_revision_returns_only_what_changed_after_it(
+    store: Any,
+) -> None:
+    await store.apply([make_spec("a"), make_spec("b"), make_spec("c")])
+    revision = await store.revision()
+    assert [r[0] for r in await store.scan_deployed("", 10, changed_since=revision)] == []
+    await store.apply([make_spec("b", extra="renamed"), make_spec("d")])
+    await store.set_state(["c"], "paused")
+    await store.undeploy(["a"])
+    changed = await store.scan_deployed("", 10, changed_since=revision)
+    assert [(r[0], r[2]) for r in changed] == [("b", "active"), ("c", "paused"), ("d", "active")]
+    assert await store.deployment_ids() == {"b", "c", "d"}
+
+
 async def test_pg_replicas_starting_together_migrate_once(pg_url: str) -> None:
     stores: list[Any] = []
 

@@ -432,6 +432,38 @@ async def test_a_restart_restores_what_it_can_and_parses_the_rest(
     await second.stop()
 
 
+async def test_a_later_pass_reads_only_what_changed_and_notices_removals(
+    store: Store, registry: Registry, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(4):
+        await deploy(store, registry, f"wf{i}", every="60s")
+    started = await node(store, registry, settings, Clock(datetime.now(UTC).timestamp()))
+    read: list[str] = []
+    scanner = store.scan_deployed  # type: ignore[attr-defined]
+
+    async def counting(*args: Any, **kwargs: Any) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = await scanner(*args, **kwargs)
+        read.extend(r[0] for r in rows)
+        return rows
+
+    monkeypatch.setattr(store, "scan_deployed", counting)
+    await deploy(store, registry, "wf1", every="30s")
+    await store.undeploy(["wf2"])
+    await store.set_state(["wf3"], "paused")
+    await deploy(store, registry, "new", every="60s")
+    await started.manager.reconcile()
+    assert sorted(read) == ["new", "wf1", "wf3"]
+    live = {f"wf{i}": started.manager.is_live(f"wf{i}", "tick") for i in range(4)}
+    assert live == {"wf0": True, "wf1": True, "wf2": False, "wf3": False}
+    assert started.manager.is_live("new", "tick")
+    member = started.timer.get("wf1", "tick")
+    assert member is not None and member.spec.schedule.key == every_series(30).key
+    read.clear()
+    await started.manager.reconcile()  # nothing changed: nothing read
+    assert read == []
+    await started.stop()
+
+
 async def test_a_deploy_writes_arm_records_so_the_first_start_parses_nothing(
     store: Store, registry: Registry, settings: Settings
 ) -> None:

@@ -41,9 +41,19 @@ class Head:
     """The full deployment, when the store could only list those."""
 
 
-async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[list[Head]]:
-    """Yield every deployment, a page at a time, with the top-level ``cursors`` fields of
-    each trigger's cursor (a dict, or None when the trigger has no cursor)."""
+async def deployment_ids(store: Store) -> set[str] | None:
+    """The id of every deployment, or None when the store has no cheap way to list them (then
+    ``scan`` ignores ``changed_since`` and lists everything)."""
+    ids: Any = getattr(store, "deployment_ids", None)
+    return None if ids is None else set(await ids())
+
+
+async def scan(
+    store: Store, *, cursors: Sequence[str] = (), changed_since: int | None = None
+) -> AsyncIterator[list[Head]]:
+    """Yield every deployment (with ``changed_since``, every one changed at a later store
+    revision), a page at a time, with the top-level ``cursors`` fields of each trigger's
+    cursor (a dict, or None when the trigger has no cursor)."""
     scanner: Any = getattr(store, "scan_deployed", None)
     if scanner is None:
         yield await _listed(store, bool(cursors))
@@ -56,7 +66,7 @@ async def scan(store: Store, *, cursors: Sequence[str] = ()) -> AsyncIterator[li
     common: dict[str, str] = {}
     instants: dict[Any, datetime] = {}
     while True:
-        rows = await scanner(after, PAGE, cursor_fields=names)
+        rows = await scanner(after, PAGE, cursor_fields=names, changed_since=changed_since)
         if not rows:
             return
         heads: list[Head] = []

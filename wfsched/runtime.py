@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from wfsched.bulkload import Head, environment, scan, timer_only
+from wfsched.bulkload import Head, deployment_ids, environment, scan, timer_only
 from wfsched.config import Settings
 from wfsched.context import TriggerCtx, build_trigger
 from wfsched.errors import Conflict, NotFound, WfschedError
@@ -168,14 +169,21 @@ class TriggerManager:
             self.revision = revision
 
     async def _reconcile(self, cold: bool) -> int:
-        """One reconciliation pass; return the number of timers armed."""
+        """One reconciliation pass; return the number of timers armed.
+
+        A cold pass reads every deployment, with the arm records of its triggers. A later one
+        reads only those changed since the revision last reconciled, and every id to notice
+        removals, where the store can list ids; else it reads every deployment again.
+        """
+        present = None if cold else await deployment_ids(self.store)
+        changed_since = self.revision if present is not None else None
         seen: set[str] = set()
-        counts = {"active": 0, "paused": 0}
         armed = 0
         slow: list[Head] = []
-        async for page in scan(self.store, cursors=CURSOR_FIELDS if cold else ()):
+        async for page in scan(
+            self.store, cursors=CURSOR_FIELDS if cold else (), changed_since=changed_since
+        ):
             for head in page:
-                counts[head.state] = counts.get(head.state, 0) + 1
                 before = _NOTHING
                 if not cold:  # a cold pass starts from nothing: every head is new
                     seen.add(head.workflow_id)
@@ -197,14 +205,16 @@ class TriggerManager:
                 else:
                     slow.append(head)
         if not cold:  # (a cold pass started from nothing: all it holds it has just seen)
-            for workflow_id in [w for w in self._deployed if w not in seen]:
+            known = seen if present is None else present
+            for workflow_id in [w for w in self._deployed if w not in known]:
                 await self._stop_workflow(workflow_id)
                 del self._deployed[workflow_id]
         armed += await self._start_parsed(slow)
         if armed:
             log.info(f"{armed} timers armed", extra={"status": "armed"})
+        states = Counter(entry[1] for entry in self._deployed.values())
         for state in ("active", "paused"):
-            DEPLOYMENTS.labels(state).set(counts.get(state, 0))
+            DEPLOYMENTS.labels(state).set(states[state])
         return armed
 
     def _restore(self, head: Head) -> int:

@@ -253,9 +253,20 @@ class PgDeployments(PgConnections):
             if cur.rowcount == 0:
                 raise stale_fence(workflow_id, trigger_id, fence)
 
-    # bulk start-up (optional store method, see wfsched/bulkload.py) ----------------------
+    # bulk start-up (optional store methods, see wfsched/bulkload.py) ---------------------
+    async def deployment_ids(self) -> set[str]:
+        """Return the id of every deployment."""
+        async with self._conn() as conn:
+            cur = await conn.execute("SELECT workflow_id FROM wfsched_deployments")
+            return {r[0] for r in await cur.fetchall()}
+
     async def scan_deployed(
-        self, after: str, limit: int, *, cursor_fields: Sequence[str] = ()
+        self,
+        after: str,
+        limit: int,
+        *,
+        cursor_fields: Sequence[str] = (),
+        changed_since: int | None = None,
     ) -> list[tuple[Any, ...]]:
         """Return the deployments after id ``after`` (at most ``limit``), without documents:
         the rows of ``SqliteStore.scan_deployed``, ``active_since`` as a datetime."""
@@ -266,15 +277,16 @@ class PgDeployments(PgConnections):
         # its own range of the primary key instead of the table from the start.
         sql = (
             "WITH d AS MATERIALIZED (SELECT workflow_id, spec_hash, state, active_since"
-            " FROM wfsched_deployments WHERE workflow_id > %(after)s ORDER BY workflow_id"
-            " LIMIT %(limit)s) SELECT d.workflow_id, d.spec_hash, d.state, d.active_since,"
+            " FROM wfsched_deployments WHERE workflow_id > %(after)s AND revision > %(since)s"
+            " ORDER BY workflow_id LIMIT %(limit)s) SELECT d.workflow_id, d.spec_hash, d.state, d.active_since,"
             f" t.trigger_id, t.type, t.health{fields} FROM d LEFT JOIN wfsched_trigger_state"
             " AS t ON t.workflow_id = d.workflow_id AND t.workflow_id > %(after)s"
             " AND t.workflow_id <= (SELECT max(workflow_id) FROM d)"
             " ORDER BY d.workflow_id, t.trigger_id"
         )
         async with self._conn() as conn:
-            cur = await conn.execute(sql, {"after": after, "limit": limit})
+            since = -1 if changed_since is None else changed_since
+            cur = await conn.execute(sql, {"after": after, "since": since, "limit": limit})
             return list(await cur.fetchall())
 
     async def set_cursors(self, cursors: Sequence[tuple[str, str, Any]]) -> None:

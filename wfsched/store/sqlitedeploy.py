@@ -235,11 +235,24 @@ class SqliteDeployments(SqliteConnection):
             )
         )
 
-    # bulk start-up (optional store method, see wfsched/bulkload.py) ----------------------
+    # bulk start-up (optional store methods, see wfsched/bulkload.py) ---------------------
+    async def deployment_ids(self) -> set[str]:
+        """Return the id of every deployment."""
+        rows = await self._run(
+            lambda c: c.execute("SELECT workflow_id FROM deployments").fetchall()
+        )
+        return {r[0] for r in rows}
+
     async def scan_deployed(
-        self, after: str, limit: int, *, cursor_fields: Sequence[str] = ()
+        self,
+        after: str,
+        limit: int,
+        *,
+        cursor_fields: Sequence[str] = (),
+        changed_since: int | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Return the deployments after id ``after`` (at most ``limit``), without documents.
+        """Return the deployments after id ``after`` (at most ``limit``), without documents;
+        with ``changed_since``, only those changed at a later store revision.
 
         One row per trigger, ``(workflow_id, spec_hash, state, active_since, trigger_id, type,
         health, *cursor_fields)``, ``active_since`` as stored (ISO 8601 text), ordered by
@@ -255,10 +268,11 @@ class SqliteDeployments(SqliteConnection):
         sql = (
             "SELECT d.workflow_id, d.spec_hash, d.state, d.active_since, t.trigger_id, t.type,"
             f" t.health{fields} FROM (SELECT * FROM deployments WHERE workflow_id > ?"
-            " ORDER BY workflow_id LIMIT ?) AS d LEFT JOIN trigger_state AS t"
+            " AND revision > ? ORDER BY workflow_id LIMIT ?) AS d LEFT JOIN trigger_state AS t"
             " ON t.workflow_id = d.workflow_id ORDER BY d.workflow_id, t.trigger_id"
         )
+        since = -1 if changed_since is None else changed_since
         rows: list[tuple[Any, ...]] = await self._run(
-            lambda c: c.execute(sql, (after, limit)).fetchall()
+            lambda c: c.execute(sql, (after, since, limit)).fetchall()
         )
         return rows
