@@ -461,6 +461,25 @@ async def test_a_later_pass_reads_only_what_changed_and_notices_removals(
     read.clear()
     await started.manager.reconcile()  # nothing changed: nothing read
     assert read == []
+    # A deployment made between reading the ids and scanning is armed, not also removed.
+    service = DeploymentService(store=store, registry=registry, settings=settings)
+    listed = store.deployment_ids  # type: ignore[attr-defined]
+
+    async def racing() -> set[str]:
+        ids: set[str] = await listed()
+        late = {"id": "late", "triggers": [{"type": "cron", "id": "tick", "every": "1h"}]}
+        await service.deploy([service.parse_document(late)])
+        return ids
+
+    monkeypatch.setattr(store, "deployment_ids", racing)
+    await started.manager.reconcile()
+    assert read == ["late"] and started.manager.is_live("late", "tick")
+    # A store whose revision went back (replaced under the daemon) is read in full.
+    monkeypatch.undo()
+    started.manager.revision = 10**9
+    await deploy(store, registry, "restored", every="60s")
+    await started.manager.reconcile()
+    assert started.manager.is_live("restored", "tick")
     await started.stop()
 
 

@@ -59,6 +59,8 @@ async def scan(
         yield await _listed(store, bool(cursors))
         return
     names = tuple(cursors)
+    # (stores whose scan predates ``changed_since`` are only asked for it when it is set)
+    only = {} if changed_since is None else {"changed_since": changed_since}
     after = ""
     # Trigger ids, types and states repeat across deployments: keep one string of each, as
     # the armed members hold them for the daemon's life. Deployments made together share
@@ -66,7 +68,7 @@ async def scan(
     common: dict[str, str] = {}
     instants: dict[Any, datetime] = {}
     while True:
-        rows = await scanner(after, PAGE, cursor_fields=names, changed_since=changed_since)
+        rows = await scanner(after, PAGE, cursor_fields=names, **only)
         if not rows:
             return
         heads: list[Head] = []

@@ -160,7 +160,7 @@ class TriggerManager:
             if cold:
                 gc.disable()
             try:
-                armed = await self._reconcile(cold)
+                armed = await self._reconcile(cold, revision)
             finally:
                 if cold and collecting:
                     gc.enable()
@@ -168,15 +168,20 @@ class TriggerManager:
                         gc.freeze()
             self.revision = revision
 
-    async def _reconcile(self, cold: bool) -> int:
+    async def _reconcile(self, cold: bool, revision: int) -> int:
         """One reconciliation pass; return the number of timers armed.
 
         A cold pass reads every deployment, with the arm records of its triggers. A later one
         reads only those changed since the revision last reconciled, and every id to notice
         removals, where the store can list ids; else it reads every deployment again.
+        ``revision`` is the store's, read before this pass.
         """
         present = None if cold else await deployment_ids(self.store)
-        changed_since = self.revision if present is not None else None
+        # Only what changed since the last pass; everything where the store cannot list ids,
+        # or after its revision went back (a store replaced under the daemon).
+        changed_since = None
+        if present is not None and 0 <= self.revision <= revision:
+            changed_since = self.revision
         seen: set[str] = set()
         armed = 0
         slow: list[Head] = []
@@ -205,7 +210,8 @@ class TriggerManager:
                 else:
                     slow.append(head)
         if not cold:  # (a cold pass started from nothing: all it holds it has just seen)
-            known = seen if present is None else present
+            # (one deployed after the ids were read may have been armed in this very pass)
+            known = seen if present is None else present | seen
             for workflow_id in [w for w in self._deployed if w not in known]:
                 await self._stop_workflow(workflow_id)
                 del self._deployed[workflow_id]
