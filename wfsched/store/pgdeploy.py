@@ -278,9 +278,10 @@ class PgDeployments(PgConnections):
         sql = (
             "WITH d AS MATERIALIZED (SELECT workflow_id, spec_hash, state, active_since"
             " FROM wfsched_deployments WHERE workflow_id > %(after)s AND revision > %(since)s"
-            " ORDER BY workflow_id LIMIT %(limit)s) SELECT d.workflow_id, d.spec_hash, d.state, d.active_since,"
-            f" t.trigger_id, t.type, t.health{fields} FROM d LEFT JOIN wfsched_trigger_state"
-            " AS t ON t.workflow_id = d.workflow_id AND t.workflow_id > %(after)s"
+            " ORDER BY workflow_id LIMIT %(limit)s)"
+            " SELECT d.workflow_id, d.spec_hash, d.state, d.active_since, t.trigger_id, t.type,"
+            f" t.health{fields} FROM d LEFT JOIN wfsched_trigger_state AS t"
+            " ON t.workflow_id = d.workflow_id AND t.workflow_id > %(after)s"
             " AND t.workflow_id <= (SELECT max(workflow_id) FROM d)"
             " ORDER BY d.workflow_id, t.trigger_id"
         )
