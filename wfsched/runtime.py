@@ -209,8 +209,8 @@ class TriggerManager:
                     armed += restored
                 else:
                     slow.append(head)
-        if not cold:  # (a cold pass started from nothing: all it holds it has just seen)
-            # (one deployed after the ids were read may have been armed in this very pass)
+        if not cold:  # a cold pass started from nothing: all it holds it has just seen
+            # ``seen``: one deployed after the ids were read may have been armed in this pass.
             known = seen if present is None else present | seen
             for workflow_id in [w for w in self._deployed if w not in known]:
                 await self._stop_workflow(workflow_id)
