@@ -126,6 +126,43 @@ def test_every_setting_is_documented_in_the_readme_and_spec_keys_exist() -> None
 
 def test_the_repository_demo_config_is_the_embedded_default() -> None:
     s = load_settings(str(ROOT / "wfsched.toml"))
-    assert s.store_url == "sqlite:///wfsched.db"
+    assert s.store_url == f"sqlite:///{ROOT.resolve().as_posix()}/wfsched.db"
     assert s.get("dispatch.mode") == "log"
     assert s.locks_url == ""
+
+
+def test_relative_paths_in_a_config_file_resolve_against_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf = tmp_path / "etc" / "wfsched.toml"
+    conf.parent.mkdir()
+    conf.write_text(
+        '[store]\nurl = "sqlite:///data/w.db"\n[github]\nprivate_key = "file:key.pem"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    s = load_settings(str(conf))
+    folder = conf.parent.resolve()
+    assert s.store_url == f"sqlite:///{folder.as_posix()}/data/w.db"
+    assert s.get("plugins.dir") == str(folder / "plugins")  # the default, anchored too
+    assert s.get("github.private_key") == f"file:{folder / 'key.pem'}"
+    # The environment keeps meaning the current folder; no config file: the current folder.
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///here.db")
+    assert load_settings(str(conf)).store_url == "sqlite:///here.db"
+    monkeypatch.delenv("DATABASE_URL")
+    assert load_settings().store_url == "sqlite:///wfsched.db"
+
+
+def test_trusted_proxies_are_networks_and_a_bad_one_names_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wfsched.toml").write_text(
+        '[server]\ntrusted_proxies = ["10.0.0.1", "192.168.0.0/16"]\n'
+    )
+    nets = load_settings().trusted_proxies
+    assert [str(n) for n in nets] == ["10.0.0.1/32", "192.168.0.0/16"]
+    monkeypatch.setenv("WFSCHED_TRUSTED_PROXIES", "10.0.0.0/8, nope")
+    with pytest.raises(ConfigError, match="WFSCHED_TRUSTED_PROXIES.*nope"):
+        load_settings()

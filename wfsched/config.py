@@ -6,6 +6,7 @@ and the docs test all read that table.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ class Setting:
     key: str
     env: str
     default: Any
-    kind: str  # str | int | duration | secret | choice:a,b,c
+    kind: str  # str | int | duration | secret | networks | choice:a,b,c
     doc: str
 
     @property
@@ -46,12 +47,45 @@ SETTINGS: tuple[Setting, ...] = (
         "bearer token for the management API; empty: loopback clients only",
     ),
     Setting(
+        "server",
+        "trusted_proxies",
+        "WFSCHED_TRUSTED_PROXIES",
+        "",
+        "networks",
+        "proxies (addresses or networks, comma-separated) whose forwarding headers are believed",
+    ),
+    Setting(
+        "server",
+        "max_connections",
+        "WFSCHED_MAX_CONNECTIONS",
+        1000,
+        "int",
+        "open HTTP connections at most; past it new connections are refused",
+    ),
+    Setting(
         "store",
         "url",
         "DATABASE_URL",
         "sqlite:///wfsched.db",
         "str",
         "sqlite:///PATH (embedded) or postgresql://… (replicas)",
+    ),
+    Setting(
+        "store",
+        "sync",
+        "WFSCHED_STORE_SYNC",
+        "full",
+        "choice:full,normal",
+        "full: every commit is on disk before it is acknowledged; normal: faster, "
+        "a power loss may drop the last acknowledged events (SQLite)",
+    ),
+    Setting(
+        "store",
+        "commit_timeout",
+        "WFSCHED_STORE_COMMIT_TIMEOUT",
+        "5s",
+        "duration",
+        "a commit not done within this answers 503 to the requests waiting on it",
     ),
     Setting("locks", "url", "REDIS_URL", "", "str", "redis://… for replicas; empty: in-process"),
     Setting(
@@ -259,6 +293,28 @@ class Settings:
     def locks_url(self) -> str:
         return str(self.get("locks.url"))
 
+    @property
+    def trusted_proxies(self) -> tuple[IPNetwork, ...]:
+        """The networks whose forwarding headers (X-Forwarded-For, Forwarded) are believed."""
+        return parse_networks(self.get("server.trusted_proxies"))
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths resolve against: the config file's, else the current one."""
+        return Path(self.path).resolve().parent if self.path else Path.cwd()
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """``"10.0.0.1, 192.168.0.0/16, ::1"`` → networks (a bare address is a /32 or /128)."""
+    nets = []
+    for part in value.split(","):
+        if part.strip():
+            nets.append(ipaddress.ip_network(part.strip(), strict=False))
+    return tuple(nets)
+
 
 def _convert(setting: Setting, value: Any, origin: str) -> Any:
     where = f"{origin}: {setting.name}" if origin else setting.name
@@ -279,8 +335,15 @@ def _convert(setting: Setting, value: Any, origin: str) -> Any:
             return parse_duration(value)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+    if kind == "networks" and isinstance(value, list):
+        value = ",".join(str(v) for v in value)
     if not isinstance(value, str):
         raise ConfigError(f"{where} = {value!r}: must be a string")
+    if kind == "networks":
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where} = {value!r}: {exc}") from None
     if kind.startswith("choice:"):
         choices = kind[7:].split(",")
         if value not in choices:
@@ -335,18 +398,44 @@ def load_settings(
                 err = unknown_key_error(key, _BY_SECTION[section])
                 raise ConfigError(f"{origin}: unknown key {section}.{key}{_hint(err)}")
             sections[section][key] = value
+    base = path.resolve().parent if path is not None else None
     for setting in SETTINGS:
         if setting.env in env:
             sections[setting.section][setting.key] = env[setting.env]
             where = f"environment {setting.env}"
         else:
             where = origin
-        sections[setting.section][setting.key] = _convert(
-            setting, sections[setting.section][setting.key], where
-        )
+        value = _convert(setting, sections[setting.section][setting.key], where)
+        if base is not None and setting.env not in env:
+            value = _anchor(setting, value, base)
+        sections[setting.section][setting.key] = value
     settings = Settings(sections=sections, path=str(path) if path else None)
     _check(settings)
     return settings
+
+
+def _anchor(setting: Setting, value: Any, base: Path) -> Any:
+    """Make a relative path written in the config file (or its default) relative to its folder.
+
+    A config file means the same wherever the command runs: ``sqlite:///wfsched.db`` and
+    ``plugins.dir = "plugins"`` next to ``/etc/wfsched/wfsched.toml`` are
+    ``/etc/wfsched/wfsched.db`` and ``/etc/wfsched/plugins``, not files in the current
+    folder. Environment values keep their meaning for the process (the current folder).
+    """
+    if not isinstance(value, str) or not value:
+        return value
+    if setting.name == "store.url" and value.startswith("sqlite:///"):
+        rest = value[len("sqlite:///") :]
+        location, sep, query = rest.partition("?")
+        if location and location != ":memory:" and not Path(location).is_absolute():
+            return f"sqlite:///{(base / location).as_posix()}{sep}{query}"
+        return value
+    if setting.name == "plugins.dir" and not Path(value).expanduser().is_absolute():
+        return str(base / value)
+    if setting.kind == "secret" and value.startswith("file:"):
+        target = Path(value[5:]).expanduser()
+        return value if target.is_absolute() else f"file:{base / target}"
+    return value
 
 
 def _hint(err: Exception) -> str:
