@@ -13,6 +13,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
+import jsonschema
 import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Route
@@ -122,6 +124,23 @@ def live(tmp_path: Path) -> Iterator[Daemon]:
             message="webhook running",
         )
         yield d
+
+
+def test_the_deploy_body_schema_and_the_server_agree(live: Daemon) -> None:
+    """What /openapi.json says a deploy body must hold is what the server requires: a body the
+    document accepts is deployed, one it refuses is refused (schemathesis checks both ways)."""
+    schema = document()["components"]["schemas"]["WorkflowSpec"]
+    url = f"{live.url}/api/v1/deployment/workflows/orders/deploy"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for body in ({}, {"triggers": []}, {"name": "Orders", "triggers": [{"type": "manual"}]}):
+        jsonschema.validate(body, schema)
+        answer = httpx.put(url, json=body, headers=auth)
+        assert answer.status_code == 200, (body, answer.text)
+    for body in ({"triggers": [{}]}, {"triggers": "manual"}, {"id": "not ok!"}, {"name": 5}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(body, schema)
+        answer = httpx.put(url, json=body, headers=auth)
+        assert answer.status_code == 422, (body, answer.text)
 
 
 CHECKS = (

@@ -109,7 +109,7 @@ async def test_two_replicas_split_the_shards_and_a_survivor_loses_no_fire(
         async with replica(store, redis_url, workflows, lambda: 2) as b:
             await until(
                 lambda: len(a.held) == len(b.held) == SHARDS // 2,
-                10,
+                30,  # a shard changes hands once per renewal round: slow on a loaded machine
                 "the shards to split evenly",
             )
             assert not a.held & b.held

@@ -91,8 +91,10 @@ def schemas() -> dict[str, Any]:
             "last_error": _NULLABLESTR,
         },
     )
+    # Nothing is required: the id defaults to the path's and a spec without triggers (as on the
+    # CLI) deploys a workflow that never fires.
     spec = obj(
-        ["triggers"],
+        [],
         {
             "id": {
                 "type": "string",
@@ -103,6 +105,7 @@ def schemas() -> dict[str, Any]:
             "description": STR,
             "triggers": {
                 "type": "array",
+                "description": "The workflow's triggers (default: none)",
                 "items": obj(
                     ["type"],
                     {
