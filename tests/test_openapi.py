@@ -65,6 +65,7 @@ def test_it_documents_every_spec_route_and_every_app_route() -> None:
     # Route enumeration only: no handler runs, so the services are placeholders.
     services = SimpleNamespace(
         api_token="",
+        bind_host="127.0.0.1",
         deployments=None,
         store=None,
         settings=None,
@@ -87,9 +88,12 @@ def test_it_documents_errors_and_management_security() -> None:
         for method, op in item.items():
             responses = op["responses"]
             assert any(code.startswith("2") for code in responses), (method, path)
-            if path.startswith(("/api/v1/deployment/", "/api/v1/triggers/")):
+            if path.startswith(("/api/v1/deployment/", "/api/v1/triggers/")) or path.endswith(
+                "/webhooks/status"
+            ):
                 assert op["security"] == [{"bearerAuth": []}]
                 assert "401" in responses
+                assert "403" in responses
             for code, response in responses.items():
                 if code[0] in "45" and path != "/health":
                     schema = response["content"]["application/json"]["schema"]
@@ -120,7 +124,9 @@ def live(tmp_path: Path) -> Iterator[Daemon]:
     d.cli("deploy", str(tmp_path / "specs"))
     with d:
         wait_for(
-            lambda: d.get("/api/v1/public/webhooks/status").json()["webhooks"],
+            lambda: d.get(
+                "/api/v1/public/webhooks/status", headers={"Authorization": f"Bearer {TOKEN}"}
+            ).json()["webhooks"],
             message="webhook running",
         )
         yield d

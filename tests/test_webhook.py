@@ -460,14 +460,19 @@ def test_it_refuses_oversized_bodies_with_413_while_reading(daemon: Daemon) -> N
 
 
 @pytest.mark.slow
-def test_it_rate_limits_before_checking_signatures(daemon: Daemon) -> None:
+def test_it_rate_limits_authenticated_requests_only(daemon: Daemon) -> None:
     codes = [
         post(daemon, "limited", b"{}", X_Signature_256="sha256=" + "0" * 64).status_code
         for _ in range(4)
     ]
-    assert codes[:2] == [401, 401]
-    assert 429 in codes[2:]
-    r = post(daemon, "limited", b"{}", X_Signature_256="sha256=" + "0" * 64)
+    assert codes == [401] * 4
+    signature = sign_hmac_sha256_hex("limited-secret", b"{}")
+    codes = [
+        post(daemon, "limited", b"{}", X_Signature_256=signature).status_code for _ in range(4)
+    ]
+    assert codes[0] == 202
+    assert 429 in codes[1:]
+    r = post(daemon, "limited", b"{}", X_Signature_256=signature)
     assert r.status_code == 429
     assert int(r.headers["retry-after"]) >= 1
     assert r.json()["error"] == "rate_limited"

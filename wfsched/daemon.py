@@ -10,13 +10,13 @@ import contextlib
 import logging
 import math
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import anyio
 
-from wfsched.config import Settings
+from wfsched.config import IPNetwork, Settings
 from wfsched.deployments import DeploymentService
 from wfsched.dispatch import Dispatcher, LogSender, Sender
 from wfsched.errors import ConfigError, StoreError
@@ -130,8 +130,13 @@ def service(settings: Settings, store: Store, registry: Registry) -> DeploymentS
     return DeploymentService(store=store, registry=registry, settings=settings)
 
 
-def _server(app: Any, host: str, port: int) -> Any:
-    """A uvicorn server without its own signal handling: the daemon owns SIGINT/SIGTERM."""
+def _server(app: Any, host: str, port: int, trusted_proxies: Sequence[IPNetwork] = ()) -> Any:
+    """A uvicorn server without its own signal handling: the daemon owns SIGINT/SIGTERM.
+
+    X-Forwarded-For/-Proto are believed from ``trusted_proxies`` only (server.trusted_proxies);
+    uvicorn would otherwise trust 127.0.0.1 or an inherited FORWARDED_ALLOW_IPS. Its middleware
+    wraps the whole app, so every route, raw or Starlette, sees the same client address.
+    """
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -156,6 +161,8 @@ def _server(app: Any, host: str, port: int) -> Any:
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=5,
+        proxy_headers=bool(trusted_proxies),
+        forwarded_allow_ips=[str(net) for net in trusted_proxies],
     )
     return Server(config)
 
@@ -217,9 +224,16 @@ async def serve(
     ready: anyio.Event | None = None,
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM; then stop intake, drain and return."""
-    from wfsched.web import WebServices, create_app
+    from wfsched.web import WebServices, create_app, public_bind_without_token
 
     register_secrets(settings)
+    host = host or settings.host
+    api_token = settings.secret("server.api_token")
+    if public_bind_without_token(host, api_token):
+        log.warning(
+            f"listening on {host} without server.api_token: the management API answers 403 "
+            "api_token_required; set server.api_token (WFSCHED_API_TOKEN) to use it remotely"
+        )
     registry = load_registry(settings.get("plugins.dir"))
     async with connected(settings, exclusive=True) as store:
         locks = open_locks(settings.locks_url)
@@ -254,10 +268,11 @@ async def serve(
                 store=store,
                 deployments=deployments,
                 manager=manager,
-                api_token=settings.secret("server.api_token"),
+                api_token=api_token,
+                bind_host=host,
             )
         )
-        server = _server(app, host or settings.host, port or settings.port)
+        server = _server(app, host, port or settings.port, settings.trusted_proxies)
         config = server.config
         try:
             async with anyio.create_task_group() as tg:

@@ -22,7 +22,7 @@ from wfsched.events import Recorder
 from wfsched.models import Deployment, EventStatus, TriggerEvent, TriggerSpec, iso, utcnow
 from wfsched.plugins import Registry
 from wfsched.runtime import TriggerManager, build_trigger, invoke
-from wfsched.spec import InvalidSpecs, load_specs, parse_spec
+from wfsched.spec import InvalidSpecs, load_specs, parse_spec, refuse_host_secrets
 from wfsched.store import Store
 from wfsched.timerstate import next_fire_time
 from wfsched.trigger import BaseTrigger, FireResult
@@ -74,14 +74,23 @@ class DeploymentService:
         """Validate spec files; raise InvalidSpecs naming every file and field at fault."""
         return load_specs(paths, self.registry)
 
-    def parse_document(self, document: Any, *, source: str = "request body") -> Any:
-        """Validate one spec document (from the HTTP API)."""
+    def parse_document(
+        self, document: Any, *, source: str = "request body", from_api: bool = False
+    ) -> Any:
+        """Validate one spec document; ``from_api``: it comes from an HTTP API caller.
+
+        Such a caller has no access to the host, so its spec may not use ``env:``/``file:``
+        secret references (nor otherwise reach the daemon's secrets; see ``refuse_host_secrets``).
+        """
         if not isinstance(document, Mapping):
             raise InvalidSpecs([SpecError("a spec must be a JSON object", source=source)])
         try:
-            return parse_spec(document, self.registry, source=source)
+            spec = parse_spec(document, self.registry, source=source)
         except SpecError as exc:
             raise InvalidSpecs([exc]) from None
+        if from_api:
+            refuse_host_secrets(spec, self.registry, source=source)
+        return spec
 
     def warnings(self, specs: Sequence[Any]) -> list[str]:
         """Return advice for the specs (e.g. public webhooks without auth)."""

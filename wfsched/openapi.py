@@ -28,6 +28,11 @@ _ERRORS: dict[str, dict[str, Any]] = {
         "header, an invalid Content-Length (`bad_request`)",
     ),
     "401": _json(ref("Error"), "Missing or wrong credentials (`unauthorized`)"),
+    "403": _json(
+        ref("Error"),
+        "The server listens on a non-loopback address without server.api_token: the "
+        "management API is closed (`api_token_required`)",
+    ),
     "404": _json(ref("Error"), "Unknown workflow or trigger (`not_found`)"),
     "405": _json(
         ref("Error"),
@@ -43,7 +48,8 @@ _ERRORS: dict[str, dict[str, Any]] = {
     "415": _json(ref("Error"), "The Content-Type is not JSON (`unsupported_media_type`)"),
     "422": _json(
         ref("Error"),
-        "The workflow spec is invalid (`invalid_spec`); the detail names the trigger and field",
+        "The workflow spec is invalid (`invalid_spec`), or uses an env:/file: secret "
+        "reference, which only the CLI on the host may; the detail names the trigger and field",
     ),
     "429": _json(
         ref("Error"),
@@ -253,11 +259,11 @@ def _paths() -> dict[str, Any]:
             "get": {
                 "operationId": "webhookStatus",
                 "tags": ["ingress"],
-                "summary": "Webhook ingress status",
-                "security": [{}],
+                "summary": "Webhook ingress status (a management route)",
+                "security": _MANAGEMENT,
                 "responses": {
                     "200": _json(ref("WebhookStatus"), "Served webhooks"),
-                    **_errors("400"),
+                    **_errors("400", "401"),
                 },
             }
         },
@@ -301,6 +307,15 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _with_management_errors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every management operation may also answer 403 ``api_token_required``."""
+    for item in paths.values():
+        for op in item.values():
+            if op.get("security") == _MANAGEMENT:
+                op["responses"] = {**op["responses"], **_errors("403")}
+    return paths
+
+
 def document() -> dict[str, Any]:
     """Return the OpenAPI 3.1 document of the wfsched HTTP API."""
     return {
@@ -310,12 +325,14 @@ def document() -> dict[str, Any]:
             "version": __version__,
             "description": (
                 "Durable workflow triggers. Management routes (/api/v1/deployment/…, "
-                "/api/v1/triggers/…) need `Authorization: Bearer <server.api_token>` when a "
-                "token is set, and accept loopback clients only when it is not. Errors are "
+                "/api/v1/triggers/…, GET /api/v1/public/webhooks/status) need "
+                "`Authorization: Bearer <server.api_token>` when a token is set; without one "
+                "they accept loopback clients of a loopback-bound server only, and answer 403 "
+                "`api_token_required` on any other bind. Errors are "
                 'JSON `{"error", "detail"}`.'
             ),
         },
-        "paths": _paths(),
+        "paths": _with_management_errors(_paths()),
         "components": {
             "schemas": schemas(),
             "securitySchemes": {

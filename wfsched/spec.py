@@ -151,6 +151,20 @@ def _parse_trigger(table: Mapping[str, Any], types: TypeLookup, seen: set[str]) 
     )
 
 
+def refuse_host_secrets(spec: WorkflowSpec, types: TypeLookup, *, source: str = "") -> None:
+    """Raise InvalidSpecs when a spec from the HTTP API reaches for the host's secrets.
+
+    Each trigger type says which of its fields are secrets (``env:``/``file:`` references are
+    refused there) and what else an untrusted caller may not ask for; other string fields, such
+    as a payload that happens to start with ``env:``, are data and stay accepted.
+    """
+    for index, trigger in enumerate(spec.triggers):
+        problems = types.get(trigger.type).untrusted_problems(trigger.config)
+        if problems:
+            label = str(spec.document["triggers"][index].get("id") or f"#{index + 1}")
+            raise InvalidSpecs([problems[0].located(source=source, trigger=label)])
+
+
 def spec_files(paths: Iterable[str | Path]) -> list[Path]:
     """Expand directories into their ``*.toml``/``*.json`` files, sorted."""
     files: list[Path] = []

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 
-from wfsched.errors import NotFound
+from wfsched.errors import NotFound, SpecError
 from wfsched.models import Health, TriggerSpec
 
 CatchUp = Literal["skip", "latest", "all"]
+REFERENCE_PREFIXES = ("env:", "file:")
+"""How a secret reference starts: the daemon reads the value from its host when it resolves it."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -174,6 +176,33 @@ class BaseTrigger:
         """Return advice shown by ``deploy`` and ``check`` (e.g. a public webhook without auth)."""
         return []
 
+    @classmethod
+    def secret_fields(cls, config: Mapping[str, Any]) -> list[str]:
+        """Dotted names of the fields of ``config`` (as ``validate`` returned it) holding secrets.
+
+        A type that resolves ``env:NAME``/``file:PATH`` references in its own fields must name
+        them here (e.g. ``["auth.secret"]``): the HTTP API refuses a reference in them, because
+        resolving it would hand a host secret to whoever wrote the spec.
+        """
+        return []
+
+    @classmethod
+    def untrusted_problems(cls, config: Mapping[str, Any]) -> list[SpecError]:
+        """Why ``config`` may not come from an HTTP API caller, who has no access to the host.
+
+        By default: an ``env:``/``file:`` reference in one of :meth:`secret_fields`. A type that
+        falls back to secrets from the daemon's configuration adds its own rules.
+        """
+        return [
+            SpecError(
+                "env:/file: references are not accepted over the API; send the value itself, "
+                "or deploy the spec with the wfsched CLI on the host",
+                field=name,
+            )
+            for name in cls.secret_fields(config)
+            if any(_is_reference(v) for v in _values_at(config, name))
+        ]
+
     def timer(self) -> TimerSpec | None:
         """Return the schedule the core's shared timer fires, or None."""
         return None
@@ -213,3 +242,17 @@ class BaseTrigger:
     async def invoke(self, data: Any, *, user: str) -> FireResult:
         """Fire on request of a trusted operator (CLI, management API)."""
         raise NotFound(f"trigger type {self.type!r} cannot be fired by hand")
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(REFERENCE_PREFIXES)
+
+
+def _values_at(config: Mapping[str, Any], dotted: str) -> list[Any]:
+    """The value(s) at ``a.b.c`` in nested tables; a list there gives each of its items."""
+    value: Any = config
+    for key in dotted.split("."):
+        if not isinstance(value, Mapping) or key not in value:
+            return []
+        value = value[key]
+    return list(value) if isinstance(value, list | tuple) else [value]

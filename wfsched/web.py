@@ -22,6 +22,7 @@ from wfsched.errors import NotFound, StoreError
 from wfsched.httpio import (
     HttpError,
     error_response,
+    is_loopback,
     loopback_refusal,
     parse_json,
     read_body,
@@ -53,16 +54,41 @@ class WebServices:
     deployments: DeploymentService
     manager: TriggerManager
     api_token: str
+    bind_host: str = ""
+    """The address the server listens on; empty: ``server.host``."""
+
+
+def public_bind_without_token(host: str, api_token: str) -> bool:
+    """True when the server listens beyond loopback without a token: management is then closed.
+
+    Loopback trust cannot hold there: a reverse proxy on the same host makes every client local.
+    """
+    return not api_token and not is_loopback(host)
 
 
 def create_app(services: WebServices) -> WorkflowIngress:
-    """Build the HTTP application."""
+    """Build the HTTP application.
+
+    Management routes need the bearer token when one is set. Without one they serve loopback
+    clients only, and nobody at all on a non-loopback bind: there a reverse proxy on the same
+    host would make every remote client look local (403 ``api_token_required``).
+    """
     deployments = services.deployments
     manager = services.manager
     token = services.api_token.encode()
+    closed = public_bind_without_token(
+        services.bind_host or services.settings.host, services.api_token
+    )
 
     def management(handler: Handler) -> Handler:
         async def guarded(request: Request) -> Response:
+            if closed:
+                return error_response(
+                    403,
+                    "api_token_required",
+                    "the server listens on a non-loopback address without server.api_token; "
+                    "set server.api_token (WFSCHED_API_TOKEN) to use the management API",
+                )
             if token:
                 header = request.headers.get("authorization", "")
                 given = header[7:].strip() if header[:7].lower() == "bearer " else ""
@@ -82,8 +108,13 @@ def create_app(services: WebServices) -> WorkflowIngress:
         return guarded
 
     def user_of(request: Request) -> str:
+        """Who fired, as management auth established it, never as the caller claims.
+
+        ``api-token@<client>`` for a bearer-token holder, ``api@<client>`` for a token-less
+        loopback caller; the client is the peer, or what a trusted proxy forwarded for.
+        """
         client = request.client.host if request.client else "unknown"
-        return request.headers.get("x-wfsched-user") or f"api@{client}"
+        return f"api-token@{client}" if token else f"api@{client}"
 
     async def health(request: Request) -> Response:
         try:
@@ -117,7 +148,7 @@ def create_app(services: WebServices) -> WorkflowIngress:
                 raise HttpError(
                     422, "invalid_spec", f"the body's id {document['id']!r} differs from the path's"
                 )
-        spec = deployments.parse_document(document)
+        spec = deployments.parse_document(document, from_api=True)
         exists = True
         try:
             await services.store.get_deployment(workflow_id)
@@ -264,7 +295,7 @@ def create_app(services: WebServices) -> WorkflowIngress:
         ),
         Route("/api/v1/triggers/workflows/{id}/status", wrap(m(status)), methods=["GET"]),
         Route("/api/v1/triggers/health", wrap(m(trigger_health)), methods=["GET"]),
-        Route("/api/v1/public/webhooks/status", wrap(webhook_status), methods=["GET"]),
+        Route("/api/v1/public/webhooks/status", wrap(m(webhook_status)), methods=["GET"]),
         Route(
             "/api/v1/public/webhooks/{name}", wrap(shared_webhook, ingress=True), methods=["POST"]
         ),

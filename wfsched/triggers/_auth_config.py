@@ -32,6 +32,8 @@ _KEYS: dict[str, frozenset[str]] = {
     "jwt": frozenset({"type", "secret", "public_key", "algorithms", "audience", "issuer"}),
 }
 _ALL_KEYS = frozenset().union(*_KEYS.values())
+RESOLVED_KEYS = ("secret", "username", "password", "public_key")
+"""The ``auth`` keys whose values a Verifier resolves as ``env:``/``file:`` references."""
 
 # The credential header of the types that let the sender choose it (lower-case).
 DEFAULT_HEADERS = {"token": "authorization", "hmac": "x-signature-256"}

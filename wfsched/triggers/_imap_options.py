@@ -114,6 +114,20 @@ def warnings(config: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def untrusted_problems(config: Mapping[str, Any]) -> list[SpecError]:
+    """Rules for a spec from the HTTP API, beyond its references (see BaseTrigger)."""
+    if "server" in config and "password" not in config:
+        # The password would default to email.password, sent to a server the caller chose.
+        return [
+            SpecError(
+                "is required over the API when the trigger names its own server; otherwise "
+                "the daemon's email.password would be sent to that server",
+                field="password",
+            )
+        ]
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """Where a mailbox folder lives; equal endpoints share one IMAP connection."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from wfsched import BaseTrigger, TriggerContext, TriggerSpec, hookimpl
+from wfsched import BaseTrigger, SpecError, TriggerContext, TriggerSpec, hookimpl
 from wfsched.triggers import _imap_options
 from wfsched.triggers._imap_filters import compile_filters
 from wfsched.triggers._imap_hub import HUB, Hub, Watcher
@@ -38,6 +38,14 @@ class EmailTrigger(BaseTrigger):
     @classmethod
     def warnings(cls, config: Mapping[str, Any]) -> list[str]:
         return _imap_options.warnings(config)
+
+    @classmethod
+    def secret_fields(cls, config: Mapping[str, Any]) -> list[str]:
+        return ["password"]
+
+    @classmethod
+    def untrusted_problems(cls, config: Mapping[str, Any]) -> list[SpecError]:
+        return [*super().untrusted_problems(config), *_imap_options.untrusted_problems(config)]
 
     async def run(self) -> None:
         options = _imap_options.resolve(self.config, self.ctx.settings("email"))

@@ -52,6 +52,7 @@ from wfsched.triggers._auth_config import (
     DEFAULT_TOLERANCE,
     MAX_ROTATED_VALUES,
     MAX_TOLERANCE,
+    RESOLVED_KEYS,
     WebhookAuth,
     parse_auth,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "MAX_ROTATED_VALUES",
     "MAX_SIGNATURES",
     "MAX_TOLERANCE",
+    "RESOLVED_KEYS",
     "Verifier",
     "WebhookAuth",
     "github_signature_valid",

@@ -1,11 +1,17 @@
 """The ``webhook`` trigger: ``{METHOD} /api/v1/public/webhook/workflow/{id}`` fires the workflow.
 
-A request is checked in this order, cheapest first, and nothing is recorded for a refused one:
-method (405, by the web layer), body size (413, while reading), ``rate_limit`` (429 with
-Retry-After), ``auth`` over the raw bytes (401), body and headers (400). The event is then
-committed and only then answered 202 ``{"execution_id", "workflow_id", "status": "accepted"}``.
-A delivery carrying ``dedupe_header`` (default: ``webhook-id`` when present) is recorded once;
-a repeat answers 202 with the first execution id.
+A request is checked in this order, and nothing is recorded for a refused one: method (405, by
+the web layer), body size (413, while reading), ``auth`` over the raw bytes (401), ``rate_limit``
+(429 with Retry-After; only authenticated requests count, so an unauthenticated flood cannot
+use it up), body and headers (400). The event is then committed and only then answered 202
+``{"execution_id", "workflow_id", "status": "accepted"}``.
+
+Dedupe: a delivery is recorded once per key; a repeat answers 202 with the first execution id.
+The key is the Standard Webhooks ``webhook-id`` header whenever the request carries one (with
+``auth.type = "standard-webhooks"`` it is always present and signed), whatever
+``dedupe_header`` says: the two never combine into one key, because a replay of a signed message
+keeps its webhook-id while the other header may change or be absent. ``dedupe_header`` is the
+key of requests without a ``webhook-id``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from wfsched.triggers._webhook_payload import (
     has_nul,
     visible_headers,
 )
-from wfsched.triggers.webauth import Verifier, WebhookAuth, parse_auth
+from wfsched.triggers.webauth import RESOLVED_KEYS, Verifier, WebhookAuth, parse_auth
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -152,6 +158,13 @@ class WebhookTrigger(BaseTrigger):
             return [advice]
         return []
 
+    @classmethod
+    def secret_fields(cls, config: Mapping[str, Any]) -> list[str]:
+        auth = config.get("auth")
+        if not isinstance(auth, Mapping):
+            return []
+        return [f"auth.{key}" for key in RESOLVED_KEYS if key in auth]
+
     def describe(self) -> dict[str, Any]:
         return {
             "path": self._path,
@@ -186,15 +199,6 @@ class WebhookTrigger(BaseTrigger):
         return method in self._methods
 
     async def receive(self, request: Inbound) -> Outbound:
-        if self._bucket is not None:
-            wait = self._bucket.take()
-            if wait:
-                return _error(
-                    429,
-                    "rate_limited",
-                    "too many requests for this webhook",
-                    {"Retry-After": str(max(1, math.ceil(wait)))},
-                )
         verifier = self._get_verifier()
         if verifier is None:
             return _error(
@@ -209,6 +213,16 @@ class WebhookTrigger(BaseTrigger):
         except AuthError as exc:
             extra = {"WWW-Authenticate": self._challenge} if self._challenge else None
             return _error(401, "unauthorized", str(exc), extra)
+        # Only authenticated requests count: an unsigned flood must not lock out the sender.
+        if self._bucket is not None:
+            wait = self._bucket.take()
+            if wait:
+                return _error(
+                    429,
+                    "rate_limited",
+                    "too many requests for this webhook",
+                    {"Retry-After": str(max(1, math.ceil(wait)))},
+                )
         dedupe_key, problem = self._dedupe_key(request)
         if problem is not None:
             return _error(400, "bad_request", problem)
@@ -231,7 +245,9 @@ class WebhookTrigger(BaseTrigger):
 
     def _dedupe_key(self, request: Inbound) -> tuple[str | None, str | None]:
         """Return ``(dedupe key or None, problem or None)`` from the delivery id header."""
-        name = self._dedupe_header or "webhook-id"
+        name = "webhook-id" if "webhook-id" in request.headers else self._dedupe_header
+        if name is None:
+            return None, None
         count = sum(1 for key, _ in request.raw_headers if key == name)
         if count == 0:
             return None, None
