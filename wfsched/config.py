@@ -295,7 +295,7 @@ class Settings:
 
     @property
     def trusted_proxies(self) -> tuple[IPNetwork, ...]:
-        """The networks whose forwarding headers (X-Forwarded-For, Forwarded) are believed."""
+        """The networks whose forwarding headers (X-Forwarded-For, X-Forwarded-Proto) are believed."""
         return parse_networks(self.get("server.trusted_proxies"))
 
     @property
