@@ -5,7 +5,9 @@ method (405, by the web layer), body size (413, while reading), ``rate_limit`` (
 Retry-After), ``auth`` over the raw bytes (401), body and headers (400). The event is then
 committed and only then answered 202 ``{"execution_id", "workflow_id", "status": "accepted"}``.
 A delivery carrying ``dedupe_header`` (default: ``webhook-id`` when present) is recorded once;
-a repeat answers 202 with the first execution id.
+a repeat answers 202 with the first execution id. An unknown or paused workflow, or one without
+an enabled webhook trigger, gets 404; one deployed and active whose trigger is starting,
+stopping or being replaced gets 503 with Retry-After (the core's routing decides both).
 """
 
 from __future__ import annotations
