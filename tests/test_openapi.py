@@ -69,7 +69,7 @@ def test_it_documents_every_spec_route_and_every_app_route() -> None:
         deployments=None,
         store=None,
         settings=None,
-        manager=SimpleNamespace(ingress_trigger=None),
+        manager=SimpleNamespace(ingress_trigger=None, ingress_after_miss=None),
     )
     app = create_app(services)  # type: ignore[arg-type]
     ingress = {m.lower() for m in INGRESS_METHODS}

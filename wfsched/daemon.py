@@ -1,7 +1,8 @@
 """Composition root: config → plugins → store/locks → one task group; owns signals.
 
 The only module that knows concrete backends. ``wfsched serve`` runs ``serve``; SIGTERM or
-SIGINT stops intake, drains in-flight dispatches for a bounded time and exits 0.
+SIGINT stops intake (the listener closes, requests under way finish and commit), then stops
+the triggers, drains in-flight dispatches for a bounded time and exits 0.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ DRAIN_SECONDS = 10.0
 CHANGE_POLL = 1.0
 SQLITE_POLL_MAX = 30.0
 PG_POLL = 5.0
+HTTP_STOP = 3.0
+"""Seconds past uvicorn's graceful-shutdown timeout to wait for it: it notices ``should_exit``
+on its next beat (1 s) and pauses 0.1 s before waiting for connections."""
 
 
 async def sleep_to_beat(period: float) -> None:
@@ -167,6 +171,15 @@ def _server(app: Any, host: str, port: int, trusted_proxies: Sequence[IPNetwork]
     return Server(config)
 
 
+async def _serve_http(server: Any, done: anyio.Event) -> None:
+    """Run uvicorn; ``done`` is set once it has closed its listeners and finished every
+    request under way (or given up on them after its graceful-shutdown timeout)."""
+    try:
+        await server.serve()
+    finally:
+        done.set()
+
+
 async def _poll_changes(store: Store, manager: TriggerManager, dispatcher: Dispatcher) -> None:
     """Stores without notifications (SQLite): look for commits by file fingerprint, cheaply."""
     token_of: Any = getattr(store, "change_token", None)
@@ -288,7 +301,8 @@ async def serve(
                 tg.start_soon(_watch_changes, store, manager, dispatcher, name="changes")
                 if hasattr(store, "listen"):
                     tg.start_soon(_periodic, store, manager, name="periodic")
-                tg.start_soon(server.serve, name="http")
+                http_done = anyio.Event()
+                tg.start_soon(_serve_http, server, http_done, name="http")
                 tg.start_soon(
                     locks.heartbeat,
                     replica_info(config.host, config.port),
@@ -308,14 +322,14 @@ async def serve(
                     async for signum in signals:
                         log.info("shutting down", extra={"status": signal.Signals(signum).name})
                         break
+                # Intake first: uvicorn stops listening and lets the requests under way finish.
+                # Their group commits need the recorder, and their triggers must still be
+                # routed, so both keep running until the server is done.
                 server.should_exit = True
+                with anyio.move_on_after((config.timeout_graceful_shutdown or 0) + HTTP_STOP):
+                    await http_done.wait()
                 await manager.stop_all()
                 await dispatcher.drain(DRAIN_SECONDS)
-                with anyio.move_on_after(6):
-                    while server.started and not getattr(server, "_stopped", False):
-                        if not server.servers or all(not s.is_serving() for s in server.servers):
-                            break
-                        await anyio.sleep(0.05)
                 tg.cancel_scope.cancel()
         finally:
             await locks.close()

@@ -71,3 +71,7 @@ class Conflict(WfschedError):
 
 class AuthError(WfschedError):
     """A request failed authentication; the message says which header or check failed."""
+
+
+class Unavailable(WfschedError):
+    """Triggers are starting, stopping or being replaced: nothing was done, retry shortly."""

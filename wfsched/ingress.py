@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wfsched.errors import AuthError, Conflict, NotFound, StoreError, WfschedError
+from wfsched.errors import AuthError, Conflict, NotFound, StoreError, Unavailable, WfschedError
 from wfsched.httpio import BODY_READ_TIMEOUT, SINGLE_HEADERS, HttpError
 from wfsched.jsontext import dumpb
 from wfsched.metrics import WEBHOOK_REQUESTS
@@ -29,6 +29,8 @@ log = logging.getLogger("wfsched.web")
 PREFIX = "/api/v1/public/webhook/workflow/"
 INGRESS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _JSON_TYPE = (b"content-type", b"application/json")
+RETRY_AFTER = "2"
+"""Seconds a sender is asked to wait while triggers start, stop or are replaced."""
 
 
 def http_error_of(exc: Exception, *, path: str = "", method: str = "") -> HttpError:
@@ -57,6 +59,9 @@ def http_error_of(exc: Exception, *, path: str = "", method: str = "") -> HttpEr
             "the store is unreachable; nothing was recorded, retry later",
             {"Retry-After": "5"},
         )
+    if isinstance(exc, Unavailable):
+        # Senders retry a 503 (GitHub's recovery asks for a redelivery); a 2xx would be final.
+        return HttpError(503, "unavailable", str(exc), {"Retry-After": RETRY_AFTER})
     if isinstance(exc, WfschedError):
         return HttpError(400, "bad_request", str(exc))
     if isinstance(exc, ClientDisconnect):
@@ -92,10 +97,15 @@ class WorkflowIngress:
         app: ASGIApp,
         lookup: Callable[[str], BaseTrigger],
         *,
+        miss: Callable[[str], Awaitable[BaseTrigger]] | None = None,
         body_timeout: float = BODY_READ_TIMEOUT,
     ) -> None:
+        """``lookup`` finds a running trigger or raises NotFound; only then is ``miss`` awaited,
+        to tell a workflow that is not deployed (NotFound: 404) from one whose trigger is not
+        running yet or any more (Unavailable: 503), or to return it once it runs."""
         self.app = app
         self.lookup = lookup
+        self.miss = miss or _not_found
         self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -144,9 +154,8 @@ class WorkflowIngress:
         try:
             trigger = self.lookup(workflow_id)
         except NotFound:
-            raise HttpError(
-                404, "not_found", f"no active webhook trigger for {workflow_id!r}"
-            ) from None
+            # Off the hot path: only a request that found no running trigger gets here.
+            trigger = await self.miss(workflow_id)
         method: str = scope["method"]
         if not trigger.allows_method(method):
             allowed = ", ".join(m for m in INGRESS_METHODS if trigger.allows_method(m))
@@ -195,6 +204,10 @@ class WorkflowIngress:
                 408, "request_timeout", f"the body was not received within {self.body_timeout:g} s"
             ) from None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _not_found(workflow_id: str) -> BaseTrigger:
+    raise NotFound(f"no active webhook trigger for {workflow_id!r}")
 
 
 def _query(raw: bytes) -> dict[str, str]:

@@ -58,7 +58,8 @@ _ERRORS: dict[str, dict[str, Any]] = {
     ),
     "503": _json(
         ref("Error"),
-        "The store is unreachable (`store_unavailable`); nothing was recorded",
+        "The store is unreachable (`store_unavailable`), or triggers are starting, stopping "
+        "or being redeployed (`unavailable`); nothing was recorded",
         **{"Retry-After": "Seconds to wait"},
     ),
 }

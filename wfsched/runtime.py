@@ -3,10 +3,18 @@
 The store is the source of truth. ``reconcile`` compares deployed specs with running triggers
 and starts, stops or restarts the difference, by each trigger's own hash, so editing one
 trigger leaves the others of the workflow running.
+
+Ingress never sees a gap: a restarted trigger's new instance takes its place in ``running``
+before the old one stops, and a removed trigger stops only after the workflow's new ones run.
+What the running set cannot answer alone (was this workflow just deployed? did a delivery
+match nothing because nothing is deployed, or because the change is not applied yet?) is
+answered by ``settled`` and ``ingress_after_miss``, which wait briefly for the store's latest
+revision to be applied and else raise ``Unavailable`` (503) rather than a wrong 404 or 2xx.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 from collections import Counter
@@ -20,7 +28,7 @@ from anyio.abc import TaskGroup
 from wfsched.bulkload import Head, deployment_ids, environment, scan, timer_only
 from wfsched.config import Settings
 from wfsched.context import TriggerCtx, build_trigger
-from wfsched.errors import Conflict, NotFound, WfschedError
+from wfsched.errors import Conflict, NotFound, Unavailable, WfschedError
 from wfsched.events import Recorder
 from wfsched.locks import LockManager
 from wfsched.metrics import DEPLOYMENTS
@@ -65,6 +73,11 @@ class Running:
 _NOTHING: tuple[str, str, tuple[str, ...]] = ("", "", ())
 BULK = 10_000
 """Triggers armed in one pass from which the GC freezes them (see ``reconcile``)."""
+SETTLE_WAIT = 2.0
+"""Seconds a request waits for deployment changes to be applied before it gets 503: long
+enough for a reconcile of a few changed deployments, short enough for GitHub's 10 s."""
+STOP_LOCK_WAIT = 10.0
+"""Seconds ``stop_all`` waits for a reconcile pass under way (one hung on the store)."""
 
 
 class TriggerManager:
@@ -94,6 +107,14 @@ class TriggerManager:
         self._tg: TaskGroup | None = None
         self._lock = anyio.Lock()
         self.revision = -1
+        """The store revision the running triggers reflect (-1: before the first reconcile)."""
+        self.stopping = False
+        # Requests waiting for a revision to be applied (``settled``): the highest asked for,
+        # whether a pass is already queued for it, and the event that ends the next pass.
+        self._wanted = -1
+        self._asked = False
+        self._passed = anyio.Event()
+        self._failed = False
         timer.arm_env = self.environment
 
     def attach(self, tg: TaskGroup) -> None:
@@ -117,6 +138,76 @@ class TriggerManager:
             if wf == workflow_id and run.trigger.ingress == "workflow":
                 return run.trigger
         raise NotFound(f"workflow {workflow_id!r} has no active webhook trigger")
+
+    async def ingress_after_miss(self, workflow_id: str) -> BaseTrigger:
+        """The per-workflow ingress found no running trigger for ``workflow_id``.
+
+        NotFound (404) when the store holds none either: unknown, paused, or without an
+        enabled webhook trigger; one indexed read, as cheap as a 404 can be. Else the trigger
+        once pending changes are applied, or Unavailable (503) while it is starting, stopping
+        or being replaced (or failed to start: its status says why).
+        """
+        if not await self._serves(workflow_id, "workflow"):
+            raise NotFound(f"no active webhook trigger for {workflow_id!r}")
+        if await self.settled():
+            with contextlib.suppress(NotFound):
+                return self.ingress_trigger(workflow_id)
+        raise Unavailable(
+            f"the webhook trigger of {workflow_id!r} is starting, stopping or being "
+            "replaced; nothing was recorded, retry shortly"
+        )
+
+    async def _serves(self, workflow_id: str, ingress: str) -> bool:
+        """True when the store holds ``workflow_id`` active with an enabled trigger served on
+        ``ingress``."""
+        try:
+            deployment = await self.store.get_deployment(workflow_id)
+        except NotFound:
+            return False
+        return deployment.state == "active" and any(
+            t.enabled and t.type in self.registry and self.registry.get(t.type).ingress == ingress
+            for t in self._triggers_of(deployment)
+        )
+
+    async def settled(self, wait: float = SETTLE_WAIT) -> bool:
+        """True when the running triggers reflect every deployment change committed before
+        this call, so a shared ingress may say that a delivery matched nothing.
+
+        The daemon learns of changes by a poll or a notification, a moment late: a pass is
+        asked for at once and awaited up to ``wait`` seconds. False while stopping, before
+        the first reconcile, or when the pass fails or takes longer.
+        """
+        if self.stopping:
+            return False
+        wanted = await self.store.revision()
+        with anyio.move_on_after(wait):
+            while not self.stopping and self.revision < wanted:
+                passed = self._passed
+                self._wanted = max(self._wanted, wanted)
+                if not self._asked:
+                    self._asked = True
+                    await self._ask()
+                await passed.wait()
+                if self._failed:
+                    break
+        return not self.stopping and self.revision >= wanted
+
+    async def _ask(self) -> None:
+        if self._tg is not None:
+            # In the daemon's task group: a request that gives up does not cancel the pass.
+            self._tg.start_soon(self._reconcile_asked, name="reconcile")
+            return
+        with anyio.CancelScope(shield=True):  # no task group (tests): in the caller
+            await self._reconcile_asked()
+
+    async def _reconcile_asked(self) -> None:
+        try:
+            async with self._lock:
+                self._asked = False
+                if self.revision < self._wanted:  # else a pass since the ask did it
+                    await self._pass()
+        except WfschedError as exc:
+            log.warning("reconcile failed", extra={"error": str(exc)})
 
     def shared_triggers(self, name: str) -> list[BaseTrigger]:
         """Return every running trigger of the types served on shared ingress ``name``."""
@@ -151,6 +242,15 @@ class TriggerManager:
         a cold start, timer triggers re-arm from their stored arm records without parsing.
         """
         async with self._lock:
+            await self._pass()
+
+    async def _pass(self) -> None:
+        """One reconciliation, under ``_lock``; wakes the requests waiting in ``settled``."""
+        self._asked = False  # this pass reads a revision at least as new as theirs
+        self._failed = True
+        try:
+            if self.stopping:
+                return
             revision = await self.store.revision()
             cold = not self._deployed
             # Arming many thousand members would run the cyclic GC over them again and again;
@@ -167,6 +267,10 @@ class TriggerManager:
                     if armed >= BULK:
                         gc.freeze()
             self.revision = revision
+            self._failed = False
+        finally:
+            self._passed.set()
+            self._passed = anyio.Event()
 
     async def _reconcile(self, cold: bool, revision: int) -> int:
         """One reconciliation pass; return the number of timers armed.
@@ -277,15 +381,16 @@ class TriggerManager:
             stored = {t: (c, h) for t, _, c, h in head.triggers}
             wanted = {t.id: t for t in self._triggers_of(deployment) if t.enabled}
             previous = self._deployed.get(head.workflow_id, _NOTHING)[2]
-            for trigger_id in previous:
-                if trigger_id not in wanted:
-                    await self._stop((head.workflow_id, trigger_id))
             started = []
             for spec in wanted.values():
                 outcome = await self._start(deployment, spec, *stored.get(spec.id, (None, "")))
                 if outcome:
                     started.append(spec.id)
                     armed += outcome == "armed"
+            # Removed ones stop only now: a renamed trigger always has one of its names running.
+            for trigger_id in previous:
+                if trigger_id not in wanted:
+                    await self._stop((head.workflow_id, trigger_id))
             self._deployed[head.workflow_id] = (head.spec_hash, head.state, tuple(started))
         return armed
 
@@ -365,13 +470,14 @@ class TriggerManager:
                 await self.store.set_health(deployment.workflow_id, spec.id, "healthy", None)
             return "armed"
         h = trigger_hash(spec)
-        run = self.running.get(key)
-        if run is not None and run.hash == h:
+        old = self.running.get(key)
+        if old is not None and old.hash == h:
             return "running"
-        await self._stop(key)
         run = Running(trigger=trigger, ctx=ctx, hash=h)
+        # The new instance takes requests from here on, before the old one stops: stopping
+        # waits for its task, and a request in between would find no trigger at all.
         self.running[key] = run
-        if timer is not None:
+        if timer is not None:  # (replaces the old member)
             self.timer.add(
                 deployment.workflow_id,
                 spec.id,
@@ -381,11 +487,15 @@ class TriggerManager:
                 since=deployment.active_since,
                 cursor=cursor,
             )
+        else:
+            self.timer.remove(*key)
         if trigger.has_run and self._tg is not None:
             run.scope = anyio.CancelScope()
             run.stopped = anyio.Event()
             self._tg.start_soon(self._supervise, run, name=f"trigger:{key[0]}/{key[1]}")
         ctx.log.info("trigger started")
+        if old is not None:
+            await self._retire(old)
         return "running"
 
     async def _supervise(self, run: Running) -> None:
@@ -413,8 +523,11 @@ class TriggerManager:
     async def _stop(self, key: tuple[str, str]) -> None:
         self.timer.remove(*key)
         run = self.running.pop(key, None)
-        if run is None:
-            return
+        if run is not None:
+            await self._retire(run)
+
+    async def _retire(self, run: Running) -> None:
+        """Stop a trigger instance no longer in ``running``."""
         if run.scope is not None:
             run.scope.cancel()
             if run.stopped is not None:
@@ -435,10 +548,23 @@ class TriggerManager:
             await run.ctx.flush_health()
 
     async def stop_all(self) -> None:
-        for workflow_id in list(self._deployed):
-            await self._stop_workflow(workflow_id)
-        for key in list(self.running):
-            await self._stop(key)
+        """Stop every trigger; from now on ingress gets 503 and reconciling does nothing."""
+        self.stopping = True
+        self._passed.set()  # requests waiting in ``settled`` answer 503 now
+        # A pass under way finishes first (else it could start triggers after these stopped),
+        # unless it hangs on an unreachable store.
+        locked = False
+        with anyio.move_on_after(STOP_LOCK_WAIT):
+            await self._lock.acquire()
+            locked = True
+        try:
+            for workflow_id in list(self._deployed):
+                await self._stop_workflow(workflow_id)
+            for key in list(self.running):
+                await self._stop(key)
+        finally:
+            if locked:
+                self._lock.release()
 
 
 async def invoke(trigger: BaseTrigger, data: Any, *, user: str, confirmed: bool) -> FireResult:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from wfsched.config import Settings
 from wfsched.deployments import DeploymentService
-from wfsched.errors import NotFound, StoreError
+from wfsched.errors import NotFound, StoreError, Unavailable
 from wfsched.httpio import (
     HttpError,
     error_response,
@@ -195,6 +195,8 @@ def create_app(services: WebServices) -> WorkflowIngress:
 
     async def gateway_webhook(request: Request) -> Response:
         require_json(request)
+        if manager.stopping:
+            raise Unavailable("the daemon is stopping; nothing was recorded, retry shortly")
         trigger = await deployments.find_trigger(request.path_params["id"], kind="webhook")
         body = await read_body(request, trigger.max_body_bytes)
         data = parse_json(body, allow_empty=True)
@@ -228,6 +230,12 @@ def create_app(services: WebServices) -> WorkflowIngress:
             )
         cls = manager.shared_ingress_type(name)
         body = await read_body(request, SHARED_INGRESS_LIMIT)
+        # "Matched nothing" is an answer only when every deployed trigger was asked.
+        if not await manager.settled():
+            raise Unavailable(
+                "triggers are starting, stopping or being redeployed, so this delivery cannot "
+                "be checked against every deployed trigger; nothing was recorded, retry shortly"
+            )
         outbound = await cls.receive_shared(
             _inbound(request, body),
             manager.shared_triggers(name),
@@ -303,7 +311,7 @@ def create_app(services: WebServices) -> WorkflowIngress:
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _server_error}
     )
-    return WorkflowIngress(app, manager.ingress_trigger)
+    return WorkflowIngress(app, manager.ingress_trigger, miss=manager.ingress_after_miss)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

@@ -7,6 +7,9 @@ Every github trigger shares one route, ``POST /api/v1/public/webhooks/github`` (
 ``authors``, ``labels`` (``_github_filters``). With App credentials, ``fetch_context`` adds the
 changed files, commits and pull-request metadata under ``payload.context``, and one process per
 deployment recovers failed deliveries by asking GitHub to redeliver them (``_github_redeliver``).
+The core hands a delivery to the ingress only once every deployed github trigger runs; while
+triggers start, stop or are redeployed it answers 503 with Retry-After, so ``"matched": []``
+always means that no deployed trigger matched.
 """
 
 from __future__ import annotations

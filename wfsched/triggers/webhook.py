@@ -12,6 +12,10 @@ The key is the Standard Webhooks ``webhook-id`` header whenever the request carr
 ``dedupe_header`` says: the two never combine into one key, because a replay of a signed message
 keeps its webhook-id while the other header may change or be absent. ``dedupe_header`` is the
 key of requests without a ``webhook-id``.
+
+An unknown or paused workflow, or one without an enabled webhook trigger, gets 404; one
+deployed and active whose trigger is starting, stopping or being replaced gets 503 with
+Retry-After (the core's routing decides both).
 """
 
 from __future__ import annotations
