@@ -66,7 +66,9 @@ _LONG_RUN = b"0" * 19
 # One decoder for every request: json.loads with options builds a new one per call.
 _DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
 # Codecs that decode strictly to well-formed text: nothing left to check but NUL.
-_WELL_FORMED = frozenset({"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"})
+_WELL_FORMED = frozenset(
+    {"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"}
+)
 _REFUSED_CODECS = frozenset({"utf-7"})
 
 
