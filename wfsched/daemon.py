@@ -235,7 +235,12 @@ async def serve(
             # the poll is only a safety net.
             poll_interval=5.0,
         )
-        recorder = GroupCommitRecorder(store, on_created=dispatcher.wake, handoff=dispatcher)
+        recorder = GroupCommitRecorder(
+            store,
+            on_created=dispatcher.wake,
+            handoff=dispatcher,
+            commit_timeout=settings.get("store.commit_timeout"),
+        )
         timer = Timer(recorder, on_cursors=store.set_cursors)
         manager = TriggerManager(
             registry=registry,

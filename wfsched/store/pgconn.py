@@ -26,7 +26,7 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from wfsched.errors import ConfigError, StoreError
+from wfsched.errors import ConfigError, StoreError, StoreRejected
 from wfsched.jsontext import loads
 
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -49,6 +49,9 @@ DEPLOYMENTS_CHANNEL = "wfsched_deployments"
 EVENTS_CHANNEL = "wfsched_events"
 
 log = logging.getLogger("wfsched.store")
+# SQLSTATE classes blaming the data sent, not the server: data exception (e.g. 22P05, a
+# \u0000 in jsonb), integrity constraint violation, program limit exceeded (a value too big).
+_DATA_FAULTS = frozenset({"22", "23", "54"})
 
 # Defaults added to the URL's parameters unless it sets them: a half-open TCP connection
 # (peer gone without a FIN) then fails within about a minute instead of hanging.
@@ -124,7 +127,11 @@ class PgConnections:
 
     def _error(self, exc: BaseException) -> StoreError:
         text = " ".join(str(exc).split()) or type(exc).__name__
-        return StoreError(f"PostgreSQL {self.where}: {redact(text, self._password)}")
+        message = f"PostgreSQL {self.where}: {redact(text, self._password)}"
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        if sqlstate[:2] in _DATA_FAULTS:
+            return StoreRejected(message)
+        return StoreError(message)
 
     def _cause(self, exc: BaseException) -> BaseException | None:
         """``exc`` to chain to the StoreError, or None when its text holds the password."""
