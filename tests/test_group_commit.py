@@ -112,7 +112,10 @@ def stalled(store_url: str) -> Iterator[Callable[[], None]]:
     if store_url.startswith("sqlite"):
         lite = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
         lite.execute("BEGIN IMMEDIATE")
-        release = lambda: lite.execute("ROLLBACK")  # noqa: E731
+
+        def release() -> None:
+            lite.execute("ROLLBACK")
+
         try:
             yield release
         finally:
