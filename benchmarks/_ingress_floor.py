@@ -48,7 +48,7 @@ def _open() -> sqlite3.Connection:
     path = os.path.join(os.environ.get("FLOOR_DIR") or tempfile.mkdtemp(), "floor.db")
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA synchronous=FULL")  # as wfsched's default store.sync
     ddl = resources.files("wfsched.store") / "migrations" / "sqlite" / "0001_init.sql"
     conn.executescript(ddl.read_text())
     return conn

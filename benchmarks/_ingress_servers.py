@@ -178,9 +178,11 @@ def wfsched_env(store_url: str, port: int, workdir: Path) -> dict[str, str]:
     return env
 
 
-def start_wfsched(workdir: Path, store_url: str, name: str) -> Server:
+def start_wfsched(
+    workdir: Path, store_url: str, name: str, extra_env: dict[str, str] | None = None
+) -> Server:
     port = free_port()
-    env = wfsched_env(store_url, port, workdir)
+    env = wfsched_env(store_url, port, workdir) | (extra_env or {})
     spec = workdir / "specs"
     spec.mkdir(exist_ok=True)
     (spec / "bench.json").write_text(

@@ -27,7 +27,7 @@ from wfsched.logs import register_secret
 from wfsched.plugins import Registry, load_registry
 from wfsched.runtime import TriggerManager
 from wfsched.shards import ShardKeeper
-from wfsched.store import Store
+from wfsched.store import Store, Sync
 from wfsched.timers import Timer
 
 log = logging.getLogger("wfsched.daemon")
@@ -51,16 +51,16 @@ async def sleep_to_beat(period: float) -> None:
     await anyio.sleep_until((math.floor(now / period) + 1) * period)
 
 
-def open_store(url: str) -> Store:
-    """Return the store backend for ``store.url`` (not yet opened)."""
+def open_store(url: str, *, sync: Sync = "full") -> Store:
+    """Return the store backend for ``store.url`` (not yet opened) with ``store.sync``."""
     if url.startswith("sqlite://"):
         from wfsched.store.sqlite import SqliteStore
 
-        return SqliteStore(url)
+        return SqliteStore(url, sync=sync)
     if url.startswith(("postgresql://", "postgres://")):
         from wfsched.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, sync=sync)
     raise ConfigError(f"store.url {url!r}: use sqlite:///PATH or postgresql://…")
 
 
@@ -119,7 +119,7 @@ def register_secrets(settings: Settings) -> None:
 @contextlib.asynccontextmanager
 async def connected(settings: Settings, *, exclusive: bool = False) -> AsyncIterator[Store]:
     """Open the configured store (for the CLI and the daemon)."""
-    store = open_store(settings.store_url)
+    store = open_store(settings.store_url, sync=settings.get("store.sync"))
     if exclusive and hasattr(store, "lock_exclusive"):
         store.lock_exclusive()
     try:
@@ -262,7 +262,12 @@ async def serve(
             # the poll is only a safety net.
             poll_interval=5.0,
         )
-        recorder = GroupCommitRecorder(store, on_created=dispatcher.wake, handoff=dispatcher)
+        recorder = GroupCommitRecorder(
+            store,
+            on_created=dispatcher.wake,
+            handoff=dispatcher,
+            commit_timeout=settings.get("store.commit_timeout"),
+        )
         timer = Timer(recorder, on_cursors=store.set_cursors)
         manager = TriggerManager(
             registry=registry,

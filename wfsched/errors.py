@@ -61,6 +61,11 @@ class StoreError(WfschedError):
     """The store is unreachable or refused an operation."""
 
 
+class StoreRejected(StoreError):
+    """The store refused the data itself (a value it cannot hold, a constraint), not the
+    connection: the same rows fail again, other rows in the same transaction need not."""
+
+
 class NotFound(WfschedError, LookupError):
     """A workflow, trigger or event does not exist."""
 

@@ -4,6 +4,24 @@ Concurrent fires share one transaction: while a batch is being committed, new fi
 and go out together in the next one. Nobody is acknowledged before their batch commits.
 As many events as the local dispatcher has room for are recorded already leased to it and
 handed over in memory; it wakes to claim from the store only for the rest.
+
+One caller's bad row must not fail the others sharing its transaction. Callers validate
+what they record (the HTTP edge refuses what no store can hold), but when the store still
+rejects a batch for its data (``StoreRejected``, or an error that is not a ``StoreError``,
+e.g. text the driver cannot encode), each caller's events are committed again on their own
+and only the caller whose row is refused gets the error. A store that is down
+(``StoreError``) fails the whole batch at once: retrying row by row would only multiply
+the wait.
+
+A commit has a deadline (``commit_timeout``, counted from when the batch opened, so every
+caller waits at most that long). Past it the batch's callers get a ``StoreError`` (the
+web layer answers 503 with Retry-After), never a late success:
+
+* a batch still queued behind the stalled one is dropped: its events are never written;
+* a batch already handed to the store cannot be taken back. If its commit completes later,
+  its rows are in the store although their callers were told to retry. That is the
+  at-least-once side of the trade (a webhook sender retries; a ``webhook-id`` or dedupe
+  header makes the retry a no-op), never the other: a success without a record.
 """
 
 from __future__ import annotations
@@ -15,11 +33,13 @@ from typing import Protocol
 import anyio
 from anyio.abc import TaskGroup
 
-from wfsched.errors import StoreError
+from wfsched.errors import StoreError, StoreRejected
 from wfsched.metrics import event_counter
 from wfsched.models import Claim, NewEvent, TriggerEvent
 
 Recorded = list[tuple[TriggerEvent, bool]]
+DEFAULT_COMMIT_TIMEOUT = 5.0
+"""Seconds a batch may take to commit before its callers are failed (``store.commit_timeout``)."""
 
 
 class Recorder(Protocol):
@@ -40,16 +60,39 @@ class Handoff(Protocol):
         """Take events recorded under the last ``lease``."""
 
 
-class _Batch:
-    """Events committed together; every caller whose events are in it waits on one Event."""
+def _rows_at_fault(exc: Exception) -> bool:
+    """True when ``exc`` is about the rows sent rather than the store being unavailable."""
+    return isinstance(exc, StoreRejected) or not isinstance(exc, StoreError)
 
-    __slots__ = ("done", "error", "events", "result")
 
-    def __init__(self) -> None:
-        self.events: list[NewEvent] = []
-        self.done = anyio.Event()
+class _Entry:
+    """The events of one ``record`` call and what that caller gets back."""
+
+    __slots__ = ("error", "events", "result")
+
+    def __init__(self, events: Sequence[NewEvent]) -> None:
+        self.events = events
         self.result: Recorded = []
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
+
+
+class _Batch:
+    """Entries committed together; every caller in it waits on one Event."""
+
+    __slots__ = ("deadline", "done", "entries", "error", "size", "started")
+
+    def __init__(self, deadline: float) -> None:
+        self.entries: list[_Entry] = []
+        self.size = 0
+        self.deadline = deadline
+        self.started = False
+        self.done = anyio.Event()
+        self.error: BaseException | None = None  # for every caller (outage, deadline, stop)
+
+    def events(self) -> list[NewEvent]:
+        if len(self.entries) == 1:
+            return list(self.entries[0].events)
+        return [e for entry in self.entries for e in entry.events]
 
 
 class GroupCommitRecorder:
@@ -62,13 +105,19 @@ class GroupCommitRecorder:
         on_created: Callable[[], None] = lambda: None,
         handoff: Handoff | None = None,
         max_batch: int = 1000,
+        commit_timeout: float = DEFAULT_COMMIT_TIMEOUT,
     ) -> None:
         self._store = store
         self._on_created = on_created
         self._handoff = handoff
         self._max_batch = max_batch
+        self._commit_timeout = commit_timeout
         self._queue: deque[_Batch] = deque()
         self._wake = anyio.Event()
+        # Open batches in opening order, so their deadlines are in order too; the watchdog
+        # sleeps until the first one's, however many batches there are.
+        self._watched: deque[_Batch] = deque()
+        self._watch_wake = anyio.Event()
         self._running = False
 
     async def record(self, events: Sequence[NewEvent]) -> Recorded:
@@ -78,21 +127,28 @@ class GroupCommitRecorder:
             self._count(result)
             return result
         queue = self._queue
-        if not queue or len(queue[-1].events) + len(events) > self._max_batch:
-            queue.append(_Batch())
+        if not queue or queue[-1].size + len(events) > self._max_batch:
+            opened = _Batch(anyio.current_time() + self._commit_timeout)
+            queue.append(opened)
+            self._watched.append(opened)
+            self._watch_wake.set()
         batch = queue[-1]
-        start = len(batch.events)
-        batch.events.extend(events)
+        entry = _Entry(events)
+        batch.entries.append(entry)
+        batch.size += len(events)
         self._wake.set()
         await batch.done.wait()
         if batch.error is not None:
             raise batch.error
-        return batch.result[start : start + len(events)]
+        if entry.error is not None:
+            raise entry.error
+        return entry.result
 
     def start(self, tg: TaskGroup) -> None:
-        """Start the committing task in ``tg``."""
+        """Start the committing task and its deadline watchdog in ``tg``."""
         self._running = True
         tg.start_soon(self._loop, name="group-commit")
+        tg.start_soon(self._watch, name="group-commit-deadline")
 
     async def _loop(self) -> None:
         batch: _Batch | None = None
@@ -108,7 +164,7 @@ class GroupCommitRecorder:
             self._running = False
             # Shutdown: callers get an error they can answer (503), not a cancellation.
             # A batch cancelled mid-commit may have been written: its callers are told so.
-            if batch is not None:
+            if batch is not None and not batch.done.is_set():
                 batch.error = StoreError(
                     "the daemon stopped while the event was being "
                     "recorded; it may or may not have been stored"
@@ -119,23 +175,73 @@ class GroupCommitRecorder:
                 waiting.done.set()
             self._queue.clear()
 
-    async def _flush(self, batch: _Batch) -> None:
-        claim = None if self._handoff is None else self._handoff.lease(len(batch.events))
-        try:
-            if claim is None:
-                batch.result = await self._store.record(batch.events)
-            else:
-                batch.result = await self._store.record(batch.events, claim)
-        except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
-            batch.error = exc
-            batch.done.set()
-            return
+    async def _watch(self) -> None:
+        """Fail the callers of every batch that has not committed by its deadline."""
+        watched = self._watched
+        while True:
+            while watched and watched[0].done.is_set():
+                watched.popleft()
+            if not watched:
+                await self._watch_wake.wait()
+                self._watch_wake = anyio.Event()
+                continue
+            first = watched[0]
+            await anyio.sleep_until(first.deadline)
+            if not first.done.is_set():
+                self._expire(first)
+
+    def _expire(self, batch: _Batch) -> None:
+        timeout = (
+            f"the store did not commit within {self._commit_timeout:g} s (store.commit_timeout)"
+        )
+        if batch.started:
+            batch.error = StoreError(f"{timeout}; the event may or may not have been recorded")
+        else:
+            self._queue.remove(batch)  # never sent: nothing of it will be written
+            batch.error = StoreError(f"{timeout}; nothing was recorded")
         batch.done.set()
+
+    async def _flush(self, batch: _Batch) -> None:
+        batch.started = True
+        try:
+            result = await self._commit(batch.events())
+        except Exception as exc:  # noqa: BLE001 - handed to the callers it concerns
+            if len(batch.entries) > 1 and _rows_at_fault(exc):
+                await self._commit_apart(batch.entries)
+            else:
+                batch.error = batch.error or exc
+        else:
+            start = 0
+            for entry in batch.entries:
+                entry.result = result[start : start + len(entry.events)]
+                start += len(entry.events)
+        batch.done.set()
+
+    async def _commit_apart(self, entries: list[_Entry]) -> None:
+        """Commit each caller's events on their own, so a rejected row fails its caller only."""
+        for i, entry in enumerate(entries):
+            try:
+                entry.result = await self._commit(entry.events)
+            except Exception as exc:  # noqa: BLE001 - this caller's answer
+                entry.error = exc
+                if not _rows_at_fault(exc):  # the store itself failed: the rest would too
+                    for rest in entries[i + 1 :]:
+                        rest.error = exc
+                    return
+
+    async def _commit(self, events: Sequence[NewEvent]) -> Recorded:
+        """One store transaction; new events leased to the dispatcher are handed over."""
+        claim = None if self._handoff is None else self._handoff.lease(len(events))
+        if claim is None:
+            result = await self._store.record(events)
+        else:
+            result = await self._store.record(events, claim)
         leased = 0
         if claim is not None and self._handoff is not None:
             leased = claim.limit
-            self._handoff.adopt([event for event, created in batch.result[:leased] if created])
-        self._count(batch.result, leased)
+            self._handoff.adopt([event for event, created in result[:leased] if created])
+        self._count(result, leased)
+        return result
 
     def _count(self, result: Recorded, leased: int = 0) -> None:
         """Count recorded and duplicate events; wake the dispatcher for unleased new ones."""

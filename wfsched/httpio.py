@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,6 +60,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    # 1e400 would be read as infinity, which no store keeps (it comes back as null).
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text} is beyond the range of a double")
+    return value
+
+
 def _has_unstorable(value: Any) -> bool:
     """True when a string holds NUL or a lone surrogate, which PostgreSQL jsonb refuses."""
     stack = [value]
@@ -80,13 +89,17 @@ def _has_unstorable(value: Any) -> bool:
 
 
 def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
-    """Parse a JSON body; HttpError 400 ``invalid_json`` on bad bytes, syntax or nesting."""
+    """Parse a JSON body; HttpError 400 ``invalid_json`` on bad bytes, syntax or nesting.
+
+    Also refused, because the body may become an event payload that shares a group commit:
+    NaN/Infinity, numbers beyond a double (``1e400``), ``\\u0000`` and lone surrogates.
+    Integers of any size stay exact."""
     if not body.strip():
         if allow_empty:
             return None
         raise HttpError(400, "invalid_json", "the request body is empty; send a JSON object")
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
     except UnicodeDecodeError:
         raise HttpError(400, "invalid_json", "the body is not valid UTF-8") from None
     except RecursionError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from wfsched.models import (
     Claim,
@@ -24,6 +24,11 @@ from wfsched.models import (
 )
 
 DeployAction = str  # "created" | "updated" | "unchanged"
+Sync = Literal["full", "normal"]
+"""``store.sync``. ``full``: a commit is on stable storage before it returns (SQLite
+``synchronous=FULL``: one fsync of the WAL per commit; PostgreSQL: ``synchronous_commit``
+raised from ``off``). ``normal``: the backend's faster default, which a power loss (not a
+crash of wfsched) may roll back to before the last acknowledged events."""
 
 
 class Store(Protocol):

@@ -26,8 +26,9 @@ from psycopg.rows import TupleRow
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from wfsched.errors import ConfigError, StoreError
+from wfsched.errors import ConfigError, StoreError, StoreRejected
 from wfsched.jsontext import loads
+from wfsched.store import Sync
 
 Conn = psycopg.AsyncConnection[TupleRow]
 
@@ -49,6 +50,9 @@ DEPLOYMENTS_CHANNEL = "wfsched_deployments"
 EVENTS_CHANNEL = "wfsched_events"
 
 log = logging.getLogger("wfsched.store")
+# SQLSTATE classes blaming the data sent, not the server: data exception (e.g. 22P05, a
+# \u0000 in jsonb), integrity constraint violation, program limit exceeded (a value too big).
+_DATA_FAULTS = frozenset({"22", "23", "54"})
 
 # Defaults added to the URL's parameters unless it sets them: a half-open TCP connection
 # (peer gone without a FIN) then fails within about a minute instead of hanging.
@@ -100,9 +104,30 @@ def _describe(params: Mapping[str, str]) -> str:
     return f"{user + '@' if user else ''}{host}:{port}/{dbname}"
 
 
+# Every value of synchronous_commit but ``off`` flushes the commit's WAL to the local disk
+# before COMMIT returns; the stronger ones (remote_write, remote_apply) are left alone.
+_DURABLE_COMMIT_SQL = (
+    "SELECT set_config('synchronous_commit', 'on', false)"
+    " WHERE current_setting('synchronous_commit') = 'off'"
+)
+
+
 async def _configure(conn: Conn) -> None:
     """Read json/jsonb with the store's exact, fast parser (``jsontext.loads``)."""
     set_json_loads(loads, conn)
+
+
+async def _configure_durable(conn: Conn) -> None:
+    """``_configure``, and a session that waits for its commits to reach the disk.
+
+    A server (or role, or URL ``options``) set to ``synchronous_commit = off`` acknowledges
+    a commit before its WAL is flushed: a crash of the server then loses events wfsched has
+    already answered 202 for. One statement per new connection (not per commit), as a
+    session setting since PgBouncer refuses unknown startup options; behind a PgBouncer in
+    transaction mode, set it on the server or the database instead.
+    """
+    set_json_loads(loads, conn)
+    await conn.execute(_DURABLE_COMMIT_SQL)
 
 
 class PgConnections:
@@ -112,7 +137,10 @@ class PgConnections:
     StoreError naming ``where`` and never the password.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, sync: Sync = "full") -> None:
+        # store.sync: "full" makes commits durable whatever the server's default; "normal"
+        # leaves synchronous_commit as the server has it.
+        self._configure = _configure_durable if sync == "full" else _configure
         params = _connection_params(url)
         self._conninfo = make_conninfo("", **params)
         self._password = params.get("password")
@@ -124,7 +152,11 @@ class PgConnections:
 
     def _error(self, exc: BaseException) -> StoreError:
         text = " ".join(str(exc).split()) or type(exc).__name__
-        return StoreError(f"PostgreSQL {self.where}: {redact(text, self._password)}")
+        message = f"PostgreSQL {self.where}: {redact(text, self._password)}"
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        if sqlstate[:2] in _DATA_FAULTS:
+            return StoreRejected(message)
+        return StoreError(message)
 
     def _cause(self, exc: BaseException) -> BaseException | None:
         """``exc`` to chain to the StoreError, or None when its text holds the password."""
@@ -136,7 +168,7 @@ class PgConnections:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise self._error(exc) from self._cause(exc)
-        await _configure(conn)
+        await self._configure(conn)
         return conn
 
     @asynccontextmanager
@@ -237,7 +269,7 @@ class PgConnections:
             max_size=POOL_MAX_SIZE,
             open=False,
             check=self._check,
-            configure=_configure,
+            configure=self._configure,
             timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT,
             name="wfsched",

@@ -1,5 +1,8 @@
 """SQLite store: the embedded default. WAL, one connection, calls run in one worker thread.
 
+Durability: ``sync="full"`` (the default, ``store.sync``) runs ``synchronous=FULL``, so a
+commit, and the 202 that follows it, survives a power loss; ``"normal"`` is the opt-out.
+
 SQLite allows one writer, so this backend serves exactly one daemon per file (the daemon
 holds a file lock); the CLI may write alongside it thanks to WAL and ``busy_timeout``.
 
@@ -15,6 +18,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from wfsched.errors import StoreError
+from wfsched.store import Sync
 from wfsched.store.common import migrations
 from wfsched.store.sqlitedeploy import SqliteDeployments
 from wfsched.store.sqliteevents import SqliteEvents
@@ -31,8 +35,8 @@ def path_from_url(url: str) -> Path:
 class SqliteStore(SqliteDeployments, SqliteEvents):
     """Store on one SQLite file."""
 
-    def __init__(self, url: str) -> None:
-        super().__init__(path_from_url(url))
+    def __init__(self, url: str, *, sync: Sync = "full") -> None:
+        super().__init__(path_from_url(url), sync=sync)
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self._open)

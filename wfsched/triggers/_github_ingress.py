@@ -8,7 +8,6 @@ files or context, then every matched event committed before the 202. A repeated
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -23,7 +22,7 @@ from wfsched.triggers._github_app import GitHubError, GitHubSettings, app_for, c
 from wfsched.triggers._github_context import Target, fetch_context, file_paths, pull_files
 from wfsched.triggers._github_filters import Facts, Filters, facts_of, pull_request_of
 from wfsched.triggers._github_redeliver import note_answered
-from wfsched.triggers._webhook_payload import MAX_JSON_DEPTH, too_deep
+from wfsched.triggers._webhook_payload import BadBody, parse_json
 from wfsched.triggers.webauth import github_signature_valid
 
 log = logging.getLogger("wfsched.triggers.github")
@@ -65,23 +64,25 @@ class BadDelivery(Exception):
 
 
 def decode(body: bytes, content_type: str) -> dict[str, Any]:
-    """Parse a delivery (JSON, or the form-encoded ``payload=`` GitHub can also send)."""
-    raw: bytes | str = body
-    try:
-        if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+    """Parse a delivery (JSON, or the form-encoded ``payload=`` GitHub can also send).
+
+    The webhook trigger's strict parser: what it accepts every store holds as sent (no NUL,
+    lone surrogate, NaN or number beyond a double; big integers stay exact)."""
+    raw = body
+    if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
+        try:
             form = parse_qs(body.decode("utf-8"))
-            if "payload" not in form:
-                raise BadDelivery("a form-encoded delivery must carry a payload field")
-            raw = form["payload"][0]
-        value = json.loads(raw)
-    except UnicodeDecodeError:
-        raise BadDelivery("the body is not UTF-8") from None
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise BadDelivery(f"the body is not valid JSON: {exc}") from None
+        except UnicodeDecodeError:
+            raise BadDelivery("the body is not UTF-8") from None
+        if "payload" not in form:
+            raise BadDelivery("a form-encoded delivery must carry a payload field")
+        raw = form["payload"][0].encode("utf-8")
+    try:
+        value = parse_json(raw)
+    except BadBody as exc:
+        raise BadDelivery(str(exc)) from None
     if not isinstance(value, dict):
         raise BadDelivery("the delivery must be a JSON object")
-    if too_deep(value, MAX_JSON_DEPTH):
-        raise BadDelivery(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 

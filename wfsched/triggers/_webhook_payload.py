@@ -6,14 +6,21 @@ The payload is ``{"method", "path", "query", "headers", "body", "body_encoding"}
   ``text/json``, ``application/*+json``) or, without a Content-Type, when it is a JSON object
   or array; ``body_encoding`` is then ``"json"``. A body that claims to be JSON but is not is
   refused (400), so a sender learns about its bug instead of the workflow receiving a string.
-* Any other body is text (``"text"``) when it decodes with its declared charset (UTF-8 by
-  default) and holds no NUL character; otherwise it is kept exactly, base64-encoded
-  (``"base64"``). Binary deliveries are never refused and never altered.
+* A body whose Content-Type declares a charset is text (``"text"``), and must be that: a
+  charset that is unknown, or that does not decode the body strictly to text every store can
+  hold (no NUL, no lone surrogate), is refused (400 ``invalid_body``). UTF-7 is refused
+  outright: Python's decoder turns ``+2AA-`` into a lone surrogate, the same text has many
+  spellings, and browsers dropped it for its security history.
+* Any other body is text when it is UTF-8 without a NUL character; otherwise it is kept
+  exactly, base64-encoded (``"base64"``). Binary deliveries are never refused and never altered.
 * An empty body is ``null`` with ``body_encoding`` ``null``.
 
-Everything in a payload must be storable by every store backend: PostgreSQL's jsonb refuses
-``\\u0000`` and lone surrogates, and strict JSON has no NaN/Infinity, so such JSON is refused
-with 400 rather than failing the commit it would share with other requests.
+Everything in a payload must be storable by every store backend, and read back as sent:
+PostgreSQL's jsonb refuses ``\\u0000`` and lone surrogates, strict JSON has no NaN/Infinity,
+and a number beyond the IEEE-754 double range (``1e400``) would be read as infinity and
+written back as ``null``. Such JSON is refused with 400 here, before the request joins a
+group commit it would otherwise fail for every request sharing it. Integers of any size are
+kept exact.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -33,18 +41,35 @@ ALWAYS_DROPPED = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 class BadBody(ValueError):
-    """The body cannot become a payload; the message says why (answered as 400)."""
+    """The body cannot become a payload; the message says why (answered as 400 ``code``)."""
+
+    def __init__(self, message: str, code: str = "invalid_json") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _constant(name: str) -> Any:
     raise BadBody(f"the JSON body contains {name}, which is not valid JSON")
 
 
+def _finite(text: str) -> float:
+    # Only reached on the standard library's path: orjson itself refuses these numbers.
+    value = float(text)
+    if math.isinf(value):
+        raise BadBody(f"the JSON body contains the number {text}, beyond the range of a double")
+    return value
+
+
 # Digits to "0", the rest to "x": a run of 19 digits becomes a cheap substring search.
 _DIGITS = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))
 _LONG_RUN = b"0" * 19
 # One decoder for every request: json.loads with options builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_constant)
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
+# Codecs that decode strictly to well-formed text: nothing left to check but NUL.
+_WELL_FORMED = frozenset(
+    {"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"}
+)
+_REFUSED_CODECS = frozenset({"utf-7"})
 
 
 def media_type(content_type: str | None) -> tuple[str, str | None]:
@@ -138,6 +163,8 @@ def _parse_exactly(body: bytes) -> Any:
         raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     except json.JSONDecodeError as exc:
         raise BadBody(f"the body is not valid JSON: {exc}") from None
+    except BadBody:
+        raise
     except ValueError as exc:  # e.g. an integer longer than Python's int-string limit
         raise BadBody(f"the body is not usable JSON: {exc}") from None
 
@@ -154,14 +181,44 @@ def decode_body(body: bytes, content_type: str | None) -> tuple[Any, str | None]
             return parse_json(body), "json"
         except BadBody:
             pass
+    if charset is not None:
+        return decode_text(body, charset), "text"
     try:
-        codec = codecs.lookup(charset or "utf-8").name
-        text = body.decode(codec)
-    except (LookupError, ValueError):  # unknown charset, undecodable bytes (UnicodeError)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
         text = None
     if text is None or "\x00" in text:
         return base64.b64encode(body).decode("ascii"), "base64"
     return text, "text"
+
+
+def decode_text(body: bytes, charset: str) -> str:
+    """Decode a body in its declared ``charset`` strictly; BadBody (``invalid_body``) if not."""
+    try:
+        codec = codecs.lookup(charset).name
+    except LookupError:
+        raise BadBody(f"the Content-Type charset {charset!r} is unknown", "invalid_body") from None
+    if codec in _REFUSED_CODECS:
+        raise BadBody(f"the Content-Type charset {charset!r} is not accepted", "invalid_body")
+    try:
+        text = body.decode(codec)
+    except LookupError:  # a codec that is not a text encoding, e.g. "base64"
+        raise BadBody(f"the Content-Type charset {charset!r} is unknown", "invalid_body") from None
+    except UnicodeDecodeError as exc:
+        raise BadBody(
+            f"the body is not valid {charset} (byte {exc.start}: {exc.reason})", "invalid_body"
+        ) from None
+    if "\x00" in text:
+        raise BadBody("the body contains a NUL character, which cannot be stored", "invalid_body")
+    if codec not in _WELL_FORMED:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadBody(
+                f"the body decodes ({charset}) to an unpaired surrogate, which cannot be stored",
+                "invalid_body",
+            ) from None
+    return text
 
 
 def visible_headers(headers: Mapping[str, str], dropped: frozenset[str]) -> dict[str, str]:
@@ -170,5 +227,8 @@ def visible_headers(headers: Mapping[str, str], dropped: frozenset[str]) -> dict
 
 
 def has_nul(values: Iterable[str]) -> bool:
-    """True when any value holds a NUL character (a percent-encoded ``%00`` in a query)."""
+    """True when any value holds a NUL character (a percent-encoded ``%00`` in a query).
+
+    Values reach us decoded as latin-1 (headers) or UTF-8 with replacement (query strings),
+    so NUL is the one character in them a store cannot hold."""
     return any("\x00" in v for v in values)

@@ -230,16 +230,17 @@ class WebhookTrigger(BaseTrigger):
         dedupe_key, problem = self._dedupe_key(request)
         if problem is not None:
             return _error(400, "bad_request", problem)
-        if has_nul(request.query.values()) or has_nul(request.headers.values()):
+        query = request.query
+        if has_nul(query) or has_nul(query.values()) or has_nul(request.headers.values()):
             return _error(400, "bad_request", "the query or a header contains a NUL character")
         try:
             body, encoding = decode_body(request.body, request.headers.get("content-type"))
         except BadBody as exc:
-            return _error(400, "invalid_json", str(exc))
+            return _error(400, exc.code, str(exc))
         payload = {
             "method": request.method,
             "path": request.path,
-            "query": dict(request.query),
+            "query": dict(query),
             "headers": visible_headers(request.headers, self._dropped),
             "body": body,
             "body_encoding": encoding,

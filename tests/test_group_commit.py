@@ -1,0 +1,191 @@
+"""The group commit on a real store: one bad row fails only its caller, a commit has a deadline.
+
+Runs on SQLite and PostgreSQL. A stalled commit is made by holding the store's write lock from
+another connection (SQLite ``BEGIN IMMEDIATE``, PostgreSQL ``LOCK TABLE``); the daemon tests
+check the same through ``wfsched serve`` and its ``store.commit_timeout`` setting.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import psycopg
+import pytest
+
+from tests.daemon_proc import Daemon, wait_for
+from wfsched.errors import StoreError
+from wfsched.events import GroupCommitRecorder
+from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id, utcnow
+
+HOOK = "/api/v1/public/webhook/workflow/"
+
+
+def event(payload: dict[str, Any], workflow_id: str = "wf") -> NewEvent:
+    execution_id = new_execution_id()
+    return NewEvent(
+        execution_id=execution_id,
+        workflow_id=workflow_id,
+        trigger_id="t",
+        trigger_type="manual",
+        dedupe_key=execution_id,
+        payload=payload,
+        fired_at=utcnow(),
+    )
+
+
+class Leases:
+    """A Handoff that leases every event and keeps what it adopts."""
+
+    def __init__(self) -> None:
+        self.adopted: list[TriggerEvent] = []
+
+    def lease(self, wanted: int) -> Claim | None:
+        return Claim("me", utcnow() + timedelta(minutes=5), wanted)
+
+    def adopt(self, events: list[TriggerEvent]) -> None:
+        self.adopted += events
+
+
+@asynccontextmanager
+async def running(recorder: GroupCommitRecorder) -> AsyncIterator[GroupCommitRecorder]:
+    async with anyio.create_task_group() as tg:
+        recorder.start(tg)
+        yield recorder
+        tg.cancel_scope.cancel()
+
+
+async def _outcome(recorder: GroupCommitRecorder, e: NewEvent) -> Any:
+    try:
+        [(recorded, created)] = await recorder.record([e])
+    except Exception as exc:  # noqa: BLE001 - the outcome is what is checked
+        return exc
+    assert created
+    return recorded
+
+
+def _unstorable(store_url: str) -> list[dict[str, Any]]:
+    """Payloads the store itself refuses (validation at the edge keeps them out of batches)."""
+    bad: list[dict[str, Any]] = [{"s": "\ud800"}]
+    if not store_url.startswith("sqlite"):
+        bad.append({"s": "a\x00b"})  # jsonb refuses \u0000; SQLite's text holds it
+    return bad
+
+
+@pytest.mark.anyio
+async def test_a_row_the_store_rejects_fails_only_its_caller(store: Any, store_url: str) -> None:
+    leases = Leases()
+    good = [event({"n": i}) for i in range(20)]
+    bad = [event(p) for p in _unstorable(store_url)]
+    batch = [*good[:10], *bad, *good[10:]]
+    outcomes: dict[str, Any] = {}
+    async with running(GroupCommitRecorder(store, handoff=leases)) as recorder:
+
+        async def one(e: NewEvent) -> None:
+            outcomes[e.execution_id] = await _outcome(recorder, e)
+
+        # Started together: they queue while the first is committed, then share one batch.
+        async with anyio.create_task_group() as tg:
+            for e in batch:
+                tg.start_soon(one, e)
+    for e in bad:
+        assert isinstance(outcomes[e.execution_id], Exception), outcomes[e.execution_id]
+    for e in good:
+        assert isinstance(outcomes[e.execution_id], TriggerEvent), outcomes[e.execution_id]
+    stored = {e.execution_id: e for e in await store.history("wf", limit=-1)}
+    assert set(stored) == {e.execution_id for e in good}
+    assert [stored[e.execution_id].payload for e in good] == [e.payload for e in good]
+    assert sorted(e.execution_id for e in leases.adopted) == sorted(stored)
+
+
+@contextmanager
+def stalled(store_url: str) -> Iterator[Callable[[], None]]:
+    """Hold the events table's write lock from another connection; yield its release."""
+    if store_url.startswith("sqlite"):
+        lite = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
+        lite.execute("BEGIN IMMEDIATE")
+
+        def release() -> None:
+            lite.execute("ROLLBACK")
+
+        try:
+            yield release
+        finally:
+            if lite.in_transaction:
+                release()
+            lite.close()
+        return
+    pg = psycopg.connect(store_url, autocommit=False)
+    pg.execute("LOCK TABLE wfsched_events IN EXCLUSIVE MODE")
+    try:
+        yield pg.rollback
+    finally:
+        pg.rollback()
+        pg.close()
+
+
+@pytest.mark.anyio
+async def test_callers_get_a_store_error_when_the_commit_misses_its_deadline(
+    store: Any, store_url: str
+) -> None:
+    first, queued, after = event({"n": 1}), event({"n": 2}), event({"n": 3})
+    async with running(GroupCommitRecorder(store, commit_timeout=0.5)) as recorder:
+        outcomes: dict[str, Any] = {}
+
+        async def one(e: NewEvent) -> None:
+            outcomes[e.execution_id] = await _outcome(recorder, e)
+
+        with stalled(store_url) as release:
+            started = time.monotonic()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one, first)
+                await anyio.sleep(0.1)  # let ``first`` start committing; ``queued`` waits
+                tg.start_soon(one, queued)
+            elapsed = time.monotonic() - started
+            release()
+        assert elapsed < 2.0
+        in_flight, waiting = outcomes[first.execution_id], outcomes[queued.execution_id]
+        assert isinstance(in_flight, StoreError)
+        assert "may or may not have been recorded" in str(in_flight)
+        assert isinstance(waiting, StoreError)
+        assert "nothing was recorded" in str(waiting)
+        # Once the store moves again the recorder does too; the queued batch was dropped.
+        assert isinstance(await _outcome(recorder, after), TriggerEvent)
+    stored = {e.execution_id for e in await store.history("wf", limit=-1)}
+    # The stalled commit went through once the lock was released: acceptable, since its
+    # callers were told 503 (retry), never 2xx without a record.
+    assert stored == {first.execution_id, after.execution_id}
+
+
+def _deploy(d: Daemon, tmp_path: Path) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "hook.json").write_text(json.dumps({"id": "hook", "triggers": [{"type": "webhook"}]}))
+    d.cli("deploy", str(specs))
+
+
+@pytest.mark.slow
+def test_a_webhook_gets_503_when_the_store_does_not_commit_in_time(
+    store_url: str, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": store_url, "WFSCHED_STORE_COMMIT_TIMEOUT": "1s"}
+    d = Daemon(tmp_path / "d", env=env)
+    _deploy(d, tmp_path)
+    with d:
+        wait_for(lambda: d.request("POST", HOOK + "hook").status_code == 202, message="webhook up")
+        with stalled(store_url):
+            started = time.monotonic()
+            r = httpx.post(d.url + HOOK + "hook", content=b"{}", timeout=30)
+            elapsed = time.monotonic() - started
+        assert (r.status_code, r.json()["error"]) == (503, "store_unavailable")
+        assert r.headers["retry-after"]
+        assert 0.9 < elapsed < 3.0
+        assert d.request("POST", HOOK + "hook").status_code == 202
