@@ -56,7 +56,8 @@ def http_error_of(exc: Exception, *, path: str = "", method: str = "") -> HttpEr
         return HttpError(
             503,
             "store_unavailable",
-            "the store is unreachable; nothing was recorded, retry later",
+            "the store is unreachable or did not commit in time; retry later (a repeat of a"
+            " delivery with the same id is deduplicated)",
             {"Retry-After": "5"},
         )
     if isinstance(exc, Unavailable):
