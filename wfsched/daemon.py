@@ -222,6 +222,8 @@ async def serve(
     register_secrets(settings)
     registry = load_registry(settings.get("plugins.dir"))
     async with connected(settings, exclusive=True) as store:
+        # A read-only or full store would answer every webhook 503: refuse to start instead.
+        await store.check_writable()
         locks = open_locks(settings.locks_url)
         dispatcher = Dispatcher(
             store,
