@@ -12,7 +12,7 @@ import math
 import signal
 from collections.abc import AsyncIterator, Iterator
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -28,6 +28,9 @@ from wfsched.runtime import TriggerManager
 from wfsched.shards import ShardKeeper
 from wfsched.store import Store
 from wfsched.timers import Timer
+
+if TYPE_CHECKING:
+    from wfsched.httplimits import HttpLimits
 
 log = logging.getLogger("wfsched.daemon")
 DRAIN_SECONDS = 10.0
@@ -130,9 +133,16 @@ def service(settings: Settings, store: Store, registry: Registry) -> DeploymentS
     return DeploymentService(store=store, registry=registry, settings=settings)
 
 
-def _server(app: Any, host: str, port: int) -> Any:
-    """A uvicorn server without its own signal handling: the daemon owns SIGINT/SIGTERM."""
+def _server(app: Any, host: str, port: int, limits: HttpLimits | None = None) -> Any:
+    """A uvicorn server without its own signal handling: the daemon owns SIGINT/SIGTERM.
+
+    ``limits`` (default: the defaults of :class:`HttpLimits`) bound header size and read time,
+    idle keep-alive and open connections."""
     import uvicorn
+
+    from wfsched.httplimits import HttpLimits, protocol_class
+
+    limits = limits or HttpLimits()
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -156,6 +166,8 @@ def _server(app: Any, host: str, port: int) -> Any:
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=5,
+        http=protocol_class(limits),
+        timeout_keep_alive=limits.keep_alive,
     )
     return Server(config)
 
@@ -217,6 +229,7 @@ async def serve(
     ready: anyio.Event | None = None,
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM; then stop intake, drain and return."""
+    from wfsched.httplimits import HttpLimits, ensure_open_files
     from wfsched.web import WebServices, create_app
 
     register_secrets(settings)
@@ -259,7 +272,9 @@ async def serve(
                 api_token=settings.secret("server.api_token"),
             )
         )
-        server = _server(app, host or settings.host, port or settings.port)
+        limits = HttpLimits.from_settings(settings)
+        ensure_open_files(limits)
+        server = _server(app, host or settings.host, port or settings.port, limits)
         config = server.config
         try:
             async with anyio.create_task_group() as tg:
