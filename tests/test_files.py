@@ -267,3 +267,21 @@ async def test_postgres_check_writable_passes_on_a_primary(pg_url: str) -> None:
         await store.check_writable()
     finally:
         await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_read_only_postgres_session_cannot_open_or_write(pg_url: str) -> None:
+    from wfsched.errors import StoreError
+    from wfsched.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url)
+    await store.open()  # migrated while writable
+    await store.close()
+    read_only = pg_url.replace("options=", "options=-cdefault_transaction_read_only%3Don%20")
+    store = PostgresStore(read_only)
+    with pytest.raises(StoreError, match="read-only"):
+        try:
+            await store.open()
+            await store.check_writable()
+        finally:
+            await store.close()

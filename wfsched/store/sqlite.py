@@ -40,10 +40,10 @@ class SqliteStore(SqliteDeployments, SqliteEvents):
 
     def _open(self) -> None:
         self._check_length()
-        self._connect()
         try:
+            self._connect()
             self._guarded(self._migrate)
-        except sqlite3.Error as exc:  # a damaged file: "database disk image is malformed"
+        except sqlite3.Error as exc:  # a damaged file: "file is not a database", "malformed"
             raise self.unusable(exc) from exc
 
     def _check_length(self) -> None:

@@ -91,20 +91,17 @@ class SqliteConnection:
         try:
             if self.path.parent != Path("."):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._create_private()
+            if str(self.path) != ":memory:":
+                self._create_private()
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA busy_timeout=10000")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise self.unusable(exc) from exc
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
         self._conn = conn
         self._tighten()
 
@@ -133,14 +130,14 @@ class SqliteConnection:
                 if current & 0o077:
                     os.chmod(path, current & ~0o077)
                     log.warning(
-                        f"{path} was readable by other users (mode {current:o}); "
+                        f"{path} was open to other users (mode {current:o}); "
                         f"changed to {current & ~0o077:o}"
                     )
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 log.warning(
-                    f"{path} is readable by other users and its mode cannot be changed: {exc}; "
+                    f"{path} is open to other users and its mode cannot be changed: {exc}; "
                     f"run chmod go-rwx {path}"
                 )
 
