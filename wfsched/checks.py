@@ -33,6 +33,7 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     async def store() -> str:
         async with connected(settings) as s:
             await s.ping()
+            await s.check_writable()
             deployments = await s.list_deployments()
         return f"{_safe_url(settings.store_url)} ({len(deployments)} deployments)"
 

@@ -445,6 +445,8 @@ def plugins(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     settings = settings_of(config)
     try:
         registry = load_registry(settings.get("plugins.dir"))
+    except ConfigError as exc:  # a refused plugins folder, a plugin that fails to import
+        fail(str(exc), 2)
     except WfschedError as exc:
         fail(str(exc), 1)
     rows = [{"type": t.type, "source": t.source, "module": t.module} for t in registry.all()]

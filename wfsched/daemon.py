@@ -13,7 +13,7 @@ import math
 import signal
 from collections.abc import AsyncIterator, Iterator, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -29,6 +29,9 @@ from wfsched.runtime import TriggerManager
 from wfsched.shards import ShardKeeper
 from wfsched.store import Store, Sync
 from wfsched.timers import Timer
+
+if TYPE_CHECKING:
+    from wfsched.httplimits import HttpLimits
 
 log = logging.getLogger("wfsched.daemon")
 DRAIN_SECONDS = 10.0
@@ -134,14 +137,26 @@ def service(settings: Settings, store: Store, registry: Registry) -> DeploymentS
     return DeploymentService(store=store, registry=registry, settings=settings)
 
 
-def _server(app: Any, host: str, port: int, trusted_proxies: Sequence[IPNetwork] = ()) -> Any:
+def _server(
+    app: Any,
+    host: str,
+    port: int,
+    trusted_proxies: Sequence[IPNetwork] = (),
+    limits: HttpLimits | None = None,
+) -> Any:
     """A uvicorn server without its own signal handling: the daemon owns SIGINT/SIGTERM.
 
     X-Forwarded-For/-Proto are believed from ``trusted_proxies`` only (server.trusted_proxies);
     uvicorn would otherwise trust 127.0.0.1 or an inherited FORWARDED_ALLOW_IPS. Its middleware
     wraps the whole app, so every route, raw or Starlette, sees the same client address.
+    ``limits`` (default: the defaults of :class:`HttpLimits`) bound header size and read time,
+    idle keep-alive and open connections.
     """
     import uvicorn
+
+    from wfsched.httplimits import HttpLimits, protocol_class
+
+    limits = limits or HttpLimits()
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -167,6 +182,8 @@ def _server(app: Any, host: str, port: int, trusted_proxies: Sequence[IPNetwork]
         timeout_graceful_shutdown=5,
         proxy_headers=bool(trusted_proxies),
         forwarded_allow_ips=[str(net) for net in trusted_proxies],
+        http=protocol_class(limits),
+        timeout_keep_alive=limits.keep_alive,
     )
     return Server(config)
 
@@ -237,6 +254,7 @@ async def serve(
     ready: anyio.Event | None = None,
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM; then stop intake, drain and return."""
+    from wfsched.httplimits import HttpLimits, ensure_open_files
     from wfsched.web import WebServices, create_app, public_bind_without_token
 
     register_secrets(settings)
@@ -249,6 +267,8 @@ async def serve(
         )
     registry = load_registry(settings.get("plugins.dir"))
     async with connected(settings, exclusive=True) as store:
+        # A read-only or full store would answer every webhook 503: refuse to start instead.
+        await store.check_writable()
         locks = open_locks(settings.locks_url)
         dispatcher = Dispatcher(
             store,
@@ -290,7 +310,9 @@ async def serve(
                 bind_host=host,
             )
         )
-        server = _server(app, host, port or settings.port, settings.trusted_proxies)
+        limits = HttpLimits.from_settings(settings)
+        ensure_open_files(limits)
+        server = _server(app, host, port or settings.port, settings.trusted_proxies, limits)
         config = server.config
         try:
             async with anyio.create_task_group() as tg:

@@ -1,10 +1,19 @@
-"""The plugin host: entry points (group ``wfsched``), the plugins dir, the trigger-type registry."""
+"""The plugin host: entry points (group ``wfsched``), the plugins dir, the trigger-type registry.
+
+Files in the plugins dir run as code of the daemon (often as root), so the folder and each
+file must be owned by us or root and writable by nobody else, as ssh demands of its keys;
+anything else is refused with the ``chmod``/``chown`` that fixes it. A plugin that raises at
+import, ``SystemExit`` included, is a load error naming its file, never a silent exit.
+"""
 
 from __future__ import annotations
 
 import builtins
 import importlib.util
+import os
+import stat
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -69,12 +78,38 @@ class Registry:
         return [self._types[k] for k in sorted(self._types)]
 
 
+def _importing(exc: BaseException) -> str:
+    """The file of the innermost module body running when ``exc`` was raised."""
+    modules = [f.filename for f in traceback.extract_tb(exc.__traceback__) if f.name == "<module>"]
+    return modules[-1] if modules else "(unknown module)"
+
+
 def _entry_point_source(plugin: object, dist: object) -> Source:
     name = getattr(getattr(dist, "metadata", None), "get", lambda _k: None)("Name")
     return "builtin" if name == "wfsched" else "entry-point"
 
 
+def check_private(path: Path) -> None:
+    """Raise ConfigError unless ``path`` is owned by us or root and writable by no one else."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"plugins: cannot read {path}: {exc.strerror}") from None
+    kind = "folder" if stat.S_ISDIR(st.st_mode) else "file"
+    if st.st_uid not in (0, os.geteuid()):
+        raise ConfigError(
+            f"plugins: refusing the plugin {kind} {path}: it is owned by uid {st.st_uid}, "
+            f"not by this user or root; fix: chown {os.geteuid()} {path}"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"plugins: refusing the plugin {kind} {path}: it is writable by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):o}); fix: chmod go-w {path}"
+        )
+
+
 def _load_dir_module(path: Path) -> ModuleType:
+    check_private(path)
     name = f"wfsched_plugins_dir.{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -83,9 +118,13 @@ def _load_dir_module(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except KeyboardInterrupt:
         sys.modules.pop(name, None)
-        raise ConfigError(f"plugin file {path} failed to import: {exc}") from exc
+        raise
+    except BaseException as exc:  # SystemExit at import is a broken plugin too
+        sys.modules.pop(name, None)
+        what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise ConfigError(f"plugin file {path} failed to import: {what}") from exc
     return module
 
 
@@ -97,7 +136,15 @@ def load_registry(
     pm.add_hookspecs(hookspecs)
     for name in blocked:
         pm.set_blocked(name)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    try:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # named below; SystemExit included
+        raise ConfigError(
+            f"plugin {_importing(exc)} (entry point group {ENTRY_POINT_GROUP!r}) failed to "
+            f"import: {type(exc).__name__}: {exc}"
+        ) from exc
     sources: dict[int, tuple[Source, str]] = {}
     for plugin, dist in pm.list_plugin_distinfo():
         sources[id(plugin)] = (
@@ -107,6 +154,7 @@ def load_registry(
     if plugins_dir is not None:
         directory = Path(plugins_dir)
         if directory.is_dir():
+            check_private(directory)
             for path in sorted(directory.glob("*.py")):
                 if path.name.startswith("_"):
                     continue

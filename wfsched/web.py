@@ -116,6 +116,8 @@ def create_app(services: WebServices) -> WorkflowIngress:
         client = request.client.host if request.client else "unknown"
         return f"api-token@{client}" if token else f"api@{client}"
 
+    writable = WriteCheck(services.store)
+
     async def health(request: Request) -> Response:
         try:
             with anyio.fail_after(3):
@@ -127,6 +129,12 @@ def create_app(services: WebServices) -> WorkflowIngress:
                     "store": "unreachable",
                     "detail": str(exc) or "the store did not answer within 3 s",
                 },
+                status_code=503,
+            )
+        refusal = await writable.error()
+        if refusal is not None:
+            return JSONResponse(
+                {"status": "unavailable", "store": "unwritable", "detail": refusal},
                 status_code=503,
             )
         triggers = _trigger_health(manager)
@@ -348,6 +356,37 @@ def _trigger_health(manager: TriggerManager) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+class WriteCheck:
+    """Whether the store can commit, for ``/health``: a webhook gets 503 when it cannot.
+
+    The probe is a small commit that queues with the webhooks' commits, and ``/health`` is
+    public, so it runs at most once per ``every`` seconds; calls in between share its answer.
+    """
+
+    def __init__(self, store: Store, every: float = 1.0, timeout: float = 3.0) -> None:
+        self._store = store
+        self._every = every
+        self._timeout = timeout
+        self._lock = anyio.Lock()
+        self._checked_at = -every
+        self._error: str | None = None
+
+    async def error(self) -> str | None:
+        """None when the last probe (at most ``every`` seconds old) committed, else why not."""
+        async with self._lock:
+            if anyio.current_time() - self._checked_at >= self._every:
+                try:
+                    with anyio.fail_after(self._timeout):
+                        await self._store.check_writable()
+                    self._error = None
+                except StoreError as exc:
+                    self._error = str(exc)
+                except TimeoutError:
+                    self._error = f"the store did not commit a write within {self._timeout:g} s"
+                self._checked_at = anyio.current_time()
+            return self._error
 
 
 def _inbound(request: Request, body: bytes) -> Inbound:

@@ -44,6 +44,11 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise StoreError unless the backend answers."""
 
+    async def check_writable(self) -> None:
+        """Raise StoreError naming the store and why unless it can commit a write now.
+
+        Cheap and bounded (``/health`` calls it): no scan of the data."""
+
     # deployments -------------------------------------------------------------------------
     async def apply(self, specs: Sequence[WorkflowSpec]) -> list[DeployAction]:
         """Create or update every spec in one transaction; return an action per spec."""

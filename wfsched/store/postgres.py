@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import psycopg
 
+from wfsched.errors import StoreError
 from wfsched.store.common import migrations
 from wfsched.store.pgconn import Conn
 from wfsched.store.pgdeploy import PgDeployments
@@ -62,3 +63,15 @@ class PostgresStore(PgDeployments, PgEvents):
     async def ping(self) -> None:
         async with self._conn() as conn:
             await conn.execute("SELECT 1")
+
+    async def check_writable(self) -> None:
+        # A standby (or a session forced read-only) refuses every write; that is what an
+        # operator must hear about. A full disk on the server is PostgreSQL's own alarm.
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"
+            )
+            row = await cur.fetchone()
+        if row is None or row[0] or row[1] == "on":
+            why = "is a standby in recovery" if row and row[0] else "is read-only"
+            raise StoreError(f"PostgreSQL {self.where} cannot write: the server {why}")

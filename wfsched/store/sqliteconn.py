@@ -2,13 +2,19 @@
 
 Every call runs in a worker thread behind a one-slot limiter, so statements never interleave
 and the event loop never blocks on disk. The daemon also holds a per-file lock.
+
+The database holds webhook secrets in clear, so its files are private to their owner: the
+database is created mode 0600 whatever the umask (SQLite then gives its ``-wal`` and ``-shm``
+files the database's mode), and files found with wider modes are tightened to 0600 at open.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -22,6 +28,10 @@ from wfsched.store import Sync
 
 T = TypeVar("T")
 _PRAGMA_SYNC: dict[Sync, str] = {"full": "FULL", "normal": "NORMAL"}
+log = logging.getLogger("wfsched.store")
+FILE_MODE = 0o600
+SUFFIXES = ("", "-wal", "-shm")
+"""The database and the two files SQLite keeps next to it in WAL mode."""
 
 
 class SqliteConnection:
@@ -84,6 +94,8 @@ class SqliteConnection:
         try:
             if self.path.parent != Path("."):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
+            if str(self.path) != ":memory:":
+                self._create_private()
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
@@ -96,6 +108,50 @@ class SqliteConnection:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
         self._conn = conn
+        self._tighten()
+
+    def unusable(self, exc: BaseException) -> StoreError:
+        """The one-line error for a store that cannot be used: the file, and SQLite's reason."""
+        return StoreError(f"SQLite store {self.path} cannot be used: {exc}")
+
+    def _create_private(self) -> None:
+        """Create the database file mode 0600 before SQLite does (SQLite would use 0644 minus
+        the umask, and copies the database's mode to the ``-wal`` and ``-shm`` files)."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            return
+        try:
+            os.fchmod(fd, FILE_MODE)  # the umask may have cleared bits of 0600 itself
+        finally:
+            os.close(fd)
+
+    def _tighten(self) -> None:
+        """Narrow files left readable by others (by an older version, or a copy) to 0600."""
+        for suffix in SUFFIXES:
+            path = f"{self.path}{suffix}"
+            try:
+                current = stat.S_IMODE(os.stat(path).st_mode)
+                if current & 0o077:
+                    os.chmod(path, current & ~0o077)
+                    log.warning(
+                        f"{path} was open to other users (mode {current:o}); "
+                        f"changed to {current & ~0o077:o}"
+                    )
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning(
+                    f"{path} is open to other users and its mode cannot be changed: {exc}; "
+                    f"run chmod go-rwx {path}"
+                )
+
+    def _probe_write(self, conn: sqlite3.Connection) -> None:
+        # The smallest real write: rewriting the header's user_version commits one page to
+        # the WAL (and syncs it as every commit does), so a full disk, a read-only file or
+        # folder, or a damaged database fails here.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        conn.execute(f"PRAGMA user_version = {int(version)}")
 
     async def close(self) -> None:
         """Release the connection and the daemon lock."""

@@ -32,6 +32,13 @@ FATAL_DEFECTS = frozenset(
     }
 )
 _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\:]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+NAME_MAX_BYTES = 255
+"""The longest file name (in bytes) of ext4, XFS, btrfs, APFS and most others."""
+MAX_EXTENSION_BYTES = 16
+"""A longer tail after the last dot is part of the name, not a type to keep."""
+DIR_MODE = 0o700
+"""Stored attachments are private (the files are 0600, as ``mkstemp`` creates them)."""
 
 
 class Malformed(Exception):
@@ -131,9 +138,19 @@ def _date(value: str) -> str | None:
 
 
 def safe_filename(name: str) -> str:
-    """A file name that stays inside its directory, whatever the sender wrote."""
+    """A file name that stays inside its directory and fits a file system, whatever the sender
+    wrote: at most ``NAME_MAX_BYTES`` in UTF-8, cut between characters, extension kept."""
     base = _UNSAFE_NAME.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).strip().lstrip(".")
-    return base[:200] or "attachment"
+    base = _SURROGATE.sub("\ufffd", base) or "attachment"
+    if len(base.encode()) <= NAME_MAX_BYTES:
+        return base
+    stem, dot, ext = base.rpartition(".")
+    if not dot or not stem or len(ext.encode()) > MAX_EXTENSION_BYTES:
+        stem, ext = base, ""
+    suffix = f".{ext}" if ext else ""
+    budget = NAME_MAX_BYTES - len(suffix.encode())
+    # Cutting UTF-8 bytes can split the last character; "ignore" drops that partial one.
+    return stem.encode()[:budget].decode("utf-8", "ignore") + suffix
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,17 +176,48 @@ def attachment_json(att: Attachment, opts: PayloadOptions) -> dict[str, Any]:
             out["content"] = None
             out["omitted"] = f"larger than max_attachment_bytes ({opts.max_attachment_bytes})"
     elif opts.attachments == "store":
-        out["path"] = str(store_attachment(att, opts.attachments_dir / opts.workflow_id))
+        try:
+            out["path"] = str(store_attachment(att, opts.attachments_dir / opts.workflow_id))
+        except Exception as exc:  # noqa: BLE001 - one file must never block the mailbox
+            # The message still fires, without ``path``: the workflow sees what is missing,
+            # and the trigger turns degraded (``Outcome.problems``).
+            out["error"] = f"not stored: {_reason(exc)}"
     return out
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a write failed, without the path (it repeats the sender's file name)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _private_dirs(directory: Path) -> None:
+    """Create ``directory`` and its missing parents mode 0700, whatever the umask."""
+    missing: list[Path] = []
+    for folder in (directory, *directory.parents):
+        if folder.is_dir():
+            break
+        missing.append(folder)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+            continue  # a concurrent writer made it; its mode is its own
+        os.chmod(folder, DIR_MODE)
+
+
 def store_attachment(att: Attachment, directory: Path) -> Path:
-    """Write under ``directory/<sha256>/<name>`` atomically; identical content is written once."""
+    """Write under ``directory/<sha256>/<name>`` atomically; identical content is written once.
+
+    Files are 0600 and the folders this creates 0700."""
     target_dir = directory / att.sha256
     target = target_dir / safe_filename(att.filename)
     if target.is_file() and target.stat().st_size == len(att.data):
         return target
-    target_dir.mkdir(parents=True, exist_ok=True)
+    _private_dirs(target_dir)
     fd, tmp = tempfile.mkstemp(dir=target_dir, prefix=".part-")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -188,6 +236,8 @@ class Outcome:
     identity: str
     payload: dict[str, Any] | None = None
     error: str | None = None
+    problems: tuple[str, ...] = ()
+    """What went wrong in a message that fires anyway (an attachment not stored)."""
 
 
 def evaluate(
@@ -227,4 +277,9 @@ def evaluate(
     }
     if truncated:
         payload["truncated"] = True
-    return Outcome(identity=parsed.identity, payload=payload)
+    problems = tuple(
+        f"message UID {uid}: attachment {a['filename']!r} {a['error']}"
+        for a in payload["attachments"]
+        if "error" in a
+    )
+    return Outcome(identity=parsed.identity, payload=payload, problems=problems)

@@ -280,6 +280,8 @@ class Reader:
         key = f"email:{self.label}:{cursor.uidvalidity}:{item.uid}"
         await self.ctx.fire(FireRequest(payload=outcome.payload, dedupe_key=key))
         cursor.remember(outcome.identity, item.internaldate)
+        if outcome.problems:
+            self._message_failed("; ".join(outcome.problems))
         if self.opts.mark_read:
             refused = await session.mark_seen([item.uid])
             if refused:
