@@ -79,7 +79,7 @@ def test_the_defaults_are_64_kib_10_s_30_s_and_max_connections() -> None:
     assert HttpLimits.from_settings(
         load_settings(None, environ={"WFSCHED_MAX_CONNECTIONS": "20"})
     ) == HttpLimits(max_connections=20)
-    server = _server(object(), "127.0.0.1", 0, limits)
+    server = _server(object(), "127.0.0.1", 0, limits=limits)
     assert server.config.timeout_keep_alive == 30
     assert server.config.http.limits == limits
 

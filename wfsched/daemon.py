@@ -141,6 +141,7 @@ def _server(
     app: Any,
     host: str,
     port: int,
+    *,
     trusted_proxies: Sequence[IPNetwork] = (),
     limits: HttpLimits | None = None,
 ) -> Any:
@@ -312,7 +313,13 @@ async def serve(
         )
         limits = HttpLimits.from_settings(settings)
         ensure_open_files(limits)
-        server = _server(app, host, port or settings.port, settings.trusted_proxies, limits)
+        server = _server(
+            app,
+            host,
+            port or settings.port,
+            trusted_proxies=settings.trusted_proxies,
+            limits=limits,
+        )
         config = server.config
         try:
             async with anyio.create_task_group() as tg:
