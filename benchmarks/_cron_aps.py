@@ -31,7 +31,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from benchmarks._cron_wfsched import rss_mib
-from wfsched.cronexpr import spread_offset
+from wfsched.schedules.cron import spread_offset
 
 LATE: list[float] = []
 WINDOW = [math.inf, math.inf]

@@ -23,13 +23,13 @@ from typing import Any
 
 import anyio
 
-from wfsched.cronexpr import spread_offset
-from wfsched.events import GroupCommitRecorder, Recorded
 from wfsched.models import Claim, NewEvent
-from wfsched.schedules import cron_series, every_series
+from wfsched.recorder import GroupCommitRecorder, Recorded
+from wfsched.schedules.cron import spread_offset
+from wfsched.schedules.series import cron_series, every_series
 from wfsched.store.sqlite import SqliteStore
-from wfsched.timers import Timer
-from wfsched.timerstate import quantize
+from wfsched.timer import Timer
+from wfsched.timer.state import quantize
 from wfsched.trigger import TimerSpec
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from benchmarks import _ingress_servers as srv
 from benchmarks.harness import ROOT, Row, compare, median
-from wfsched.triggers.webauth import sign_hmac_sha256_hex
+from wfsched.triggers.webhook.auth import sign_hmac_sha256_hex
 
 SUITE = "ingress"
 BODY = (

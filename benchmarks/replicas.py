@@ -11,7 +11,7 @@ here on free ports. Deployed once for all runs:
 * ``leader``: one lock-elected ticker (``_replicas_leader``), standing for a mailbox watcher.
 
 Time-based triggers are sharded: each replica records the due fires of the timer shards it
-leases (wfsched.shards); the store's unique dedupe key stays the guard. Figures, over
+leases (wfsched.timer.shards); the store's unique dedupe key stays the guard. Figures, over
 WINDOWS periods per run (dispatch mode ``log``, ``scheduler.max_workers = 100``):
 
 * duplicates and misses: recorded fires per (trigger, instant) beyond one, and expected

@@ -83,7 +83,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Any]:
-    from wfsched.daemon import open_store
+    from wfsched.backends import open_store
 
     s = open_store(store_url)
     await s.open()

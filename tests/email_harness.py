@@ -24,13 +24,13 @@ import anyio
 
 from wfsched.config import load_settings
 from wfsched.deployments import DeploymentService
-from wfsched.events import GroupCommitRecorder
 from wfsched.locks import LocalLocks
+from wfsched.manager import TriggerManager
 from wfsched.models import TriggerEvent
 from wfsched.plugins import load_registry
-from wfsched.runtime import TriggerManager
+from wfsched.recorder import GroupCommitRecorder
 from wfsched.store.sqlite import SqliteStore
-from wfsched.timers import Timer
+from wfsched.timer import Timer
 
 T = TypeVar("T")
 _ids = iter(range(1, 1_000_000))

@@ -23,18 +23,18 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.daemon_proc import Daemon
 from tests.github_standin import GitHubStandIn, PullRequest, commit_entry, sign
+from wfsched.backends import open_store
 from wfsched.config import load_settings
-from wfsched.daemon import open_store
 from wfsched.deployments import DeploymentService
-from wfsched.events import GroupCommitRecorder
 from wfsched.locks import LocalLocks
+from wfsched.manager import TriggerManager
 from wfsched.plugins import load_registry
-from wfsched.runtime import TriggerManager
+from wfsched.recorder import GroupCommitRecorder
 from wfsched.store import Store
-from wfsched.timers import Timer
-from wfsched.triggers._github_app import GitHubApp, app_for
-from wfsched.triggers._github_app import load_settings as github_settings
-from wfsched.web import WebServices, create_app
+from wfsched.timer import Timer
+from wfsched.triggers.github.app import GitHubApp, app_for
+from wfsched.triggers.github.app import load_settings as github_settings
+from wfsched.web.app import WebServices, create_app
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
 SECRET = "It's a Secret to Everybody"

@@ -16,9 +16,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from wfsched.daemon import open_store
+from wfsched.backends import open_store
 from wfsched.errors import StoreError
-from wfsched.redislocks import RedisLocks
+from wfsched.locks.redis import RedisLocks
 
 
 def say(**fields: Any) -> None:

@@ -17,10 +17,10 @@ from tests.daemon_proc import Daemon, wait_for
 from wfsched.cli import app
 from wfsched.config import load_settings
 from wfsched.errors import SpecError
+from wfsched.manager import build_trigger
 from wfsched.models import TriggerSpec
 from wfsched.plugins import load_registry
-from wfsched.runtime import build_trigger
-from wfsched.schedules import CronSeries, EverySeries
+from wfsched.schedules.series import CronSeries, EverySeries
 from wfsched.spec import parse_spec
 from wfsched.triggers.cron import CronTrigger
 
@@ -127,7 +127,7 @@ def test_it_seeds_h_with_workflow_and_trigger_id(tmp_path: Path) -> None:
     assert trigger.seed == "nightly-report/nightly"
     series = trigger.timer().schedule
     assert isinstance(series, CronSeries)
-    from wfsched.cronexpr import resolve
+    from wfsched.schedules.cron import resolve
 
     assert series.resolved == resolve("H H * * *", "nightly-report/nightly")
     assert series.key == f"cron:{series.resolved}|UTC"

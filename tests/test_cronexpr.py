@@ -1,4 +1,4 @@
-"""Tests for wfsched.cronexpr: Jenkins H resolution, the DST policy, intervals, durations, spread.
+"""Tests for wfsched.schedules.cron: Jenkins H resolution, the DST policy, intervals, durations, spread.
 
 Golden data lives in tests/fixtures/cron/:
 
@@ -29,9 +29,15 @@ from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wfsched.cronexpr import CronSchedule, EverySchedule, parse_duration, resolve, spread_offset
-from wfsched.cronhash import _JavaRandom, jenkins_random, resolve_with
 from wfsched.errors import SpecError
+from wfsched.schedules.cron import (
+    CronSchedule,
+    EverySchedule,
+    parse_duration,
+    resolve,
+    spread_offset,
+)
+from wfsched.schedules.jenkins import _JavaRandom, jenkins_random, resolve_with
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cron"
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,7 +265,7 @@ def test_it_resolves_h_to_values_in_range(terms: tuple[str, ...], seed: str) -> 
 def test_it_resolves_identically_in_processes_with_different_hash_seeds() -> None:
     script = (
         "import json\n"
-        "from wfsched.cronexpr import resolve, spread_offset\n"
+        "from wfsched.schedules.cron import resolve, spread_offset\n"
         "seeds = [f'wf-{i}/cron' for i in range(300)]\n"
         "print(json.dumps([[resolve('H H H/3 * H', s), spread_offset(s, 60.0)] for s in seeds]))\n"
     )

@@ -14,13 +14,19 @@ import pytest
 
 from tests.daemon_proc import free_port
 from tests.engine_app import Engine, Reply
-from wfsched.daemon import open_store
+from wfsched.backends import open_store
 from wfsched.dispatch import Dispatcher, DispatchError, backoff
-from wfsched.engine import EngineSender, classify, execute_url, parse_engine_url, parse_retry_after
+from wfsched.dispatch.engine import (
+    EngineSender,
+    classify,
+    execute_url,
+    parse_engine_url,
+    parse_retry_after,
+)
 from wfsched.errors import ConfigError
-from wfsched.events import GroupCommitRecorder
 from wfsched.metrics import render
 from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id, utcnow
+from wfsched.recorder import GroupCommitRecorder
 
 pytestmark = pytest.mark.anyio
 

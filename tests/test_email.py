@@ -21,8 +21,8 @@ from tests.dovecot import (  # noqa: F401 - fixture `dovecot`
 )
 from tests.email_harness import FreezingProxy, Harness, email_spec, eventually, mail, running
 from wfsched.locks import LocalLocks
-from wfsched.triggers._imap_hub import Hub
-from wfsched.triggers._imap_options import Endpoint, Tuning
+from wfsched.triggers.email.hub import Hub
+from wfsched.triggers.email.options import Endpoint, Tuning
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

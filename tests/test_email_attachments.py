@@ -13,7 +13,7 @@ import pytest
 
 from tests.dovecot import Dovecot, dovecot_fixture  # noqa: F401 - fixture `dovecot`
 from tests.email_harness import email_spec, eventually, mail, running
-from wfsched.triggers import _imap_message
+from wfsched.triggers.email import message as _imap_message
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

@@ -12,16 +12,16 @@ import pytest
 
 from tests.email_harness import mail
 from wfsched import SpecError
-from wfsched.triggers._imap_filters import Candidate, compile_filters
-from wfsched.triggers._imap_message import (
+from wfsched.triggers.email.filters import Candidate, compile_filters
+from wfsched.triggers.email.message import (
     Malformed,
     PayloadOptions,
     evaluate,
     parse,
     safe_filename,
 )
-from wfsched.triggers._imap_options import resolve, validate, warnings
-from wfsched.triggers._imap_sync import RECENT_MAX, Cursor
+from wfsched.triggers.email.options import resolve, validate, warnings
+from wfsched.triggers.email.reader import RECENT_MAX, Cursor
 
 NO_FILTERS = compile_filters({})
 

@@ -26,10 +26,10 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from tests.daemon_proc import Daemon, free_port, wait_for
 from tests.engine_app import EngineThread
 from tests.servers import PgServer, RedisServer
-from wfsched.daemon import open_store
+from wfsched.backends import open_store
 from wfsched.errors import StoreError
+from wfsched.locks.redis import RedisLocks
 from wfsched.models import TriggerSpec, WorkflowSpec
-from wfsched.redislocks import RedisLocks
 from wfsched.spec import spec_hash
 from wfsched.store import Store
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from wfsched import SpecError
-from wfsched.triggers._github_config import validate_config
-from wfsched.triggers._github_filters import Facts, Filters, PatternList, facts_of, glob_regex
+from wfsched.triggers.github.config import validate_config
+from wfsched.triggers.github.filters import Facts, Filters, PatternList, facts_of, glob_regex
 
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
 

@@ -36,8 +36,8 @@ from wfsched.config import load_settings
 from wfsched.locks import LocalLocks
 from wfsched.plugins import load_registry
 from wfsched.spec import load_specs
-from wfsched.triggers._github_app import RateLimited, client
-from wfsched.triggers._github_redeliver import Redeliverer, note_answered, recover_forever
+from wfsched.triggers.github.app import RateLimited, client
+from wfsched.triggers.github.redeliver import Redeliverer, note_answered, recover_forever
 
 pytestmark = pytest.mark.anyio
 

@@ -23,8 +23,8 @@ import pytest
 
 from tests.daemon_proc import Daemon, wait_for
 from wfsched.errors import StoreError
-from wfsched.events import GroupCommitRecorder
 from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id, utcnow
+from wfsched.recorder import GroupCommitRecorder
 
 HOOK = "/api/v1/public/webhook/workflow/"
 

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wfsched.jsontext import dumpb, dumps, loads
-from wfsched.triggers._webhook_payload import parse_json
+from wfsched.triggers.webhook.payload import parse_json
 
 json_values = st.recursive(
     st.none()

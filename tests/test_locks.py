@@ -16,8 +16,8 @@ import pytest
 
 from tests.daemon_proc import Daemon, free_port
 from wfsched.locks import Lease, LocalLocks, LockError, LockManager
+from wfsched.locks.redis import RedisLocks
 from wfsched.metrics import LOCK_ACQUIRE
-from wfsched.redislocks import RedisLocks
 
 pytestmark = pytest.mark.anyio
 

@@ -23,9 +23,9 @@ from cryptography.x509.oid import NameOID
 from tests.daemon_proc import free_port
 from tests.test_dispatch import record, running, settled, until
 from wfsched.dispatch import Dispatcher, DispatchError, event_document
+from wfsched.dispatch.notify import NotifySender, SmtpTarget
 from wfsched.errors import ConfigError
 from wfsched.models import TriggerEvent, utcnow
-from wfsched.notify import NotifySender, SmtpTarget
 
 pytestmark = pytest.mark.anyio
 
@@ -183,7 +183,7 @@ async def test_it_retries_while_smtp_is_down_and_delivers_once_it_is_up(
 async def test_it_fails_on_550_and_retries_on_451(
     sqlite_url: str, smtp: Controller, mailbox: Mailbox
 ) -> None:
-    from wfsched.daemon import open_store
+    from wfsched.backends import open_store
 
     store = open_store(sqlite_url)
     await store.open()
@@ -264,7 +264,7 @@ async def test_it_speaks_implicit_tls(
 
 
 async def _send_one(url: str, sender: NotifySender) -> TriggerEvent:
-    from wfsched.daemon import open_store
+    from wfsched.backends import open_store
 
     store = open_store(url)
     await store.open()

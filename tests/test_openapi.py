@@ -20,9 +20,9 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from tests.daemon_proc import Daemon, wait_for
-from wfsched.ingress import INGRESS_METHODS, PREFIX
-from wfsched.openapi import document
-from wfsched.web import create_app
+from wfsched.web.app import create_app
+from wfsched.web.ingress import INGRESS_METHODS, PREFIX
+from wfsched.web.openapi import document
 
 TOKEN = "schemathesis-token-0123456789"
 # SPEC section 5, as (method, path) pairs.

@@ -17,12 +17,12 @@ import pytest
 
 from tests.servers import RedisServer
 from tests.test_timers import BASE, Clock, at, every, scheduled
-from wfsched.events import GroupCommitRecorder
-from wfsched.redislocks import RedisLocks
-from wfsched.shards import ShardKeeper
+from wfsched.locks.redis import RedisLocks
+from wfsched.recorder import GroupCommitRecorder
 from wfsched.store import Store
-from wfsched.timers import Timer
-from wfsched.timerstate import SHARDS, shard_of
+from wfsched.timer import Timer
+from wfsched.timer.shards import ShardKeeper
+from wfsched.timer.state import SHARDS, shard_of
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wfsched.bulkload import scan
 from wfsched.errors import NotFound, StoreError
 from wfsched.models import (
     Claim,
@@ -22,6 +21,7 @@ from wfsched.models import (
     utcnow,
 )
 from wfsched.spec import spec_hash
+from wfsched.timer.rearm import scan
 
 pytestmark = pytest.mark.anyio
 
@@ -251,7 +251,7 @@ async def test_history_is_newest_first_and_filters(store: Any) -> None:
 def test_dedupe_property_one_event_per_key(
     tmp_path_factory: pytest.TempPathFactory, keys: list[str]
 ) -> None:
-    from wfsched.daemon import open_store
+    from wfsched.backends import open_store
 
     async def body() -> None:
         store = open_store(f"sqlite:///{tmp_path_factory.mktemp('h')}/x.db")

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import backend_missing
 from tests.daemon_proc import Daemon, wait_for
-from wfsched.daemon import open_store
+from wfsched.backends import open_store
 from wfsched.store.postgres import PostgresStore
 from wfsched.store.sqlite import SqliteStore
 

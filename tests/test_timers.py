@@ -17,20 +17,20 @@ from typing import Any
 import anyio
 import pytest
 
+from wfsched.backends import open_store
 from wfsched.config import Settings, load_settings
-from wfsched.daemon import open_store
 from wfsched.deployments import DeploymentService
-from wfsched.events import GroupCommitRecorder, Recorded
 from wfsched.locks import LocalLocks
+from wfsched.manager import TriggerManager
 from wfsched.metrics import REGISTRY
 from wfsched.models import NewEvent, new_execution_id
 from wfsched.plugins import Registry, load_registry
-from wfsched.runtime import TriggerManager
-from wfsched.schedules import every_series
+from wfsched.recorder import GroupCommitRecorder, Recorded
+from wfsched.schedules.series import every_series
 from wfsched.spec import parse_spec
 from wfsched.store import Store
-from wfsched.timers import BATCH, Timer
-from wfsched.timerstate import catchup_instants
+from wfsched.timer import BATCH, Timer
+from wfsched.timer.state import catchup_instants
 from wfsched.trigger import CatchUp, TimerSpec
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.daemon_proc import Daemon, wait_for
-from wfsched.triggers.webauth import sign_hmac_sha256_hex, sign_standard_webhooks
+from wfsched.triggers.webhook.auth import sign_hmac_sha256_hex, sign_standard_webhooks
 
 pytestmark = pytest.mark.slow
 

@@ -21,10 +21,10 @@ import httpx
 import pytest
 
 from tests.daemon_proc import Daemon, wait_for
-from wfsched.daemon import open_store
-from wfsched.httpio import HttpError, parse_json
-from wfsched.triggers._github_ingress import BadDelivery
-from wfsched.triggers._github_ingress import decode as decode_delivery
+from wfsched.backends import open_store
+from wfsched.triggers.github.ingress import BadDelivery
+from wfsched.triggers.github.ingress import decode as decode_delivery
+from wfsched.web.requests import HttpError, parse_json
 
 HOOK = "/api/v1/public/webhook/workflow/"
 SPECS = {

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.daemon_proc import Daemon, free_port, wait_for
-from wfsched.httpio import HttpError, error_response, read_body
+from wfsched.web.requests import HttpError, error_response, read_body
 
 TOKEN = "mgmt-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from wfsched.errors import AuthError, SpecError
-from wfsched.triggers.webauth import (
+from wfsched.triggers.webhook.auth import (
     MAX_SIGNATURES,
     Verifier,
     WebhookAuth,

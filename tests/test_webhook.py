@@ -25,9 +25,9 @@ from tests.conftest import PG_DSN, backend_missing
 from tests.daemon_proc import Daemon, wait_for
 from tests.tcpproxy import TcpProxy
 from wfsched.errors import SpecError
-from wfsched.triggers._webhook_payload import BadBody, decode_body
-from wfsched.triggers.webauth import sign_hmac_sha256_hex, sign_standard_webhooks
 from wfsched.triggers.webhook import TokenBucket, WebhookTrigger
+from wfsched.triggers.webhook.auth import sign_hmac_sha256_hex, sign_standard_webhooks
+from wfsched.triggers.webhook.payload import BadBody, decode_body
 
 # GitHub's documented example ("Validating webhook deliveries").
 GH_SECRET = "It's a Secret to Everybody"

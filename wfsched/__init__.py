@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from wfsched.cronexpr import parse_duration, spread_offset
 from wfsched.errors import AuthError, NotFound, SpecError, WfschedError
+from wfsched.fields import Fields
 from wfsched.hookspecs import hookimpl
 from wfsched.models import Health, TriggerSpec
-from wfsched.schedules import CronSeries, EverySeries, cron_series, every_series
+from wfsched.schedules.cron import parse_duration, spread_offset
+from wfsched.schedules.series import CronSeries, EverySeries, cron_series, every_series
 from wfsched.trigger import (
     BaseTrigger,
     CatchUp,
@@ -19,7 +20,6 @@ from wfsched.trigger import (
     TimerSpec,
     TriggerContext,
 )
-from wfsched.validation import Fields
 
 __version__ = "0.1.0"
 

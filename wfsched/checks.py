@@ -25,7 +25,8 @@ async def _check(name: str, fn: Any) -> dict[str, Any]:
 
 async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     """Return one result per configured backend."""
-    from wfsched.daemon import connected, open_locks, service
+    from wfsched.backends import connected, open_locks
+    from wfsched.deployments import DeploymentService
     from wfsched.plugins import load_registry
 
     results: list[dict[str, Any]] = []
@@ -58,7 +59,7 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
         # e.g. a public webhook without auth.
         registry = load_registry(settings.get("plugins.dir"))
         async with connected(settings) as s:
-            svc = service(settings, s, registry)
+            svc = DeploymentService(store=s, registry=registry, settings=settings)
             parsed = [
                 svc.parse_document(d.document, source=f"deployment {d.workflow_id}")
                 for d in await s.list_deployments()

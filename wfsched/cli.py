@@ -69,7 +69,8 @@ def emit_json(value: Any) -> None:
 
 def with_service(config: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Open the store and a DeploymentService, run ``fn(service)``."""
-    from wfsched.daemon import connected, service
+    from wfsched.backends import connected
+    from wfsched.deployments import DeploymentService
     from wfsched.plugins import load_registry
 
     settings = settings_of(config)
@@ -77,7 +78,7 @@ def with_service(config: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
     async def body() -> T:
         registry = load_registry(settings.get("plugins.dir"))
         async with connected(settings) as store:
-            return await fn(service(settings, store, registry))
+            return await fn(DeploymentService(store=store, registry=registry, settings=settings))
 
     return run(body)
 
@@ -390,7 +391,7 @@ def cron(
     """Show the resolved expression and the next fire times strictly after --from (or now)."""
     from zoneinfo import ZoneInfo
 
-    from wfsched.cronexpr import CronSchedule
+    from wfsched.schedules.cron import CronSchedule
 
     if seed is not None and id_ is not None:
         fail("use --seed or --id, not both", 2)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wfsched.durations import parse_duration
 from wfsched.errors import ConfigError
-from wfsched.validation import unknown_key_error
+from wfsched.fields import unknown_key_error
+from wfsched.schedules.durations import parse_duration
 
 
 @dataclass(frozen=True, slots=True)

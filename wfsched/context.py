@@ -9,11 +9,11 @@ from typing import Any
 
 from wfsched.config import Settings
 from wfsched.errors import WfschedError
-from wfsched.events import Recorder
 from wfsched.locks import Lease, LockManager
 from wfsched.metrics import TRIGGER_HEALTH
 from wfsched.models import Health, NewEvent, TriggerSpec, new_execution_id, utcnow
 from wfsched.plugins import Registry
+from wfsched.recorder import Recorder
 from wfsched.store import Store
 from wfsched.trigger import BaseTrigger, FireRequest, FireResult
 

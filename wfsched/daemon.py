@@ -1,6 +1,6 @@
 """Composition root: config → plugins → store/locks → one task group; owns signals.
 
-The only module that knows concrete backends. ``wfsched serve`` runs ``serve``; SIGTERM or
+Concrete backends come from ``wfsched.backends``. ``wfsched serve`` runs ``serve``; SIGTERM or
 SIGINT stops intake (the listener closes, requests under way finish and commit), then stops
 the triggers, drains in-flight dispatches for a bounded time and exits 0.
 """
@@ -11,24 +11,25 @@ import contextlib
 import logging
 import math
 import signal
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from wfsched.backends import connected, make_sender, open_locks
 from wfsched.config import IPNetwork, Settings
 from wfsched.deployments import DeploymentService
-from wfsched.dispatch import Dispatcher, LogSender, Sender
+from wfsched.dispatch import Dispatcher
 from wfsched.errors import ConfigError, StoreError
-from wfsched.events import GroupCommitRecorder
 from wfsched.locks import LocalLocks, LockManager, replica_info
 from wfsched.logs import register_secret
-from wfsched.plugins import Registry, load_registry
-from wfsched.runtime import TriggerManager
-from wfsched.shards import ShardKeeper
-from wfsched.store import Store, Sync
-from wfsched.timers import Timer
+from wfsched.manager import TriggerManager
+from wfsched.plugins import load_registry
+from wfsched.recorder import GroupCommitRecorder
+from wfsched.store import Store
+from wfsched.timer import Timer
+from wfsched.timer.shards import ShardKeeper
 
 if TYPE_CHECKING:
     from wfsched.httplimits import HttpLimits
@@ -54,54 +55,8 @@ async def sleep_to_beat(period: float) -> None:
     await anyio.sleep_until((math.floor(now / period) + 1) * period)
 
 
-def open_store(url: str, *, sync: Sync = "full") -> Store:
-    """Return the store backend for ``store.url`` (not yet opened) with ``store.sync``."""
-    if url.startswith("sqlite://"):
-        from wfsched.store.sqlite import SqliteStore
-
-        return SqliteStore(url, sync=sync)
-    if url.startswith(("postgresql://", "postgres://")):
-        from wfsched.store.postgres import PostgresStore
-
-        return PostgresStore(url, sync=sync)
-    raise ConfigError(f"store.url {url!r}: use sqlite:///PATH or postgresql://…")
-
-
 async def _count_replicas(locks: LockManager) -> int:
     return len(await locks.replicas())
-
-
-def open_locks(url: str) -> LockManager:
-    """Return the lock backend for ``locks.url`` (empty: in-process)."""
-    if not url:
-        return LocalLocks()
-    from wfsched.redislocks import RedisLocks
-
-    return RedisLocks(url)
-
-
-def make_sender(settings: Settings) -> Sender:
-    """Return the Sender for ``dispatch.mode``."""
-    mode = settings.get("dispatch.mode")
-    timeout = min(settings.get("dispatch.timeout"), settings.get("dispatch.claim_ttl") * 0.8)
-    if mode == "engine":
-        from wfsched.engine import EngineSender
-
-        return EngineSender(
-            settings.get("dispatch.engine_url"),
-            timeout=timeout,
-            max_connections=settings.get("scheduler.max_workers"),
-        )
-    if mode == "notify":
-        from wfsched.notify import NotifySender
-
-        return NotifySender(
-            settings.secret("notify.smtp_url"),
-            sender=settings.get("notify.from"),
-            recipients=settings.get("notify.to"),
-            timeout=timeout,
-        )
-    return LogSender()
 
 
 def register_secrets(settings: Settings) -> None:
@@ -117,24 +72,6 @@ def register_secrets(settings: Settings) -> None:
             value = settings.secret(name)
             for part in value.split(","):
                 register_secret(part.strip())
-
-
-@contextlib.asynccontextmanager
-async def connected(settings: Settings, *, exclusive: bool = False) -> AsyncIterator[Store]:
-    """Open the configured store (for the CLI and the daemon)."""
-    store = open_store(settings.store_url, sync=settings.get("store.sync"))
-    if exclusive and hasattr(store, "lock_exclusive"):
-        store.lock_exclusive()
-    try:
-        await store.open()
-        yield store
-    finally:
-        await store.close()
-
-
-def service(settings: Settings, store: Store, registry: Registry) -> DeploymentService:
-    """A DeploymentService working on the store directly (CLI)."""
-    return DeploymentService(store=store, registry=registry, settings=settings)
 
 
 def _server(
@@ -256,7 +193,7 @@ async def serve(
 ) -> None:
     """Run the daemon until SIGINT/SIGTERM; then stop intake, drain and return."""
     from wfsched.httplimits import HttpLimits, ensure_open_files
-    from wfsched.web import WebServices, create_app, public_bind_without_token
+    from wfsched.web.app import WebServices, create_app, public_bind_without_token
 
     register_secrets(settings)
     host = host or settings.host

@@ -15,16 +15,16 @@ from typing import Any
 
 import tomli_w
 
-from wfsched.bulkload import arm_cursors
 from wfsched.config import Settings
 from wfsched.errors import Conflict, NotFound, SpecError, WfschedError
-from wfsched.events import Recorder
+from wfsched.manager import TriggerManager, build_trigger, invoke
 from wfsched.models import Deployment, EventStatus, TriggerEvent, TriggerSpec, iso, utcnow
 from wfsched.plugins import Registry
-from wfsched.runtime import TriggerManager, build_trigger, invoke
+from wfsched.recorder import Recorder
 from wfsched.spec import InvalidSpecs, load_specs, parse_spec, refuse_host_secrets
 from wfsched.store import Store
-from wfsched.timerstate import next_fire_time
+from wfsched.timer.rearm import arm_cursors
+from wfsched.timer.state import next_fire_time
 from wfsched.trigger import BaseTrigger, FireResult
 
 SECRET_KEYS = ("secret", "password", "token", "private_key", "api_token", "public_key")

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from wfsched.errors import SpecError, WfschedError
+from wfsched.fields import Fields
 from wfsched.models import COMMON_TRIGGER_FIELDS, TriggerSpec, WorkflowSpec
 from wfsched.trigger import BaseTrigger
-from wfsched.validation import Fields
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 WORKFLOW_FIELDS = frozenset({"id", "name", "description", "triggers"})

@@ -1,0 +1,77 @@
+"""PostgreSQL store: several daemon replicas share one database.
+
+Semantics mirror ``sqlite.py`` exactly; what differs is how the work is spread: claims use
+``FOR UPDATE SKIP LOCKED`` so replicas never share an event, deployment changes serialise on
+the revision row, and every deployment change (``wfsched_deployments``) or recorded batch
+(``wfsched_events``) sends a NOTIFY that ``listen`` turns into wake-ups.
+
+The class is assembled from parts with one reason to change each: ``pgconn`` (URL, pool,
+outages, error translation, LISTEN), ``pgdeploy`` (deployments and trigger state SQL),
+``pgevents`` (event and outbox SQL) and ``pgrows`` (value and row conversions). Table names
+are unqualified so that a ``search_path`` (e.g. ``options=-csearch_path=wfsched`` in the URL)
+selects the schema.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from wfsched.errors import StoreError
+from wfsched.store.common import migrations
+from wfsched.store.postgres.connection import Conn
+from wfsched.store.postgres.deployments import PgDeployments
+from wfsched.store.postgres.events import PgEvents
+
+MIGRATION_LOCK = 0x7766_7363_6865_6401  # "wfsched" 01
+"""``pg_advisory_xact_lock`` key serialising migrations of replicas starting together."""
+
+
+class PostgresStore(PgDeployments, PgEvents):
+    """Store on a PostgreSQL database, safe for several replicas."""
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        conn = await self._connect()
+        try:
+            await self._migrate(conn)
+        except psycopg.Error as exc:
+            raise self._error(exc) from self._cause(exc)
+        finally:
+            await conn.close()
+        await self._open_pool()
+
+    async def _migrate(self, conn: Conn) -> None:
+        async with conn.transaction():
+            # Replicas starting together queue here; each then sees what the first applied.
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS wfsched_schema_migrations ("
+                " version INTEGER PRIMARY KEY,"
+                " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            cur = await conn.execute("SELECT version FROM wfsched_schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, text in migrations("postgres"):
+                if version in done:
+                    continue
+                await conn.execute(text.encode())  # several statements, no parameters
+                await conn.execute(
+                    "INSERT INTO wfsched_schema_migrations (version) VALUES (%s)", (version,)
+                )
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute("SELECT 1")
+
+    async def check_writable(self) -> None:
+        # A standby (or a session forced read-only) refuses every write; that is what an
+        # operator must hear about. A full disk on the server is PostgreSQL's own alarm.
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')"
+            )
+            row = await cur.fetchone()
+        if row is None or row[0] or row[1] == "on":
+            why = "is a standby in recovery" if row and row[0] else "is read-only"
+            raise StoreError(f"PostgreSQL {self.where} cannot write: the server {why}")

@@ -1,0 +1,240 @@
+"""PostgreSQL SQL for trigger events, the dispatch outbox (a mixin of ``PostgresStore``).
+
+Claims use ``FOR UPDATE SKIP LOCKED`` so replicas never share an event, and every recorded
+batch sends a NOTIFY on ``EVENTS_CHANNEL`` that wakes the dispatchers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from wfsched.errors import StoreError
+from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, TriggerEvent
+from wfsched.store.common import (
+    EVENT_COLS,
+    finish_rows,
+    fresh_event,
+    no_event,
+    require_all,
+)
+from wfsched.store.postgres.connection import EVENTS_CHANNEL, PgConnections
+from wfsched.store.postgres.rows import (
+    event_from_row,
+    opt_utc,
+    sql_limit,
+    stored_event,
+    to_json,
+    utc,
+)
+
+# One statement, one round trip: insert the batch, skip keys already recorded, and queue a
+# NOTIFY when at least one row was created unclaimed (the ``wake`` CTE is scanned only
+# through the UNION, and yields a row only if ``ins`` returned one; a claimed row is already
+# in its dispatcher's hands). Rows go in key order so two batches
+# with overlapping keys lock the unique index in the same order and cannot deadlock.
+_RECORD_SQL = f"""
+WITH ins AS (
+    INSERT INTO wfsched_events (execution_id, workflow_id, trigger_id, trigger_type,
+        dedupe_key, scheduled_at, fired_at, payload, status, next_attempt_at, claimed_by,
+        claimed_until)
+    SELECT i.execution_id, i.workflow_id, i.trigger_id, i.trigger_type, i.dedupe_key,
+        i.scheduled_at, i.fired_at, i.payload, 'pending', i.fired_at,
+        CASE WHEN i.claimed THEN %b::text END, CASE WHEN i.claimed THEN %b::timestamptz END
+    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                %b::timestamptz[], %b::timestamptz[], %b::jsonb[], %b::bool[])
+        AS i(execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,
+             scheduled_at, fired_at, payload, claimed)
+    ORDER BY i.workflow_id, i.dedupe_key
+    ON CONFLICT (workflow_id, dedupe_key) DO NOTHING
+    RETURNING execution_id, claimed_by
+), wake AS (
+    SELECT pg_notify('{EVENTS_CHANNEL}', '')
+    FROM (SELECT 1 FROM ins WHERE claimed_by IS NULL LIMIT 1) AS unclaimed
+)
+SELECT execution_id FROM ins
+UNION ALL
+SELECT NULL FROM wake
+"""
+
+_EXISTING_SQL = f"""
+SELECT {EVENT_COLS} FROM wfsched_events
+JOIN unnest(%s::text[], %s::text[]) AS k(wid, dkey)
+    ON workflow_id = k.wid AND dedupe_key = k.dkey
+"""
+
+# The inner SELECT picks due, unclaimed rows and locks them, skipping rows another replica
+# is claiming right now; after the lock PostgreSQL re-checks the WHERE against the newest
+# row version, so a claim that committed meanwhile is not taken twice.
+_CLAIM_SQL = f"""
+WITH claimed AS (
+    UPDATE wfsched_events SET claimed_by = %(owner)s, claimed_until = %(until)s
+    WHERE execution_id IN (
+        SELECT execution_id FROM wfsched_events
+        WHERE status = 'pending' AND next_attempt_at <= %(now)s
+            AND (claimed_until IS NULL OR claimed_until < %(now)s)
+        ORDER BY next_attempt_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED)
+    RETURNING {EVENT_COLS}
+)
+SELECT {EVENT_COLS} FROM claimed ORDER BY next_attempt_at, execution_id
+"""
+
+# One statement for the whole batch of outcomes (an UPDATE per outcome costs a round trip
+# each: 2,000 outcomes took 130 ms pipelined, against 25 ms as one statement).
+_FINISH_SQL = """
+UPDATE wfsched_events AS e SET status = o.status, attempts = e.attempts + 1,
+    last_error = o.last_error, next_attempt_at = o.next_attempt_at,
+    dispatched_at = o.dispatched_at, claimed_by = NULL, claimed_until = NULL
+FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::text[])
+    AS o(status, last_error, next_attempt_at, dispatched_at, execution_id)
+WHERE e.execution_id = o.execution_id AND e.claimed_by = %b
+"""
+
+
+class PgEvents(PgConnections):
+    """Trigger events of the Store protocol: record, claim, finish, history, requeue."""
+
+    async def record(
+        self, events: Sequence[NewEvent], claim: Claim | None = None
+    ) -> list[tuple[TriggerEvent, bool]]:
+        if not events:
+            return []
+        # A key repeated inside the batch is sent once; the later copies get the first one.
+        first: dict[tuple[str, str], NewEvent] = {}
+        claimed: set[str] = set()
+        limit = claim.limit if claim is not None else 0
+        for i, e in enumerate(events):
+            if first.setdefault((e.workflow_id, e.dedupe_key), e) is e and i < limit:
+                claimed.add(e.execution_id)
+        unique = list(first.values())
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                _RECORD_SQL,
+                (
+                    claim.owner if claim is not None else None,
+                    utc(claim.until) if claim is not None else None,
+                    [e.execution_id for e in unique],
+                    [e.workflow_id for e in unique],
+                    [e.trigger_id for e in unique],
+                    [e.trigger_type for e in unique],
+                    [e.dedupe_key for e in unique],
+                    [opt_utc(e.scheduled_at) for e in unique],
+                    [utc(e.fired_at) for e in unique],
+                    [to_json(e.payload) for e in unique],
+                    [e.execution_id in claimed for e in unique],
+                ),
+            )
+            created = {r[0] for r in await cur.fetchall() if r[0] is not None}
+            existing: dict[tuple[str, str], TriggerEvent] = {}
+            taken = [e for e in unique if e.execution_id not in created]
+            if taken:
+                # A separate statement: its snapshot sees rows that concurrent batches
+                # committed while the insert waited on them.
+                cur = await conn.execute(
+                    _EXISTING_SQL,
+                    ([e.workflow_id for e in taken], [e.dedupe_key for e in taken]),
+                )
+                for row in await cur.fetchall():
+                    event = event_from_row(row)
+                    existing[(event.workflow_id, event.dedupe_key)] = event
+        out: list[tuple[TriggerEvent, bool]] = []
+        for e in events:
+            key = (e.workflow_id, e.dedupe_key)
+            original = first[key]
+            if original.execution_id in created:
+                if e is original:
+                    out.append((fresh_event(e), True))
+                else:
+                    out.append((stored_event(original), False))
+            elif key in existing:
+                out.append((existing[key], False))
+            else:  # events are never deleted, so this means the insert failed oddly
+                raise StoreError(
+                    f"PostgreSQL {self.where}: event {e.workflow_id}/{e.dedupe_key} was neither"
+                    " recorded nor found"
+                )
+        return out
+
+    async def claim(self, owner: str, limit: int, ttl: float, now: datetime) -> list[TriggerEvent]:
+        params = {
+            "owner": owner,
+            "until": utc(now + timedelta(seconds=ttl)),
+            "now": utc(now),
+            "limit": sql_limit(limit),
+        }
+        async with self._conn() as conn:
+            cur = await conn.execute(_CLAIM_SQL, params)
+            rows = await cur.fetchall()
+        return [event_from_row(r) for r in rows]
+
+    async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
+        if not outcomes:
+            return
+        # finish_rows ends each row with the owner; here it is one parameter for the batch.
+        columns = list(zip(*finish_rows(owner, outcomes, opt_utc), strict=True))
+        async with self._conn() as conn:
+            await conn.execute(_FINISH_SQL, [list(c) for c in columns[:5]] + [owner])
+
+    async def next_due(self) -> datetime | None:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT min(next_attempt_at) FROM wfsched_events WHERE status = 'pending'"
+            )
+            row = await cur.fetchone()
+        return opt_utc(row[0]) if row else None
+
+    async def history(
+        self, workflow_id: str | None = None, *, limit: int = 50, status: EventStatus | None = None
+    ) -> list[TriggerEvent]:
+        where: list[str] = []
+        args: list[Any] = []
+        if workflow_id is not None:
+            where.append("workflow_id = %s")
+            args.append(workflow_id)
+        if status is not None:
+            where.append("status = %s")
+            args.append(status)
+        query = f"SELECT {EVENT_COLS} FROM wfsched_events"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY execution_id DESC LIMIT %s"
+        async with self._conn() as conn:
+            cur = await conn.execute(query, (*args, sql_limit(limit)))
+            rows = await cur.fetchall()
+        return [event_from_row(r) for r in rows]
+
+    async def get_event(self, execution_id: str) -> TriggerEvent:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"SELECT {EVENT_COLS} FROM wfsched_events WHERE execution_id = %s",
+                (execution_id,),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise no_event(execution_id)
+        return event_from_row(row)
+
+    async def requeue(self, execution_ids: Sequence[str], now: datetime) -> list[TriggerEvent]:
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                "UPDATE wfsched_events SET status = 'pending', attempts = 0,"
+                " next_attempt_at = %s, claimed_by = NULL, claimed_until = NULL"
+                f" WHERE execution_id = ANY(%s) RETURNING {EVENT_COLS}",
+                (utc(now), list(execution_ids)),
+            )
+            found = {r[0]: event_from_row(r) for r in await cur.fetchall()}
+            require_all(execution_ids, set(found), no_event)
+        return [found[execution_id] for execution_id in execution_ids]
+
+    async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"SELECT DISTINCT ON (trigger_id) {EVENT_COLS} FROM wfsched_events"
+                " WHERE workflow_id = %s ORDER BY trigger_id DESC, execution_id DESC",
+                (workflow_id,),
+            )
+            rows = await cur.fetchall()
+        return {r[2]: event_from_row(r) for r in rows}

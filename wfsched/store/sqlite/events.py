@@ -1,0 +1,212 @@
+"""SQLite SQL for trigger events, the dispatch outbox (a mixin of ``SqliteStore``).
+
+One daemon per file, so a claim is a plain SELECT then UPDATE inside one write transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from wfsched.jsontext import dumps, loads
+from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, TriggerEvent, utcnow
+from wfsched.store.common import (
+    EVENT_COLS,
+    finish_rows,
+    fmt_ts,
+    fresh_event,
+    no_event,
+    parse_ts,
+)
+from wfsched.store.sqlite.connection import SqliteConnection
+
+_INSERT_EVENT = (
+    "INSERT INTO events (execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,"
+    " scheduled_at, fired_at, payload, status, next_attempt_at, claimed_by, claimed_until)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+    " ON CONFLICT (workflow_id, dedupe_key) DO NOTHING"
+)
+
+
+def _event(row: Sequence[Any]) -> TriggerEvent:
+    return TriggerEvent(
+        execution_id=row[0],
+        workflow_id=row[1],
+        trigger_id=row[2],
+        trigger_type=row[3],
+        dedupe_key=row[4],
+        scheduled_at=parse_ts(row[5]),
+        fired_at=parse_ts(row[6]) or utcnow(),
+        payload=loads(row[7]),
+        status=row[8],
+        attempts=row[9],
+        last_error=row[10],
+        next_attempt_at=parse_ts(row[11]),
+        dispatched_at=parse_ts(row[12]),
+    )
+
+
+class SqliteEvents(SqliteConnection):
+    """Trigger events of the Store protocol: record, claim, finish, history, requeue."""
+
+    async def record(
+        self, events: Sequence[NewEvent], claim: Claim | None = None
+    ) -> list[tuple[TriggerEvent, bool]]:
+        return await self._run(lambda c: self._tx(c, partial(self._record, events, claim)))
+
+    def _record(
+        self, events: Sequence[NewEvent], claim: Claim | None, conn: sqlite3.Connection
+    ) -> list[tuple[TriggerEvent, bool]]:
+        rows = []
+        owner, until, claimed = None, None, 0
+        if claim is not None:
+            owner, until, claimed = claim.owner, fmt_ts(claim.until), claim.limit
+        for i, e in enumerate(events):
+            if i == claimed:
+                owner = until = None
+            fired = fmt_ts(e.fired_at)
+            rows.append(
+                (
+                    e.execution_id,
+                    e.workflow_id,
+                    e.trigger_id,
+                    e.trigger_type,
+                    e.dedupe_key,
+                    fmt_ts(e.scheduled_at),
+                    fired,
+                    dumps(e.payload),
+                    fired,
+                    owner,
+                    until,
+                )
+            )
+        # One statement for the whole group commit; the common case (no dedupe key already
+        # taken) is then told by the summed rowcount alone.
+        cur = conn.executemany(_INSERT_EVENT, rows)
+        created: set[str] | None = None
+        if cur.rowcount != len(rows):
+            created = set()
+            ids = [e.execution_id for e in events]
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                created.update(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT execution_id FROM events WHERE execution_id IN ({marks})", chunk
+                    )
+                )
+        out: list[tuple[TriggerEvent, bool]] = []
+        for e in events:
+            if created is None or e.execution_id in created:
+                out.append((fresh_event(e), True))
+            else:
+                row = conn.execute(
+                    f"SELECT {EVENT_COLS} FROM events WHERE workflow_id=? AND dedupe_key=?",
+                    (e.workflow_id, e.dedupe_key),
+                ).fetchone()
+                out.append((_event(row), False))
+        return out
+
+    async def claim(self, owner: str, limit: int, ttl: float, now: datetime) -> list[TriggerEvent]:
+        def body(conn: sqlite3.Connection) -> list[TriggerEvent]:
+            stamp = fmt_ts(now)
+            rows = conn.execute(
+                f"SELECT {EVENT_COLS} FROM events WHERE status='pending' AND next_attempt_at<=?"
+                " AND (claimed_until IS NULL OR claimed_until<?) ORDER BY next_attempt_at"
+                " LIMIT ?",
+                (stamp, stamp, limit),
+            ).fetchall()
+            until = fmt_ts(now + timedelta(seconds=ttl))
+            conn.executemany(
+                "UPDATE events SET claimed_by=?, claimed_until=? WHERE execution_id=?",
+                [(owner, until, r[0]) for r in rows],
+            )
+            return [_event(r) for r in rows]
+
+        return await self._run(lambda c: self._tx(c, body))
+
+    async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
+        rows = finish_rows(owner, outcomes, fmt_ts)
+        await self._run(
+            lambda c: self._tx(
+                c,
+                lambda conn: conn.executemany(
+                    "UPDATE events SET status=?, attempts=attempts+1, last_error=?,"
+                    " next_attempt_at=?, dispatched_at=?, claimed_by=NULL, claimed_until=NULL"
+                    " WHERE execution_id=? AND claimed_by=?",
+                    rows,
+                ),
+            )
+        )
+
+    async def next_due(self) -> datetime | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT min(next_attempt_at) FROM events WHERE status='pending'"
+            ).fetchone()
+        )
+        return parse_ts(row[0]) if row else None
+
+    async def history(
+        self, workflow_id: str | None = None, *, limit: int = 50, status: EventStatus | None = None
+    ) -> list[TriggerEvent]:
+        where, args = [], []
+        if workflow_id is not None:
+            where.append("workflow_id=?")
+            args.append(workflow_id)
+        if status is not None:
+            where.append("status=?")
+            args.append(status)
+        sql = f"SELECT {EVENT_COLS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY execution_id DESC LIMIT ?"
+        rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [_event(r) for r in rows]
+
+    async def get_event(self, execution_id: str) -> TriggerEvent:
+        row = await self._run(
+            lambda c: c.execute(
+                f"SELECT {EVENT_COLS} FROM events WHERE execution_id=?", (execution_id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise no_event(execution_id)
+        return _event(row)
+
+    async def requeue(self, execution_ids: Sequence[str], now: datetime) -> list[TriggerEvent]:
+        def body(conn: sqlite3.Connection) -> list[TriggerEvent]:
+            out = []
+            for execution_id in execution_ids:
+                cur = conn.execute(
+                    "UPDATE events SET status='pending', attempts=0, next_attempt_at=?,"
+                    " claimed_by=NULL, claimed_until=NULL WHERE execution_id=?",
+                    (fmt_ts(now), execution_id),
+                )
+                if cur.rowcount == 0:
+                    raise no_event(execution_id)
+                out.append(
+                    _event(
+                        conn.execute(
+                            f"SELECT {EVENT_COLS} FROM events WHERE execution_id=?",
+                            (execution_id,),
+                        ).fetchone()
+                    )
+                )
+            return out
+
+        return await self._run(lambda c: self._tx(c, body))
+
+    async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
+        rows = await self._run(
+            lambda c: c.execute(
+                f"SELECT {EVENT_COLS} FROM events WHERE execution_id IN (SELECT max(execution_id)"
+                " FROM events WHERE workflow_id=? GROUP BY trigger_id)",
+                (workflow_id,),
+            ).fetchall()
+        )
+        return {r[2]: _event(r) for r in rows}
