@@ -22,6 +22,8 @@ from cryptography.x509.oid import NameOID
 
 from tests.daemon_proc import free_port
 from tests.test_dispatch import record, running, settled, until
+from wfsched.checks import run_checks
+from wfsched.config import load_settings
 from wfsched.dispatch import Dispatcher, DispatchError, event_document
 from wfsched.dispatch.notify import NotifySender, SmtpTarget
 from wfsched.errors import ConfigError
@@ -380,3 +382,30 @@ def test_it_refuses_bad_smtp_urls_without_echoing_secrets(url: str) -> None:
 def test_it_needs_a_recipient() -> None:
     with pytest.raises(ConfigError, match="notify.to"):
         NotifySender("smtp://mail.example", recipients=" , ")
+
+
+@pytest.mark.parametrize(
+    ("url", "security", "port"),
+    [
+        ("smtp://127.0.0.1", "plain", 25),
+        ("smtp://127.0.0.1?starttls", "starttls", 25),
+        ("smtp+starttls://127.0.0.1", "starttls", 587),
+        ("smtps://user:pw@127.0.0.1", "tls", 465),
+    ],
+)
+async def test_check_probes_where_notify_connects(
+    tmp_path: Path, url: str, security: str, port: int
+) -> None:
+    config = tmp_path / "wfsched.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "w.db"}"\n[notify]\nsmtp_url = "{url}"\n'
+    )
+    target = notifier(url).target
+    assert (target.host, target.port, target.security) == ("127.0.0.1", port, security)
+    report = await run_checks(load_settings(str(config), environ={}))
+    [smtp] = [check for check in report if check["name"] == "smtp"]
+    # Reachable or not (nothing need listen on the default ports), the check names the
+    # endpoint and the security it tried: the ones notify mode uses.
+    assert f"127.0.0.1:{port}" in smtp["detail"], smtp
+    how = {"plain": "no TLS", "starttls": "STARTTLS", "tls": "implicit TLS"}[security]
+    assert how in smtp["detail"], smtp

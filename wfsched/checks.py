@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from wfsched.config import Settings
+from wfsched.dispatch.notify import SECURITY_LABELS, SmtpTarget
 from wfsched.errors import WfschedError
 
 
@@ -96,12 +97,17 @@ async def _tcp(url: str) -> str:
 
 
 async def _smtp(settings: Settings) -> str:
-    url = settings.secret("notify.smtp_url")
-    parts = urlsplit(url)
-    default = 465 if parts.scheme == "smtps" else 25
-    stream = await anyio.connect_tcp(parts.hostname or "localhost", parts.port or default)
+    # notify's own parser: the same host, port and security as a delivery (smtp+starttls is 587).
+    target = SmtpTarget(settings.secret("notify.smtp_url"))
+    where = f"{target.display} ({SECURITY_LABELS[target.security]})"
+    try:
+        stream = await anyio.connect_tcp(target.host, target.port)
+    except OSError as exc:
+        # anyio reports "All connection attempts failed"; the cause says why (refused, …).
+        cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc
+        raise WfschedError(f"{where}: cannot connect: {cause.strerror or cause}") from None
     await stream.aclose()
-    return f"{parts.hostname}:{parts.port or default} reachable"
+    return f"{where} reachable"
 
 
 async def _imap(settings: Settings) -> str:

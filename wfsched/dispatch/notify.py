@@ -39,10 +39,17 @@ IDLE_SECONDS = 30.0
 """A pooled connection idle longer than this is closed rather than reused."""
 _TRUE = ("1", "true", "yes", "on", "")
 _SCHEMES = {"smtp": ("plain", 25), "smtp+starttls": ("starttls", 587), "smtps": ("tls", 465)}
+SECURITY_LABELS = {"plain": "no TLS", "starttls": "STARTTLS", "tls": "implicit TLS"}
+"""How each ``SmtpTarget.security`` is named to people (``wfsched check``, the probe)."""
 
 
 class SmtpTarget:
-    """Where and how to connect, parsed from ``notify.smtp_url``."""
+    """Where and how to connect, parsed from ``notify.smtp_url``: the one parser of that URL.
+
+    ``smtp://`` is port 25 without TLS (``?starttls`` adds STARTTLS), ``smtp+starttls://``
+    587 with STARTTLS, ``smtps://`` 465 with implicit TLS; ``USER:PASS@`` are the login.
+    ``wfsched check`` reads the URL here too, so it probes where notify mode connects.
+    """
 
     def __init__(self, smtp_url: str) -> None:
         parts = urlsplit(smtp_url.strip())
@@ -191,9 +198,8 @@ class NotifySender:
         except OSError as exc:
             raise classify(exc, self.target.display) from None
         await anyio.to_thread.run_sync(_quit, conn)
-        how = {"plain": "no TLS", "starttls": "STARTTLS", "tls": "implicit TLS"}
         login = f", logged in as {self.target.user}" if self.target.user else ""
-        return f"{self.target.display} ({how[self.target.security]}{login})"
+        return f"{self.target.display} ({SECURITY_LABELS[self.target.security]}{login})"
 
     # worker-thread side ------------------------------------------------------------------
     def _deliver(self, msg: EmailMessage) -> dict[str, tuple[int, bytes]]:
