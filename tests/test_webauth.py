@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from wfsched import resolve_secret
 from wfsched.errors import AuthError, SpecError
 from wfsched.triggers.webhook.auth import (
     MAX_SIGNATURES,
@@ -29,7 +30,6 @@ from wfsched.triggers.webhook.auth import (
     WebhookAuth,
     github_signature_valid,
     parse_auth,
-    resolve_secret,
     sign_hmac_sha256_hex,
     sign_standard_webhooks,
 )

@@ -5,9 +5,11 @@ from __future__ import annotations
 from wfsched.errors import AuthError, NotFound, SpecError, WfschedError
 from wfsched.fields import Fields
 from wfsched.hookspecs import hookimpl
+from wfsched.httpjson import BadBody, parse_json
 from wfsched.models import Health, TriggerSpec
 from wfsched.schedules.cron import parse_duration, spread_offset
 from wfsched.schedules.series import CronSeries, EverySeries, cron_series, every_series
+from wfsched.secretrefs import is_reference, reference_problem, resolve_secret
 from wfsched.trigger import (
     BaseTrigger,
     CatchUp,
@@ -25,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "BadBody",
     "BaseTrigger",
     "CatchUp",
     "CronSeries",
@@ -47,6 +50,10 @@ __all__ = [
     "cron_series",
     "every_series",
     "hookimpl",
+    "is_reference",
     "parse_duration",
+    "parse_json",
+    "reference_problem",
+    "resolve_secret",
     "spread_offset",
 ]

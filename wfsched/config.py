@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wfsched.errors import ConfigError
+from wfsched import secretrefs
+from wfsched.errors import ConfigError, SpecError
 from wfsched.fields import unknown_key_error
 from wfsched.schedules.durations import parse_duration
 
@@ -243,20 +244,16 @@ for _s in SETTINGS:
     _BY_SECTION.setdefault(_s.section, {})[_s.key] = _s
 
 
-def resolve_secret(value: str) -> str:
-    """Resolve ``env:NAME`` and ``file:PATH`` references; return literals unchanged."""
-    if value.startswith("env:"):
-        name = value[4:]
-        if name not in os.environ:
-            raise ConfigError(f"environment variable {name} (referenced as env:{name}) is not set")
-        return os.environ[name]
-    if value.startswith("file:"):
-        path = Path(value[5:]).expanduser()
-        try:
-            return path.read_text().removesuffix("\n")
-        except OSError as exc:
-            raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from None
-    return value
+def resolve_secret(value: str, name: str | None = None) -> str:
+    """Resolve an ``env:NAME``/``file:PATH`` reference of setting ``name`` (literals unchanged).
+
+    :func:`wfsched.secretrefs.resolve_secret` does the work; its error becomes a ConfigError
+    naming the setting and the reference.
+    """
+    try:
+        return secretrefs.resolve_secret(value)
+    except SpecError as exc:
+        raise ConfigError(f"{name}: {exc.message}" if name else exc.message) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,7 +272,7 @@ class Settings:
     def secret(self, name: str) -> str:
         """Return a secret setting with its ``env:``/``file:`` reference resolved."""
         value = self.get(name)
-        return resolve_secret(value) if value else ""
+        return resolve_secret(value, name) if value else ""
 
     @property
     def host(self) -> str:

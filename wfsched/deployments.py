@@ -21,6 +21,7 @@ from wfsched.manager import TriggerManager, build_trigger, invoke
 from wfsched.models import Deployment, EventStatus, TriggerEvent, TriggerSpec, iso, utcnow
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
+from wfsched.secretrefs import is_reference
 from wfsched.spec import InvalidSpecs, load_specs, parse_spec, refuse_host_secrets
 from wfsched.store import Store
 from wfsched.timer.rearm import arm_cursors
@@ -48,7 +49,7 @@ def redact_secrets(value: Any) -> Any:
 def _is_reference(value: Any) -> bool:
     if isinstance(value, list):
         return all(_is_reference(v) for v in value)
-    return isinstance(value, str) and value.startswith(("env:", "file:"))
+    return is_reference(value)
 
 
 class DeploymentService:

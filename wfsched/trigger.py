@@ -14,11 +14,11 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal, Protocol
 
 from wfsched.errors import NotFound, SpecError
+from wfsched.httpjson import error_body
 from wfsched.models import Health, TriggerSpec
+from wfsched.secretrefs import api_refusals
 
 CatchUp = Literal["skip", "latest", "all"]
-REFERENCE_PREFIXES = ("env:", "file:")
-"""How a secret reference starts: the daemon reads the value from its host when it resolves it."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -89,6 +89,17 @@ class Outbound:
     status: int
     body: Mapping[str, Any] | Sequence[Any]
     headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def error(
+        cls, status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+    ) -> Outbound:
+        """An error reply shaped like every route's: ``{"error": code, "detail": detail}``.
+
+        ``code`` is a stable token clients may branch on (``unauthorized``, ``bad_request``);
+        ``detail`` is one sentence for people, naming the header or field at fault.
+        """
+        return cls(status=status, body=error_body(code, detail), headers=headers or {})
 
 
 class Lease(Protocol):
@@ -193,15 +204,7 @@ class BaseTrigger:
         By default: an ``env:``/``file:`` reference in one of :meth:`secret_fields`. A type that
         falls back to secrets from the daemon's configuration adds its own rules.
         """
-        return [
-            SpecError(
-                "env:/file: references are not accepted over the API; send the value itself, "
-                "or deploy the spec with the wfsched CLI on the host",
-                field=name,
-            )
-            for name in cls.secret_fields(config)
-            if any(_is_reference(v) for v in _values_at(config, name))
-        ]
+        return api_refusals(config, cls.secret_fields(config))
 
     def timer(self) -> TimerSpec | None:
         """Return the schedule the core's shared timer fires, or None."""
@@ -242,17 +245,3 @@ class BaseTrigger:
     async def invoke(self, data: Any, *, user: str) -> FireResult:
         """Fire on request of a trusted operator (CLI, management API)."""
         raise NotFound(f"trigger type {self.type!r} cannot be fired by hand")
-
-
-def _is_reference(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(REFERENCE_PREFIXES)
-
-
-def _values_at(config: Mapping[str, Any], dotted: str) -> list[Any]:
-    """The value(s) at ``a.b.c`` in nested tables; a list there gives each of its items."""
-    value: Any = config
-    for key in dotted.split("."):
-        if not isinstance(value, Mapping) or key not in value:
-            return []
-        value = value[key]
-    return list(value) if isinstance(value, list | tuple) else [value]

@@ -8,8 +8,6 @@ repeated headers. Nothing in it knows about workflows.
 from __future__ import annotations
 
 import ipaddress
-import json
-import math
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +16,9 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-MAX_JSON_DEPTH = 64
+from wfsched.httpjson import BadBody, error_body
+from wfsched.httpjson import parse_json as strict_json
+
 BODY_READ_TIMEOUT = 10.0
 """Seconds a client may take to send a whole body (slow-body clients get 408)."""
 SINGLE_HEADERS = (b"authorization", b"content-type", b"content-length", b"host")
@@ -39,82 +39,20 @@ class HttpError(Exception):
 def error_response(
     status: int, code: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    """The JSON error body every route answers with."""
-    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return False
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite(text: str) -> float:
-    # 1e400 would be read as infinity, which no store keeps (it comes back as null).
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"the number {text} is beyond the range of a double")
-    return value
-
-
-def _has_unstorable(value: Any) -> bool:
-    """True when a string holds NUL or a lone surrogate, which PostgreSQL jsonb refuses."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-            stack.extend(item.keys())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return True
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-    return False
+    """The JSON error body every route answers with (the shape of ``Outbound.error``)."""
+    return JSONResponse(error_body(code, detail), status_code=status, headers=headers)
 
 
 def parse_json(body: bytes, *, allow_empty: bool = False) -> Any:
-    """Parse a JSON body; HttpError 400 ``invalid_json`` on bad bytes, syntax or nesting.
+    """Parse a JSON body with :func:`wfsched.parse_json`; HttpError 400 ``invalid_json`` if bad.
 
-    Also refused, because the body may become an event payload that shares a group commit:
-    NaN/Infinity, numbers beyond a double (``1e400``), ``\\u0000`` and lone surrogates.
-    Integers of any size stay exact."""
-    if not body.strip():
-        if allow_empty:
-            return None
-        raise HttpError(400, "invalid_json", "the request body is empty; send a JSON object")
+    ``allow_empty``: an empty body is None (a route whose JSON is optional)."""
+    if allow_empty and not body.strip():
+        return None
     try:
-        value = json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
-    except UnicodeDecodeError:
-        raise HttpError(400, "invalid_json", "the body is not valid UTF-8") from None
-    except RecursionError:
-        raise HttpError(
-            400, "invalid_json", f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
-        ) from None
-    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, over-long integers
-        raise HttpError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    if _too_deep(value, MAX_JSON_DEPTH):
-        raise HttpError(400, "invalid_json", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-    if b"\\u" in body and _has_unstorable(value):
-        raise HttpError(
-            400, "invalid_json", "the JSON holds a \\u0000 or an unpaired surrogate escape"
-        )
-    return value
+        return strict_json(body)
+    except BadBody as exc:
+        raise HttpError(400, exc.code, str(exc)) from None
 
 
 def require_json(request: Request) -> None:

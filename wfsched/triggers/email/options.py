@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wfsched import Fields, SpecError, WfschedError
+from wfsched import Fields, SpecError, WfschedError, is_reference, resolve_secret
 from wfsched.triggers.email.filters import Filters, compile_filters
-from wfsched.triggers.webhook import auth as webauth
 
 SECURITY = ("ssl", "starttls", "none")
 ATTACHMENTS = ("metadata", "inline", "store")
@@ -107,7 +106,7 @@ def warnings(config: Mapping[str, Any]) -> list[str]:
     """Advice for ``deploy`` and ``check``."""
     out = []
     password = config.get("password")
-    if isinstance(password, str) and not password.startswith(("env:", "file:")):
+    if isinstance(password, str) and not is_reference(password):
         out.append("email: password is written in the spec; prefer env:NAME or file:PATH")
     if config.get("security") == "none":
         out.append("email: security = 'none' sends the password in clear text")
@@ -178,14 +177,6 @@ class Options:
     mark_read: bool
 
 
-def resolve_secret(value: str, what: str) -> str:
-    """Resolve ``env:NAME`` / ``file:PATH`` references; the error never shows the secret."""
-    try:
-        return webauth.resolve_secret(value)
-    except SpecError as exc:
-        raise WfschedError(f"{what}: {exc.message}") from None
-
-
 def resolve(config: Mapping[str, Any], section: Mapping[str, Any]) -> Options:
     """Combine the trigger's fields with the ``[email]`` config section (``section``)."""
 
@@ -204,7 +195,9 @@ def resolve(config: Mapping[str, Any], section: Mapping[str, Any]) -> Options:
         )
     if not user:
         raise WfschedError("no IMAP user: set `user` in the trigger or email.user (EMAIL_USER)")
-    password = resolve_secret(str(pick("password", "")), "email password")
+    # The error names the reference and where it was written (the spec or the config).
+    where = "password" if config.get("password") not in (None, "") else "email.password"
+    password = resolve_secret(str(pick("password", "")), field=where)
     if not password:
         raise WfschedError(
             "no IMAP password: set `password` in the trigger or email.password "

@@ -21,8 +21,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from wfsched import SpecError
-from wfsched.triggers.webhook.auth import resolve_secret
+from wfsched import SpecError, resolve_secret
 
 API_VERSION = "2022-11-28"
 JWT_BACKDATE = 60  # GitHub's advice: allow for clock drift
@@ -69,14 +68,15 @@ def _split_secrets(raw: str) -> tuple[str, ...]:
         item = item.strip()
         if item:
             # A reference may itself hold a comma-separated list (e.g. file: with two secrets).
-            out.extend(s.strip() for s in resolve_secret(item).split(",") if s.strip())
+            resolved = resolve_secret(item, field="github.webhook_secret")
+            out.extend(s.strip() for s in resolved.split(",") if s.strip())
     return tuple(out)
 
 
 def load_settings(section: Mapping[str, Any]) -> GitHubSettings:
     """Resolve the [github] section; SpecError names the reference that cannot be resolved."""
     key = str(section.get("private_key") or "")
-    key = resolve_secret(key) if key else ""
+    key = resolve_secret(key, field="github.private_key") if key else ""
     if key and "\n" not in key and "\\n" in key:
         key = key.replace("\\n", "\n")  # PEM pasted into one environment variable line
     window = section.get("redelivery_window", 3600.0)

@@ -17,13 +17,21 @@ from urllib.parse import parse_qs
 
 import anyio
 
-from wfsched import FireRequest, FireResult, Inbound, Outbound, SpecError, TriggerContext
+from wfsched import (
+    BadBody,
+    FireRequest,
+    FireResult,
+    Inbound,
+    Outbound,
+    SpecError,
+    TriggerContext,
+    parse_json,
+)
 from wfsched.triggers.github.app import GitHubError, GitHubSettings, app_for, client, load_settings
 from wfsched.triggers.github.context import Target, fetch_context, file_paths, pull_files
 from wfsched.triggers.github.filters import Facts, Filters, facts_of, pull_request_of
 from wfsched.triggers.github.redeliver import note_answered
 from wfsched.triggers.webhook.auth import github_signature_valid
-from wfsched.triggers.webhook.payload import BadBody, parse_json
 
 log = logging.getLogger("wfsched.triggers.github")
 CONTEXT_BUDGET = 5.0  # GitHub gives up after 10 s; the commit must fit in what is left
@@ -53,12 +61,6 @@ class Fetched:
     error: str | None = None
 
 
-def _error(
-    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
-) -> Outbound:
-    return Outbound(status=status, body={"error": code, "detail": detail}, headers=headers or {})
-
-
 class BadDelivery(Exception):
     """The delivery's body cannot be used; the message says why."""
 
@@ -66,7 +68,7 @@ class BadDelivery(Exception):
 def decode(body: bytes, content_type: str) -> dict[str, Any]:
     """Parse a delivery (JSON, or the form-encoded ``payload=`` GitHub can also send).
 
-    The webhook trigger's strict parser: what it accepts every store holds as sent (no NUL,
+    Parsed by :func:`wfsched.parse_json`: what it accepts every store holds as sent (no NUL,
     lone surrogate, NaN or number beyond a double; big integers stay exact)."""
     raw = body
     if content_type.split(";")[0].strip().lower() == "application/x-www-form-urlencoded":
@@ -92,17 +94,19 @@ def _check_headers(request: Inbound, settings: GitHubSettings) -> tuple[str, str
     kind = headers.get("x-github-hook-installation-target-type", "")
     target = headers.get("x-github-hook-installation-target-id", "")
     if kind == "integration" and settings.app_id.isdigit() and target != settings.app_id:
-        return _error(
+        return Outbound.error(
             401,
             "unauthorized",
             "X-GitHub-Hook-Installation-Target-ID names another GitHub App than github.app_id",
         )
     event = headers.get("x-github-event", "").strip()
     if not _EVENT.fullmatch(event):
-        return _error(400, "bad_request", "the X-GitHub-Event header is missing or invalid")
+        return Outbound.error(400, "bad_request", "the X-GitHub-Event header is missing or invalid")
     delivery = headers.get("x-github-delivery", "").strip()
     if not _DELIVERY_ID.fullmatch(delivery):
-        return _error(400, "bad_request", "the X-GitHub-Delivery header is missing or invalid")
+        return Outbound.error(
+            400, "bad_request", "the X-GitHub-Delivery header is missing or invalid"
+        )
     return event, delivery
 
 
@@ -228,9 +232,9 @@ async def receive(
     try:
         settings = load_settings(section)
     except SpecError as exc:
-        return _error(503, "github_not_configured", str(exc), {"Retry-After": "30"})
+        return Outbound.error(503, "github_not_configured", str(exc), {"Retry-After": "30"})
     if not settings.webhook_secrets:
-        return _error(
+        return Outbound.error(
             503,
             "github_not_configured",
             "github.webhook_secret is not set "
@@ -240,7 +244,7 @@ async def receive(
     if not github_signature_valid(
         settings.webhook_secrets, request.headers.get("x-hub-signature-256"), request.body
     ):
-        return _error(
+        return Outbound.error(
             401,
             "unauthorized",
             "X-Hub-Signature-256 is missing or does not match github.webhook_secret",
@@ -252,7 +256,7 @@ async def receive(
     try:
         body = decode(request.body, request.headers.get("content-type", ""))
     except BadDelivery as exc:
-        return _error(400, "invalid_json", str(exc))
+        return Outbound.error(400, "invalid_json", str(exc))
     if event == "ping":
         note_answered(delivery)
         return Outbound(

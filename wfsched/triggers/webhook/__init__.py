@@ -30,6 +30,7 @@ import anyio
 
 from wfsched import (
     AuthError,
+    BadBody,
     BaseTrigger,
     Fields,
     FireRequest,
@@ -42,13 +43,7 @@ from wfsched import (
     hookimpl,
 )
 from wfsched.triggers.webhook.auth import RESOLVED_KEYS, Verifier, WebhookAuth, parse_auth
-from wfsched.triggers.webhook.payload import (
-    ALWAYS_DROPPED,
-    BadBody,
-    decode_body,
-    has_nul,
-    visible_headers,
-)
+from wfsched.triggers.webhook.payload import ALWAYS_DROPPED, decode_body, has_nul, visible_headers
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -63,12 +58,6 @@ _CHALLENGES = {
     "token": "Bearer",
     "jwt": "Bearer",
 }
-
-
-def _error(
-    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
-) -> Outbound:
-    return Outbound(status=status, body={"error": code, "detail": detail}, headers=headers or {})
 
 
 class TokenBucket:
@@ -205,7 +194,7 @@ class WebhookTrigger(BaseTrigger):
     async def receive(self, request: Inbound) -> Outbound:
         verifier = self._get_verifier()
         if verifier is None:
-            return _error(
+            return Outbound.error(
                 503,
                 "trigger_unavailable",
                 "this webhook's auth secret cannot be "
@@ -216,12 +205,12 @@ class WebhookTrigger(BaseTrigger):
             verifier.verify(request.headers, request.body)
         except AuthError as exc:
             extra = {"WWW-Authenticate": self._challenge} if self._challenge else None
-            return _error(401, "unauthorized", str(exc), extra)
+            return Outbound.error(401, "unauthorized", str(exc), extra)
         # Only authenticated requests count: an unsigned flood must not lock out the sender.
         if self._bucket is not None:
             wait = self._bucket.take()
             if wait:
-                return _error(
+                return Outbound.error(
                     429,
                     "rate_limited",
                     "too many requests for this webhook",
@@ -229,14 +218,16 @@ class WebhookTrigger(BaseTrigger):
                 )
         dedupe_key, problem = self._dedupe_key(request)
         if problem is not None:
-            return _error(400, "bad_request", problem)
+            return Outbound.error(400, "bad_request", problem)
         query = request.query
         if has_nul(query) or has_nul(query.values()) or has_nul(request.headers.values()):
-            return _error(400, "bad_request", "the query or a header contains a NUL character")
+            return Outbound.error(
+                400, "bad_request", "the query or a header contains a NUL character"
+            )
         try:
             body, encoding = decode_body(request.body, request.headers.get("content-type"))
         except BadBody as exc:
-            return _error(400, exc.code, str(exc))
+            return Outbound.error(400, exc.code, str(exc))
         payload = {
             "method": request.method,
             "path": request.path,

@@ -18,53 +18,22 @@ The payload is ``{"method", "path", "query", "headers", "body", "body_encoding"}
 Everything in a payload must be storable by every store backend, and read back as sent:
 PostgreSQL's jsonb refuses ``\\u0000`` and lone surrogates, strict JSON has no NaN/Infinity,
 and a number beyond the IEEE-754 double range (``1e400``) would be read as infinity and
-written back as ``null``. Such JSON is refused with 400 here, before the request joins a
-group commit it would otherwise fail for every request sharing it. Integers of any size are
-kept exact.
+written back as ``null``. Such JSON is refused with 400 here (by :func:`wfsched.parse_json`),
+before the request joins a group commit it would otherwise fail for every request sharing it.
+Integers of any size are kept exact.
 """
 
 from __future__ import annotations
 
 import base64
 import codecs
-import json
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import orjson
+from wfsched import BadBody, parse_json
 
-MAX_JSON_DEPTH = 64
-"""Deepest nesting accepted in a JSON body (deeper is a 400, never a RecursionError)."""
 # Headers that carry credentials whatever the trigger's auth type: never copied into events.
 ALWAYS_DROPPED = frozenset({"authorization", "proxy-authorization", "cookie"})
-
-
-class BadBody(ValueError):
-    """The body cannot become a payload; the message says why (answered as 400 ``code``)."""
-
-    def __init__(self, message: str, code: str = "invalid_json") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _constant(name: str) -> Any:
-    raise BadBody(f"the JSON body contains {name}, which is not valid JSON")
-
-
-def _finite(text: str) -> float:
-    # Only reached on the standard library's path: orjson itself refuses these numbers.
-    value = float(text)
-    if math.isinf(value):
-        raise BadBody(f"the JSON body contains the number {text}, beyond the range of a double")
-    return value
-
-
-# Digits to "0", the rest to "x": a run of 19 digits becomes a cheap substring search.
-_DIGITS = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))
-_LONG_RUN = b"0" * 19
-# One decoder for every request: json.loads with options builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
 # Codecs that decode strictly to well-formed text: nothing left to check but NUL.
 _WELL_FORMED = frozenset(
     {"utf-8", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"}
@@ -90,83 +59,6 @@ def is_json_type(kind: str) -> bool:
     return kind in ("application/json", "text/json") or (
         kind.startswith("application/") and kind.endswith("+json")
     )
-
-
-def too_deep(value: Any, limit: int = 64) -> bool:
-    """True when JSON ``value`` nests deeper than ``limit`` levels (checked without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return False
-
-
-def _unstorable(value: Any) -> str | None:
-    """Name the first string PostgreSQL jsonb cannot hold (NUL, lone surrogate), if any."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            strings: Iterable[str] = (item,)
-        elif isinstance(item, dict):
-            strings = item.keys()
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-            continue
-        else:
-            continue
-        for text in strings:
-            if "\x00" in text:
-                return "a \\u0000 character"
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                return "an unpaired surrogate escape"
-    return None
-
-
-def parse_json(body: bytes) -> Any:
-    """Parse a JSON body strictly; BadBody names the problem.
-
-    orjson reads the common case several times faster than ``json``; the standard library
-    reads bodies orjson refuses (to name the fault exactly) and bodies with a run of 19 or
-    more digits, whose integers orjson would turn into floats once past 64 bits."""
-    if _LONG_RUN not in body.translate(_DIGITS):
-        try:
-            value = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            value = _parse_exactly(body)
-    else:
-        value = _parse_exactly(body)
-    # Counting brackets is C-fast; the exact (Python) depth walk only runs when it could matter.
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and too_deep(value, MAX_JSON_DEPTH):
-        raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
-    if b"\\u" in body:
-        problem = _unstorable(value)
-        if problem is not None:
-            raise BadBody(f"the JSON body contains {problem}, which cannot be stored")
-    return value
-
-
-def _parse_exactly(body: bytes) -> Any:
-    try:
-        return _DECODER.decode(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise BadBody("the JSON body is not valid UTF-8") from None
-    except RecursionError:
-        raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except json.JSONDecodeError as exc:
-        raise BadBody(f"the body is not valid JSON: {exc}") from None
-    except BadBody:
-        raise
-    except ValueError as exc:  # e.g. an integer longer than Python's int-string limit
-        raise BadBody(f"the body is not usable JSON: {exc}") from None
 
 
 def decode_body(body: bytes, content_type: str | None) -> tuple[Any, str | None]:

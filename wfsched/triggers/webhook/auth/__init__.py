@@ -56,7 +56,6 @@ from wfsched.triggers.webhook.auth.config import (
     WebhookAuth,
     parse_auth,
 )
-from wfsched.triggers.webhook.auth.keys import resolve_secret
 from wfsched.triggers.webhook.auth.sign import (
     github_signature_valid,
     sign_hmac_sha256_hex,
@@ -76,7 +75,6 @@ __all__ = [
     "WebhookAuth",
     "github_signature_valid",
     "parse_auth",
-    "resolve_secret",
     "sign_hmac_sha256_hex",
     "sign_standard_webhooks",
 ]

@@ -12,14 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from wfsched import SpecError
-from wfsched.triggers.webhook.auth.keys import (
-    fail,
-    is_reference,
-    prepare_jwt_keys,
-    reference_problem,
-    sw_secret_key,
-)
+from wfsched import SpecError, is_reference, reference_problem
+from wfsched.triggers.webhook.auth.keys import fail, prepare_jwt_keys, sw_secret_key
 
 AUTH_TYPES: tuple[str, ...] = ("none", "token", "basic", "hmac", "standard-webhooks", "jwt")
 

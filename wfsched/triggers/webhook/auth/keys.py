@@ -1,25 +1,22 @@
-"""Secrets and keys of webhook auth: resolving ``env:``/``file:`` references, loading key material.
+"""Secrets and keys of webhook auth: the ``auth`` secrets resolved, key material loaded.
 
-Errors are :class:`~wfsched.SpecError` (on the ``auth.<key>`` field once a key is known) that
-never carry a secret value, only the reference that names it.
+References (``env:``/``file:``) are resolved by :func:`wfsched.resolve_secret`. Errors are
+:class:`~wfsched.SpecError` on the ``auth.<key>`` field that never carry a secret value, only
+the reference that names it.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from wfsched import SpecError
+from wfsched import SpecError, is_reference, resolve_secret
 from wfsched.triggers.webhook.auth.sign import standard_webhooks_key
 
 if TYPE_CHECKING:
     from jwt.algorithms import Algorithm
 
 # pyjwt and cryptography are imported where JWT keys are prepared, not with the module.
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MAX_SECRET_FILE_BYTES = 1024 * 1024
 
 
 def fail(key: str, message: str) -> SpecError:
@@ -27,71 +24,11 @@ def fail(key: str, message: str) -> SpecError:
     return SpecError(message, field=f"auth.{key}")
 
 
-# --- references ----------------------------------------------------------------------------
-
-
-def is_reference(value: str) -> bool:
-    return value.startswith(("env:", "file:"))
-
-
-def reference_problem(ref: str) -> str | None:
-    """Why ``ref`` can never resolve (a malformed reference), or None."""
-    if ref.startswith("env:") and not _ENV_NAME.fullmatch(ref[4:]):
-        return f"{ref!r} does not name an environment variable"
-    if ref == "file:":
-        return f"{ref!r} does not name a file"
-    return None
-
-
-def resolve_secret(value: str) -> str:
-    """Resolve a secret reference: ``env:NAME``, ``file:PATH``, or a literal returned as is.
-
-    ``file:`` contents are read as UTF-8 and lose one trailing newline; ``~`` is expanded.
-    Raises :class:`SpecError` naming the reference (never a secret value) when the variable is
-    unset or the file cannot be read.
-    """
-    problem = reference_problem(value)
-    if problem:
-        raise SpecError(f"secret reference {problem}")
-    if value.startswith("env:"):
-        name = value[4:]
-        try:
-            return os.environ[name]
-        except KeyError:
-            raise SpecError(
-                f"secret reference {value!r}: environment variable {name} is not set"
-            ) from None
-    if value.startswith("file:"):
-        return _read_secret_file(value)
-    return value
-
-
-def _read_secret_file(ref: str) -> str:
-    try:
-        with open(os.path.expanduser(ref[5:]), "rb") as fh:
-            data = fh.read(_MAX_SECRET_FILE_BYTES + 1)
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise SpecError(f"secret reference {ref!r}: cannot read the file: {reason}") from None
-    if len(data) > _MAX_SECRET_FILE_BYTES:
-        raise SpecError(f"secret reference {ref!r}: the file is larger than 1 MiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SpecError(f"secret reference {ref!r}: the file is not UTF-8 text") from None
-    if text.endswith("\r\n"):
-        return text[:-2]
-    return text.removesuffix("\n")
-
-
 def resolve_secrets(refs: Sequence[str], key: str) -> list[str]:
     """Resolve every reference of the ``auth.<key>`` field; each must give a non-empty value."""
     values = []
     for ref in refs:
-        try:
-            value = resolve_secret(ref)
-        except SpecError as exc:
-            raise exc.located(prefix=f"auth.{key}") from None
+        value = resolve_secret(ref, field=f"auth.{key}")
         if not value:
             # An empty secret would make every signature forgeable: fail closed.
             where = f" ({ref!r})" if is_reference(ref) else ""
