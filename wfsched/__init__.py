@@ -6,7 +6,8 @@ from wfsched.errors import AuthError, NotFound, SpecError, WfschedError
 from wfsched.fields import Fields
 from wfsched.hookspecs import hookimpl
 from wfsched.models import Health, TriggerSpec
-from wfsched.schedules.cron import parse_duration, spread_offset
+from wfsched.schedules.cron import spread_offset
+from wfsched.schedules.durations import parse_duration
 from wfsched.schedules.series import CronSeries, EverySeries, cron_series, every_series
 from wfsched.trigger import (
     BaseTrigger,
