@@ -29,7 +29,7 @@ from wfsched.schedules.cron import spread_offset
 from wfsched.schedules.series import cron_series, every_series
 from wfsched.store.sqlite import SqliteStore
 from wfsched.timer import Timer
-from wfsched.timer.state import quantize
+from wfsched.timer.instants import quantize
 from wfsched.trigger import TimerSpec
 
 

@@ -30,13 +30,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wfsched.errors import SpecError
-from wfsched.schedules.cron import (
-    CronSchedule,
-    EverySchedule,
-    parse_duration,
-    resolve,
-    spread_offset,
-)
+from wfsched.schedules.cron import CronSchedule, EverySchedule, resolve, spread_offset
+from wfsched.schedules.durations import parse_duration
 from wfsched.schedules.jenkins import _JavaRandom, jenkins_random, resolve_with
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cron"

@@ -189,3 +189,38 @@ def test_a_webhook_gets_503_when_the_store_does_not_commit_in_time(
         assert r.headers["retry-after"]
         assert 0.9 < elapsed < 3.0
         assert d.request("POST", HOOK + "hook").status_code == 202
+
+
+def test_one_factory_makes_every_event_row() -> None:
+    """``ctx.fire`` and the timer both build rows with ``recorder.new_event``: the fire's payload
+    over the static one, and a unique dedupe key when the fire names none."""
+    from datetime import UTC, datetime
+
+    from wfsched.recorder import new_event
+
+    when = datetime(2030, 1, 1, tzinfo=UTC)
+    static = {"team": "ops", "v": 1}
+    merged = new_event(
+        workflow_id="wf",
+        trigger_id="t",
+        trigger_type="webhook",
+        static_payload=static,
+        payload={"v": 2},
+        dedupe_key=None,
+        fired_at=when,
+    )
+    assert merged.payload == {"team": "ops", "v": 2}
+    assert merged.dedupe_key == f"exec:{merged.execution_id}"
+    timed = new_event(
+        workflow_id="wf",
+        trigger_id="t",
+        trigger_type="cron",
+        static_payload=static,
+        payload={},
+        dedupe_key="t@2030-01-01T00:00:00Z",
+        fired_at=when,
+        scheduled_at=when,
+    )
+    assert timed.payload is static  # a time fire shares the static table, never copies it
+    assert (timed.dedupe_key, timed.scheduled_at) == ("t@2030-01-01T00:00:00Z", when)
+    assert timed.execution_id != merged.execution_id

@@ -21,8 +21,8 @@ from wfsched.locks.redis import RedisLocks
 from wfsched.recorder import GroupCommitRecorder
 from wfsched.store import Store
 from wfsched.timer import Timer
+from wfsched.timer.members import SHARDS, shard_of
 from wfsched.timer.shards import ShardKeeper
-from wfsched.timer.state import SHARDS, shard_of
 
 pytestmark = pytest.mark.anyio
 

@@ -30,7 +30,7 @@ from wfsched.schedules.series import every_series
 from wfsched.spec import parse_spec
 from wfsched.store import Store
 from wfsched.timer import BATCH, Timer
-from wfsched.timer.state import catchup_instants
+from wfsched.timer.instants import catchup_instants
 from wfsched.trigger import CatchUp, TimerSpec
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,8 @@ from wfsched.fields import Fields
 from wfsched.hookspecs import hookimpl
 from wfsched.httpjson import BadBody, parse_json
 from wfsched.models import Health, TriggerSpec
-from wfsched.schedules.cron import parse_duration, spread_offset
+from wfsched.schedules.cron import spread_offset
+from wfsched.schedules.durations import parse_duration
 from wfsched.schedules.series import CronSeries, EverySeries, cron_series, every_series
 from wfsched.secretrefs import is_reference, reference_problem, resolve_secret
 from wfsched.trigger import (

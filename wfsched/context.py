@@ -11,9 +11,9 @@ from wfsched.config import Settings
 from wfsched.errors import WfschedError
 from wfsched.locks import Lease, LockManager
 from wfsched.metrics import TRIGGER_HEALTH
-from wfsched.models import Health, NewEvent, TriggerSpec, new_execution_id, utcnow
+from wfsched.models import Health, NewEvent, TriggerSpec, utcnow
 from wfsched.plugins import Registry
-from wfsched.recorder import Recorder
+from wfsched.recorder import Recorder, new_event
 from wfsched.store import Store
 from wfsched.trigger import BaseTrigger, FireRequest, FireResult
 
@@ -76,15 +76,13 @@ class TriggerCtx:
         return self._settings.sections.get(section, {})
 
     def new_event(self, request: FireRequest) -> NewEvent:
-        execution_id = new_execution_id()
-        payload = {**self._spec.payload, **request.payload}
-        return NewEvent(
-            execution_id=execution_id,
+        return new_event(
             workflow_id=self._workflow_id,
             trigger_id=self._spec.id,
             trigger_type=self._spec.type,
-            dedupe_key=request.dedupe_key or f"exec:{execution_id}",
-            payload=payload,
+            static_payload=self._spec.payload,
+            payload=request.payload,
+            dedupe_key=request.dedupe_key,
             fired_at=utcnow(),
             scheduled_at=request.scheduled_at,
         )

@@ -24,8 +24,8 @@ from wfsched.recorder import Recorder
 from wfsched.secretrefs import is_reference
 from wfsched.spec import InvalidSpecs, load_specs, parse_spec, refuse_host_secrets
 from wfsched.store import Store
+from wfsched.timer.instants import next_fire_time
 from wfsched.timer.rearm import arm_cursors
-from wfsched.timer.state import next_fire_time
 from wfsched.trigger import BaseTrigger, FireResult
 
 SECRET_KEYS = ("secret", "password", "token", "private_key", "api_token", "public_key")

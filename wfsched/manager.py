@@ -36,8 +36,8 @@ from wfsched.recorder import Recorder
 from wfsched.spec import canonical_json, parse_spec
 from wfsched.store import Store
 from wfsched.timer import Timer
+from wfsched.timer.cursors import CURSOR_FIELDS, restore
 from wfsched.timer.rearm import Head, deployment_ids, environment, scan, timer_only
-from wfsched.timer.state import CURSOR_FIELDS, restore
 from wfsched.trigger import BaseTrigger, FireResult
 
 log = logging.getLogger("wfsched.triggers")

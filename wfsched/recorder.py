@@ -27,19 +27,50 @@ web layer answers 503 with Retry-After), never a late success:
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
 from wfsched.errors import StoreError, StoreRejected
 from wfsched.metrics import event_counter
-from wfsched.models import Claim, NewEvent, TriggerEvent
+from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id
 
 Recorded = list[tuple[TriggerEvent, bool]]
 DEFAULT_COMMIT_TIMEOUT = 5.0
 """Seconds a batch may take to commit before its callers are failed (``store.commit_timeout``)."""
+
+
+def new_event(
+    *,
+    workflow_id: str,
+    trigger_id: str,
+    trigger_type: str,
+    static_payload: Mapping[str, Any],
+    payload: Mapping[str, Any],
+    dedupe_key: str | None,
+    fired_at: datetime,
+    scheduled_at: datetime | None = None,
+) -> NewEvent:
+    """Make the event row of one fire: the one factory behind ``ctx.fire`` and the timer.
+
+    The fire's own payload is merged over the trigger's static ``payload`` table; a fire
+    without a dedupe key gets a unique one (``exec:<execution id>``), so it never collides.
+    """
+    execution_id = new_execution_id()
+    return NewEvent(
+        execution_id=execution_id,
+        workflow_id=workflow_id,
+        trigger_id=trigger_id,
+        trigger_type=trigger_type,
+        dedupe_key=dedupe_key or f"exec:{execution_id}",
+        # No fire payload (every cron fire): the static table is shared, not copied.
+        payload={**static_payload, **payload} if payload else static_payload,
+        fired_at=fired_at,
+        scheduled_at=scheduled_at,
+    )
 
 
 class Recorder(Protocol):

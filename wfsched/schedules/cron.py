@@ -30,10 +30,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 
 from wfsched.errors import SpecError
-from wfsched.schedules import durations
 from wfsched.schedules.jenkins import jenkins_random, resolve, resolve_with
 
-__all__ = ["CronSchedule", "EverySchedule", "parse_duration", "resolve", "spread_offset"]
+__all__ = ["CronSchedule", "EverySchedule", "resolve", "spread_offset"]
 
 
 # --- Iteration ------------------------------------------------------------------------------
@@ -271,18 +270,6 @@ def _microseconds(seconds: float) -> int | None:
 
 
 # --- Durations and spread -------------------------------------------------------------------
-
-
-def parse_duration(text: str | float, *, field: str) -> float:
-    """Return the seconds in ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"1h30m"`` or a plain number.
-
-    :raises SpecError: with ``field=field`` for anything else, including negative or
-        non-finite values.
-    """
-    try:
-        return durations.parse_duration(text)
-    except (ValueError, TypeError) as exc:
-        raise SpecError(str(exc), field=field) from None
 
 
 def spread_offset(seed: str, spread_seconds: float) -> float:

@@ -5,17 +5,24 @@ from __future__ import annotations
 import math
 import re
 
+from wfsched.errors import SpecError
+
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
-def parse_duration(text: str | float) -> float:
-    """Return seconds; raise ValueError with a readable message on anything else."""
+def parse_duration(text: str | float, *, field: str | None = None) -> float:
+    """Return the seconds in ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1d"`` or a plain number.
+
+    :raises SpecError: (a ValueError) naming ``field`` for anything else, including negative
+        or non-finite values; a spec field passes its name, a config setting catches the
+        ValueError and names its key itself.
+    """
     if isinstance(text, bool) or not isinstance(text, str | int | float):
-        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)")  # noqa: TRY004
+        raise SpecError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)", field=field)
     if isinstance(text, int | float):
         if not math.isfinite(text) or text < 0:
-            raise ValueError(f"{text!r} is not a finite, non-negative duration")
+            raise SpecError(f"{text!r} is not a finite, non-negative duration", field=field)
         return float(text)
     value = "".join(text.split()).lower()
     try:
@@ -28,9 +35,11 @@ def parse_duration(text: str | float) -> float:
             seconds += float(match.group(1)) * _UNIT[match.group(2)]
             pos = match.end()
         if pos != len(value) or not value:
-            raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)") from None
+            raise SpecError(
+                f"{text!r} is not a duration (use e.g. 30s, 5m, 1h, 1d)", field=field
+            ) from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{text!r} is not a finite, non-negative duration")
+        raise SpecError(f"{text!r} is not a finite, non-negative duration", field=field)
     return seconds
 
 

@@ -25,22 +25,17 @@ from typing import Any
 import anyio
 
 from wfsched.metrics import FIRE_LATENESS
-from wfsched.models import NewEvent, iso, new_execution_id
-from wfsched.recorder import Recorder
-from wfsched.timer.state import (
-    EMPTY,
-    SHARDS,
-    Group,
-    Member,
-    arm_record,
+from wfsched.models import NewEvent, iso
+from wfsched.recorder import Recorder, new_event
+from wfsched.timer.cursors import EMPTY, arm_record, parse_cursor
+from wfsched.timer.instants import (
     catchup_instants,
     instants_between,
     next_instant,
-    parse_cursor,
     quantize,
-    shard_of,
     timestamp,
 )
+from wfsched.timer.members import SHARDS, Group, Member, shard_of
 from wfsched.trigger import TimerSpec
 
 log = logging.getLogger("wfsched.timers")
@@ -382,13 +377,13 @@ class Timer:
             if name is None:
                 name = names[nominal] = f"@{iso(nominal)}"
             events.append(
-                NewEvent(
-                    execution_id=new_execution_id(),
+                new_event(
                     workflow_id=member.workflow_id,
                     trigger_id=member.trigger_id,
                     trigger_type=member.trigger_type,
+                    static_payload=member.payload,
+                    payload=EMPTY,  # a time fire adds nothing to the static payload
                     dedupe_key=member.trigger_id + name,
-                    payload=member.payload,
                     fired_at=fired,
                     scheduled_at=nominal,
                 )

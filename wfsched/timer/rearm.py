@@ -23,7 +23,7 @@ from wfsched.models import Deployment, WorkflowSpec
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
 from wfsched.store import Store
-from wfsched.timer.state import armed_cursor
+from wfsched.timer.cursors import armed_cursor
 
 PAGE = 2000
 

@@ -36,7 +36,7 @@ import anyio
 
 from wfsched.locks import LockError, LockManager
 from wfsched.timer import Timer
-from wfsched.timer.state import SHARDS
+from wfsched.timer.members import SHARDS
 
 log = logging.getLogger("wfsched.shards")
 TAKEOVER_HORIZON = 60.0
