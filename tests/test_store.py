@@ -331,6 +331,136 @@ async def test_record_mixes_new_existing_and_repeated_keys(store: Any) -> None:
     assert results[1][0] == await store.get_event(old.execution_id)
 
 
+async def test_it_answers_ping_and_a_write_probe_and_keeps_trigger_health(store: Any) -> None:
+    await store.ping()
+    await store.check_writable()
+    await store.apply([make_spec("a", "t1", "t2")])
+    await store.set_health("a", "t2", "failing", "IMAP login refused")
+    states = {s.trigger_id: (s.health, s.last_error) for s in await store.trigger_states()}
+    assert states == {"t1": ("healthy", None), "t2": ("failing", "IMAP login refused")}
+
+
+async def test_lock_exclusive_claims_a_sqlite_file_and_lets_postgres_replicas_share(
+    store_url: str,
+) -> None:
+    from wfsched.backends import open_store
+
+    first, second = open_store(store_url), open_store(store_url)
+    first.lock_exclusive()
+    try:
+        if store_url.startswith("sqlite"):
+            with pytest.raises(StoreError, match="another wfsched daemon already serves"):
+                second.lock_exclusive()
+        else:
+            second.lock_exclusive()  # replicas share the database: nothing to claim
+            await second.open()
+            await second.ping()
+    finally:
+        await first.close()
+        await second.close()
+    third = open_store(store_url)
+    third.lock_exclusive()  # free again once its holder closed
+    await third.close()
+
+
+async def test_change_feed_reports_commits_made_through_another_connection(
+    store: Any, store_url: str
+) -> None:
+    from contextlib import aclosing
+
+    from wfsched.backends import open_store
+
+    other = open_store(store_url)
+    await other.open()
+    feed = store.changes()
+    paced = 0
+    send, received = anyio.create_memory_object_stream[str](1000)
+
+    async def pace() -> None:
+        nonlocal paced
+        paced += 1
+        await anyio.sleep(0.05)
+
+    async def watcher() -> None:
+        async with aclosing(feed.watch(pace)) as changes:
+            async for change in changes:
+                await send.send(change)
+
+    async def expect(change: str) -> None:
+        # A feed may report more than happened (another test's NOTIFY), never less.
+        with anyio.fail_after(2):
+            while await received.receive() != change:
+                pass
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher)
+            with anyio.fail_after(2):  # first every kind once: anything may have changed
+                assert {await received.receive(), await received.receive()} == {
+                    "deployments",
+                    "events",
+                }
+            await other.apply([make_spec("a")])
+            await expect("deployments")
+            assert await store.revision() == await other.revision() > 0
+            await other.record([new_event("a")])
+            await expect("events")
+            assert len(await store.history("a")) == 1
+            await other.set_state(["a"], "paused")
+            await expect("deployments")
+            tg.cancel_scope.cancel()
+    finally:
+        await other.close()
+    # A polling feed looks on its caller's pace (the daemon's beat); a pushed one never waits.
+    assert (paced > 0) is not feed.pushed
+
+
+async def test_sqlite_change_feed_is_quiet_while_nothing_commits(sqlite_url: str) -> None:
+    from wfsched.store.sqlite import SqliteStore
+    from wfsched.store.sqlite.changes import FilePoll
+
+    store = SqliteStore(sqlite_url)
+    await store.open()
+    await store.apply([make_spec("a")])
+    feed = FilePoll(store.path, recheck=0.6)
+    looks: list[float] = []
+    reports: dict[int, list[str]] = {}  # look number -> what that look reported
+
+    async def pace() -> None:
+        await anyio.sleep(0.02)
+        looks.append(anyio.current_time())
+
+    async def watcher() -> None:
+        async for change in feed.watch(pace):
+            reports.setdefault(len(looks), []).append(change)
+
+    async def report_after(look: int) -> int:
+        with anyio.fail_after(2):
+            while not [n for n in reports if n > look]:
+                await anyio.sleep(0.01)
+        await anyio.sleep(0.01)  # let the look finish reporting
+        return min(n for n in reports if n > look)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher)
+            first = await report_after(0)
+            await anyio.sleep(0.3)  # idle: many looks, no report
+            assert len(looks) > first + 5
+            assert list(reports) == [first]
+            committed = len(looks)
+            await store.set_state(["a"], "paused")
+            seen = await report_after(committed)
+            assert looks[seen - 1] - looks[committed - 1] < 0.5
+            assert sorted(reports[seen]) == ["deployments", "events"]
+            # Nothing more commits: the safety net reports again after ``recheck``.
+            again = await report_after(seen)
+            assert looks[again - 1] - looks[seen - 1] >= 0.55
+            tg.cancel_scope.cancel()
+    finally:
+        await store.close()
+
+
 # ------------------------------------------------------------------------------------------
 # PostgreSQL only: replicas sharing one database, notifications, failures.
 # ------------------------------------------------------------------------------------------
@@ -564,6 +694,41 @@ async def test_pg_listen_raises_store_error_when_its_connection_dies(pg_url: str
             )
         with anyio.fail_after(5), pytest.raises(StoreError):
             await it.__anext__()
+    finally:
+        await store.close()
+
+
+async def test_pg_change_feed_raises_store_error_when_its_connection_dies_and_resumes(
+    pg_url: str,
+) -> None:
+    import psycopg
+
+    from tests.conftest import PG_DSN
+
+    store = await open_pg(f"{pg_url}&application_name=wfsched-feed-{new_execution_id()}")
+
+    async def never() -> None:
+        raise AssertionError("a pushed feed does not wait on the pace")
+
+    try:
+        feed = store.changes()
+        changes = feed.watch(never)
+        assert {await changes.__anext__(), await changes.__anext__()} == {"deployments", "events"}
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s AND query LIKE 'LISTEN%%'",
+                (store_app_name(store),),
+            )
+        with anyio.fail_after(5), pytest.raises(StoreError):
+            await changes.__anext__()
+        resumed = feed.watch(never)  # watching again reconnects and reports everything once
+        with anyio.fail_after(5):
+            assert {await resumed.__anext__(), await resumed.__anext__()} == {
+                "deployments",
+                "events",
+            }
+        await resumed.aclose()
     finally:
         await store.close()
 

@@ -64,9 +64,10 @@ def make_sender(settings: Settings) -> Sender:
 
 @contextlib.asynccontextmanager
 async def connected(settings: Settings, *, exclusive: bool = False) -> AsyncIterator[Store]:
-    """Open the configured store (for the CLI and the daemon)."""
+    """Open the configured store (for the CLI and the daemon); ``exclusive`` (the daemon)
+    claims it first, which fails while another daemon serves a SQLite file."""
     store = open_store(settings.store_url, sync=settings.get("store.sync"))
-    if exclusive and hasattr(store, "lock_exclusive"):
+    if exclusive:
         store.lock_exclusive()
     try:
         await store.open()

@@ -42,10 +42,7 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     async def locks() -> str:
         manager = open_locks(settings.locks_url)
         try:
-            describe = getattr(manager, "describe", None)
-            if describe is not None:
-                return str(await describe())
-            return f"{manager.backend} locks"
+            return await manager.describe()
         finally:
             await manager.close()
 

@@ -27,7 +27,7 @@ from wfsched.logs import register_secret
 from wfsched.manager import TriggerManager
 from wfsched.plugins import load_registry
 from wfsched.recorder import GroupCommitRecorder
-from wfsched.store import Store
+from wfsched.store import ChangeFeed, Store
 from wfsched.timer import Timer
 from wfsched.timer.shards import ShardKeeper
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("wfsched.daemon")
 DRAIN_SECONDS = 10.0
 CHANGE_POLL = 1.0
-SQLITE_POLL_MAX = 30.0
 PG_POLL = 5.0
 HTTP_STOP = 3.0
 """Seconds past uvicorn's graceful-shutdown timeout to wait for it: it notices ``should_exit``
@@ -135,36 +134,26 @@ async def _serve_http(server: Any, done: anyio.Event) -> None:
         done.set()
 
 
-async def _poll_changes(store: Store, manager: TriggerManager, dispatcher: Dispatcher) -> None:
-    """Stores without notifications (SQLite): look for commits by file fingerprint, cheaply."""
-    token_of: Any = getattr(store, "change_token", None)
-    last: Any = None
-    checked = anyio.current_time()
-    while True:
+async def _watch_changes(
+    store: Store, feed: ChangeFeed, manager: TriggerManager, dispatcher: Dispatcher
+) -> None:
+    """Apply what the store's ChangeFeed reports: new events wake the dispatcher, a store
+    revision other than the triggers' reconciles them."""
+
+    async def pace() -> None:
+        # A polling feed (SQLite) looks on the shared beat, and trigger health is persisted
+        # on it too: one wake-up a second for both. A pushed feed never calls this; there
+        # ``_periodic`` persists health.
         await sleep_to_beat(CHANGE_POLL)
         await manager.flush_health()
-        token = token_of() if token_of is not None else None
-        if token is not None and token == last and anyio.current_time() - checked < SQLITE_POLL_MAX:
-            continue
-        last, checked = token, anyio.current_time()
-        dispatcher.wake()
-        if await store.revision() != manager.revision:
-            await manager.reconcile()
 
-
-async def _watch_changes(store: Store, manager: TriggerManager, dispatcher: Dispatcher) -> None:
-    """Apply deployment changes: LISTEN/NOTIFY where the store has it, else a revision poll."""
-    listen: Any = getattr(store, "listen", None)
     while True:
         try:
-            if listen is not None:
-                async for channel in listen(["wfsched_deployments", "wfsched_events"]):
-                    if channel == "wfsched_events":
-                        dispatcher.wake()
-                    else:
-                        await manager.reconcile()
-            else:
-                await _poll_changes(store, manager, dispatcher)
+            async for change in feed.watch(pace):
+                if change == "events":
+                    dispatcher.wake()
+                elif await store.revision() != manager.revision:
+                    await manager.reconcile()
         except StoreError as exc:
             log.warning("watching for changes failed; retrying", extra={"error": str(exc)})
             await anyio.sleep(PG_POLL)
@@ -173,7 +162,8 @@ async def _watch_changes(store: Store, manager: TriggerManager, dispatcher: Disp
 
 
 async def _periodic(store: Store, manager: TriggerManager) -> None:
-    """Fallback reconciliation and health persistence on stores with notifications."""
+    """Fallback reconciliation and health persistence next to a pushed ChangeFeed (one that
+    may miss a notification while it reconnects)."""
     while True:
         await anyio.sleep(PG_POLL)
         try:
@@ -269,8 +259,9 @@ async def serve(
                     # Replicas: each records the due fires of the timer shards it leases.
                     keeper = ShardKeeper(locks, timer, partial(_count_replicas, locks))
                     tg.start_soon(keeper.run, name="timer-shards")
-                tg.start_soon(_watch_changes, store, manager, dispatcher, name="changes")
-                if hasattr(store, "listen"):
+                feed = store.changes()
+                tg.start_soon(_watch_changes, store, feed, manager, dispatcher, name="changes")
+                if feed.pushed:
                     tg.start_soon(_periodic, store, manager, name="periodic")
                 http_done = anyio.Event()
                 tg.start_soon(_serve_http, server, http_done, name="http")

@@ -37,7 +37,7 @@ from wfsched.spec import canonical_json, parse_spec
 from wfsched.store import Store
 from wfsched.timer import Timer
 from wfsched.timer.cursors import CURSOR_FIELDS, restore
-from wfsched.timer.rearm import Head, deployment_ids, environment, scan, timer_only
+from wfsched.timer.rearm import Head, environment, scan, timer_only
 from wfsched.trigger import BaseTrigger, FireResult
 
 log = logging.getLogger("wfsched.triggers")
@@ -277,12 +277,11 @@ class TriggerManager:
 
         A cold pass reads every deployment, with the arm records of its triggers. A later one
         reads only those changed since the revision last reconciled, and every id to notice
-        removals, where the store can list ids; else it reads every deployment again.
-        ``revision`` is the store's, read before this pass.
+        removals. ``revision`` is the store's, read before this pass.
         """
-        present = None if cold else await deployment_ids(self.store)
-        # Only what changed since the last pass; everything where the store cannot list ids,
-        # or after its revision went back (a store replaced under the daemon).
+        present = None if cold else await self.store.deployment_ids()
+        # Only what changed since the last pass; everything after the store's revision went
+        # back (a store replaced under the daemon).
         changed_since = None
         if present is not None and 0 <= self.revision <= revision:
             changed_since = self.revision
@@ -356,10 +355,8 @@ class TriggerManager:
         """Parse the specs of ``heads`` and start, restart or stop their triggers."""
         if not heads:
             return 0
-        documents: dict[str, Deployment] = {
-            h.workflow_id: h.deployment for h in heads if h.deployment is not None
-        }
-        missing = [h.workflow_id for h in heads if h.workflow_id not in documents]
+        documents: dict[str, Deployment] = {}
+        missing = [h.workflow_id for h in heads]
         if len(missing) > 200:
             needed = set(missing)
             documents.update(

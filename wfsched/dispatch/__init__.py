@@ -60,6 +60,9 @@ class Sender(Protocol):
     """Delivers one event; raises DispatchError on failure."""
 
     mode: str
+    timeout: float
+    """Seconds one ``send`` may take at most (0 when it does not wait on anything); the
+    dispatcher keeps that much of a claim's lease for it."""
 
     async def send(self, event: TriggerEvent) -> None: ...
 
@@ -72,6 +75,7 @@ class LogSender:
     per event, as every mode writes."""
 
     mode = "log"
+    timeout = 0.0
 
     async def send(self, event: TriggerEvent) -> None:
         return None
@@ -144,7 +148,7 @@ class Dispatcher:
         self._leased_at = 0.0
         # Sending must end well inside the lease, or another dispatcher may claim the event
         # while it is still in flight.
-        self._send_budget = max(claim_ttl - float(getattr(sender, "timeout", 0.0)), claim_ttl / 5)
+        self._send_budget = max(claim_ttl - sender.timeout, claim_ttl / 5)
         self._send_ewma = self._send_budget / 2
         """Moving average of send durations: no prefetching until sends prove quick."""
         mode = sender.mode

@@ -1,12 +1,15 @@
-"""The Store protocol: deployments, per-trigger state and trigger events.
+"""The Store protocol: deployments, per-trigger state and trigger events, and the
+ChangeFeed through which a store says that they changed.
 
-Backends: ``sqlite.py`` (embedded default) and ``postgres.py`` (replicas). Only daemon.py
-chooses one. Exactly-once recording lives here: ``(workflow_id, dedupe_key)`` is unique.
+Backends: ``wfsched.store.sqlite`` (embedded default) and ``wfsched.store.postgres``
+(replicas); only ``wfsched.backends`` chooses one. Every capability the core uses is
+declared here and implemented by both, so nothing probes a store for optional methods.
+Exactly-once recording lives here: ``(workflow_id, dedupe_key)`` is unique.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -30,6 +33,39 @@ Sync = Literal["full", "normal"]
 raised from ``off``). ``normal``: the backend's faster default, which a power loss (not a
 crash of wfsched) may roll back to before the last acknowledged events."""
 
+Change = Literal["deployments", "events"]
+"""What a ChangeFeed reports: a deployment changed (the store's revision moved), or events
+were recorded or became due (the dispatcher should claim)."""
+
+DeployedRow = tuple[Any, ...]
+"""A row of ``Store.scan_deployed``: ``(workflow_id, spec_hash, state, active_since,
+trigger_id, type, health, *cursor_fields)``; see there. A plain tuple, as a start-up scan
+reads one per trigger of every deployment."""
+
+
+class ChangeFeed(Protocol):
+    """Tells the daemon when deployments or events may have changed, by whatever connection
+    or process: the daemon then reconciles its triggers (``deployments``, once it has seen
+    the store's revision move) or wakes its dispatcher (``events``).
+
+    A feed may report a change that did not happen (the daemon checks), never miss one for
+    long: a pushed feed can lose notifications while it reconnects, so the daemon also
+    compares revisions every few seconds next to it; a polling feed needs no such net.
+    """
+
+    pushed: bool
+    """True when changes are pushed as they commit (PostgreSQL LISTEN/NOTIFY), False when
+    the feed looks for them itself between two ``pace()`` (the SQLite file poll)."""
+
+    def watch(self, pace: Callable[[], Awaitable[None]]) -> AsyncIterator[Change]:
+        """Yield a Change each time one may have happened, until cancelled.
+
+        It starts (and restarts, when called again) by yielding every kind once, since
+        anything may have changed before. A polling feed awaits ``pace()`` before each look,
+        so its wake-ups fall on the caller's beat; a pushed feed never calls it. Raises
+        StoreError when the feed breaks (a lost connection): call ``watch`` again to resume.
+        """
+
 
 class Store(Protocol):
     """What the core needs from persistent state. Every method raises StoreError when the
@@ -49,6 +85,14 @@ class Store(Protocol):
 
         Cheap and bounded (``/health`` calls it): no scan of the data."""
 
+    def lock_exclusive(self) -> None:
+        """Claim the store for this daemon (before ``open``); raise StoreError naming the
+        store when another daemon holds it. A no-op where several daemons may share the
+        store (PostgreSQL: replicas coordinate through the store and the locks backend)."""
+
+    def changes(self) -> ChangeFeed:
+        """The feed that reports changes made through any connection to this store."""
+
     # deployments -------------------------------------------------------------------------
     async def apply(self, specs: Sequence[WorkflowSpec]) -> list[DeployAction]:
         """Create or update every spec in one transaction; return an action per spec."""
@@ -67,6 +111,28 @@ class Store(Protocol):
 
     async def revision(self) -> int:
         """Return a number that grows with every deployment change."""
+
+    async def deployment_ids(self) -> set[str]:
+        """Return the id of every deployment (cheap: no documents, no trigger state)."""
+
+    async def scan_deployed(
+        self,
+        after: str,
+        limit: int,
+        *,
+        cursor_fields: Sequence[str] = (),
+        changed_since: int | None = None,
+    ) -> list[DeployedRow]:
+        """Return the deployments after id ``after`` (at most ``limit``), without documents;
+        with ``changed_since``, only those changed at a later store revision.
+
+        One row per trigger, ``(workflow_id, spec_hash, state, active_since, trigger_id,
+        type, health, *cursor_fields)``, ordered by workflow and trigger id; the trigger
+        columns are None for a deployment without triggers. ``active_since`` is a datetime
+        or the ISO 8601 text the store keeps it as. Each cursor field is that top-level
+        member of the trigger's JSON cursor (None if absent or the cursor is not an object),
+        extracted without decoding the rest (names must be identifiers: others are left out).
+        """
 
     # trigger state -----------------------------------------------------------------------
     async def trigger_states(self, workflow_id: str | None = None) -> list[TriggerState]:

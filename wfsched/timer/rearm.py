@@ -3,8 +3,8 @@ the timer stores with each time-based trigger's cursor.
 
 With those, a daemon holding many thousand schedules re-arms them at start without parsing a
 single spec, and a later reconcile only parses the deployments that changed. ``deploy`` writes
-the first arm records (``arm_cursors``), the timer keeps them current. Stores may offer
-``scan_deployed`` (see ``SqliteStore.scan_deployed``); others fall back to full listings.
+the first arm records (``arm_cursors``), the timer keeps them current. The pages come from
+``Store.scan_deployed``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from wfsched import __version__
 from wfsched.config import SETTINGS, Settings
 from wfsched.context import build_trigger
-from wfsched.models import Deployment, WorkflowSpec
+from wfsched.models import WorkflowSpec
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
 from wfsched.store import Store
@@ -37,15 +37,6 @@ class Head:
     state: str
     active_since: datetime
     triggers: list[tuple[str, str, Any, str]] = field(default_factory=list)
-    deployment: Deployment | None = None
-    """The full deployment, when the store could only list those."""
-
-
-async def deployment_ids(store: Store) -> set[str] | None:
-    """The id of every deployment, or None when the store has no cheap way to list them (then
-    ``scan`` ignores ``changed_since`` and lists everything)."""
-    ids: Any = getattr(store, "deployment_ids", None)
-    return None if ids is None else set(await ids())
 
 
 async def scan(
@@ -54,13 +45,7 @@ async def scan(
     """Yield every deployment (with ``changed_since``, every one changed at a later store
     revision), a page at a time, with the top-level ``cursors`` fields of each trigger's
     cursor (a dict, or None when the trigger has no cursor)."""
-    scanner: Any = getattr(store, "scan_deployed", None)
-    if scanner is None:
-        yield await _listed(store, bool(cursors))
-        return
     names = tuple(cursors)
-    # (stores whose scan predates ``changed_since`` are only asked for it when it is set)
-    only = {} if changed_since is None else {"changed_since": changed_since}
     after = ""
     # Trigger ids, types and states repeat across deployments: keep one string of each, as
     # the armed members hold them for the daemon's life. Deployments made together share
@@ -68,7 +53,9 @@ async def scan(
     common: dict[str, str] = {}
     instants: dict[Any, datetime] = {}
     while True:
-        rows = await scanner(after, PAGE, cursor_fields=names, **only)
+        rows = await store.scan_deployed(
+            after, PAGE, cursor_fields=names, changed_since=changed_since
+        )
         if not rows:
             return
         heads: list[Head] = []
@@ -100,18 +87,6 @@ async def scan(
 def _since(value: Any) -> datetime:
     # A store's scan gives datetimes or the ISO 8601 text it stores them as.
     return value if isinstance(value, datetime) else datetime.fromisoformat(value)
-
-
-async def _listed(store: Store, cursors: bool) -> list[Head]:
-    # Stores without ``scan_deployed``: one full listing, documents included.
-    states: dict[str, list[tuple[str, str, Any, str]]] = {}
-    if cursors:
-        for s in await store.trigger_states():
-            states.setdefault(s.workflow_id, []).append((s.trigger_id, s.type, s.cursor, s.health))
-    return [
-        Head(d.workflow_id, d.spec_hash, d.state, d.active_since, states.get(d.workflow_id, []), d)
-        for d in await store.list_deployments()
-    ]
 
 
 CORE_SECTIONS = frozenset({"server", "store", "locks", "dispatch", "notify", "log", "plugins"})

@@ -1,13 +1,13 @@
 """PostgreSQL store: several daemon replicas share one database.
 
-Semantics mirror ``sqlite.py`` exactly; what differs is how the work is spread: claims use
+Semantics mirror ``wfsched.store.sqlite`` exactly; what differs is how the work is spread: claims use
 ``FOR UPDATE SKIP LOCKED`` so replicas never share an event, deployment changes serialise on
 the revision row, and every deployment change (``wfsched_deployments``) or recorded batch
-(``wfsched_events``) sends a NOTIFY that ``listen`` turns into wake-ups.
+(``wfsched_events``) sends a NOTIFY that its ChangeFeed (``changes``) turns into wake-ups.
 
-The class is assembled from parts with one reason to change each: ``pgconn`` (URL, pool,
-outages, error translation, LISTEN), ``pgdeploy`` (deployments and trigger state SQL),
-``pgevents`` (event and outbox SQL) and ``pgrows`` (value and row conversions). Table names
+The class is assembled from parts with one reason to change each: ``connection`` (URL, pool,
+outages, error translation, LISTEN), ``deployments`` (deployments and trigger state SQL),
+``events`` (event and outbox SQL) and ``rows`` (value and row conversions). Table names
 are unqualified so that a ``search_path`` (e.g. ``options=-csearch_path=wfsched`` in the URL)
 selects the schema.
 """
@@ -17,7 +17,9 @@ from __future__ import annotations
 import psycopg
 
 from wfsched.errors import StoreError
+from wfsched.store import ChangeFeed
 from wfsched.store.common import migrations
+from wfsched.store.postgres.changes import NotifyFeed
 from wfsched.store.postgres.connection import Conn
 from wfsched.store.postgres.deployments import PgDeployments
 from wfsched.store.postgres.events import PgEvents
@@ -63,6 +65,14 @@ class PostgresStore(PgDeployments, PgEvents):
     async def ping(self) -> None:
         async with self._conn() as conn:
             await conn.execute("SELECT 1")
+
+    def lock_exclusive(self) -> None:
+        """Nothing to claim: replicas share the database by design (claims skip locked rows,
+        deployment changes serialise on the revision row, leases come from the locks
+        backend)."""
+
+    def changes(self) -> ChangeFeed:
+        return NotifyFeed(self.listen)
 
     async def check_writable(self) -> None:
         # A standby (or a session forced read-only) refuses every write; that is what an

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from urllib.parse import quote
 
@@ -287,7 +287,7 @@ class PgConnections:
             pool, self._pool = self._pool, None
             await pool.close()
 
-    async def listen(self, channels: Sequence[str]) -> AsyncIterator[str]:
+    async def listen(self, channels: Sequence[str]) -> AsyncGenerator[str, None]:
         """Yield the channel name of each NOTIFY received on ``channels``.
 
         Runs on its own connection (not from the pool). Once LISTEN is in effect it first

@@ -253,7 +253,7 @@ class PgDeployments(PgConnections):
             if cur.rowcount == 0:
                 raise stale_fence(workflow_id, trigger_id, fence)
 
-    # bulk start-up (optional store methods, see wfsched/timer/rearm.py) ---------------------
+    # bulk start-up (see wfsched/timer/rearm.py) -------------------------------------------
     async def deployment_ids(self) -> set[str]:
         """Return the id of every deployment."""
         async with self._conn() as conn:

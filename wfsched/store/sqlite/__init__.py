@@ -6,8 +6,9 @@ commit, and the 202 that follows it, survives a power loss; ``"normal"`` is the 
 SQLite allows one writer, so this backend serves exactly one daemon per file (the daemon
 holds a file lock); the CLI may write alongside it thanks to WAL and ``busy_timeout``.
 
-The class is assembled from ``sqliteconn`` (connection, worker thread, daemon lock),
-``sqlitedeploy`` (deployments and trigger state SQL) and ``sqliteevents`` (event SQL).
+The class is assembled from ``connection`` (connection, worker thread, daemon lock),
+``deployments`` (deployments and trigger state SQL) and ``events`` (event SQL); its
+ChangeFeed is the file poll of ``changes``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 import anyio.to_thread
 
 from wfsched.errors import StoreError
-from wfsched.store import Sync
+from wfsched.store import ChangeFeed, Sync
 from wfsched.store.common import migrations
+from wfsched.store.sqlite.changes import FilePoll
 from wfsched.store.sqlite.deployments import SqliteDeployments
 from wfsched.store.sqlite.events import SqliteEvents
 
@@ -98,6 +100,9 @@ class SqliteStore(SqliteDeployments, SqliteEvents):
 
     async def ping(self) -> None:
         await self._run(lambda c: c.execute("SELECT 1").fetchone())
+
+    def changes(self) -> ChangeFeed:
+        return FilePoll(self.path)
 
     async def check_writable(self) -> None:
         await self._run(self._writable)

@@ -48,22 +48,6 @@ class SqliteConnection:
         self._limiter = anyio.CapacityLimiter(1)
         self._lockfile: IO[str] | None = None
 
-    def change_token(self) -> tuple[int, ...]:
-        """A cheap fingerprint of the files that changes whenever anyone commits.
-
-        Every commit (ours, the CLI's) appends to the WAL; a stat on the event loop costs a few
-        microseconds, where polling the database would cost a thread hop and a query.
-        """
-        token: list[int] = []
-        for suffix in ("-wal", ""):
-            try:
-                st = os.stat(f"{self.path}{suffix}")
-            except OSError:
-                token += [0, 0]
-                continue
-            token += [st.st_mtime_ns, st.st_size]
-        return tuple(token)
-
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(
             partial(self._guarded, fn, *args), limiter=self._limiter

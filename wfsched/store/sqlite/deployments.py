@@ -235,7 +235,7 @@ class SqliteDeployments(SqliteConnection):
             )
         )
 
-    # bulk start-up (optional store methods, see wfsched/timer/rearm.py) ---------------------
+    # bulk start-up (see wfsched/timer/rearm.py) -------------------------------------------
     async def deployment_ids(self) -> set[str]:
         """Return the id of every deployment."""
         rows = await self._run(
