@@ -8,9 +8,11 @@ from wfsched.hookspecs import hookimpl
 from wfsched.models import Health, TriggerSpec
 from wfsched.schedules.cron import parse_duration, spread_offset
 from wfsched.schedules.series import CronSeries, EverySeries, cron_series, every_series
+from wfsched.sections import Setting
 from wfsched.trigger import (
     BaseTrigger,
     CatchUp,
+    Check,
     FireRequest,
     FireResult,
     Inbound,
@@ -27,6 +29,7 @@ __all__ = [
     "AuthError",
     "BaseTrigger",
     "CatchUp",
+    "Check",
     "CronSeries",
     "EverySeries",
     "Fields",
@@ -38,6 +41,7 @@ __all__ = [
     "NotFound",
     "Outbound",
     "Schedule",
+    "Setting",
     "SpecError",
     "TimerSpec",
     "TriggerContext",
