@@ -24,9 +24,6 @@ from wfsched.fields import unknown_key_error
 from wfsched.schedules.durations import parse_duration
 from wfsched.sections import Setting
 
-__all__ = ["SETTINGS", "ConfigSource", "Setting", "Settings", "load_settings", "read_config"]
-
-
 SETTINGS: tuple[Setting, ...] = (
     Setting("server", "host", "HOST", "127.0.0.1", "str", "address the HTTP server binds"),
     Setting("server", "port", "PORT", 8003, "int", "HTTP port"),
