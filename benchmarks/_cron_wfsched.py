@@ -127,15 +127,14 @@ def _pct(values: list[float], p: float) -> float:
 
 
 async def deploy(n: int, db: str, cron: str) -> dict[str, Any]:
-    from wfsched.config import load_settings
     from wfsched.deployments import DeploymentService
-    from wfsched.plugins import load_registry
+    from wfsched.plugins import configure
     from wfsched.spec import parse_spec
 
-    registry = load_registry(None)
+    # As `wfsched deploy` does: the arm records' digest covers the plugins' settings too.
+    settings, registry = configure(None, environ={})
     store = SqliteStore(f"sqlite:///{db}")
     await store.open()
-    settings = load_settings(None, environ={})
     service = DeploymentService(store=store, registry=registry, settings=settings)
     batch = []
     for i in range(n):

@@ -22,12 +22,11 @@ from typing import Any, Self, TypeVar
 
 import anyio
 
-from wfsched.config import load_settings
 from wfsched.deployments import DeploymentService
 from wfsched.locks import LocalLocks
 from wfsched.manager import TriggerManager
 from wfsched.models import TriggerEvent
-from wfsched.plugins import load_registry
+from wfsched.plugins import configure
 from wfsched.recorder import GroupCommitRecorder
 from wfsched.store.sqlite import SqliteStore
 from wfsched.timer import Timer
@@ -134,8 +133,7 @@ async def running(tmp_path: Path, *, config: str = "") -> AsyncIterator[Harness]
     """Run the trigger runtime on a fresh SQLite store until the block ends."""
     path = tmp_path / "wfsched.toml"
     path.write_text(config)
-    settings = load_settings(str(path), environ={})
-    registry = load_registry(None)
+    settings, registry = configure(str(path), environ={})
     store = SqliteStore(f"sqlite:///{tmp_path / 'wfsched.db'}")
     await store.open()
     recorder = GroupCommitRecorder(store)

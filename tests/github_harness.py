@@ -24,11 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.daemon_proc import Daemon
 from tests.github_standin import GitHubStandIn, PullRequest, commit_entry, sign
 from wfsched.backends import open_store
-from wfsched.config import load_settings
 from wfsched.deployments import DeploymentService
 from wfsched.locks import LocalLocks
 from wfsched.manager import TriggerManager
-from wfsched.plugins import load_registry
+from wfsched.plugins import configure
 from wfsched.recorder import GroupCommitRecorder
 from wfsched.store import Store
 from wfsched.timer import Timer
@@ -121,12 +120,12 @@ async def service(
     }
     if key_path is not None:
         environ |= {"GITHUB_APP_ID": APP_ID, "GITHUB_APP_PRIVATE_KEY": f"file:{key_path}"}
-    settings = load_settings(str(config), environ=environ)
+    settings, registry = configure(str(config), environ=environ)
     store = open_store(settings.store_url)
     await store.open()
     recorder = GroupCommitRecorder(store)
     manager = TriggerManager(
-        registry=load_registry(None),
+        registry=registry,
         store=store,
         recorder=recorder,
         settings=settings,

@@ -10,13 +10,16 @@ import pytest
 
 from wfsched.config import SETTINGS, default_config_text, load_settings, resolve_secret
 from wfsched.errors import ConfigError
+from wfsched.plugins import configure, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
+BUILTIN = load_registry(None).settings
+"""The settings the installed plugins declare (the built-in trigger types' sections)."""
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for setting in SETTINGS:
+    for setting in (*SETTINGS, *BUILTIN):
         monkeypatch.delenv(setting.env, raising=False)
     monkeypatch.delenv("WFSCHED_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
@@ -57,7 +60,7 @@ def test_the_seed_variable_names_override_the_file(
     monkeypatch.setenv("REDIS_URL", "redis://r:6379/0")
     monkeypatch.setenv("SCHEDULER_MAX_WORKERS", "4")
     monkeypatch.setenv("EMAIL_CHECK_INTERVAL", "30")
-    s = load_settings()
+    s = configure().settings
     assert s.store_url == "postgresql://db/x"
     assert s.locks_url == "redis://r:6379/0"
     assert s.get("scheduler.max_workers") == 4
@@ -107,25 +110,41 @@ def test_secret_references_resolve_from_env_and_file(
 
 
 def test_init_text_is_valid_toml_equal_to_the_defaults() -> None:
-    text = default_config_text()
+    text = default_config_text(BUILTIN)
     data = tomllib.loads(text)
     assert data["server"]["port"] == 8003
     assert data["store"]["url"] == "sqlite:///wfsched.db"
-    for setting in SETTINGS:
+    assert data["email"]["port"] == 993
+    for setting in (*SETTINGS, *BUILTIN):
         assert setting.env in text
+    (Path.cwd() / "wfsched.toml").write_text(text)
+    assert configure().settings.sections == load_settings(declared=BUILTIN).sections
 
 
 def test_every_setting_is_documented_in_the_readme_and_spec_keys_exist() -> None:
+    """The core's settings and the built-in trigger types' sections, which they declare
+    through the plugin hook, are all in README's table (and nothing else is)."""
     readme = (ROOT / "README.md").read_text()
-    spec_keys = set(re.findall(r"\| ([a-z_]+\.[a-z_]+)", (ROOT / "README.md").read_text()))
-    names = {s.name for s in SETTINGS}
-    for setting in SETTINGS:
-        assert setting.env in readme, f"{setting.env} missing from README"
-    assert spec_keys <= names | {"server.host", "server.port"}
+    spec_keys = set(re.findall(r"\| `([a-z_]+\.[a-z_]+)`", readme))
+    builtin = [s for s in BUILTIN if s.section in {"email", "github"}]
+    assert {s.section for s in builtin} == {"email", "github"}
+    names = {s.name for s in (*SETTINGS, *builtin)}
+    for setting in (*SETTINGS, *builtin):
+        assert f"| `{setting.name}` | `{setting.env}` |" in readme, f"{setting.name} not in README"
+    assert spec_keys <= names
+
+
+def test_the_example_plugin_documents_its_section() -> None:
+    readme = (ROOT / "examples" / "http-poll-plugin" / "README.md").read_text()
+    declared = [s for s in BUILTIN if s.section == "http_poll"]
+    if not declared:
+        pytest.skip("wfsched-http-poll is not installed (scripts/test installs it)")
+    for setting in declared:
+        assert f"| `{setting.name}` | `{setting.env}` |" in readme, setting.name
 
 
 def test_the_repository_demo_config_is_the_embedded_default() -> None:
-    s = load_settings(str(ROOT / "wfsched.toml"))
+    s = configure(str(ROOT / "wfsched.toml")).settings
     assert s.store_url == f"sqlite:///{ROOT.resolve().as_posix()}/wfsched.db"
     assert s.get("dispatch.mode") == "log"
     assert s.locks_url == ""
@@ -142,14 +161,14 @@ def test_relative_paths_in_a_config_file_resolve_against_its_folder(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    s = load_settings(str(conf))
+    s = configure(str(conf)).settings
     folder = conf.parent.resolve()
     assert s.store_url == f"sqlite:///{folder.as_posix()}/data/w.db"
     assert s.get("plugins.dir") == str(folder / "plugins")  # the default, anchored too
     assert s.get("github.private_key") == f"file:{folder / 'key.pem'}"
     # The environment keeps meaning the current folder; no config file: the current folder.
     monkeypatch.setenv("DATABASE_URL", "sqlite:///here.db")
-    assert load_settings(str(conf)).store_url == "sqlite:///here.db"
+    assert configure(str(conf)).settings.store_url == "sqlite:///here.db"
     monkeypatch.delenv("DATABASE_URL")
     assert load_settings().store_url == "sqlite:///wfsched.db"
 

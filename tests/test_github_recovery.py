@@ -32,9 +32,8 @@ from tests.github_harness import (  # noqa: F401 - fixtures
     until,
 )
 from tests.github_standin import GitHubStandIn, Scripted
-from wfsched.config import load_settings
 from wfsched.locks import LocalLocks
-from wfsched.plugins import load_registry
+from wfsched.plugins import configure
 from wfsched.spec import load_specs
 from wfsched.triggers.github.app import RateLimited, client
 from wfsched.triggers.github.redeliver import Redeliverer, note_answered, recover_forever
@@ -263,7 +262,7 @@ async def test_it_keeps_recovering_periodically_while_it_holds_the_lock(
 
 def test_the_example_app_config_and_specs_are_valid() -> None:
     examples = Path(__file__).parent.parent / "examples" / "github"
-    settings = load_settings(str(examples / "wfsched.toml"), environ={})
+    settings, registry = configure(str(examples / "wfsched.toml"), environ={})
     assert settings.get("github.app_id") == "123456"
-    specs = load_specs([examples / "workflows"], load_registry(None))
+    specs = load_specs([examples / "workflows"], registry)
     assert {s.id for s in specs} == {"docs-preview", "release", "incident-triage"}

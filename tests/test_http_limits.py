@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_proc import Daemon, wait_for
-from wfsched.config import load_settings
+from wfsched.plugins import configure
 
 pytestmark = pytest.mark.slow
 SHORT = 1.5
@@ -72,12 +72,12 @@ def test_the_defaults_are_64_kib_10_s_30_s_and_max_connections() -> None:
     from wfsched.daemon import _server
     from wfsched.httplimits import HttpLimits
 
-    limits = HttpLimits.from_settings(load_settings(None, environ={}))
+    limits = HttpLimits.from_settings(configure(None, environ={}).settings)
     assert limits == HttpLimits(
         max_header_bytes=64 * 1024, header_timeout=10.0, keep_alive=30.0, max_connections=1000
     )
     assert HttpLimits.from_settings(
-        load_settings(None, environ={"WFSCHED_MAX_CONNECTIONS": "20"})
+        configure(None, environ={"WFSCHED_MAX_CONNECTIONS": "20"}).settings
     ) == HttpLimits(max_connections=20)
     server = _server(object(), "127.0.0.1", 0, limits=limits)
     assert server.config.timeout_keep_alive == 30

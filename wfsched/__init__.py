@@ -11,9 +11,11 @@ from wfsched.schedules.cron import spread_offset
 from wfsched.schedules.durations import parse_duration
 from wfsched.schedules.series import CronSeries, EverySeries, cron_series, every_series
 from wfsched.secretrefs import is_reference, reference_problem, resolve_secret
+from wfsched.sections import Setting
 from wfsched.trigger import (
     BaseTrigger,
     CatchUp,
+    Check,
     FireRequest,
     FireResult,
     Inbound,
@@ -31,6 +33,7 @@ __all__ = [
     "BadBody",
     "BaseTrigger",
     "CatchUp",
+    "Check",
     "CronSeries",
     "EverySeries",
     "Fields",
@@ -42,6 +45,7 @@ __all__ = [
     "NotFound",
     "Outbound",
     "Schedule",
+    "Setting",
     "SpecError",
     "TimerSpec",
     "TriggerContext",

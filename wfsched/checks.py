@@ -1,9 +1,13 @@
-"""``wfsched check``: connect to everything that is configured and say what answered."""
+"""``wfsched check``: connect to everything that is configured and say what answered.
+
+The core checks what the core configures (store, locks, SMTP, engine); each trigger type adds
+its own through ``BaseTrigger.checks`` (e.g. the server its own settings section names).
+"""
 
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -11,6 +15,9 @@ import anyio
 from wfsched.config import Settings
 from wfsched.dispatch.notify import SECURITY_LABELS, SmtpTarget
 from wfsched.errors import WfschedError
+
+if TYPE_CHECKING:
+    from wfsched.plugins import Registry
 
 
 async def _check(name: str, fn: Any) -> dict[str, Any]:
@@ -24,11 +31,10 @@ async def _check(name: str, fn: Any) -> dict[str, Any]:
         return {"name": name, "ok": False, "detail": str(exc) or type(exc).__name__}
 
 
-async def run_checks(settings: Settings) -> list[dict[str, Any]]:
-    """Return one result per configured backend."""
+async def run_checks(settings: Settings, registry: Registry) -> list[dict[str, Any]]:
+    """Return one result per configured backend; ``registry``: the plugins ``settings`` name."""
     from wfsched.backends import connected, open_locks
     from wfsched.deployments import DeploymentService
-    from wfsched.plugins import load_registry
 
     results: list[dict[str, Any]] = []
 
@@ -47,7 +53,6 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
             await manager.close()
 
     async def plugins() -> str:
-        registry = load_registry(settings.get("plugins.dir"))
         return ", ".join(t.type for t in registry.all())
 
     warnings: list[str] = []
@@ -55,7 +60,6 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     async def specs() -> str:
         # Deployed specs are checked again (a plugin may be gone) and their advice shown,
         # e.g. a public webhook without auth.
-        registry = load_registry(settings.get("plugins.dir"))
         async with connected(settings) as s:
             svc = DeploymentService(store=s, registry=registry, settings=settings)
             parsed = [
@@ -71,8 +75,14 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     results.append({**await _check("specs", specs), "warnings": warnings})
     if settings.get("notify.smtp_url"):
         results.append(await _check("smtp", lambda: _smtp(settings)))
-    if settings.get("email.server"):
-        results.append(await _check("imap", lambda: _imap(settings)))
+    for kind in registry.all():
+        try:
+            checks = kind.cls.checks(settings.sections)
+        except (WfschedError, ValueError) as exc:
+            results.append({"name": kind.type, "ok": False, "detail": str(exc)})
+            continue
+        for check in checks:
+            results.append(await _check(check.name, check.probe))
     if settings.get("dispatch.mode") == "engine":
         results.append(await _check("engine", lambda: _tcp(settings.get("dispatch.engine_url"))))
     return results
@@ -105,11 +115,3 @@ async def _smtp(settings: Settings) -> str:
         raise WfschedError(f"{where}: cannot connect: {cause.strerror or cause}") from None
     await stream.aclose()
     return f"{where} reachable"
-
-
-async def _imap(settings: Settings) -> str:
-    host = settings.get("email.server")
-    port = settings.get("email.port")
-    stream = await anyio.connect_tcp(host, port)
-    await stream.aclose()
-    return f"{host}:{port} reachable"

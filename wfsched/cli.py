@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import anyio
 import typer
@@ -17,9 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from wfsched import __version__
-from wfsched.config import Settings, default_config_text, load_settings
+from wfsched.config import ConfigSource, Settings, default_config_text
 from wfsched.errors import ConfigError, NotFound, SpecError, WfschedError
 from wfsched.spec import InvalidSpecs
+
+if TYPE_CHECKING:
+    from wfsched.plugins import Configured
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -40,11 +44,23 @@ def fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings_of(config: str | None) -> Settings:
+def configured(config: str | None) -> Configured:
+    """The settings, validated with the plugins they name (``wfsched.plugins.configure``).
+
+    A bad config or plugin file exits 2; two plugins claiming one name exit 1.
+    """
+    from wfsched.plugins import configure
+
     try:
-        return load_settings(config)
+        return configure(config)
     except ConfigError as exc:
         fail(str(exc), 2)
+    except WfschedError as exc:
+        fail(str(exc), 1)
+
+
+def settings_of(config: str | None) -> Settings:
+    return configured(config).settings
 
 
 def run(fn: Callable[[], Awaitable[T]], *, fast_loop: bool = False) -> T:
@@ -71,12 +87,10 @@ def with_service(config: str | None, fn: Callable[[Any], Awaitable[T]]) -> T:
     """Open the store and a DeploymentService, run ``fn(service)``."""
     from wfsched.backends import connected
     from wfsched.deployments import DeploymentService
-    from wfsched.plugins import load_registry
 
-    settings = settings_of(config)
+    settings, registry = configured(config)
 
     async def body() -> T:
-        registry = load_registry(settings.get("plugins.dir"))
         async with connected(settings) as store:
             return await fn(DeploymentService(store=store, registry=registry, settings=settings))
 
@@ -92,10 +106,20 @@ def _short(ts: str | None) -> str:
 @app.command()
 def init(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     """Write a commented wfsched.toml (refuses to overwrite)."""
+    from wfsched.plugins import load_registry
+
     path = Path(config or "wfsched.toml")
     if path.exists():
         fail(f"{path} already exists; not overwriting it", 1)
-    path.write_text(default_config_text())
+    # The plugins the new file will load (its plugins.dir) declare sections of their own.
+    source = ConfigSource(path=path, data={}, environ=os.environ)
+    try:
+        registry = load_registry(source.core().get("plugins.dir"))
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    except WfschedError as exc:
+        fail(str(exc), 1)
+    path.write_text(default_config_text(registry.settings))
     if json_:
         emit_json({"path": str(path), "action": "created"})
     else:
@@ -104,11 +128,11 @@ def init(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
 
 @app.command()
 def check(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """Validate the config and connect to the store, locks, SMTP and IMAP where configured."""
+    """Validate the config and connect to the store, locks, SMTP and the trigger types' servers."""
     from wfsched.checks import run_checks
 
-    settings = settings_of(config)
-    results = run(lambda: run_checks(settings))
+    settings, registry = configured(config)
+    results = run(lambda: run_checks(settings, registry))
     ok = all(r["ok"] for r in results)
     if json_:
         emit_json({"ok": ok, "config": settings.path, "checks": results})
@@ -441,15 +465,7 @@ def cron(
 @app.command()
 def plugins(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     """Trigger types with their source (built-in, entry point, plugins dir)."""
-    from wfsched.plugins import load_registry
-
-    settings = settings_of(config)
-    try:
-        registry = load_registry(settings.get("plugins.dir"))
-    except ConfigError as exc:  # a refused plugins folder, a plugin that fails to import
-        fail(str(exc), 2)
-    except WfschedError as exc:
-        fail(str(exc), 1)
+    registry = configured(config).registry
     rows = [{"type": t.type, "source": t.source, "module": t.module} for t in registry.all()]
     if json_:
         emit_json(rows)
@@ -471,9 +487,9 @@ def serve(
     from wfsched.daemon import serve as serve_daemon
     from wfsched.logs import setup_logging
 
-    settings = settings_of(config)
+    settings, registry = configured(config)
     setup_logging(settings.get("log.format"), settings.get("log.level"))
-    run(lambda: serve_daemon(settings, host=host, port=port), fast_loop=True)
+    run(lambda: serve_daemon(settings, registry=registry, host=host, port=port), fast_loop=True)
 
 
 @app.command()

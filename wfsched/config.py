@@ -1,7 +1,12 @@
 """wfsched.toml + environment → frozen Settings, validated eagerly.
 
-Every setting is declared once in SETTINGS; lookup, environment overrides, ``wfsched init``
-and the docs test all read that table.
+Every core setting is declared once in SETTINGS, every plugin setting once by its plugin's
+``register_settings`` hook; lookup, environment overrides, ``wfsched init`` and the docs test
+read both the same way. Plugin sections are known only once the plugins are loaded, and the
+plugins dir is a setting: :func:`read_config` reads the file once, :meth:`ConfigSource.core`
+validates the core sections (enough to find the plugins), :meth:`ConfigSource.settings`
+validates everything against the plugins' declarations (``wfsched.plugins.configure`` does
+the three steps for every command).
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,23 +23,7 @@ from wfsched import secretrefs
 from wfsched.errors import ConfigError, SpecError
 from wfsched.fields import unknown_key_error
 from wfsched.schedules.durations import parse_duration
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """One configuration key: where it lives, its variable, default, kind and meaning."""
-
-    section: str
-    key: str
-    env: str
-    default: Any
-    kind: str  # str | int | duration | secret | networks | choice:a,b,c
-    doc: str
-
-    @property
-    def name(self) -> str:
-        return f"{self.section}.{self.key}"
-
+from wfsched.sections import Setting
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("server", "host", "HOST", "127.0.0.1", "str", "address the HTTP server binds"),
@@ -173,75 +162,22 @@ SETTINGS: tuple[Setting, ...] = (
         "str",
         "recipients of notify mails (comma-separated)",
     ),
-    Setting("email", "server", "IMAP_SERVER", "", "str", "IMAP host of email triggers"),
-    Setting("email", "port", "IMAP_PORT", 993, "int", "IMAP port"),
-    Setting(
-        "email",
-        "security",
-        "IMAP_SECURITY",
-        "ssl",
-        "choice:ssl,starttls,none",
-        "IMAP transport security",
-    ),
-    Setting("email", "user", "EMAIL_USER", "", "str", "IMAP user"),
-    Setting(
-        "email",
-        "password",
-        "EMAIL_PASSWORD",
-        "",
-        "secret",
-        "IMAP password (an app password for hosted mail)",
-    ),
-    Setting(
-        "email",
-        "check_interval",
-        "EMAIL_CHECK_INTERVAL",
-        60,
-        "duration",
-        "seconds between polls when IDLE is unavailable",
-    ),
-    Setting("github", "app_id", "GITHUB_APP_ID", "", "str", "GitHub App id"),
-    Setting(
-        "github",
-        "private_key",
-        "GITHUB_APP_PRIVATE_KEY",
-        "",
-        "secret",
-        "GitHub App private key as PEM text, or file:PATH",
-    ),
-    Setting(
-        "github",
-        "webhook_secret",
-        "GITHUB_WEBHOOK_SECRET",
-        "",
-        "secret",
-        "GitHub App webhook secret (comma-separated list to rotate)",
-    ),
-    Setting(
-        "github",
-        "api_url",
-        "GITHUB_API_URL",
-        "https://api.github.com",
-        "str",
-        "GitHub API base URL (GitHub Enterprise: https://HOST/api/v3)",
-    ),
-    Setting(
-        "github",
-        "redelivery_window",
-        "GITHUB_REDELIVERY_WINDOW",
-        "1h",
-        "duration",
-        "failed deliveries younger than this are redelivered",
-    ),
     Setting("plugins", "dir", "WFSCHED_PLUGINS_DIR", "plugins", "str", "folder of .py plugins"),
     Setting("log", "format", "WFSCHED_LOG_FORMAT", "json", "choice:json,text", "log line format"),
     Setting(
         "log", "level", "WFSCHED_LOG_LEVEL", "info", "choice:debug,info,warning,error", "log level"
     ),
 )
-_BY_SECTION: dict[str, dict[str, Setting]] = {}
-for _s in SETTINGS:
-    _BY_SECTION.setdefault(_s.section, {})[_s.key] = _s
+CORE_SECTION_NAMES = frozenset(s.section for s in SETTINGS)
+"""The sections of the core; a plugin declares keys in a section of its own only."""
+
+
+def by_section(table: Sequence[Setting]) -> dict[str, dict[str, Setting]]:
+    """``table`` as section → key → Setting, in declaration order."""
+    out: dict[str, dict[str, Setting]] = {}
+    for setting in table:
+        out.setdefault(setting.section, {})[setting.key] = setting
+    return out
 
 
 def resolve_secret(value: str, name: str | None = None) -> str:
@@ -262,6 +198,8 @@ class Settings:
 
     sections: Mapping[str, Mapping[str, Any]]
     path: str | None = None
+    declared: tuple[Setting, ...] = SETTINGS
+    """Every setting ``sections`` holds: the core's, then the plugins' (secrets, digests)."""
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, name: str) -> Any:
@@ -313,7 +251,7 @@ def parse_networks(value: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
-def _convert(setting: Setting, value: Any, origin: str) -> Any:
+def convert(setting: Setting, value: Any, origin: str) -> Any:
     where = f"{origin}: {setting.name}" if origin else setting.name
     kind = setting.kind
     if kind == "int":
@@ -365,10 +303,69 @@ def find_config_file(explicit: str | None) -> Path | None:
     return local if local.is_file() else None
 
 
-def load_settings(
+@dataclass(frozen=True, slots=True)
+class ConfigSource:
+    """The config file (parsed once) and the environment, before validation."""
+
+    path: Path | None
+    data: Mapping[str, Any]
+    environ: Mapping[str, str]
+
+    def core(self) -> Settings:
+        """The core sections, validated; sections only a plugin can declare are not read yet.
+
+        Enough to load the plugins (``plugins.dir``) and to fail early on a bad core value.
+        """
+        return self._build(SETTINGS, strict=False)
+
+    def settings(self, declared: Sequence[Setting] = ()) -> Settings:
+        """Every section, validated: the core's and ``declared`` (the plugins' settings).
+
+        A section neither declares is an error with a did-you-mean.
+        """
+        return self._build((*SETTINGS, *declared), strict=True)
+
+    def _build(self, table: Sequence[Setting], *, strict: bool) -> Settings:
+        known = by_section(table)
+        origin = str(self.path) if self.path else ""
+        sections: dict[str, dict[str, Any]] = {
+            name: {k: s.default for k, s in keys.items()} for name, keys in known.items()
+        }
+        for section, values in self.data.items():
+            if section not in known:
+                if not strict:
+                    continue
+                err = unknown_key_error(section, known)
+                raise ConfigError(f"{origin}: unknown section [{section}]{_hint(err)}")
+            if not isinstance(values, dict):
+                raise ConfigError(f"{origin}: [{section}] must be a table")
+            for key, value in values.items():
+                if key not in known[section]:
+                    err = unknown_key_error(key, known[section])
+                    raise ConfigError(f"{origin}: unknown key {section}.{key}{_hint(err)}")
+                sections[section][key] = value
+        base = self.path.resolve().parent if self.path is not None else None
+        env = self.environ
+        for setting in table:
+            if setting.env in env:
+                sections[setting.section][setting.key] = env[setting.env]
+                where = f"environment {setting.env}"
+            else:
+                where = origin
+            value = convert(setting, sections[setting.section][setting.key], where)
+            if base is not None and setting.env not in env:
+                value = _anchor(setting, value, base)
+            sections[setting.section][setting.key] = value
+        path = str(self.path) if self.path else None
+        settings = Settings(sections=sections, path=path, declared=tuple(table))
+        _check(settings)
+        return settings
+
+
+def read_config(
     explicit: str | None = None, *, environ: Mapping[str, str] | None = None
-) -> Settings:
-    """Read the config file (if any) and the environment into validated Settings."""
+) -> ConfigSource:
+    """Find and parse the config file (if any); keep the environment for the overrides."""
     env = os.environ if environ is None else environ
     path = find_config_file(explicit)
     data: dict[str, Any] = {}
@@ -379,36 +376,22 @@ def load_settings(
             raise ConfigError(f"{path}: invalid TOML: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"{path}: {exc.strerror}") from None
-    origin = str(path) if path else ""
-    sections: dict[str, dict[str, Any]] = {
-        name: {k: s.default for k, s in keys.items()} for name, keys in _BY_SECTION.items()
-    }
-    for section, table in data.items():
-        if section not in _BY_SECTION:
-            err = unknown_key_error(section, _BY_SECTION)
-            raise ConfigError(f"{origin}: unknown section [{section}]{_hint(err)}")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{origin}: [{section}] must be a table")
-        for key, value in table.items():
-            setting = _BY_SECTION[section].get(key)
-            if setting is None:
-                err = unknown_key_error(key, _BY_SECTION[section])
-                raise ConfigError(f"{origin}: unknown key {section}.{key}{_hint(err)}")
-            sections[section][key] = value
-    base = path.resolve().parent if path is not None else None
-    for setting in SETTINGS:
-        if setting.env in env:
-            sections[setting.section][setting.key] = env[setting.env]
-            where = f"environment {setting.env}"
-        else:
-            where = origin
-        value = _convert(setting, sections[setting.section][setting.key], where)
-        if base is not None and setting.env not in env:
-            value = _anchor(setting, value, base)
-        sections[setting.section][setting.key] = value
-    settings = Settings(sections=sections, path=str(path) if path else None)
-    _check(settings)
-    return settings
+    return ConfigSource(path=path, data=data, environ=env)
+
+
+def load_settings(
+    explicit: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    declared: Sequence[Setting] = (),
+) -> Settings:
+    """Read the config file (if any) and the environment into validated Settings.
+
+    ``declared``: the plugins' settings (``Registry.settings``); without them a plugin's
+    section is an unknown section. Commands use ``wfsched.plugins.configure``, which loads
+    the plugins the core settings name and passes their declarations here.
+    """
+    return read_config(explicit, environ=environ).settings(declared)
 
 
 def _anchor(setting: Setting, value: Any, base: Path) -> Any:
@@ -461,15 +444,18 @@ def _check(settings: Settings) -> None:
         raise ConfigError("dispatch.retry_base must not exceed dispatch.retry_max")
 
 
-def default_config_text() -> str:
-    """Return the commented ``wfsched.toml`` that ``wfsched init`` writes."""
+def default_config_text(declared: Sequence[Setting] = ()) -> str:
+    """Return the commented ``wfsched.toml`` that ``wfsched init`` writes.
+
+    ``declared``: the plugins' settings, written after the core sections.
+    """
     import tomli_w
 
     lines = [
         "# wfsched configuration. Every key shows its default; environment variables override.",
         "# Secrets may be written as env:NAME or file:PATH instead of a literal.",
     ]
-    for section, keys in _BY_SECTION.items():
+    for section, keys in by_section((*SETTINGS, *declared)).items():
         lines.append("")
         lines.append(f"[{section}]")
         for setting in keys.values():

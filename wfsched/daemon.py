@@ -25,7 +25,7 @@ from wfsched.errors import ConfigError, StoreError
 from wfsched.locks import LocalLocks, LockManager, replica_info
 from wfsched.logs import register_secret
 from wfsched.manager import TriggerManager
-from wfsched.plugins import load_registry
+from wfsched.plugins import Registry
 from wfsched.recorder import GroupCommitRecorder
 from wfsched.store import ChangeFeed, Store
 from wfsched.timer import Timer
@@ -59,16 +59,13 @@ async def _count_replicas(locks: LockManager) -> int:
 
 
 def register_secrets(settings: Settings) -> None:
-    """Teach the log redactor every secret setting's value."""
-    for name in (
-        "server.api_token",
-        "notify.smtp_url",
-        "email.password",
-        "github.private_key",
-        "github.webhook_secret",
-    ):
+    """Teach the log redactor the value of every setting of kind ``secret``, the core's and
+    those the plugins declare; a comma-separated list (rotated secrets) item by item."""
+    for setting in settings.declared:
+        if setting.kind != "secret":
+            continue
         with contextlib.suppress(ConfigError):
-            value = settings.secret(name)
+            value = settings.secret(setting.name)
             for part in value.split(","):
                 register_secret(part.strip())
 
@@ -177,11 +174,15 @@ async def _periodic(store: Store, manager: TriggerManager) -> None:
 async def serve(
     settings: Settings,
     *,
+    registry: Registry,
     host: str | None = None,
     port: int | None = None,
     ready: anyio.Event | None = None,
 ) -> None:
-    """Run the daemon until SIGINT/SIGTERM; then stop intake, drain and return."""
+    """Run the daemon until SIGINT/SIGTERM; then stop intake, drain and return.
+
+    ``registry``: the plugins ``settings`` were validated with (``wfsched.plugins.configure``).
+    """
     from wfsched.httplimits import HttpLimits, ensure_open_files
     from wfsched.web.app import WebServices, create_app, public_bind_without_token
 
@@ -193,7 +194,6 @@ async def serve(
             f"listening on {host} without server.api_token: the management API answers 403 "
             "api_token_required; set server.api_token (WFSCHED_API_TOKEN) to use it remotely"
         )
-    registry = load_registry(settings.get("plugins.dir"))
     async with connected(settings, exclusive=True) as store:
         # A read-only or full store would answer every webhook 503: refuse to start instead.
         await store.check_writable()

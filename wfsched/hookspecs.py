@@ -1,7 +1,8 @@
 """The plugin contract: the hooks a wfsched plugin may implement.
 
 A plugin is a module or object with functions marked ``@wfsched.hookimpl``. Built-in trigger
-types use this same door, through the ``wfsched`` entry-point group.
+types use this same door, through the ``wfsched`` entry-point group, settings sections
+included: the core names none of them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 
 import pluggy
 
+from wfsched.sections import Setting
 from wfsched.trigger import BaseTrigger
 
 hookspec = pluggy.HookspecMarker("wfsched")
@@ -25,4 +27,19 @@ def register_trigger_types(register: Callable[[type[BaseTrigger]], None]) -> Non
         @hookimpl
         def register_trigger_types(register):
             register(FileTrigger)
+    """
+
+
+@hookspec
+def register_settings(register: Callable[[Setting], None]) -> None:
+    """Declare this plugin's own config section by calling ``register`` with each key.
+
+    Every key is in one section named after the plugin (not a core section, not another
+    plugin's); it is validated when the config is loaded, read with ``ctx.settings(section)``
+    and, for kind ``secret``, redacted from logs. Example::
+
+        @hookimpl
+        def register_settings(register):
+            register(Setting("acme", "api_url", "ACME_API_URL", "https://acme.example",
+                             "str", "base URL of the Acme API"))
     """

@@ -1,4 +1,5 @@
-"""The plugin host: entry points (group ``wfsched``), the plugins dir, the trigger-type registry.
+"""The plugin host: entry points (group ``wfsched``), the plugins dir, the registry of trigger
+types and of the settings the plugins declare; :func:`configure`, how every command starts.
 
 Files in the plugins dir run as code of the daemon (often as root), so the folder and each
 file must be owned by us or root and writable by nobody else, as ssh demands of its keys;
@@ -14,15 +15,18 @@ import os
 import stat
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import pluggy
 
 from wfsched import hookspecs
+from wfsched.config import CORE_SECTION_NAMES, SETTINGS, Settings, convert, read_config
 from wfsched.errors import ConfigError, SpecError, WfschedError
+from wfsched.sections import Setting, declaration_problem
 from wfsched.trigger import BaseTrigger
 
 Source = Literal["builtin", "entry-point", "plugins-dir"]
@@ -40,10 +44,14 @@ class TriggerType:
 
 
 class Registry:
-    """Trigger types by name; a name registered twice is an error naming both sources."""
+    """Trigger types by name and the plugins' settings; a trigger type, a settings section or
+    an environment variable claimed twice is an error naming both plugins."""
 
     def __init__(self) -> None:
         self._types: dict[str, TriggerType] = {}
+        self._settings: dict[str, tuple[Setting, str]] = {}
+        self._section_owner: dict[str, str] = {}
+        self._env_owner: dict[str, str] = {s.env: "wfsched (core)" for s in SETTINGS}
 
     def add(self, cls: type[BaseTrigger], source: Source, module: str) -> None:
         """Register one trigger class."""
@@ -76,6 +84,42 @@ class Registry:
     def all(self) -> list[TriggerType]:
         """Return every registered type, sorted by name."""
         return [self._types[k] for k in sorted(self._types)]
+
+    def add_setting(self, setting: Setting, module: str) -> None:
+        """Register one key of a plugin's settings section (``register_settings``)."""
+        problem = declaration_problem(setting)
+        if problem is None:
+            try:
+                convert(setting, setting.default, "")
+            except ConfigError as exc:
+                problem = f"its default is invalid: {exc}"
+        if problem is not None:
+            raise WfschedError(f"plugin {module} declared an invalid setting: {problem}")
+        section = setting.section
+        if section in CORE_SECTION_NAMES:
+            raise WfschedError(
+                f"plugin {module} declared {setting.name}, but [{section}] is a core section;"
+                " declare keys in a section of the plugin's own"
+            )
+        owner = self._section_owner.setdefault(section, module)
+        if owner != module:
+            raise WfschedError(
+                f"settings section [{section}] is declared twice: by {owner} and by {module}"
+            )
+        if setting.name in self._settings:
+            raise WfschedError(f"plugin {module} declared {setting.name} twice")
+        env_owner = self._env_owner.setdefault(setting.env, module)
+        if env_owner != module or any(s.env == setting.env for s, _ in self._settings.values()):
+            raise WfschedError(
+                f"environment variable {setting.env} is declared twice: by {env_owner} and by"
+                f" {module} ({setting.name})"
+            )
+        self._settings[setting.name] = (setting, module)
+
+    @property
+    def settings(self) -> tuple[Setting, ...]:
+        """Every setting the plugins declared, in the order they declared them."""
+        return tuple(s for s, _ in self._settings.values())
 
 
 def _importing(exc: BaseException) -> str:
@@ -165,12 +209,47 @@ def load_registry(
     registry = Registry()
     for plugin in pm.get_plugins():
         source, module_name = sources.get(id(plugin), ("entry-point", repr(plugin)))
-        hook = getattr(plugin, "register_trigger_types", None)
-        if hook is None:
-            continue
+        # Each plugin's hooks are called one by one (not through pm.hook) so that whatever
+        # it registers is attributed to it in errors and in `wfsched plugins`.
+        types_hook = getattr(plugin, "register_trigger_types", None)
+        if types_hook is not None:
 
-        def register(cls: type[BaseTrigger], _s: Source = source, _m: str = module_name) -> None:
-            registry.add(cls, _s, _m)
+            def register(
+                cls: type[BaseTrigger], _s: Source = source, _m: str = module_name
+            ) -> None:
+                registry.add(cls, _s, _m)
 
-        hook(register=register)
+            types_hook(register=register)
+        settings_hook = getattr(plugin, "register_settings", None)
+        if settings_hook is not None:
+
+            def declare(setting: Setting, _m: str = module_name) -> None:
+                registry.add_setting(setting, _m)
+
+            settings_hook(register=declare)
     return registry
+
+
+class Configured(NamedTuple):
+    """Validated settings and the plugins they name."""
+
+    settings: Settings
+    registry: Registry
+
+
+def configure(
+    explicit: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    blocked: frozenset[str] = frozenset(),
+) -> Configured:
+    """Read the configuration and load its plugins: how every command starts.
+
+    The plugins dir is a setting and plugin sections are known only once the plugins are
+    loaded, so: the core sections first (a bad core value fails before any plugin runs),
+    then the plugins they name, then every section against the plugins' declarations (a
+    section nobody declares is an error with a did-you-mean).
+    """
+    source = read_config(explicit, environ=environ)
+    registry = load_registry(source.core().get("plugins.dir"), blocked=blocked)
+    return Configured(source.settings(registry.settings), registry)

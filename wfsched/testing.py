@@ -5,7 +5,7 @@ Usage in a plugin's own tests::
     from wfsched.testing import FakeContext
 
     async def test_it_fires_once_per_change() -> None:
-        ctx = FakeContext(settings={"http-poll": {"timeout": 5}})
+        ctx = FakeContext(settings={"http_poll": {"user_agent": "tests/1"}})
         trigger = ctx.make(HttpPollTrigger, {"url": "http://127.0.0.1:8080/x"})
         await trigger.poll_once()
         assert [f.payload["etag"] for f in ctx.fires] == ["v1"]

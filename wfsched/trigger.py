@@ -7,7 +7,7 @@ the event durably under its dedupe key (a repeated fire is a no-op) and dispatch
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -102,6 +102,19 @@ class Outbound:
         return cls(status=status, body=error_body(code, detail), headers=headers or {})
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A connection ``wfsched check`` tries for a trigger type (see :meth:`BaseTrigger.checks`).
+
+    ``probe`` returns what answered (``"mail.example.com:993 reachable"``) or raises: an
+    ``OSError``, ``ssl.SSLError``, ``ValueError`` or ``WfschedError`` is shown as the failure.
+    It is given 10 seconds.
+    """
+
+    name: str
+    probe: Callable[[], Awaitable[str]]
+
+
 class Lease(Protocol):
     """A held lock; ``fence`` grows with every grant so stale holders can be refused."""
 
@@ -130,7 +143,9 @@ class TriggerContext(Protocol):
     def log(self) -> logging.LoggerAdapter[logging.Logger]: ...
 
     def settings(self, section: str) -> Mapping[str, Any]:
-        """Return a config section (``email``, ``github``…) as plain values."""
+        """Return a config section as plain values: the plugin's own (``register_settings``,
+        every key present, defaults filled in; secrets still ``env:``/``file:`` references)
+        or a core one."""
         ...
 
     async def fire(self, request: FireRequest) -> FireResult:
@@ -205,6 +220,22 @@ class BaseTrigger:
         falls back to secrets from the daemon's configuration adds its own rules.
         """
         return api_refusals(config, cls.secret_fields(config))
+
+    @classmethod
+    def checks(cls, settings: Mapping[str, Mapping[str, Any]]) -> list[Check]:
+        """What ``wfsched check`` connects to for this type, given every config section
+        (validated; secrets still references): e.g. the server the type's own section names.
+        Nothing by default."""
+        return []
+
+    @classmethod
+    def openapi_paths(cls) -> dict[str, Any]:
+        """OpenAPI 3.1 path items of the routes this type serves besides the per-workflow
+        route (a shared ``ingress`` is served at ``/api/v1/public/webhooks/{ingress}``), added
+        to ``/openapi.json``. An error response (4xx, 5xx) may leave out ``content`` and
+        ``description``: it gets the JSON error body every route answers, and the standard
+        description of its status."""
+        return {}
 
     def timer(self) -> TimerSpec | None:
         """Return the schedule the core's shared timer fires, or None."""

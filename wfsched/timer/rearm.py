@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from wfsched import __version__
-from wfsched.config import SETTINGS, Settings
+from wfsched.config import Settings
 from wfsched.context import build_trigger
 from wfsched.models import WorkflowSpec
 from wfsched.plugins import Registry
@@ -99,7 +99,7 @@ def environment(settings: Settings, cls: type) -> str:
     and plugin sections); secrets never enter the digest."""
     values = sorted(
         (s.name, settings.get(s.name))
-        for s in SETTINGS
+        for s in settings.declared
         if s.kind != "secret" and s.section not in CORE_SECTIONS
     )
     text = json.dumps([__version__, cls.__module__, cls.__qualname__, values], default=str)

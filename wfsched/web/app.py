@@ -275,7 +275,8 @@ def create_app(services: WebServices) -> WorkflowIngress:
 
     async def openapi(request: Request) -> Response:
         if not openapi_body:
-            openapi_body.append(json.dumps(document(), separators=(",", ":")).encode())
+            types = [t.cls for t in manager.registry.all()]
+            openapi_body.append(json.dumps(document(types), separators=(",", ":")).encode())
         return Response(openapi_body[0], media_type="application/json")
 
     def wrap(handler: Handler, *, ingress: bool = False) -> Handler:

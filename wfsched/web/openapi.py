@@ -6,9 +6,11 @@ shapes users rely on), including every error status each route can answer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from wfsched import __version__
+from wfsched.trigger import BaseTrigger
 from wfsched.web.schemas import JSON, STR, ref, schemas
 
 
@@ -240,22 +242,6 @@ def _paths() -> dict[str, Any]:
         "/api/v1/public/webhook/workflow/{id}": {
             m: _ingress_operation(m) for m in ("get", "post", "put", "patch", "delete")
         },
-        "/api/v1/public/webhooks/github": {
-            "post": {
-                "operationId": "githubWebhook",
-                "tags": ["ingress"],
-                "summary": "GitHub App webhook ingress",
-                "description": "Verifies X-Hub-Signature-256; ping answers 200; a "
-                "repeated X-GitHub-Delivery is ignored.",
-                "security": [{}],
-                "requestBody": {"required": True, "content": {JSON: {"schema": {}}}},
-                "responses": {
-                    "200": _json({"type": "object"}, "ping"),
-                    "202": _json(ref("GithubAccepted"), "Recorded"),
-                    **_errors("400", "401", "404", "408", "413", "503"),
-                },
-            }
-        },
         "/api/v1/public/webhooks/status": {
             "get": {
                 "operationId": "webhookStatus",
@@ -317,8 +303,26 @@ def _with_management_errors(paths: dict[str, Any]) -> dict[str, Any]:
     return paths
 
 
-def document() -> dict[str, Any]:
-    """Return the OpenAPI 3.1 document of the wfsched HTTP API."""
+def _plugin_paths(trigger_types: Iterable[type[BaseTrigger]]) -> dict[str, Any]:
+    """The routes trigger types serve besides the core's (``BaseTrigger.openapi_paths``); an
+    error response they leave bare gets the error body and description every route has."""
+    paths: dict[str, Any] = {}
+    for cls in trigger_types:
+        for path, item in cls.openapi_paths().items():
+            for op in item.values():
+                op["responses"] = {
+                    code: {**_ERRORS[code], **response}
+                    if code[0] in "45" and "content" not in response and code in _ERRORS
+                    else response
+                    for code, response in op["responses"].items()
+                }
+            paths[path] = item
+    return paths
+
+
+def document(trigger_types: Iterable[type[BaseTrigger]] = ()) -> dict[str, Any]:
+    """Return the OpenAPI 3.1 document of the wfsched HTTP API and of the routes
+    ``trigger_types`` add (the registered ones: ``Registry.all()``)."""
     return {
         "openapi": "3.1.0",
         "info": {
@@ -333,7 +337,7 @@ def document() -> dict[str, Any]:
                 'JSON `{"error", "detail"}`.'
             ),
         },
-        "paths": _with_management_errors(_paths()),
+        "paths": _with_management_errors({**_paths(), **_plugin_paths(trigger_types)}),
         "components": {
             "schemas": schemas(),
             "securitySchemes": {

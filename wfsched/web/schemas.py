@@ -204,16 +204,4 @@ def schemas() -> dict[str, Any]:
                 },
             },
         ),
-        "GithubAccepted": obj(
-            [],
-            {
-                "delivery_id": STR,
-                "matched": {
-                    "type": "array",
-                    "items": obj(
-                        ["workflow_id", "execution_id"], {"workflow_id": STR, "execution_id": STR}
-                    ),
-                },
-            },
-        ),
     }

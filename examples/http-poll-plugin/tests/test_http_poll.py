@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from wfsched_http_poll import HttpPollTrigger
+from wfsched_http_poll import USER_AGENT, HttpPollTrigger
 
 from wfsched import SpecError
+from wfsched.plugins import configure
 from wfsched.testing import FakeContext
 
 
@@ -120,7 +125,7 @@ def test_without_an_etag_the_body_hash_decides_and_errors_degrade_health(
             resource.status, resource.body = 200, b'{"v": 3}'
             assert await trigger.poll_once(client) is not None
         assert [f.payload["body"] for f in ctx.fires] == [{"v": 1}, {"v": 3}]
-        assert ctx.health[0] == "healthy"
+        assert ctx.health_reports[-1][0] == "healthy"
 
     anyio.run(main)
 
@@ -142,3 +147,51 @@ def test_the_running_trigger_fires_on_change(served: tuple[str, Resource]) -> No
             tg.cancel_scope.cancel()
 
     anyio.run(main)
+
+
+# its settings section, as wfsched loads it -----------------------------------------------------
+
+
+def test_its_section_is_read_from_wfsched_toml_and_its_variable(tmp_path: Path) -> None:
+    config = tmp_path / "wfsched.toml"
+    config.write_text('[http_poll]\nuser_agent = "acme-ops/1.0"\n')
+    settings, registry = configure(str(config), environ={})
+    assert registry.get("http-poll") is HttpPollTrigger
+    assert settings.get("http_poll.user_agent") == "acme-ops/1.0"
+    # The daemon hands the validated sections to the trigger's context, as FakeContext does here.
+    trigger = FakeContext(settings=settings.sections).make(HttpPollTrigger, {"url": "http://x"})
+    assert trigger._headers()["User-Agent"] == "acme-ops/1.0"
+    environ = {"WFSCHED_HTTP_POLL_USER_AGENT": "from-env/2"}
+    assert configure(str(config), environ=environ).settings.get("http_poll.user_agent") == (
+        "from-env/2"
+    )
+    config.write_text("")
+    assert configure(str(config), environ={}).settings.get("http_poll.user_agent") == USER_AGENT
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[http_poll]\nuser_agent = 5\n", "http_poll.user_agent = 5: must be a string"),
+        ("[http_poll]\nuser_agnet = 'x'\n", "did you mean 'user_agent'"),
+    ],
+)
+def test_a_bad_value_in_its_section_is_a_one_line_error_naming_it(
+    tmp_path: Path, text: str, needle: str
+) -> None:
+    config = tmp_path / "wfsched.toml"
+    config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WFSCHED_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "wfsched", "plugins", "--config", str(config)],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2, result
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert str(config) in lines[0] and needle in lines[0], lines[0]

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from wfsched import BaseTrigger, SpecError, TriggerContext, TriggerSpec, hookimpl
+from wfsched import BaseTrigger, Check, Setting, SpecError, TriggerContext, TriggerSpec, hookimpl
 from wfsched.triggers.email import options as _imap_options
+from wfsched.triggers.email import section
 from wfsched.triggers.email.filters import compile_filters
 from wfsched.triggers.email.hub import HUB, Hub, Watcher
 from wfsched.triggers.email.reader import Reader
@@ -47,8 +48,12 @@ class EmailTrigger(BaseTrigger):
     def untrusted_problems(cls, config: Mapping[str, Any]) -> list[SpecError]:
         return [*super().untrusted_problems(config), *_imap_options.untrusted_problems(config)]
 
+    @classmethod
+    def checks(cls, settings: Mapping[str, Mapping[str, Any]]) -> list[Check]:
+        return section.checks(settings)
+
     async def run(self) -> None:
-        options = _imap_options.resolve(self.config, self.ctx.settings("email"))
+        options = _imap_options.resolve(self.config, self.ctx.settings(section.SECTION))
         reader = Reader(self.ctx, options)
         async with self.hub.subscribe(options.endpoint, options.password, reader) as watcher:
             self._reader, self._watcher = reader, watcher
@@ -78,3 +83,9 @@ class EmailTrigger(BaseTrigger):
 @hookimpl
 def register_trigger_types(register: Callable[[type[BaseTrigger]], None]) -> None:
     register(EmailTrigger)
+
+
+@hookimpl
+def register_settings(register: Callable[[Setting], None]) -> None:
+    for setting in section.SETTINGS:
+        register(setting)

@@ -19,7 +19,17 @@ from typing import Any
 
 import anyio
 
-from wfsched import BaseTrigger, Inbound, Outbound, SpecError, TriggerContext, TriggerSpec, hookimpl
+from wfsched import (
+    BaseTrigger,
+    Inbound,
+    Outbound,
+    Setting,
+    SpecError,
+    TriggerContext,
+    TriggerSpec,
+    hookimpl,
+)
+from wfsched.triggers.github import openapi, section
 from wfsched.triggers.github.config import validate_config
 from wfsched.triggers.github.filters import FILTER_KEYS, Filters
 
@@ -49,6 +59,10 @@ class GitHubTrigger(BaseTrigger):
     @classmethod
     def validate(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         return validate_config(config)
+
+    @classmethod
+    def openapi_paths(cls) -> dict[str, Any]:
+        return openapi.paths(PATH)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": PATH}
@@ -83,7 +97,7 @@ class GitHubTrigger(BaseTrigger):
 
         while True:
             try:
-                settings = load_settings(self.ctx.settings("github"))
+                settings = load_settings(self.ctx.settings(section.SECTION))
                 app = app_for(settings) if settings.has_app else None
             except SpecError as exc:
                 self.ctx.report_health("failing", str(exc))
@@ -124,3 +138,9 @@ class GitHubTrigger(BaseTrigger):
 @hookimpl
 def register_trigger_types(register: Callable[[type[BaseTrigger]], None]) -> None:
     register(GitHubTrigger)
+
+
+@hookimpl
+def register_settings(register: Callable[[Setting], None]) -> None:
+    for setting in section.SETTINGS:
+        register(setting)

@@ -8,6 +8,10 @@ none, by the SHA-256 of its body.
 
 Payload: ``url``, ``status``, ``etag``, ``last_modified``, ``content_type``, ``sha256`` and
 ``body`` (the text, when it is at most ``max_body_bytes``; JSON bodies parsed).
+
+Its own config section, ``[http_poll]``, is declared with the ``register_settings`` hook: wfsched
+validates it when it loads the config, reads ``WFSCHED_HTTP_POLL_USER_AGENT`` over it and writes
+it into ``wfsched init``'s file.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from wfsched import (
     Fields,
     FireRequest,
     FireResult,
+    Setting,
     SpecError,
     hookimpl,
     parse_duration,
@@ -34,6 +39,18 @@ if TYPE_CHECKING:
     import httpx
 
 __version__ = "0.1.0"
+SECTION = "http_poll"
+USER_AGENT = f"wfsched-http-poll/{__version__}"
+SETTINGS = (
+    Setting(
+        SECTION,
+        "user_agent",
+        "WFSCHED_HTTP_POLL_USER_AGENT",
+        USER_AGENT,
+        "str",
+        "User-Agent header of every poll (a trigger's own headers win)",
+    ),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +112,8 @@ class HttpPollTrigger(BaseTrigger):
                 await anyio.sleep(self.config["interval"])
 
     def _headers(self) -> dict[str, str]:
-        section = self.ctx.settings("http_poll")
-        agent = str(section.get("user_agent", f"wfsched-http-poll/{__version__}"))
+        # A daemon gives every declared key (default filled in); a test's FakeContext may not.
+        agent = str(self.ctx.settings(SECTION).get("user_agent") or USER_AGENT)
         return {"User-Agent": agent, **self.config["headers"]}
 
     async def poll_once(self, client: httpx.AsyncClient) -> FireResult | None:
@@ -166,3 +183,9 @@ class HttpPollTrigger(BaseTrigger):
 @hookimpl
 def register_trigger_types(register: Callable[[type[BaseTrigger]], None]) -> None:
     register(HttpPollTrigger)
+
+
+@hookimpl
+def register_settings(register: Callable[[Setting], None]) -> None:
+    for setting in SETTINGS:
+        register(setting)
