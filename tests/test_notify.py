@@ -23,11 +23,11 @@ from cryptography.x509.oid import NameOID
 from tests.daemon_proc import free_port
 from tests.test_dispatch import record, running, settled, until
 from wfsched.checks import run_checks
-from wfsched.config import load_settings
 from wfsched.dispatch import Dispatcher, DispatchError, event_document
 from wfsched.dispatch.notify import NotifySender, SmtpTarget
 from wfsched.errors import ConfigError
 from wfsched.models import TriggerEvent, utcnow
+from wfsched.plugins import configure
 
 pytestmark = pytest.mark.anyio
 
@@ -402,7 +402,8 @@ async def test_check_probes_where_notify_connects(
     )
     target = notifier(url).target
     assert (target.host, target.port, target.security) == ("127.0.0.1", port, security)
-    report = await run_checks(load_settings(str(config), environ={}))
+    settings, registry = configure(str(config), environ={})
+    report = await run_checks(settings, registry)
     [smtp] = [check for check in report if check["name"] == "smtp"]
     # Reachable or not (nothing need listen on the default ports), the check names the
     # endpoint and the security it tried: the ones notify mode uses.
