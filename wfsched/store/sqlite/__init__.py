@@ -23,6 +23,7 @@ from wfsched.store import Sync
 from wfsched.store.common import migrations
 from wfsched.store.sqlite.deployments import SqliteDeployments
 from wfsched.store.sqlite.events import SqliteEvents
+from wfsched.store.sqlite.retention import SqliteRetention, enable_incremental_vacuum
 
 
 def path_from_url(url: str) -> Path:
@@ -33,7 +34,7 @@ def path_from_url(url: str) -> Path:
     return Path(rest)
 
 
-class SqliteStore(SqliteDeployments, SqliteEvents):
+class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention):
     """Store on one SQLite file."""
 
     def __init__(self, url: str, *, sync: Sync = "full") -> None:
@@ -46,6 +47,7 @@ class SqliteStore(SqliteDeployments, SqliteEvents):
         self._check_length()
         try:
             self._connect()
+            self._guarded(enable_incremental_vacuum, self.path)
             self._guarded(self._migrate)
         except sqlite3.Error as exc:  # a damaged file: "file is not a database", "malformed"
             raise self.unusable(exc) from exc
