@@ -118,18 +118,19 @@ def span_around(existing: list[Span], t: datetime) -> tuple[datetime, datetime]:
 
 def missing(existing: list[Span], instants: list[datetime], width: float) -> list[Span]:
     """Partitions to create so every instant is covered, clipped to the existing ones."""
-    out: list[Span] = []
-    for t in sorted(instants):
-        if covering(existing + out, t) is not None:
+    have, out = sorted(existing), []
+    for t in sorted(set(instants)):
+        if covering(have, t) is not None:
             continue
         lo, hi = bucket(t, width)
-        for s in existing + out:
-            if s.lo <= lo < s.hi:
+        for s in have:  # t is uncovered: each span ends at or before it, or starts after it
+            if lo < s.hi <= t:
                 lo = s.hi
-            if lo < s.lo < hi:
+            if t < s.lo < hi:
                 hi = s.lo
-        out.append(Span(lo, hi, partition_name(lo)))
-        out.sort()
+        span = Span(lo, hi, partition_name(lo))
+        out.append(span)
+        have = sorted([*have, span])
     return out
 
 

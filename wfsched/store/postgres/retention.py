@@ -59,7 +59,7 @@ class PgRetention(PgConnections):
             async with self._conn() as conn:
                 existing = await parts.ensure(conn, instants, self.partition_seconds)
         except StoreError as exc:
-            log.warning("creating time partitions failed", extra={"error": str(exc)})
+            log.warning(f"creating time partitions failed: {exc}", extra={"error": str(exc)})
             return
         self._covered = parts.span_around(existing, utcnow())
 
