@@ -140,7 +140,10 @@ async def test_replicas_recording_the_same_keys_at_once_create_one_row_each(pg_u
 
         async def run(name: str, store: PostgresStore, order: list[str]) -> None:
             for i in range(0, len(order), 30):
-                batch = [event(now + timedelta(seconds=j % 3), key=k) for j, k in enumerate(order[i : i + 30])]
+                batch = [
+                    event(now + timedelta(seconds=j % 3), key=k)
+                    for j, k in enumerate(order[i : i + 30])
+                ]
                 results[name] += await store.record(batch)
 
         async with anyio.create_task_group() as tg:
