@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import anyio
 import pytest
 
 from wfsched.models import DispatchOutcome, NewEvent, new_execution_id, utcnow
