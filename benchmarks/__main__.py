@@ -8,7 +8,7 @@ import sys
 
 from benchmarks.harness import emit, table
 
-SUITES = ("cron", "dispatch", "ingress", "replicas")
+SUITES = ("cron", "dispatch", "ingress", "replicas", "scale")
 
 
 def main() -> int:

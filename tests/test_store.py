@@ -533,7 +533,7 @@ async def test_pg_replicas_starting_together_migrate_once(pg_url: str) -> None:
     try:
         async with stores[0]._conn() as conn:
             cur = await conn.execute("SELECT version FROM wfsched_schema_migrations")
-            assert await cur.fetchall() == [(1,)]
+            assert await cur.fetchall() == [(1,), (2,)]
         assert await stores[1].revision() == 0
     finally:
         for s in stores:

@@ -16,8 +16,9 @@ from wfsched.locks import LocalLocks, LockManager
 from wfsched.store import Store, Sync
 
 
-def open_store(url: str, *, sync: Sync = "full") -> Store:
-    """Return the store backend for ``store.url`` (not yet opened) with ``store.sync``."""
+def open_store(url: str, *, sync: Sync = "full", partition_seconds: float = 86400.0) -> Store:
+    """Return the store backend for ``store.url`` (not yet opened) with ``store.sync``;
+    ``partition_seconds`` (``history.partition_interval``) sizes PostgreSQL's time partitions."""
     if url.startswith("sqlite://"):
         from wfsched.store.sqlite import SqliteStore
 
@@ -25,7 +26,7 @@ def open_store(url: str, *, sync: Sync = "full") -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from wfsched.store.postgres import PostgresStore
 
-        return PostgresStore(url, sync=sync)
+        return PostgresStore(url, sync=sync, partition_seconds=partition_seconds)
     raise ConfigError(f"store.url {url!r}: use sqlite:///PATH or postgresql://…")
 
 
@@ -66,7 +67,11 @@ def make_sender(settings: Settings) -> Sender:
 async def connected(settings: Settings, *, exclusive: bool = False) -> AsyncIterator[Store]:
     """Open the configured store (for the CLI and the daemon); ``exclusive`` (the daemon)
     claims it first, which fails while another daemon serves a SQLite file."""
-    store = open_store(settings.store_url, sync=settings.get("store.sync"))
+    store = open_store(
+        settings.store_url,
+        sync=settings.get("store.sync"),
+        partition_seconds=settings.get("history.partition_interval"),
+    )
     if exclusive:
         store.lock_exclusive()
     try:

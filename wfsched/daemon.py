@@ -22,12 +22,14 @@ from wfsched.config import IPNetwork, Settings
 from wfsched.deployments import DeploymentService
 from wfsched.dispatch import Dispatcher
 from wfsched.errors import ConfigError, StoreError
-from wfsched.locks import LocalLocks, LockManager, replica_info
+from wfsched.locks import LocalLocks, LockError, LockManager, replica_info
 from wfsched.logs import register_secret
 from wfsched.manager import TriggerManager
+from wfsched.models import utcnow
 from wfsched.plugins import Registry
 from wfsched.recorder import GroupCommitRecorder
-from wfsched.store import ChangeFeed, Store
+from wfsched.store import ChangeFeed, Retention, Store
+from wfsched.store.retention import prune_all
 from wfsched.timer import Timer
 from wfsched.timer.shards import ShardKeeper
 
@@ -171,6 +173,42 @@ async def _periodic(store: Store, manager: TriggerManager) -> None:
             log.warning("periodic reconcile failed", extra={"error": str(exc)})
 
 
+PRUNE_LOCK = "history-prune"
+
+
+async def _prune_history(store: Store, locks: LockManager, settings: Settings) -> None:
+    """Every ``history.prune_interval``, one replica at a time (by lock) deletes the events
+    past retention in small steps (``prune_all``); the others wait their turn, then find
+    little left. Also keeps PostgreSQL's time partitions ready ahead, even with retention off.
+    """
+    interval = settings.get("history.prune_interval")
+    if not interval:
+        return
+    while True:
+        await anyio.sleep(interval)
+        retention = Retention.at(
+            utcnow(),
+            settings.get("history.retention"),
+            settings.get("history.failed_retention"),
+            exact=False,
+        )
+        started = anyio.current_time()
+        try:
+            with anyio.move_on_after(interval):
+                async with locks.hold(PRUNE_LOCK, ttl=max(15.0, interval)) as lease:
+                    deleted = await prune_all(store, retention, stop=lambda: lease.lost)
+                    if deleted:
+                        log.info(
+                            f"pruned {deleted} events past retention",
+                            extra={
+                                "status": "pruned",
+                                "duration_ms": round((anyio.current_time() - started) * 1000),
+                            },
+                        )
+        except (StoreError, LockError) as exc:
+            log.warning("pruning history failed; retrying", extra={"error": str(exc)})
+
+
 async def serve(
     settings: Settings,
     *,
@@ -261,6 +299,7 @@ async def serve(
                     tg.start_soon(keeper.run, name="timer-shards")
                 feed = store.changes()
                 tg.start_soon(_watch_changes, store, feed, manager, dispatcher, name="changes")
+                tg.start_soon(_prune_history, store, locks, settings, name="prune")
                 if feed.pushed:
                     tg.start_soon(_periodic, store, manager, name="periodic")
                 http_done = anyio.Event()

@@ -139,6 +139,9 @@ class DispatchOutcome:
     next_attempt_at: datetime | None = None
     dispatched_at: datetime | None = None
     """When the sender returned (dispatched only); unset: when the outcome is written."""
+    fired_at: datetime | None = None
+    """The event's ``fired_at``: lets a store partitioned by time find the row in one
+    partition; unset: the store looks it up by execution id alone."""
 
 
 def utcnow() -> datetime:

@@ -289,6 +289,7 @@ class Dispatcher:
                 status="dispatched",
                 error=event.last_error,
                 dispatched_at=self.clock(),
+                fired_at=event.fired_at,
             )
         elapsed = time.perf_counter() - started
         self._send_ewma += (elapsed - self._send_ewma) * 0.2
@@ -330,11 +331,14 @@ class Dispatcher:
                 status="pending",
                 error=str(exc),
                 next_attempt_at=self.clock() + timedelta(seconds=delay),
+                fired_at=event.fired_at,
             )
         error = str(exc)
         if exc.retry:
             error = f"gave up after {attempt} attempts: {error}"
-        return DispatchOutcome(execution_id=event.execution_id, status="failed", error=error)
+        return DispatchOutcome(
+            execution_id=event.execution_id, status="failed", error=error, fired_at=event.fired_at
+        )
 
     async def _finisher(self) -> None:
         """Write outcomes in batches: whatever arrived while the previous batch was written.

@@ -10,7 +10,8 @@ Exactly-once recording lives here: ``(workflow_id, dedupe_key)`` is unique.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from wfsched.models import (
@@ -65,6 +66,45 @@ class ChangeFeed(Protocol):
         so its wake-ups fall on the caller's beat; a pushed feed never calls it. Raises
         StoreError when the feed breaks (a lost connection): call ``watch`` again to resume.
         """
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """Which events may be deleted: dispatched ones fired before ``dispatched_before``,
+    failed ones fired before ``failed_before`` (None: kept forever); pending ones never.
+
+    An event fired exactly at a cutoff is kept: only an age strictly greater than the
+    retention deletes it. ``exact`` False (the daemon's periodic pruning) lets a store that
+    drops whole time partitions keep a row until its whole partition has expired, instead
+    of deleting rows one by one; True (``wfsched prune``) deletes every row past its cutoff.
+    """
+
+    dispatched_before: datetime | None
+    failed_before: datetime | None
+    exact: bool = True
+
+    @classmethod
+    def at(
+        cls, now: datetime, dispatched: float, failed: float, *, exact: bool = True
+    ) -> Retention:
+        """The cutoffs ``now`` for retentions in seconds (0: keep that status forever)."""
+        return cls(
+            now - timedelta(seconds=dispatched) if dispatched > 0 else None,
+            now - timedelta(seconds=failed) if failed > 0 else None,
+            exact,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.dispatched_before is not None or self.failed_before is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """One bounded step of pruning: events deleted, and whether work is left."""
+
+    deleted: int
+    more: bool
 
 
 class Store(Protocol):
@@ -185,3 +225,14 @@ class Store(Protocol):
 
     async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
         """Return the newest event of each trigger of a workflow."""
+
+    # retention ---------------------------------------------------------------------------
+    async def prune(self, retention: Retention, *, limit: int) -> Pruned:
+        """Delete at most about ``limit`` events past ``retention`` (and their dedupe keys)
+        in one short transaction, or do one bounded step of the backend's own housekeeping
+        (PostgreSQL: create time partitions ahead, drop an expired one); the caller loops
+        while ``more``. Never deletes a pending event. A crash between steps leaves the
+        store consistent: every step is one transaction."""
+
+    async def count_prunable(self, retention: Retention) -> int:
+        """How many events ``prune`` would delete with ``retention`` (for ``--dry-run``)."""

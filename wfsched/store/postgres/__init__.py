@@ -17,8 +17,10 @@ from __future__ import annotations
 import psycopg
 
 from wfsched.errors import StoreError
-from wfsched.store import ChangeFeed
+from wfsched.models import utcnow
+from wfsched.store import ChangeFeed, Sync
 from wfsched.store.common import migrations
+from wfsched.store.postgres import partitions
 from wfsched.store.postgres.changes import NotifyFeed
 from wfsched.store.postgres.connection import Conn
 from wfsched.store.postgres.deployments import PgDeployments
@@ -29,7 +31,16 @@ MIGRATION_LOCK = 0x7766_7363_6865_6401  # "wfsched" 01
 
 
 class PostgresStore(PgDeployments, PgEvents):
-    """Store on a PostgreSQL database, safe for several replicas."""
+    """Store on a PostgreSQL database, safe for several replicas.
+
+    ``partition_seconds``: the width of the events table's time partitions
+    (``history.partition_interval``; see ``partitions.py``)."""
+
+    def __init__(
+        self, url: str, *, sync: Sync = "full", partition_seconds: float = 86400.0
+    ) -> None:
+        super().__init__(url, sync=sync)
+        self._init_partitions(partition_seconds)
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -42,6 +53,7 @@ class PostgresStore(PgDeployments, PgEvents):
         finally:
             await conn.close()
         await self._open_pool()
+        await self._ensure_partitions(partitions.ahead(utcnow(), self.partition_seconds))
 
     async def _migrate(self, conn: Conn) -> None:
         async with conn.transaction():

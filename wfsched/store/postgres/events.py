@@ -19,7 +19,8 @@ from wfsched.store.common import (
     no_event,
     require_all,
 )
-from wfsched.store.postgres.connection import EVENTS_CHANNEL, PgConnections
+from wfsched.store.postgres.connection import EVENTS_CHANNEL, Conn
+from wfsched.store.postgres.retention import PgRetention
 from wfsched.store.postgres.rows import (
     event_from_row,
     opt_utc,
@@ -29,25 +30,34 @@ from wfsched.store.postgres.rows import (
     utc,
 )
 
-# One statement, one round trip: insert the batch, skip keys already recorded, and queue a
-# NOTIFY when at least one row was created unclaimed (the ``wake`` CTE is scanned only
-# through the UNION, and yields a row only if ``ins`` returned one; a claimed row is already
-# in its dispatcher's hands). Rows go in key order so two batches
-# with overlapping keys lock the unique index in the same order and cannot deadlock.
+# One statement, one round trip: claim each batch's dedupe keys in the unpartitioned
+# ``wfsched_event_keys`` (its primary key is the exactly-once guarantee: a unique index on the
+# partitioned events table would have to include ``fired_at``), insert the events whose key
+# was new, and queue a NOTIFY when at least one row was created unclaimed (the ``wake`` CTE is
+# scanned only through the UNION, and yields a row only if ``ins`` returned one; a claimed row
+# is already in its dispatcher's hands). Keys go in key order so two batches with overlapping
+# keys lock the unique index in the same order and cannot deadlock; a batch that meets a key
+# another one is inserting waits for it to commit, then skips the key.
 _RECORD_SQL = f"""
-WITH ins AS (
+WITH i AS MATERIALIZED (
+    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
+                         %b::timestamptz[], %b::timestamptz[], %b::jsonb[], %b::bool[])
+        AS i(execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,
+             scheduled_at, fired_at, payload, claimed)
+), k AS (
+    INSERT INTO wfsched_event_keys (workflow_id, dedupe_key, execution_id, fired_at)
+    SELECT workflow_id, dedupe_key, execution_id, fired_at FROM i
+    ORDER BY workflow_id, dedupe_key
+    ON CONFLICT (workflow_id, dedupe_key) DO NOTHING
+    RETURNING execution_id
+), ins AS (
     INSERT INTO wfsched_events (execution_id, workflow_id, trigger_id, trigger_type,
         dedupe_key, scheduled_at, fired_at, payload, status, next_attempt_at, claimed_by,
         claimed_until)
     SELECT i.execution_id, i.workflow_id, i.trigger_id, i.trigger_type, i.dedupe_key,
         i.scheduled_at, i.fired_at, i.payload, 'pending', i.fired_at,
         CASE WHEN i.claimed THEN %b::text END, CASE WHEN i.claimed THEN %b::timestamptz END
-    FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                %b::timestamptz[], %b::timestamptz[], %b::jsonb[], %b::bool[])
-        AS i(execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,
-             scheduled_at, fired_at, payload, claimed)
-    ORDER BY i.workflow_id, i.dedupe_key
-    ON CONFLICT (workflow_id, dedupe_key) DO NOTHING
+    FROM i JOIN k USING (execution_id)
     RETURNING execution_id, claimed_by
 ), wake AS (
     SELECT pg_notify('{EVENTS_CHANNEL}', '')
@@ -58,20 +68,32 @@ UNION ALL
 SELECT NULL FROM wake
 """
 
+_E_COLS = ", ".join(f"e.{c.strip()}" for c in EVENT_COLS.split(","))
+# Through the key: its fired_at lets PostgreSQL look in one partition only.
 _EXISTING_SQL = f"""
-SELECT {EVENT_COLS} FROM wfsched_events
-JOIN unnest(%s::text[], %s::text[]) AS k(wid, dkey)
-    ON workflow_id = k.wid AND dedupe_key = k.dkey
+SELECT {_E_COLS} FROM unnest(%s::text[], %s::text[]) AS q(wid, dkey)
+JOIN wfsched_event_keys k ON k.workflow_id = q.wid AND k.dedupe_key = q.dkey
+JOIN wfsched_events e ON e.execution_id = k.execution_id AND e.fired_at = k.fired_at
+"""
+
+# A key whose event is gone (pruned by a partition drop after the key pass saw it alive):
+# the fire may be recorded anew, as any delivery older than the retention may.
+_STALE_KEYS_SQL = """
+DELETE FROM wfsched_event_keys k USING unnest(%s::text[], %s::text[]) AS q(wid, dkey)
+WHERE k.workflow_id = q.wid AND k.dedupe_key = q.dkey AND NOT EXISTS (
+    SELECT 1 FROM wfsched_events e WHERE e.execution_id = k.execution_id
+        AND e.fired_at = k.fired_at)
 """
 
 # The inner SELECT picks due, unclaimed rows and locks them, skipping rows another replica
 # is claiming right now; after the lock PostgreSQL re-checks the WHERE against the newest
-# row version, so a claim that committed meanwhile is not taken twice.
+# row version, so a claim that committed meanwhile is not taken twice. ``fired_at`` goes with
+# the id so the UPDATE looks in the row's own time partition only.
 _CLAIM_SQL = f"""
 WITH claimed AS (
     UPDATE wfsched_events SET claimed_by = %(owner)s, claimed_until = %(until)s
-    WHERE execution_id IN (
-        SELECT execution_id FROM wfsched_events
+    WHERE (execution_id, fired_at) IN (
+        SELECT execution_id, fired_at FROM wfsched_events
         WHERE status = 'pending' AND next_attempt_at <= %(now)s
             AND (claimed_until IS NULL OR claimed_until < %(now)s)
         ORDER BY next_attempt_at
@@ -84,7 +106,18 @@ SELECT {EVENT_COLS} FROM claimed ORDER BY next_attempt_at, execution_id
 
 # One statement for the whole batch of outcomes (an UPDATE per outcome costs a round trip
 # each: 2,000 outcomes took 130 ms pipelined, against 25 ms as one statement).
+# With each event's fired_at the row is found in its own time partition; without it (an
+# outcome built by hand) in every partition's index.
 _FINISH_SQL = """
+UPDATE wfsched_events AS e SET status = o.status, attempts = e.attempts + 1,
+    last_error = o.last_error, next_attempt_at = o.next_attempt_at,
+    dispatched_at = o.dispatched_at, claimed_by = NULL, claimed_until = NULL
+FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::timestamptz[], %b::text[],
+            %b::timestamptz[])
+    AS o(status, last_error, next_attempt_at, dispatched_at, execution_id, fired_at)
+WHERE e.execution_id = o.execution_id AND e.fired_at = o.fired_at AND e.claimed_by = %b
+"""
+_FINISH_ANY_SQL = """
 UPDATE wfsched_events AS e SET status = o.status, attempts = e.attempts + 1,
     last_error = o.last_error, next_attempt_at = o.next_attempt_at,
     dispatched_at = o.dispatched_at, claimed_by = NULL, claimed_until = NULL
@@ -94,7 +127,7 @@ WHERE e.execution_id = o.execution_id AND e.claimed_by = %b
 """
 
 
-class PgEvents(PgConnections):
+class PgEvents(PgRetention):
     """Trigger events of the Store protocol: record, claim, finish, history, requeue."""
 
     async def record(
@@ -110,36 +143,23 @@ class PgEvents(PgConnections):
             if first.setdefault((e.workflow_id, e.dedupe_key), e) is e and i < limit:
                 claimed.add(e.execution_id)
         unique = list(first.values())
+        fired = [utc(e.fired_at) for e in unique]
+        if self._uncovered(fired):
+            await self._ensure_partitions(fired)
         async with self._conn() as conn:
-            cur = await conn.execute(
-                _RECORD_SQL,
-                (
-                    claim.owner if claim is not None else None,
-                    utc(claim.until) if claim is not None else None,
-                    [e.execution_id for e in unique],
-                    [e.workflow_id for e in unique],
-                    [e.trigger_id for e in unique],
-                    [e.trigger_type for e in unique],
-                    [e.dedupe_key for e in unique],
-                    [opt_utc(e.scheduled_at) for e in unique],
-                    [utc(e.fired_at) for e in unique],
-                    [to_json(e.payload) for e in unique],
-                    [e.execution_id in claimed for e in unique],
-                ),
-            )
-            created = {r[0] for r in await cur.fetchall() if r[0] is not None}
-            existing: dict[tuple[str, str], TriggerEvent] = {}
-            taken = [e for e in unique if e.execution_id not in created]
-            if taken:
-                # A separate statement: its snapshot sees rows that concurrent batches
-                # committed while the insert waited on them.
-                cur = await conn.execute(
-                    _EXISTING_SQL,
-                    ([e.workflow_id for e in taken], [e.dedupe_key for e in taken]),
+            created, existing = await self._insert(conn, unique, fired, claim, claimed)
+            stale = [e for e in unique if e.execution_id not in created]
+            stale = [e for e in stale if (e.workflow_id, e.dedupe_key) not in existing]
+            if stale:
+                await conn.execute(
+                    _STALE_KEYS_SQL,
+                    ([e.workflow_id for e in stale], [e.dedupe_key for e in stale]),
                 )
-                for row in await cur.fetchall():
-                    event = event_from_row(row)
-                    existing[(event.workflow_id, event.dedupe_key)] = event
+                again, found = await self._insert(
+                    conn, stale, [utc(e.fired_at) for e in stale], claim, claimed
+                )
+                created |= again
+                existing.update(found)
         out: list[tuple[TriggerEvent, bool]] = []
         for e in events:
             key = (e.workflow_id, e.dedupe_key)
@@ -151,12 +171,53 @@ class PgEvents(PgConnections):
                     out.append((stored_event(original), False))
             elif key in existing:
                 out.append((existing[key], False))
-            else:  # events are never deleted, so this means the insert failed oddly
+            else:  # neither a new key nor an event behind the old one, even after a retry
                 raise StoreError(
                     f"PostgreSQL {self.where}: event {e.workflow_id}/{e.dedupe_key} was neither"
                     " recorded nor found"
                 )
         return out
+
+    async def _insert(
+        self,
+        conn: Conn,
+        unique: Sequence[NewEvent],
+        fired: Sequence[datetime],
+        claim: Claim | None,
+        claimed: set[str],
+    ) -> tuple[set[str], dict[tuple[str, str], TriggerEvent]]:
+        """Insert events with new keys; return the ids created and the events found
+        behind the keys already taken."""
+        cur = await conn.execute(
+            _RECORD_SQL,
+            (
+                [e.execution_id for e in unique],
+                [e.workflow_id for e in unique],
+                [e.trigger_id for e in unique],
+                [e.trigger_type for e in unique],
+                [e.dedupe_key for e in unique],
+                [opt_utc(e.scheduled_at) for e in unique],
+                list(fired),
+                [to_json(e.payload) for e in unique],
+                [e.execution_id in claimed for e in unique],
+                claim.owner if claim is not None else None,
+                utc(claim.until) if claim is not None else None,
+            ),
+        )
+        created = {r[0] for r in await cur.fetchall() if r[0] is not None}
+        existing: dict[tuple[str, str], TriggerEvent] = {}
+        taken = [e for e in unique if e.execution_id not in created]
+        if taken:
+            # A separate statement: its snapshot sees rows that concurrent batches
+            # committed while the insert waited on them.
+            cur = await conn.execute(
+                _EXISTING_SQL,
+                ([e.workflow_id for e in taken], [e.dedupe_key for e in taken]),
+            )
+            for row in await cur.fetchall():
+                event = event_from_row(row)
+                existing[(event.workflow_id, event.dedupe_key)] = event
+        return created, existing
 
     async def claim(self, owner: str, limit: int, ttl: float, now: datetime) -> list[TriggerEvent]:
         params = {
@@ -173,10 +234,17 @@ class PgEvents(PgConnections):
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         if not outcomes:
             return
-        # finish_rows ends each row with the owner; here it is one parameter for the batch.
-        columns = list(zip(*finish_rows(owner, outcomes, opt_utc), strict=True))
+        located = [o for o in outcomes if o.fired_at is not None]
+        unlocated = [o for o in outcomes if o.fired_at is None]
         async with self._conn() as conn:
-            await conn.execute(_FINISH_SQL, [list(c) for c in columns[:5]] + [owner])
+            if located:
+                # finish_rows ends each row with the owner; here it is one parameter.
+                columns = list(zip(*finish_rows(owner, located, opt_utc), strict=True))
+                fired = [opt_utc(o.fired_at) for o in located]
+                await conn.execute(_FINISH_SQL, [list(c) for c in columns[:5]] + [fired, owner])
+            if unlocated:
+                columns = list(zip(*finish_rows(owner, unlocated, opt_utc), strict=True))
+                await conn.execute(_FINISH_ANY_SQL, [list(c) for c in columns[:5]] + [owner])
 
     async def next_due(self) -> datetime | None:
         async with self._conn() as conn:

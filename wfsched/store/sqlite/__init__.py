@@ -25,6 +25,7 @@ from wfsched.store.common import migrations
 from wfsched.store.sqlite.changes import FilePoll
 from wfsched.store.sqlite.deployments import SqliteDeployments
 from wfsched.store.sqlite.events import SqliteEvents
+from wfsched.store.sqlite.retention import SqliteRetention, enable_incremental_vacuum
 
 
 def path_from_url(url: str) -> Path:
@@ -35,7 +36,7 @@ def path_from_url(url: str) -> Path:
     return Path(rest)
 
 
-class SqliteStore(SqliteDeployments, SqliteEvents):
+class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention):
     """Store on one SQLite file."""
 
     def __init__(self, url: str, *, sync: Sync = "full") -> None:
@@ -48,6 +49,7 @@ class SqliteStore(SqliteDeployments, SqliteEvents):
         self._check_length()
         try:
             self._connect()
+            self._guarded(enable_incremental_vacuum, self.path)
             self._guarded(self._migrate)
         except sqlite3.Error as exc:  # a damaged file: "file is not a database", "malformed"
             raise self.unusable(exc) from exc

@@ -85,6 +85,9 @@ class SqliteConnection:
             )
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        # Before WAL mode writes the header of a new file: only a file without pages takes
+        # it without a VACUUM (see retention.enable_incremental_vacuum); a no-op otherwise.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         conn.execute("PRAGMA journal_mode=WAL")
         # In WAL mode FULL syncs the WAL at every commit (one fsync per group commit), so an
         # acknowledged event survives a power loss; NORMAL syncs only at checkpoints.

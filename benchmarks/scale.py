@@ -1,0 +1,229 @@
+"""Scale suite: the age of the event log. A constant 1,000 fires/s with a short retention.
+
+Workloads (each its own function; later rows of this suite add theirs beside them):
+
+* ``retention_plateau``: the real daemon (``wfsched serve``, engine mode, the dispatch
+  suite's stand-in engine and load-generating trigger) fires 1,000 events/s for several
+  retention periods, once with retention off and once with it on (same store kind, one
+  after the other). The store's size (SQLite: database + WAL; PostgreSQL: every events
+  partition and the key table) is sampled at each turnover; figures: size per turnover, the
+  ratio last / first plateau (1.0: flat), and fire-to-engine p50/p99 with pruning against
+  without (ratio > 1: pruning costs nothing). Fire-to-engine latency includes the group
+  commit every webhook also waits for.
+* ``prune_rate``: events deleted per second by ``wfsched prune --older-than`` on a store
+  seeded with old dispatched events, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.dispatch import Bench, _figures
+from benchmarks.harness import Row, compare
+
+SUITE = "scale"
+RATE = 1000
+PG_DSN = os.environ.get("WFSCHED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+class PgSchema:
+    """A fresh schema for one run, dropped afterwards."""
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.name = f"bench_{secrets.token_hex(4)}"
+        self.conn = psycopg.connect(PG_DSN, autocommit=True)
+        self.conn.execute(f"CREATE SCHEMA {self.name}")
+        sep = "&" if "?" in PG_DSN else "?"
+        self.url = f"{PG_DSN}{sep}options=-csearch_path%3D{self.name}"
+
+    def size(self) -> int:
+        row = self.conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = %s AND c.relkind = 'r' AND c.relname LIKE 'wfsched_event%%'",
+            (self.name,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.conn.execute(f"DROP SCHEMA {self.name} CASCADE")
+        self.conn.close()
+
+
+def _sqlite_size(workdir: Path) -> Callable[[], int]:
+    def size() -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            path = workdir / f"wfsched.db{suffix}"
+            total += path.stat().st_size if path.exists() else 0
+        return total
+
+    return size
+
+
+def _one_run(
+    kind: str, retention: float, seconds: float, env: dict[str, str]
+) -> tuple[dict[str, Any], list[int]]:
+    """Fire RATE/s for ``seconds``; sample the store size at every ``retention`` seconds."""
+    workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-scale-"))
+    schema = PgSchema() if kind == "postgres" else None
+    extra = dict(env)
+    if schema is not None:
+        extra["DATABASE_URL"] = schema.url
+    bench = Bench(workdir, extra)
+    size = schema.size if schema is not None else _sqlite_size(workdir)
+    result: dict[str, Any] = {}
+    count = int(RATE * seconds)
+    thread = threading.Thread(target=lambda: result.update(bench.wfsched(RATE, count, False)))
+    samples: list[int] = []
+    try:
+        thread.start()
+        began = time.monotonic()
+        while thread.is_alive():
+            thread.join(timeout=max(0.0, began + retention * (len(samples) + 1) - time.monotonic()))
+            if time.monotonic() - began <= seconds + 1:
+                samples.append(size())
+        return result, samples
+    finally:
+        bench.close()
+        if schema is not None:
+            schema.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def retention_plateau(kind: str, quick: bool) -> Iterator[Row]:
+    retention = 5.0 if quick else 20.0
+    seconds = 6 * retention
+    on = {
+        "WFSCHED_HISTORY_RETENTION": f"{retention:g}s",
+        "WFSCHED_HISTORY_FAILED_RETENTION": f"{retention:g}s",
+        "WFSCHED_HISTORY_PRUNE_INTERVAL": "1s" if quick else "2s",
+        "WFSCHED_HISTORY_PARTITION_INTERVAL": f"{retention / 2:g}s",
+    }
+    off = {"WFSCHED_HISTORY_RETENTION": "0", "WFSCHED_HISTORY_FAILED_RETENTION": "0"}
+    got_off, sizes_off = _one_run(kind, retention, seconds, off)
+    got_on, sizes_on = _one_run(kind, retention, seconds, on)
+    count = int(RATE * seconds)
+    fig_on, fig_off = _figures(got_on, count, False), _figures(got_off, count, False)
+    workload = f"1000 fires/s, {retention:g}s retention, {kind}"
+    for i, value in enumerate(sizes_on):
+        yield Row(SUITE, "wfsched", workload, count, f"size_turnover_{i + 1}", value / 1e6, "MB")
+    if len(sizes_on) >= 3:
+        plateau = sizes_on[1]  # after the first full retention period has passed
+        yield Row(
+            SUITE,
+            "wfsched",
+            workload,
+            count,
+            "size_last_over_first_plateau",
+            round(sizes_on[-1] / plateau, 3),
+            "x",
+        )
+    if sizes_off:
+        yield compare(
+            SUITE,
+            workload,
+            count,
+            "size_end",
+            "MB",
+            sizes_on[-1] / 1e6,
+            "retention off",
+            sizes_off[-1] / 1e6,
+            higher_is_better=False,
+        )
+    for metric, key in (("p50_latency", "p50_ms"), ("p99_latency", "p99_ms")):
+        yield compare(
+            SUITE,
+            workload,
+            count,
+            f"{metric}_pruning",
+            "ms",
+            fig_on[key],
+            "retention off",
+            fig_off[key],
+            higher_is_better=False,
+        )
+
+
+async def _seed_and_prune(url: str, n: int) -> float:
+    from wfsched.backends import open_store
+    from wfsched.models import NewEvent, new_execution_id, utcnow
+    from wfsched.store import Retention
+    from wfsched.store.retention import prune_all
+
+    store = open_store(url)
+    await store.open()
+    try:
+        old = utcnow() - timedelta(days=2)
+        for i in range(0, n, 5000):
+            await store.record(
+                [
+                    NewEvent(
+                        execution_id=new_execution_id(),
+                        workflow_id="wf",
+                        trigger_id="t",
+                        trigger_type="bench",
+                        dedupe_key=new_execution_id(),
+                        payload={"pad": "x" * 200},
+                        fired_at=old,
+                    )
+                    for _ in range(min(5000, n - i))
+                ]
+            )
+        claimed = await store.claim("bench", n, 600, utcnow())
+        from wfsched.models import DispatchOutcome
+
+        for i in range(0, len(claimed), 5000):
+            await store.finish(
+                "bench",
+                [
+                    DispatchOutcome(
+                        execution_id=e.execution_id, status="dispatched", fired_at=e.fired_at
+                    )
+                    for e in claimed[i : i + 5000]
+                ],
+            )
+        started = time.perf_counter()
+        deleted = await prune_all(store, Retention(utcnow() - timedelta(days=1), None), rest=False)
+        took = time.perf_counter() - started
+        return deleted / took
+    finally:
+        await store.close()
+
+
+def prune_rate(kind: str, quick: bool) -> Iterator[Row]:
+    import anyio
+
+    n = 20_000 if quick else 200_000
+    workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-prune-"))
+    schema = PgSchema() if kind == "postgres" else None
+    try:
+        url = schema.url if schema is not None else f"sqlite:///{workdir}/wfsched.db"
+        rate = anyio.run(_seed_and_prune, url, n)
+        yield Row(
+            SUITE, "wfsched", f"prune {kind} (row deletes)", n, "prune_rate", round(rate), "rows/s"
+        )
+    finally:
+        if schema is not None:
+            schema.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(quick: bool) -> Iterator[Row]:
+    sys.stderr.write(f"scale: load average before {os.getloadavg()[0]:.2f}\n")
+    for kind in ("sqlite", "postgres"):
+        yield from prune_rate(kind, quick)
+    for kind in ("sqlite",) if quick else ("sqlite", "postgres"):
+        yield from retention_plateau(kind, quick)
