@@ -6,7 +6,7 @@ Golden data lives in tests/fixtures/cron/:
 * ``jenkins_hash_vectors.json`` — parser bits for seed/expression pairs, computed on OpenJDK 17
   with Jenkins' ``Hash.from`` and ``BaseParser.doHash``/``doRange`` logic;
 * ``dst_2026.json`` — fire instants across 2026's transitions (plus Apia's skipped 2011-12-30),
-  produced by the brute-force reference below and checked by hand against the SPEC policy.
+  produced by the brute-force reference below and checked by hand against the documented DST policy.
 """
 
 from __future__ import annotations
@@ -395,7 +395,7 @@ def test_it_rejects_naive_datetimes() -> None:
 
 
 def test_it_fires_a_skipped_fixed_time_once_right_after_the_gap() -> None:
-    # SPEC §3: Europe/Berlin "30 2 * * *" on 2026-03-29 fires at 03:00 local = 01:00 UTC.
+    # DST policy: Europe/Berlin "30 2 * * *" on 2026-03-29 fires at 03:00 local = 01:00 UTC.
     schedule = CronSchedule("30 2 * * *", "Europe/Berlin", "seed")
     fires = _fires(schedule, datetime(2026, 3, 28, 12, tzinfo=UTC), 2)
     assert fires == [_utc("2026-03-29T01:00:00Z"), _utc("2026-03-30T00:30:00Z")]
@@ -408,7 +408,7 @@ def test_it_fires_a_repeated_fixed_time_once_on_its_first_occurrence() -> None:
 
 
 def test_it_fires_every_real_hour_through_a_fold() -> None:
-    # SPEC §3: Berlin "0 * * * *" on 2026-10-25 fires at 00:00Z and 01:00Z (both 02:00 local).
+    # DST policy: Berlin "0 * * * *" on 2026-10-25 fires at 00:00Z and 01:00Z (both 02:00 local).
     schedule = CronSchedule("0 * * * *", "Europe/Berlin", "seed")
     fires = _fires(schedule, datetime(2026, 10, 24, 23, 30, tzinfo=UTC), 3)
     assert fires == [_utc(f"2026-10-25T0{h}:00:00Z") for h in range(3)]
@@ -542,7 +542,7 @@ def _fires(schedule: CronSchedule, t: datetime, count: int) -> list[datetime]:
 
 
 # A brute-force oracle independent of croniter and of the window logic: walk every UTC minute,
-# match the wall-clock time, and apply the SPEC policy literally.
+# match the wall-clock time, and apply the documented policy literally.
 
 _MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")

@@ -26,7 +26,7 @@ from wfsched.web.ingress import INGRESS_METHODS, PREFIX
 from wfsched.web.openapi import document
 
 TOKEN = "schemathesis-token-0123456789"
-# SPEC section 5, as (method, path) pairs.
+# The documented HTTP routes, as (method, path) pairs.
 SPEC_ROUTES = {
     ("post", "/api/v1/deployment/workflows/{id}/deploy"),
     ("put", "/api/v1/deployment/workflows/{id}/deploy"),

@@ -1,4 +1,4 @@
-"""Trust boundaries (SPEC section 10): who may deploy what, who is a client, who fired.
+"""Trust boundaries: who may deploy what, who is a client, who fired.
 
 Every test runs against a real ``wfsched serve`` subprocess over real HTTP, and reads what
 the SQLite store holds afterwards.

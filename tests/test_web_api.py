@@ -1,4 +1,4 @@
-"""Every route of SPEC section 5 over real HTTP: statuses, shapes and management auth."""
+"""Every documented route over real HTTP: statuses, shapes and management auth."""
 
 from __future__ import annotations
 

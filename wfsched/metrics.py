@@ -1,4 +1,4 @@
-"""Prometheus metrics, one registry per process (SPEC section 7)."""
+"""Prometheus metrics, one registry per process (the names the README's metrics list gives)."""
 
 from __future__ import annotations
 

@@ -95,7 +95,7 @@ class Claim:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TriggerEvent:
-    """A recorded trigger event (SPEC section 6)."""
+    """A recorded trigger event: the row every fire makes, as history and the API show it."""
 
     execution_id: str
     workflow_id: str
@@ -112,7 +112,7 @@ class TriggerEvent:
     dispatched_at: datetime | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Render the event with the field names of SPEC section 6."""
+        """Render the event with its public field names (history, the API, dispatch)."""
         return {
             "execution_id": self.execution_id,
             "workflow_id": self.workflow_id,

@@ -4,7 +4,7 @@
 ``java.util.Random``), so a wfsched trigger and a Jenkins job with the same full name fire at the
 same minutes. Iteration matches wall-clock times in the schedule's IANA zone and returns UTC.
 
-DST policy (SPEC §3):
+DST policy (the README's "Cron and interval triggers"):
 
 * fixed-time schedules (hour field a number, list or range: no ``*`` and no step) fire once at
   the first instant after a spring-forward gap that swallowed their time, and once, at the first

@@ -20,7 +20,7 @@ from wfsched.triggers.email.reader import Reader
 
 
 class EmailTrigger(BaseTrigger):
-    """Watches one IMAP folder; see SPEC section 3 for the fields."""
+    """Watches one IMAP folder; its fields are checked by ``validate`` (see ``options``)."""
 
     type = "email"
     has_run = True

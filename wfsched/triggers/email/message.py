@@ -1,4 +1,4 @@
-"""One fetched message → the event payload of SPEC section 6, attachments included.
+"""One fetched message → the email event payload, attachments included.
 
 Parsing is lenient like every mail client, except where content would be lost or invented:
 a message without headers, a multipart body without its boundary, or base64 that cannot be

@@ -1,4 +1,4 @@
-"""Turning an inbound webhook request into the event payload of SPEC section 6.
+"""Turning an inbound webhook request into the event payload.
 
 The payload is ``{"method", "path", "query", "headers", "body", "body_encoding"}``:
 

@@ -1,6 +1,6 @@
 """Authentication of inbound webhook requests: config validation and request verification.
 
-Used by the built-in ``webhook`` trigger (the SPEC ``auth`` table) and the ``github`` trigger
+Used by the built-in ``webhook`` trigger (its ``auth`` table) and the ``github`` trigger
 (``X-Hub-Signature-256``). Two phases:
 
 * **deploy time**: :func:`parse_auth` validates the ``auth`` table into a :class:`WebhookAuth`
