@@ -339,7 +339,7 @@ class GitHubStandIn:
             return _gh_error(400, "Problems parsing JSON")
         ref, inputs = body.get("ref"), body.get("inputs") or {}
         if not isinstance(ref, str):
-            return _gh_error(422, "Invalid request.\n\n\"ref\" wasn't supplied.")
+            return _gh_error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
         if ref not in workflow.refs:
             return _gh_error(422, f"No ref found for: {ref}")
         if len(inputs) > 10:

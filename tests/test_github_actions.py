@@ -101,9 +101,7 @@ def test_deploy_refuses_a_bad_github_actions_table(
 
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(spec("bad", **dispatch)))
-    settings, registry = configure(
-        environ={"GITHUB_APP_ID": "1", "GITHUB_APP_PRIVATE_KEY": "pem"}
-    )
+    settings, registry = configure(environ={"GITHUB_APP_ID": "1", "GITHUB_APP_PRIVATE_KEY": "pem"})
     service = DeploymentService(store=None, registry=registry, settings=settings)  # type: ignore[arg-type]
     with pytest.raises(WfschedError) as err:
         service.load([path])
@@ -121,3 +119,15 @@ def test_deploy_refuses_github_actions_without_app_credentials(tmp_path: Path) -
     service = DeploymentService(store=None, registry=registry, settings=settings)  # type: ignore[arg-type]
     with pytest.raises(WfschedError, match="github.app_id"):
         service.load([path])
+
+
+def test_the_github_actions_example_deploys() -> None:
+    from wfsched.deployments import DeploymentService
+    from wfsched.plugins import configure
+
+    settings, registry = configure(environ={"GITHUB_APP_ID": "1", "GITHUB_APP_PRIVATE_KEY": "pem"})
+    service = DeploymentService(store=None, registry=registry, settings=settings)  # type: ignore[arg-type]
+    examples = Path(__file__).parent.parent / "examples" / "github-actions" / "workflows"
+    (nightly,) = service.load([examples])
+    assert nightly.dispatch is not None and nightly.dispatch["mode"] == "github-actions"
+    assert nightly.triggers[0].config["cron"].startswith("H ")

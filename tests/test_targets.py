@@ -7,8 +7,8 @@ errors naming the field, and the W3C traceparent continuing a webhook's own trac
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,9 @@ def engine() -> Iterator[EngineThread]:
 def received(engine: EngineThread, n: int) -> list[Received]:
     return list(
         wait_for(
-            lambda: (got := engine.call(lambda: list(engine.engine.received))) and len(got) >= n
-            and got,
+            lambda: (
+                (got := engine.call(lambda: list(engine.engine.received))) and len(got) >= n and got
+            ),
             20,
             message=f"{n} request(s) at the stand-in",
         )
@@ -97,8 +98,14 @@ def test_cloudevents_target_sends_binary_mode_events_with_every_attribute(
     assert data["execution_id"] == execution_id
     assert data["trigger"] == {"id": "hook", "type": "webhook"}
     assert data["payload"]["body"] == {"order": 42}
-    assert set(data) == {"execution_id", "workflow_id", "trigger", "scheduled_at", "fired_at",
-                         "payload"}
+    assert set(data) == {
+        "execution_id",
+        "workflow_id",
+        "trigger",
+        "scheduled_at",
+        "fired_at",
+        "payload",
+    }
     found = TRACEPARENT.match(headers["traceparent"])
     assert found is not None and found.group(1) == TRACE
     assert found.group(2) != "00f067aa0ba902b7", "each dispatch is a new span"
@@ -117,8 +124,10 @@ def test_a_workflows_dispatch_table_chooses_its_target(
         second = post_hook(d, "ce")
         got = received(engine, 2)
         wait_for(
-            lambda: {e["execution_id"]: e["status"] for e in d.cli_json("history")}
-            == {plain: "dispatched", first: "dispatched", second: "dispatched"},
+            lambda: (
+                {e["execution_id"]: e["status"] for e in d.cli_json("history")}
+                == {plain: "dispatched", first: "dispatched", second: "dispatched"}
+            ),
             15,
             message="all three dispatched",
         )

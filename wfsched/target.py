@@ -155,9 +155,7 @@ class DispatchTarget:
         """Check a workflow's ``[dispatch]`` fields (``mode`` removed) and return them
         normalised; raise :class:`~wfsched.SpecError` with ``field`` set. Default: no fields."""
         if options:
-            raise SpecError(
-                f"the {cls.name} target takes no fields", field=sorted(options)[0]
-            )
+            raise SpecError(f"the {cls.name} target takes no fields", field=min(options))
         return {}
 
     @classmethod

@@ -6,9 +6,8 @@ attempt sends ``traceparent: 00-<trace id>-<new span id>-<flags>``, continuing t
 trace when it had a valid one; otherwise the trace id is derived from the execution id, so
 every attempt of one event (and a redelivery) is in one trace.
 
-OpenTelemetry spans (receive, record, dispatch) are made only when ``opentelemetry-sdk`` is
-installed (``wfsched[otel]``) and a tracer provider is configured: see :mod:`wfsched.otel`.
-Without them nothing here imports OpenTelemetry.
+No OpenTelemetry SDK is involved: the header is made here, at the cost of one hash and eight
+random bytes per attempt.
 """
 
 from __future__ import annotations
@@ -26,7 +25,8 @@ _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 CURRENT: ContextVar[tuple[str, str] | None] = ContextVar("wfsched_traceparent", default=None)
-"""(execution id, traceparent) of the dispatch under way, set when a span was opened for it."""
+"""(execution id, traceparent) of the dispatch under way, for whoever opens a span for it
+(a span exporter, later): :func:`traceparent` then names that span."""
 
 
 def parse_traceparent(value: object) -> tuple[str, str, str] | None:
