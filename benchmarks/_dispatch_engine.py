@@ -51,11 +51,14 @@ async def app(
     request_body = await read_body(receive)
     arrived = time.time()
     parts = scope["path"].split("/")
-    if scope["method"] == "POST" and len(parts) == 5 and parts[4] == "execute":
+    execute = len(parts) == 5 and parts[4] == "execute"
+    # /ce/{workflow}: a CloudEvents sink (cloudevents target), the same body and key.
+    cloudevent = len(parts) == 3 and parts[1] == "ce"
+    if scope["method"] == "POST" and (execute or cloudevent):
         doc = json.loads(request_body)
         payload = doc["payload"]
         if not payload.get("warmup"):
-            got = STATS.setdefault(parts[3], Received())
+            got = STATS.setdefault(parts[3] if execute else parts[2], Received())
             got.count += 1
             got.keys.add(dict(scope["headers"]).get(b"idempotency-key", b"").decode())
             got.latencies.append(arrived - payload["t"])

@@ -12,7 +12,8 @@ Systems (each a child process on core 0; the engine on core 1; runs alternate A 
 
 The engine (``_dispatch_engine``, raw ASGI on uvicorn) takes the latency as its arrival
 time minus the fire instant in the payload (one host clock). Workloads: open-loop 1, 100
-and 1,000 fires/s (p50 and p99), and a 10,000-event burst (time until the last arrives).
+and 1,000 fires/s (p50 and p99), a 10,000-event burst (time until the last arrives), and
+1,000 fires/s through the ``cloudevents`` target (a workflow's ``[dispatch]`` table).
 Every event fired must arrive exactly once (distinct Idempotency-Keys == fired).
 """
 
@@ -130,15 +131,20 @@ class Bench:
         _wait(lambda: self.stats(workflow)["count"] >= count, timeout, f"{count} at {workflow}")
         return self.stats(workflow)
 
-    def wfsched(self, rate: float, count: int, burst: bool) -> dict[str, Any]:
+    def wfsched(
+        self, rate: float, count: int, burst: bool, target: str = "engine"
+    ) -> dict[str, Any]:
         self.runs += 1
         workflow = f"bench-{self.runs}"
         # Deployed over the management API: the daemon starts the trigger at once, and the
         # trigger's run ends after its last fire (nothing to undeploy).
-        spec = {
+        spec: dict[str, Any] = {
             "id": workflow,
             "triggers": [{"type": "loadgen", "rate": rate, "count": count, "burst": burst}],
         }
+        if target == "cloudevents":
+            # The workflow's own [dispatch] table: binary-mode CloudEvents to the sink route.
+            spec["dispatch"] = {"mode": "cloudevents", "url": f"{self.engine_url}/ce/{workflow}"}
         cpu = self._daemon_cpu()
         _get(
             f"http://127.0.0.1:{self.port}/api/v1/deployment/workflows/{workflow}/deploy",
@@ -211,25 +217,28 @@ def _figures(got: dict[str, Any], count: int, burst: bool) -> dict[str, float]:
 
 def run(quick: bool) -> Iterator[Row]:
     """Measure each workload on both systems, alternating (A B, then B A in full runs)."""
-    workloads: list[tuple[str, float, int, bool]] = [
-        ("1 fire/s", 1, 5 if quick else 30, False),
-        ("100 fires/s", 100, 200 if quick else 2000, False),
-        ("1000 fires/s", 1000, 1500 if quick else 10000, False),
-        ("10k burst", 10000, 10000, True),
+    workloads: list[tuple[str, float, int, bool, str]] = [
+        ("1 fire/s", 1, 5 if quick else 30, False, "engine"),
+        ("100 fires/s", 100, 200 if quick else 2000, False, "engine"),
+        ("1000 fires/s", 1000, 1500 if quick else 10000, False, "engine"),
+        ("10k burst", 10000, 10000, True, "engine"),
+        # The same path with the cloudevents target (ce-* headers, same body).
+        ("1000 fires/s cloudevents", 1000, 1500 if quick else 10000, False, "cloudevents"),
     ]
     runs = 1 if quick else 2
     workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-dispatch-"))
     sys.stderr.write(f"dispatch: load average before {os.getloadavg()[0]:.2f}\n")
     bench = Bench(workdir)
     try:
-        for name, rate, count, burst in workloads:
+        for name, rate, count, burst, target in workloads:
             ours: list[dict[str, float]] = []
             floor: list[dict[str, float]] = []
             for i in range(runs):
                 order = ("wfsched", FLOOR) if i % 2 == 0 else (FLOOR, "wfsched")
                 for system in order:
                     if system == "wfsched":
-                        ours.append(_figures(bench.wfsched(rate, count, burst), count, burst))
+                        got = bench.wfsched(rate, count, burst, target)
+                        ours.append(_figures(got, count, burst))
                     else:
                         floor.append(_figures(bench.floor(rate, count, burst), count, burst))
             metrics = (

@@ -41,6 +41,8 @@ class Received:
     body: Any
     headers: dict[str, str]
     at: float
+    raw: bytes = b""
+    """The body as sent."""
 
 
 Responder = Callable[[Received, int], Reply]
@@ -48,7 +50,8 @@ Responder = Callable[[Received, int], Reply]
 
 
 class Engine:
-    """An aiohttp app serving ``POST /…/v1/workflows/{id}/execute`` under any path prefix."""
+    """An aiohttp app serving ``POST /…/v1/workflows/{id}/execute`` under any path prefix, and
+    ``POST /sink…`` as a CloudEvents sink."""
 
     def __init__(self) -> None:
         self.received: list[Received] = []
@@ -81,11 +84,12 @@ class Engine:
             body = raw.decode("utf-8", "replace")
         got = Received(
             path=request.path,
-            workflow_id=request.match_info["workflow_id"],
+            workflow_id=request.match_info.get("workflow_id", ""),
             key=request.headers.get("Idempotency-Key"),
             body=body,
             headers=dict(request.headers),
             at=time.time(),
+            raw=raw,
         )
         self.received.append(got)
         key = got.key or ""
@@ -132,6 +136,8 @@ class Engine:
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(r"/{prefix:.*}v1/workflows/{workflow_id}/execute", self._execute)
+        # Any POST under /sink: a CloudEvents sink (one URL for every workflow).
+        app.router.add_post(r"/sink{tail:.*}", self._execute)
         app.router.add_route("*", "/{tail:.*}", self._other)
         return app
 

@@ -7,6 +7,10 @@ API (Starlette, served by uvicorn in a thread on a free loopback port):
   ``POST /app/hook/deliveries/{id}/attempts`` (redelivers: re-sends the stored signed delivery)
 - ``GET /repos/{o}/{r}/pulls/{n}``, ``…/files``, ``…/commits`` (page pagination via ``Link``),
   ``GET /repos/{o}/{r}/commits/{sha}``, ``GET /repos/{o}/{r}/compare/{base}...{head}``
+- ``GET /repos/{o}/{r}/installation`` (App JWT; ``installations`` maps repositories to ids)
+- ``POST /repos/{o}/{r}/actions/workflows/{workflow}/dispatches`` (installation token of that
+  repository; ``workflows`` declares each workflow's inputs and refs, 422 as GitHub words it;
+  accepted ones are kept in ``dispatches``)
 
 Sender: :meth:`GitHubStandIn.deliver` signs a body and POSTs it to ``target_url`` with GitHub's
 headers, recording the attempt as GitHub would (``status``/``status_code``; connection failures
@@ -56,6 +60,24 @@ class Scripted:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+
+
+@dataclass
+class ActionsWorkflow:
+    """A workflow with a ``workflow_dispatch`` trigger: its declared inputs and known refs."""
+
+    inputs: tuple[str, ...] = ()
+    refs: tuple[str, ...] = ("main",)
+
+
+@dataclass
+class Dispatched:
+    """One accepted ``workflow_dispatch`` call."""
+
+    repository: str
+    workflow: str
+    body: dict[str, Any]
+    headers: dict[str, str]
 
 
 @dataclass
@@ -144,6 +166,9 @@ class GitHubStandIn:
         self.attempts: list[dict[str, Any]] = []
         self.payloads: dict[str, tuple[str, bytes]] = {}
         self.redeliver_requests: list[int] = []
+        self.installations: dict[str, int] = {}
+        self.workflows: dict[tuple[str, str], ActionsWorkflow] = {}
+        self.dispatches: list[Dispatched] = []
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
@@ -288,6 +313,46 @@ class GitHubStandIn:
             }
         )
 
+    async def installation(self, request: Request) -> Response:
+        if (early := await self._gate(request)) or (early := self._app_auth(request)):
+            return early
+        repo = f"{request.path_params['owner']}/{request.path_params['repo']}"
+        found = self.installations.get(repo)
+        if found is None:
+            return _gh_error(404, "Not Found")
+        return JSONResponse({"id": found, "app_id": int(self.app_id), "target_type": "User"})
+
+    async def workflow_dispatch(self, request: Request) -> Response:
+        if (early := await self._gate(request)) or (early := self._installation_auth(request)):
+            return early
+        repo = f"{request.path_params['owner']}/{request.path_params['repo']}"
+        header = request.headers.get("authorization", "")
+        installation = self.tokens[header.split(" ", 1)[1]][0]
+        if self.installations.get(repo) != installation:
+            return _gh_error(404, "Not Found")  # a token of another installation
+        workflow = self.workflows.get((repo, request.path_params["workflow"]))
+        if workflow is None:
+            return _gh_error(404, "Not Found")
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _gh_error(400, "Problems parsing JSON")
+        ref, inputs = body.get("ref"), body.get("inputs") or {}
+        if not isinstance(ref, str):
+            return _gh_error(422, 'Invalid request.\n\n"ref" wasn\'t supplied.')
+        if ref not in workflow.refs:
+            return _gh_error(422, f"No ref found for: {ref}")
+        if len(inputs) > 10:
+            return _gh_error(422, "you may only define up to 10 `inputs` for a `workflow_dispatch`")
+        unexpected = sorted(set(inputs) - set(workflow.inputs))
+        if unexpected:
+            return _gh_error(422, f"Unexpected inputs provided: {json.dumps(unexpected)}")
+        with self._lock:
+            self.dispatches.append(
+                Dispatched(repo, request.path_params["workflow"], body, dict(request.headers))
+            )
+        return Response(status_code=204)
+
     async def deliveries(self, request: Request) -> Response:
         if (early := await self._gate(request)) or (early := self._app_auth(request)):
             return early
@@ -342,6 +407,12 @@ class GitHubStandIn:
             Route(repo + "/pulls/{number:int}/commits", self.pull_commits, methods=["GET"]),
             Route(repo + "/commits/{sha}", self.commit, methods=["GET"]),
             Route(repo + "/compare/{basehead}", self.compare, methods=["GET"]),
+            Route(repo + "/installation", self.installation, methods=["GET"]),
+            Route(
+                repo + "/actions/workflows/{workflow}/dispatches",
+                self.workflow_dispatch,
+                methods=["POST"],
+            ),
         ]
         return Starlette(routes=[Mount(self.prefix, routes=routes)] if self.prefix else routes)
 

@@ -153,4 +153,15 @@ def test_an_unreachable_store_exits_1(tmp_path: Path) -> None:
 
 def test_plugins_lists_builtins_with_their_source(cli: Daemon) -> None:
     rows = cli.cli_json("plugins")
-    assert {"type": "manual", "source": "builtin", "module": "wfsched.triggers.manual"} in rows
+    manual = {"type": "manual", "source": "builtin", "module": "wfsched.triggers.manual"}
+    assert {**manual, "kind": "trigger"} in rows
+    targets = {r["type"] for r in rows if r["kind"] == "dispatch-target"}
+    assert {"log", "engine", "notify", "cloudevents", "github-actions"} <= targets
+    for row in rows:
+        if row["type"] in ("log", "engine", "notify", "cloudevents"):
+            assert row == {
+                "type": row["type"],
+                "kind": "dispatch-target",
+                "source": "builtin",
+                "module": "wfsched.dispatch.targets",
+            }

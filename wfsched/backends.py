@@ -1,4 +1,5 @@
-"""The one place that names concrete backends: stores, lock managers and dispatch senders.
+"""The one place that names concrete backends: stores, lock managers; dispatch senders come
+from the registry of dispatch targets.
 
 Everything else works against the protocols (``Store``, ``LockManager``, ``Sender``), so a
 backend is chosen here, by URL or mode, and imported only when it is used.
@@ -7,13 +8,18 @@ backend is chosen here, by URL or mode, and imported only when it is used.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
 
 from wfsched.config import Settings
-from wfsched.dispatch import LogSender, Sender
-from wfsched.errors import ConfigError
+from wfsched.dispatch import DispatchError, Sender
+from wfsched.dispatch.router import Choice, TargetRouter
+from wfsched.errors import ConfigError, NotFound, SpecError
 from wfsched.locks import LocalLocks, LockManager
+from wfsched.plugins import Registry
+from wfsched.spec import parse_dispatch
 from wfsched.store import Store, Sync
+from wfsched.target import TargetContext
 
 
 def open_store(url: str, *, sync: Sync = "full", partition_seconds: float = 86400.0) -> Store:
@@ -39,28 +45,47 @@ def open_locks(url: str) -> LockManager:
     return RedisLocks(url)
 
 
-def make_sender(settings: Settings) -> Sender:
-    """Return the Sender for ``dispatch.mode``."""
-    mode = settings.get("dispatch.mode")
+def make_sender(
+    settings: Settings,
+    registry: Registry,
+    *,
+    store: Store | None = None,
+    revision: Callable[[], int] = lambda: 0,
+) -> Sender:
+    """The dispatcher's Sender: ``dispatch.mode``'s target, or a workflow's own ``[dispatch]``
+    choice read from ``store`` (kept until ``revision``, the deployments', moves)."""
     timeout = min(settings.get("dispatch.timeout"), settings.get("dispatch.claim_ttl") * 0.8)
-    if mode == "engine":
-        from wfsched.dispatch.engine import EngineSender
+    ctx = TargetContext(
+        settings.sections, timeout=timeout, max_connections=settings.get("scheduler.max_workers")
+    )
 
-        return EngineSender(
-            settings.get("dispatch.engine_url"),
-            timeout=timeout,
-            max_connections=settings.get("scheduler.max_workers"),
-        )
-    if mode == "notify":
-        from wfsched.dispatch.notify import NotifySender
+    def open_target(mode: str, options: Mapping[str, Any]) -> Sender:
+        target = registry.target(mode)
+        target.check_settings(settings.sections, options)
+        return target.open(ctx, options)
 
-        return NotifySender(
-            settings.secret("notify.smtp_url"),
-            sender=settings.get("notify.from"),
-            recipients=settings.get("notify.to"),
-            timeout=timeout,
-        )
-    return LogSender()
+    async def lookup(workflow_id: str) -> Choice | None:
+        if store is None:
+            return None
+        try:
+            deployment = await store.get_deployment(workflow_id)
+        except NotFound:
+            return None  # undeployed since it fired: the default target
+        try:
+            choice = parse_dispatch(deployment.document.get("dispatch"), registry)
+        except SpecError as exc:
+            raise DispatchError(f"workflow {workflow_id}: {exc}", retry=True) from None
+        if choice is None:
+            return None
+        return choice["mode"], {k: v for k, v in choice.items() if k != "mode"}
+
+    return TargetRouter(
+        (settings.get("dispatch.mode"), {}),
+        open_target=open_target,
+        lookup=lookup,
+        revision=revision,
+        timeout=timeout,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -509,15 +509,21 @@ def cron(
 
 @app.command()
 def plugins(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
-    """Trigger types with their source (built-in, entry point, plugins dir)."""
+    """Trigger types and dispatch targets with their source (built-in, entry point, plugins dir)."""
     registry = configured(config).registry
-    rows = [{"type": t.type, "source": t.source, "module": t.module} for t in registry.all()]
+    rows = [
+        {"type": t.type, "kind": "trigger", "source": t.source, "module": t.module}
+        for t in registry.all()
+    ] + [
+        {"type": t.name, "kind": "dispatch-target", "source": t.source, "module": t.module}
+        for t in registry.targets()
+    ]
     if json_:
         emit_json(rows)
         return
-    table = Table("type", "source", "module")
+    table = Table("type", "kind", "source", "module")
     for r in rows:
-        table.add_row(r["type"], r["source"], r["module"])
+        table.add_row(r["type"], r["kind"], r["source"], r["module"])
     out.print(table)
 
 

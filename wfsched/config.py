@@ -94,8 +94,9 @@ SETTINGS: tuple[Setting, ...] = (
         "mode",
         "WFSCHED_DISPATCH_MODE",
         "log",
-        "choice:log,engine,notify",
-        "where fired events go",
+        "str",
+        "where fired events go: a dispatch target (log, engine, notify, cloudevents, "
+        "github-actions or a plugin's)",
     ),
     Setting(
         "dispatch",
@@ -104,6 +105,14 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "str",
         "workflow engine base URL (engine mode)",
+    ),
+    Setting(
+        "dispatch",
+        "cloudevents_url",
+        "WFSCHED_CLOUDEVENTS_URL",
+        "",
+        "str",
+        "CloudEvents sink URL (cloudevents mode)",
     ),
     Setting(
         "dispatch",
@@ -462,14 +471,7 @@ def _check(settings: Settings) -> None:
     locks = settings.locks_url
     if locks and not locks.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"locks.url = {locks!r}: use redis://HOST:PORT/DB or leave it empty")
-    if settings.get("dispatch.mode") == "engine" and not settings.get("dispatch.engine_url"):
-        raise ConfigError(
-            "dispatch.mode = 'engine' needs dispatch.engine_url (WORKFLOW_ENGINE_URL)"
-        )
-    if settings.get("dispatch.mode") == "notify":
-        for key in ("notify.smtp_url", "notify.to"):
-            if not settings.get(key):
-                raise ConfigError(f"dispatch.mode = 'notify' needs {key}")
+    # dispatch.mode names a target, which checks its own settings: plugins.configure.
     if settings.get("dispatch.max_attempts") < 1:
         raise ConfigError("dispatch.max_attempts must be at least 1")
     if settings.get("dispatch.retry_base") > settings.get("dispatch.retry_max"):

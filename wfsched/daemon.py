@@ -238,7 +238,8 @@ async def serve(
         locks = open_locks(settings.locks_url)
         dispatcher = Dispatcher(
             store,
-            make_sender(settings),
+            # A workflow's own [dispatch] choice is kept until the deployments change.
+            make_sender(settings, registry, store=store, revision=lambda: manager.revision),
             max_workers=settings.get("scheduler.max_workers"),
             max_attempts=settings.get("dispatch.max_attempts"),
             retry_base=settings.get("dispatch.retry_base"),

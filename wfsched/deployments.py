@@ -18,7 +18,15 @@ import tomli_w
 from wfsched.config import Settings
 from wfsched.errors import Conflict, NotFound, SpecError, WfschedError
 from wfsched.manager import TriggerManager, build_trigger, invoke
-from wfsched.models import Deployment, EventStatus, TriggerEvent, TriggerSpec, iso, utcnow
+from wfsched.models import (
+    Deployment,
+    EventStatus,
+    TriggerEvent,
+    TriggerSpec,
+    WorkflowSpec,
+    iso,
+    utcnow,
+)
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
 from wfsched.secretrefs import is_reference
@@ -73,7 +81,25 @@ class DeploymentService:
     # deploy ------------------------------------------------------------------------------
     def load(self, paths: Iterable[str | Path]) -> list[Any]:
         """Validate spec files; raise InvalidSpecs naming every file and field at fault."""
-        return load_specs(paths, self.registry)
+        specs = load_specs(paths, self.registry)
+        errors = [e for e in map(self._dispatch_problem, specs) if e is not None]
+        if errors:
+            raise InvalidSpecs(errors)
+        return specs
+
+    def _dispatch_problem(self, spec: WorkflowSpec) -> SpecError | None:
+        """Why a workflow's own ``[dispatch]`` target cannot work with this configuration
+        (e.g. ``mode = "cloudevents"`` without a ``url`` nor dispatch.cloudevents_url)."""
+        if spec.dispatch is None:
+            return None
+        options = {k: v for k, v in spec.dispatch.items() if k != "mode"}
+        try:
+            self.registry.target(spec.dispatch["mode"]).check_settings(
+                self.settings.sections, options
+            )
+        except WfschedError as exc:
+            return SpecError(str(exc), field="dispatch.mode", source=spec.source or None)
+        return None
 
     def parse_document(
         self, document: Any, *, source: str = "request body", from_api: bool = False
@@ -91,6 +117,9 @@ class DeploymentService:
             raise InvalidSpecs([exc]) from None
         if from_api:
             refuse_host_secrets(spec, self.registry, source=source)
+        problem = self._dispatch_problem(spec)
+        if problem is not None:
+            raise InvalidSpecs([problem.located(source=source)])
         return spec
 
     def warnings(self, specs: Sequence[Any]) -> list[str]:

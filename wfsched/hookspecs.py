@@ -2,7 +2,7 @@
 
 A plugin is a module or object with functions marked ``@wfsched.hookimpl``. Built-in trigger
 types use this same door, through the ``wfsched`` entry-point group, settings sections
-included: the core names none of them.
+included: the core names none of them; so do the built-in dispatch targets.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pluggy
 
 from wfsched.sections import Setting
+from wfsched.target import DispatchTarget
 from wfsched.trigger import BaseTrigger
 
 hookspec = pluggy.HookspecMarker("wfsched")
@@ -27,6 +28,19 @@ def register_trigger_types(register: Callable[[type[BaseTrigger]], None]) -> Non
         @hookimpl
         def register_trigger_types(register):
             register(FileTrigger)
+    """
+
+
+@hookspec
+def register_dispatch_targets(register: Callable[[type[DispatchTarget]], None]) -> None:
+    """Register dispatch targets by calling ``register`` with each :class:`DispatchTarget`
+    subclass; ``dispatch.mode`` or a workflow's ``[dispatch] mode`` names one.
+
+    Example::
+
+        @hookimpl
+        def register_dispatch_targets(register):
+            register(JsonlFileTarget)
     """
 
 

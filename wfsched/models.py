@@ -38,6 +38,9 @@ class WorkflowSpec:
     document: Mapping[str, Any]
     spec_hash: str
     source: str = ""
+    dispatch: Mapping[str, Any] | None = None
+    """The workflow's own ``[dispatch]`` table, validated by its target (``mode`` + fields);
+    None: the default target, ``dispatch.mode``."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -27,6 +27,7 @@ from wfsched import hookspecs
 from wfsched.config import CORE_SECTION_NAMES, SETTINGS, Settings, convert, read_config
 from wfsched.errors import ConfigError, SpecError, WfschedError
 from wfsched.sections import Setting, declaration_problem
+from wfsched.target import DispatchTarget
 from wfsched.trigger import BaseTrigger
 
 Source = Literal["builtin", "entry-point", "plugins-dir"]
@@ -43,12 +44,23 @@ class TriggerType:
     module: str
 
 
+@dataclass(frozen=True, slots=True)
+class TargetType:
+    """A registered dispatch target and where it came from."""
+
+    name: str
+    cls: builtins.type[DispatchTarget]
+    source: Source
+    module: str
+
+
 class Registry:
-    """Trigger types by name and the plugins' settings; a trigger type, a settings section or
-    an environment variable claimed twice is an error naming both plugins."""
+    """Trigger types and dispatch targets by name and the plugins' settings; a name, a
+    settings section or an environment variable claimed twice is an error naming both plugins."""
 
     def __init__(self) -> None:
         self._types: dict[str, TriggerType] = {}
+        self._targets: dict[str, TargetType] = {}
         self._settings: dict[str, tuple[Setting, str]] = {}
         self._section_owner: dict[str, str] = {}
         self._env_owner: dict[str, str] = {s.env: "wfsched (core)" for s in SETTINGS}
@@ -84,6 +96,35 @@ class Registry:
     def all(self) -> list[TriggerType]:
         """Return every registered type, sorted by name."""
         return [self._types[k] for k in sorted(self._types)]
+
+    def add_target(self, cls: type[DispatchTarget], source: Source, module: str) -> None:
+        """Register one dispatch target class."""
+        if not (isinstance(cls, type) and issubclass(cls, DispatchTarget)):
+            raise WfschedError(f"plugin {module} registered {cls!r}, which is not a DispatchTarget")
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not name:
+            raise WfschedError(f"plugin {module}: target class {cls.__name__} has no `name`")
+        if name in self._targets:
+            first = self._targets[name]
+            raise WfschedError(
+                f"dispatch target {name!r} is registered twice: by {first.module}"
+                f" ({first.source}) and by {module} ({source})"
+            )
+        self._targets[name] = TargetType(name, cls, source, module)
+
+    def target(self, name: str) -> type[DispatchTarget]:
+        """Return the class of a dispatch target, or raise SpecError listing the known ones."""
+        try:
+            return self._targets[name].cls
+        except KeyError:
+            known = ", ".join(sorted(self._targets)) or "none"
+            raise SpecError(
+                f"unknown dispatch target {name!r} (known: {known})", field="mode"
+            ) from None
+
+    def targets(self) -> list[TargetType]:
+        """Return every registered dispatch target, sorted by name."""
+        return [self._targets[k] for k in sorted(self._targets)]
 
     def add_setting(self, setting: Setting, module: str) -> None:
         """Register one key of a plugin's settings section (``register_settings``)."""
@@ -220,6 +261,15 @@ def load_registry(
                 registry.add(cls, _s, _m)
 
             types_hook(register=register)
+        targets_hook = getattr(plugin, "register_dispatch_targets", None)
+        if targets_hook is not None:
+
+            def register_target(
+                cls: type[DispatchTarget], _s: Source = source, _m: str = module_name
+            ) -> None:
+                registry.add_target(cls, _s, _m)
+
+            targets_hook(register=register_target)
         settings_hook = getattr(plugin, "register_settings", None)
         if settings_hook is not None:
 
@@ -252,4 +302,17 @@ def configure(
     """
     source = read_config(explicit, environ=environ)
     registry = load_registry(source.core().get("plugins.dir"), blocked=blocked)
-    return Configured(source.settings(registry.settings), registry)
+    settings = source.settings(registry.settings)
+    check_dispatch_mode(settings, registry)
+    return Configured(settings, registry)
+
+
+def check_dispatch_mode(settings: Settings, registry: Registry) -> None:
+    """ConfigError unless ``dispatch.mode`` names a registered target whose settings work."""
+    mode = settings.get("dispatch.mode")
+    try:
+        target = registry.target(mode)
+    except SpecError as exc:
+        origin = f"{settings.path}: " if settings.path else ""
+        raise ConfigError(f"{origin}dispatch.mode = {mode!r}: {exc.message}") from None
+    target.check_settings(settings.sections, {})

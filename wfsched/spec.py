@@ -14,14 +14,17 @@ from typing import Any, Protocol
 from wfsched.errors import SpecError, WfschedError
 from wfsched.fields import Fields
 from wfsched.models import COMMON_TRIGGER_FIELDS, TriggerSpec, WorkflowSpec
+from wfsched.target import DispatchTarget
 from wfsched.trigger import BaseTrigger
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-WORKFLOW_FIELDS = frozenset({"id", "name", "description", "triggers"})
+WORKFLOW_FIELDS = frozenset({"id", "name", "description", "triggers", "dispatch"})
 
 
 class TypeLookup(Protocol):
     def get(self, name: str) -> type[BaseTrigger]: ...
+
+    def target(self, name: str) -> type[DispatchTarget]: ...
 
 
 class InvalidSpecs(WfschedError):
@@ -118,10 +121,29 @@ def _parse(document: Mapping[str, Any], types: TypeLookup, source: str) -> Workf
         id=workflow_id,
         name=name,
         triggers=tuple(triggers),
+        dispatch=parse_dispatch(document.get("dispatch"), types),
         document=dict(document),
         spec_hash=spec_hash(document),
         source=source,
     )
+
+
+def parse_dispatch(table: Any, types: TypeLookup) -> dict[str, Any] | None:
+    """Validate a workflow's ``[dispatch]`` table with its target: ``{"mode", **fields}``
+    normalised, or None without one. Errors name ``dispatch.<field>``."""
+    if table is None:
+        return None
+    if not isinstance(table, Mapping):
+        raise SpecError("must be a table ([dispatch])", field="dispatch")
+    mode = table.get("mode")
+    if not isinstance(mode, str) or not mode:
+        raise SpecError("is required in a [dispatch] table", field="dispatch.mode")
+    try:
+        target = types.target(mode)
+        options = target.validate({k: v for k, v in table.items() if k != "mode"})
+    except SpecError as exc:
+        raise exc.located(prefix="dispatch") from None
+    return {"mode": mode, **options}
 
 
 def _parse_trigger(table: Mapping[str, Any], types: TypeLookup, seen: set[str]) -> TriggerSpec:

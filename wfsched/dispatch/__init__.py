@@ -14,59 +14,18 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
 
 import anyio
 from anyio.abc import TaskGroup
 
 from wfsched.metrics import DISPATCH_ATTEMPTS, DISPATCH_DURATION, event_counter
-from wfsched.models import Claim, DispatchOutcome, TriggerEvent, iso, utcnow
+from wfsched.models import Claim, DispatchOutcome, TriggerEvent, utcnow
 from wfsched.store import Store
+from wfsched.target import DispatchError, Sender, event_document
+
+__all__ = ["DispatchError", "Dispatcher", "LogSender", "Sender", "backoff", "event_document"]
 
 log = logging.getLogger("wfsched.dispatch")
-
-
-class DispatchError(Exception):
-    """A failed attempt. ``retry`` says whether another attempt may succeed; ``retry_after``
-    is the delay the receiver asked for; ``code`` its status code (HTTP or SMTP), if any."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry: bool,
-        retry_after: float | None = None,
-        code: int | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.retry = retry
-        self.retry_after = retry_after
-        self.code = code
-
-
-def event_document(event: TriggerEvent) -> dict[str, Any]:
-    """The event as dispatched (SPEC section 6): the engine's POST body, the notify JSON."""
-    return {
-        "execution_id": event.execution_id,
-        "workflow_id": event.workflow_id,
-        "trigger": {"id": event.trigger_id, "type": event.trigger_type},
-        "scheduled_at": iso(event.scheduled_at),
-        "fired_at": iso(event.fired_at),
-        "payload": dict(event.payload),
-    }
-
-
-class Sender(Protocol):
-    """Delivers one event; raises DispatchError on failure."""
-
-    mode: str
-    timeout: float
-    """Seconds one ``send`` may take at most (0 when it does not wait on anything); the
-    dispatcher keeps that much of a claim's lease for it."""
-
-    async def send(self, event: TriggerEvent) -> None: ...
-
-    async def aclose(self) -> None: ...
 
 
 class LogSender:

@@ -9,8 +9,6 @@ the target, so an engine that moved is noticed instead of silently chased.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from urllib.parse import quote
 
 import aiohttp
@@ -22,46 +20,29 @@ from wfsched.errors import ConfigError
 from wfsched.jsontext import dumpb
 from wfsched.logs import register_secret
 from wfsched.models import TriggerEvent
+from wfsched.target import RETRYABLE, http_failure, parse_retry_after
+from wfsched.tracing import traceparent
 
-RETRYABLE = frozenset({408, 429})
-"""4xx statuses that say "try again later"; every 5xx is retried too."""
-BODY_SNIPPET = 200
-"""Characters of an error response body quoted in ``last_error``."""
+__all__ = ["RETRYABLE", "EngineSender", "classify", "execute_url", "parse_retry_after"]
+
 KEEPALIVE_SECONDS = 4.0
 """Idle pooled connections are closed before common server keep-alive limits (uvicorn and
 Node close after 5 s), so a request rarely meets a connection the server is closing."""
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delay-seconds or an HTTP date)."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def parse_engine_url(engine_url: str) -> tuple[URL, str | None, str]:
+def parse_engine_url(
+    engine_url: str, setting: str = "dispatch.engine_url"
+) -> tuple[URL, str | None, str]:
     """Return the base URL without credentials, a Basic auth header (or None) and a display
-    form safe to log. Raises ConfigError on anything but an absolute http(s) URL."""
+    form safe to log. Raises ConfigError naming ``setting`` on anything but an absolute
+    http(s) URL."""
     try:
         url = URL(engine_url.strip())
     except (ValueError, TypeError):
-        raise ConfigError("dispatch.engine_url is not a URL") from None
+        raise ConfigError(f"{setting} is not a URL") from None
     if url.scheme not in ("http", "https") or not url.host:
         shown = url.with_user(None).with_password(None) if url.host else "the value"
-        raise ConfigError(
-            f"dispatch.engine_url: use http://HOST[:PORT][/PATH] or https://…, not {shown}"
-        )
+        raise ConfigError(f"{setting}: use http://HOST[:PORT][/PATH] or https://…, not {shown}")
     auth = None
     if url.user is not None:
         password = url.password or ""
@@ -77,11 +58,6 @@ def execute_url(base: URL, workflow_id: str) -> URL:
     return base.with_path(path, encoded=True).with_query(base.query)
 
 
-def _snippet(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= BODY_SNIPPET else flat[:BODY_SNIPPET] + "…"
-
-
 def classify(
     status: int,
     reason: str,
@@ -89,35 +65,40 @@ def classify(
     *,
     retry_after: float | None = None,
     location: str | None = None,
+    who: str = "engine",
+    setting: str = "dispatch.engine_url",
 ) -> DispatchError | None:
     """Map an engine response to None (delivered) or the DispatchError to raise."""
     if 200 <= status < 300:
         return None
-    what = f"engine answered {status} {reason}".rstrip()
+    what = f"{who} answered {status} {reason}".rstrip()
     if 300 <= status < 400:
         target = f" to {location}" if location else ""
         return DispatchError(
-            f"{what}: redirect{target} not followed; point dispatch.engine_url"
-            " at the final address",
+            f"{what}: redirect{target} not followed; point {setting} at the final address",
             retry=False,
             code=status,
         )
-    detail = f": {_snippet(body)}" if body.strip() else ""
-    retry = status in RETRYABLE or status >= 500
-    return DispatchError(
-        what + detail, retry=retry, retry_after=retry_after if retry else None, code=status
-    )
+    return http_failure(who, status, reason, body, retry_after=retry_after)
 
 
 class EngineSender:
-    """Delivers events to ``POST {engine_url}/v1/workflows/{id}/execute``."""
+    """Delivers events to ``POST {engine_url}/v1/workflows/{id}/execute``.
+
+    Every request carries ``Idempotency-Key`` and a W3C ``traceparent`` (wfsched.tracing).
+    Subclasses (cloudevents) change where and with which headers through ``_request``.
+    """
 
     mode = "engine"
+    who = "engine"
+    """How the receiver is named in errors."""
+    setting = "dispatch.engine_url"
+    """The setting (or spec field) its URL came from, named in errors."""
 
     def __init__(
         self, engine_url: str, *, timeout: float = 30.0, max_connections: int = 10
     ) -> None:
-        self.base, self._auth, self.display_url = parse_engine_url(engine_url)
+        self.base, self._auth, self.display_url = parse_engine_url(engine_url, self.setting)
         self.timeout = timeout
         self.max_connections = max(1, max_connections)
         self._session: aiohttp.ClientSession | None = None
@@ -146,12 +127,7 @@ class EngineSender:
         """POST the event once; raise DispatchError unless the engine answered 2xx."""
         session = self._session or self._open()
         body = dumpb(event_document(event))
-        url = self._urls.get(event.workflow_id)
-        if url is None:
-            if len(self._urls) > 10_000:
-                self._urls.clear()
-            url = self._urls[event.workflow_id] = execute_url(self.base, event.workflow_id)
-        headers = {"Idempotency-Key": event.execution_id}
+        url, headers = self._request(event)
         started = time.monotonic()
         try:
             try:
@@ -168,14 +144,24 @@ class EngineSender:
                 )
         except TimeoutError:
             raise DispatchError(
-                f"engine at {self.display_url} did not answer within {self.timeout:g}s", retry=True
+                f"{self.who} at {self.display_url} did not answer within {self.timeout:g}s",
+                retry=True,
             ) from None
         except aiohttp.ClientError as exc:
             raise DispatchError(
-                f"cannot reach engine at {self.display_url}: {_describe(exc)}", retry=True
+                f"cannot reach {self.who} at {self.display_url}: {_describe(exc)}", retry=True
             ) from None
         if error is not None:
             raise error
+
+    def _request(self, event: TriggerEvent) -> tuple[URL, dict[str, str]]:
+        """Where to POST ``event`` and its per-request headers."""
+        url = self._urls.get(event.workflow_id)
+        if url is None:
+            if len(self._urls) > 10_000:
+                self._urls.clear()
+            url = self._urls[event.workflow_id] = execute_url(self.base, event.workflow_id)
+        return url, {"Idempotency-Key": event.execution_id, "traceparent": traceparent(event)}
 
     async def _post(
         self,
@@ -198,6 +184,8 @@ class EngineSender:
                 text,
                 retry_after=parse_retry_after(resp.headers.get("Retry-After")),
                 location=resp.headers.get("Location"),
+                who=self.who,
+                setting=self.setting,
             )
 
     async def aclose(self) -> None:

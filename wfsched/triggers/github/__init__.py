@@ -21,6 +21,7 @@ import anyio
 
 from wfsched import (
     BaseTrigger,
+    DispatchTarget,
     Inbound,
     Outbound,
     Setting,
@@ -144,3 +145,11 @@ def register_trigger_types(register: Callable[[type[BaseTrigger]], None]) -> Non
 def register_settings(register: Callable[[Setting], None]) -> None:
     for setting in section.SETTINGS:
         register(setting)
+
+
+@hookimpl
+def register_dispatch_targets(register: Callable[[type[DispatchTarget]], None]) -> None:
+    # The github-actions target shares this plugin's App client and [github] section.
+    from wfsched.triggers.github.actions import GitHubActionsTarget
+
+    register(GitHubActionsTarget)

@@ -178,10 +178,23 @@ class GitHubApp:
         installation_id: int | None = None,
         params: Mapping[str, Any] | None = None,
         max_wait: float = 0.0,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """Call the API as the App (JWT) or as an installation; retry once after a 401."""
+        """Call the API as the App (JWT) or as an installation; retry once after a 401.
+
+        ``json``: a request body; ``headers``: extra headers (e.g. ``traceparent``)."""
         if installation_id is None:
-            return await self._send(http, method, url, auth=None, params=params, max_wait=max_wait)
+            return await self._send(
+                http,
+                method,
+                url,
+                auth=None,
+                params=params,
+                max_wait=max_wait,
+                json=json,
+                headers=headers,
+            )
         for attempt in (1, 2):
             token = await self.installation_token(http, installation_id, max_wait=max_wait)
             try:
@@ -193,6 +206,8 @@ class GitHubApp:
                     params=params,
                     max_wait=max_wait,
                     gate=f"installation:{installation_id}",
+                    json=json,
+                    headers=headers,
                 )
             except GitHubError as exc:
                 # A revoked or rotated token: get a fresh one once.
@@ -211,6 +226,8 @@ class GitHubApp:
         params: Mapping[str, Any] | None = None,
         max_wait: float,
         gate: str = "app",
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         for _ in range(3):
             wait = self._blocked_until.get(gate, 0.0) - self.clock()
@@ -220,7 +237,8 @@ class GitHubApp:
                         f"GitHub rate limit: next call allowed in {math.ceil(wait)} s", wait
                     )
                 await anyio.sleep(wait)
-            headers = {
+            sent = {
+                **(headers or {}),
                 "Accept": "application/vnd.github+json",
                 "User-Agent": USER_AGENT,
                 "X-GitHub-Api-Version": API_VERSION,
@@ -231,7 +249,9 @@ class GitHubApp:
                 # Pagination links come from the answer: never send credentials elsewhere.
                 raise GitHubError(f"{method}: refusing a URL outside {self.api_url}")
             try:
-                response = await http.request(method, target, headers=headers, params=params)
+                response = await http.request(
+                    method, target, headers=sent, params=params, json=json
+                )
             except httpx.HTTPError as exc:
                 raise GitHubError(f"{method} {url}: {type(exc).__name__}") from None
             delay = _retry_after(response, self.clock())

@@ -9,6 +9,9 @@ none, by the SHA-256 of its body.
 Payload: ``url``, ``status``, ``etag``, ``last_modified``, ``content_type``, ``sha256`` and
 ``body`` (the text, when it is at most ``max_body_bytes``; JSON bodies parsed).
 
+It also brings a dispatch target, ``jsonl-file`` (:mod:`wfsched_http_poll.jsonl`), registered
+with the ``register_dispatch_targets`` hook.
+
 Its own config section, ``[http_poll]``, is declared with the ``register_settings`` hook: wfsched
 validates it when it loads the config, reads ``WFSCHED_HTTP_POLL_USER_AGENT`` over it and writes
 it into ``wfsched init``'s file.
@@ -26,6 +29,7 @@ import anyio
 
 from wfsched import (
     BaseTrigger,
+    DispatchTarget,
     Fields,
     FireRequest,
     FireResult,
@@ -189,3 +193,11 @@ def register_trigger_types(register: Callable[[type[BaseTrigger]], None]) -> Non
 def register_settings(register: Callable[[Setting], None]) -> None:
     for setting in SETTINGS:
         register(setting)
+
+
+@hookimpl
+def register_dispatch_targets(register: Callable[[type[DispatchTarget]], None]) -> None:
+    # A plugin may bring dispatch targets too: jsonl-file appends events to a file.
+    from wfsched_http_poll.jsonl import JsonlFileTarget
+
+    register(JsonlFileTarget)

@@ -1,0 +1,142 @@
+"""The built-in dispatch targets ``log``, ``engine``, ``notify`` and ``cloudevents``.
+
+Registered through the project's own ``[project.entry-points.wfsched]`` table, like the
+built-in trigger types and like any third-party target. Each reads its own settings (engine:
+``dispatch.engine_url``, cloudevents: ``dispatch.cloudevents_url``, notify: ``[notify]``) and
+says what a workflow's ``[dispatch]`` table may hold (engine and cloudevents: ``url``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from wfsched.dispatch import LogSender
+from wfsched.errors import ConfigError, SpecError
+from wfsched.fields import Fields
+from wfsched.hookspecs import hookimpl
+from wfsched.secretrefs import resolve_secret
+from wfsched.target import DispatchTarget, Sender, TargetContext, require
+
+
+class LogTarget(DispatchTarget):
+    """``log``: the event counts as dispatched; the dispatcher's log line is its record."""
+
+    name = "log"
+
+    @classmethod
+    def open(cls, ctx: TargetContext, options: Mapping[str, Any]) -> Sender:
+        return LogSender()
+
+
+def _url_option(options: Mapping[str, Any], setting: str) -> dict[str, Any]:
+    """Validate the ``url`` field a workflow may give engine and cloudevents targets."""
+    from wfsched.dispatch.engine import parse_engine_url
+
+    fields = Fields(options, allowed={"url"})
+    url = fields.str("url", "")
+    if not url:
+        return {}
+    try:
+        parse_engine_url(url, setting)
+    except ConfigError as exc:
+        raise SpecError(str(exc).removeprefix(f"{setting}: "), field="url") from None
+    return {"url": url}
+
+
+class EngineTarget(DispatchTarget):
+    """``engine``: POST the event to ``{url}/v1/workflows/{id}/execute`` (SPEC section 6)."""
+
+    name = "engine"
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        return _url_option(options, "dispatch.url")
+
+    @classmethod
+    def check_settings(
+        cls, settings: Mapping[str, Mapping[str, Any]], options: Mapping[str, Any]
+    ) -> None:
+        from wfsched.dispatch.engine import parse_engine_url
+
+        if not options.get("url"):
+            require(settings, "dispatch.engine_url", "WORKFLOW_ENGINE_URL", cls.name)
+            parse_engine_url(settings["dispatch"]["engine_url"])
+
+    @classmethod
+    def open(cls, ctx: TargetContext, options: Mapping[str, Any]) -> Sender:
+        from wfsched.dispatch.engine import EngineSender
+
+        url = options.get("url") or ctx.section("dispatch")["engine_url"]
+        return EngineSender(url, timeout=ctx.timeout, max_connections=ctx.max_connections)
+
+
+class CloudEventsTarget(DispatchTarget):
+    """``cloudevents``: the event as a binary-mode CloudEvent (SPEC section 15)."""
+
+    name = "cloudevents"
+
+    @classmethod
+    def validate(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        return _url_option(options, "dispatch.url")
+
+    @classmethod
+    def check_settings(
+        cls, settings: Mapping[str, Mapping[str, Any]], options: Mapping[str, Any]
+    ) -> None:
+        from wfsched.dispatch.engine import parse_engine_url
+
+        if not options.get("url"):
+            require(settings, "dispatch.cloudevents_url", "WFSCHED_CLOUDEVENTS_URL", cls.name)
+            parse_engine_url(settings["dispatch"]["cloudevents_url"], "dispatch.cloudevents_url")
+
+    @classmethod
+    def open(cls, ctx: TargetContext, options: Mapping[str, Any]) -> Sender:
+        from wfsched.dispatch.cloudevents import CloudEventsSender
+
+        url = options.get("url")
+        setting = "[dispatch] url" if url else "dispatch.cloudevents_url"
+        return CloudEventsSender(
+            url or ctx.section("dispatch")["cloudevents_url"],
+            setting=setting,
+            timeout=ctx.timeout,
+            max_connections=ctx.max_connections,
+        )
+
+
+class NotifyTarget(DispatchTarget):
+    """``notify``: one email per event to ``notify.to`` through ``notify.smtp_url``."""
+
+    name = "notify"
+
+    @classmethod
+    def check_settings(
+        cls, settings: Mapping[str, Mapping[str, Any]], options: Mapping[str, Any]
+    ) -> None:
+        require(settings, "notify.smtp_url", "WFSCHED_SMTP_URL", cls.name)
+        require(settings, "notify.to", "WFSCHED_NOTIFY_TO", cls.name)
+
+    @classmethod
+    def open(cls, ctx: TargetContext, options: Mapping[str, Any]) -> Sender:
+        from wfsched.dispatch.notify import NotifySender
+
+        notify = ctx.section("notify")
+        try:
+            smtp_url = resolve_secret(notify["smtp_url"]) if notify["smtp_url"] else ""
+        except SpecError as exc:
+            raise ConfigError(f"notify.smtp_url: {exc.message}") from None
+        return NotifySender(
+            smtp_url,
+            sender=notify["from"],
+            recipients=notify["to"],
+            timeout=ctx.timeout,
+        )
+
+
+BUILTIN = (LogTarget, EngineTarget, NotifyTarget, CloudEventsTarget)
+
+
+@hookimpl
+def register_dispatch_targets(register: Callable[[type[DispatchTarget]], None]) -> None:
+    for target in BUILTIN:
+        register(target)
