@@ -27,7 +27,10 @@ from wfsched.web.services import services_of
 PREFIX = "/api/v1/public/webhook/workflow/"
 INGRESS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _JSON_TYPE = (b"content-type", b"application/json")
-_NO_PARAMS: dict[str, Any] = {}
+# Prebuilt answers of ``matches``, which runs on every request (no path parameters: the
+# handler takes the id from the path itself).
+_FULL: tuple[Match, Scope] = (Match.FULL, {})
+_NONE: tuple[Match, Scope] = (Match.NONE, {})
 
 
 class WorkflowWebhookRoute(BaseRoute):
@@ -48,8 +51,8 @@ class WorkflowWebhookRoute(BaseRoute):
         if scope["type"] == "http":
             path: str = scope["path"]
             if path.startswith(PREFIX) and len(path) > len(PREFIX):
-                return Match.FULL, _NO_PARAMS
-        return Match.NONE, _NO_PARAMS
+                return _FULL
+        return _NONE
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
         raise NoMatchFound(name, path_params)

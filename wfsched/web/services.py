@@ -25,6 +25,11 @@ class WebServices:
 
 
 def services_of(app: Any) -> WebServices:
-    """The services ``create_app`` stored on ``app`` (``request.app``, or ``scope["app"]``)."""
-    services: WebServices = app.state.services
+    """The services ``create_app`` gave ``app`` (``request.app``, or ``scope["app"]``).
+
+    An attribute of the app rather than of ``app.state``: the webhook route reads it on every
+    request, and ``State`` finds its keys through ``__getattr__``, after a failed lookup that
+    costs a microsecond.
+    """
+    services: WebServices = app.services
     return services
