@@ -1,10 +1,10 @@
 """The HTTP application: the one routes table, and ``create_app`` serving it.
 
 Handlers are module-level functions (:mod:`wfsched.web.management`, :mod:`wfsched.web.public`,
-:mod:`wfsched.web.ingress`) that find the daemon's services on ``request.app.state``. The table
-says how each is answered: ``public`` and ``managed`` (behind the management API's access
-rule) refuse repeated single headers and turn whatever a handler raises into a JSON error;
-``shared_ingress`` also counts its answers as webhook requests.
+:mod:`wfsched.web.ingress`) that find the daemon's services on the app
+(:func:`wfsched.web.services.services_of`). The table also says how each is answered:
+``public``, ``management`` (behind the management API's access rule, :mod:`wfsched.web.access`)
+or ``shared_ingress``.
 """
 
 from __future__ import annotations
@@ -35,23 +35,26 @@ __all__ = [
 
 
 def public(handler: Handler) -> Handler:
+    """A public route: repeated single headers refused, every failure a JSON error."""
     return answering(handler)
 
 
 def management(handler: Handler) -> Handler:
+    """A management route: a public one behind the management API's access rule."""
     return answering(managed(handler))
 
 
 def shared_ingress(handler: Handler) -> Handler:
+    """A public webhook route: its answers also count in ``wfsched_webhook_requests_total``."""
     return answering(handler, counted=True)
 
 
 def routes() -> list[BaseRoute]:
     """Every route the daemon serves, in match order.
 
-    The per-workflow webhook route comes first: it is the hot path, and matching it is one
-    prefix test. ``webhooks/status`` precedes ``webhooks/{name}``, which answers it 405 for
-    any method but GET.
+    The per-workflow webhook route comes first: it is the hot path, matched by one prefix
+    test (and :class:`Edge` tries it before anything else). ``webhooks/status`` precedes
+    ``webhooks/{name}``, which answers it 405 for any method but GET.
     """
     return [
         WorkflowWebhookRoute(),
@@ -89,6 +92,9 @@ class Edge(Starlette):
     The table's per-workflow webhook route is tried before Starlette's middleware and routing
     loop: it answers every failure itself, and skipping them saves about a quarter of the web
     layer's own cost per webhook. Every other request takes Starlette's way through the table.
+
+    Handlers find ``services`` on the app (:func:`wfsched.web.services.services_of`), the
+    management access rule and the store's write check on ``app.state``.
     """
 
     def __init__(self, routes: list[BaseRoute], services: WebServices) -> None:
@@ -109,7 +115,7 @@ class Edge(Starlette):
             await super().__call__(scope, receive, send)
 
 
-def create_app(services: WebServices) -> Starlette:
+def create_app(services: WebServices) -> Edge:
     """Build the HTTP application serving :func:`routes` with ``services``.
 
     Management routes need the bearer token when one is set. Without one they serve loopback
