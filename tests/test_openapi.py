@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from tests.daemon_proc import Daemon, wait_for
 from wfsched.plugins import load_registry
-from wfsched.web.app import create_app
-from wfsched.web.ingress import INGRESS_METHODS, PREFIX
+from wfsched.web.app import create_app, routes
+from wfsched.web.ingress import INGRESS_METHODS, PREFIX, WorkflowWebhookRoute
 from wfsched.web.openapi import document
 
 TOKEN = "schemathesis-token-0123456789"
@@ -68,24 +68,26 @@ def test_it_is_a_valid_openapi_31_builtin_document() -> None:
 def test_it_documents_every_spec_route_and_every_app_route() -> None:
     doc = builtin_document()
     assert operations(doc) == SPEC_ROUTES
-    # Route enumeration only: no handler runs, so the services are placeholders.
-    services = SimpleNamespace(
-        api_token="",
-        bind_host="127.0.0.1",
-        deployments=None,
-        store=None,
-        settings=None,
-        manager=SimpleNamespace(ingress_trigger=None, ingress_after_miss=None),
-    )
-    app = create_app(services)  # type: ignore[arg-type]
     ingress = {m.lower() for m in INGRESS_METHODS}
     assert {m for m, p in operations(doc) if p == PREFIX + "{id}"} == ingress
-    for route in app.app.routes:
-        assert isinstance(route, Route)
+    # The one routes table, the hot per-workflow webhook route included, is what is documented.
+    served: set[tuple[str, str]] = set()
+    for route in routes():
+        assert isinstance(route, (Route, WorkflowWebhookRoute))
         path = route.path.replace("{name}", "github")
+        methods = {m.lower() for m in route.methods or ()} - {"head"}
         documented = {m for m, p in operations(doc) if p == path}
         assert documented, f"{route.path} is not documented"
-        assert documented <= {m.lower() for m in route.methods or ()}
+        assert documented <= methods
+        served |= {(m, path) for m in methods}
+    assert served == operations(doc)
+    # And it is the table the app routes by. No handler runs: the services are placeholders.
+    services = SimpleNamespace(
+        api_token="", bind_host="127.0.0.1", deployments=None, store=None, settings=None
+    )
+    app = create_app(services)  # type: ignore[arg-type]
+    table = [(type(r), getattr(r, "path", None)) for r in routes()]
+    assert [(type(r), getattr(r, "path", None)) for r in app.routes] == table
 
 
 def test_it_documents_errors_and_management_security() -> None:

@@ -526,6 +526,32 @@ def test_it_answers_400_for_bad_input_and_keeps_binary_bodies(daemon: Daemon) ->
     assert base64.b64decode(event["payload"]["body"]) == binary
 
 
+def webhook_answers(d: Daemon, status: int) -> float:
+    """``wfsched_webhook_requests_total`` for one status, from the daemon's /metrics."""
+    line = f'wfsched_webhook_requests_total{{code="{status}"}} '
+    found = [x for x in d.get("/metrics").text.splitlines() if x.startswith(line)]
+    return float(found[0][len(line) :]) if found else 0.0
+
+
+def test_nothing_else_lives_under_the_per_workflow_webhook_path(daemon: Daemon) -> None:
+    """An id with a slash, or none, is no route (404 JSON), never a redirect to a webhook,
+    and not counted as a webhook answer."""
+    before, recorded = webhook_answers(daemon, 404), len(sqlite_events(daemon, "open"))
+    for path in (HOOK + "open/", HOOK + "open/more", HOOK + "open//", HOOK):
+        for method in ("POST", "GET"):
+            r = daemon.request(method, path, content=b"{}" if method == "POST" else b"")
+            assert (r.status_code, r.json()) == (
+                404,
+                {"error": "not_found", "detail": f"no route {path}"},
+            ), (method, path)
+            assert "location" not in r.headers
+    assert webhook_answers(daemon, 404) == before
+    assert len(sqlite_events(daemon, "open")) == recorded
+    # The other routes keep Starlette's trailing-slash redirect.
+    r = daemon.get("/health/")
+    assert (r.status_code, r.headers["location"]) == (307, f"{daemon.url}/health")
+
+
 @pytest.mark.slow
 def test_it_answers_404_for_an_unknown_or_paused_workflow(daemon: Daemon) -> None:
     r = post(daemon, "nope", b"{}")

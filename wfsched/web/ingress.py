@@ -1,127 +1,68 @@
-"""The per-workflow webhook route as a raw ASGI handler, and the error mapping of every route.
+"""The per-workflow webhook route, ``{METHOD} /api/v1/public/webhook/workflow/{id}``: the hot path.
 
-``{METHOD} /api/v1/public/webhook/workflow/{id}`` is the hot path: it is served here, in
-front of the Starlette app, without Starlette's request objects, middleware and routing,
-which cost more per request than the whole of wfsched's own work (auth, event, commit).
-Behaviour is that of the other routes: the same checks in the same order and the same JSON
-errors; everything else goes to the Starlette app unchanged.
+It is a route of the app's one routes table, first in it, but served as raw ASGI: Starlette's
+request objects, endpoint wrapping and path regexes cost more per request than the whole of
+wfsched's own work (auth, event, commit). Behaviour is that of the other routes: the same
+checks in the same order (:mod:`wfsched.web.requests`) and the same JSON errors
+(:mod:`wfsched.web.errors`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import URL
+from starlette.routing import BaseRoute, Match, NoMatchFound
+from starlette.types import Receive, Scope, Send
 
-from wfsched.errors import AuthError, Conflict, NotFound, StoreError, Unavailable, WfschedError
+from wfsched.errors import NotFound
 from wfsched.jsontext import dumpb
-from wfsched.metrics import WEBHOOK_REQUESTS
-from wfsched.spec import InvalidSpecs
-from wfsched.trigger import BaseTrigger, Inbound
-from wfsched.web.requests import BODY_READ_TIMEOUT, SINGLE_HEADERS, HttpError
+from wfsched.trigger import Inbound
+from wfsched.web.errors import COUNTS, http_error_of, no_route
+from wfsched.web.requests import BODY_READ_TIMEOUT, HttpError, fold_headers, receive_body
+from wfsched.web.services import services_of
 
-log = logging.getLogger("wfsched.web")
 PREFIX = "/api/v1/public/webhook/workflow/"
 INGRESS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _JSON_TYPE = (b"content-type", b"application/json")
-RETRY_AFTER = "2"
-"""Seconds a sender is asked to wait while triggers start, stop or are replaced."""
+# Prebuilt answers of ``matches``, which runs on every request (no path parameters: the
+# handler takes the id from the path itself).
+_FULL: tuple[Match, Scope] = (Match.FULL, {})
+_NONE: tuple[Match, Scope] = (Match.NONE, {})
 
 
-def http_error_of(exc: Exception, *, path: str = "", method: str = "") -> HttpError:
-    """Map any exception raised while handling a request to the error answered for it."""
-    if isinstance(exc, HttpError):
-        return exc
-    if isinstance(exc, InvalidSpecs):
-        return HttpError(422, "invalid_spec", str(exc))
-    if isinstance(exc, AuthError):
-        return HttpError(401, "unauthorized", str(exc))
-    if isinstance(exc, NotFound):
-        return HttpError(404, "not_found", str(exc))
-    if isinstance(exc, Conflict):
-        if str(exc) == "confirmation_required":
-            return HttpError(
-                409,
-                "confirmation_required",
-                'this trigger requires confirmation: send {"confirm": true}',
-            )
-        return HttpError(409, "conflict", str(exc))
-    if isinstance(exc, StoreError):
-        log.warning("store unavailable", extra={"error": str(exc), "path": path})
-        return HttpError(
-            503,
-            "store_unavailable",
-            "the store is unreachable or did not commit in time; retry later (a repeat of a"
-            " delivery with the same id is deduplicated)",
-            {"Retry-After": "5"},
-        )
-    if isinstance(exc, Unavailable):
-        # Senders retry a 503 (GitHub's recovery asks for a redelivery); a 2xx would be final.
-        return HttpError(503, "unavailable", str(exc), {"Retry-After": RETRY_AFTER})
-    if isinstance(exc, WfschedError):
-        return HttpError(400, "bad_request", str(exc))
-    if isinstance(exc, ClientDisconnect):
-        return HttpError(400, "client_disconnected", "the client closed the connection mid-request")
-    # A bug: logged with its traceback, answered without it.
-    log.error(
-        "unexpected error handling a request", exc_info=exc, extra={"path": path, "method": method}
-    )
-    return HttpError(500, "internal_error", "unexpected server error; it has been logged")
+class WorkflowWebhookRoute(BaseRoute):
+    """The route of ``PREFIX + "{id}"``, for every method (a trigger allows its own).
 
+    It claims the whole ``PREFIX`` subtree, answering 404 for an id with a ``/`` in it, as no
+    other route lives there: the match is one prefix test, and Starlette's trailing-slash
+    redirect never sends ``…/{id}/`` to a webhook.
+    """
 
-class _Counts:
-    """``wfsched_webhook_requests_total`` children by status, looked up once each."""
+    path = PREFIX + "{id}"
+    methods = frozenset(INGRESS_METHODS)
 
-    def __init__(self) -> None:
-        self._children: dict[int, Any] = {}
-
-    def inc(self, status: int) -> None:
-        child = self._children.get(status)
-        if child is None:
-            child = self._children[status] = WEBHOOK_REQUESTS.labels(str(status))
-        child.inc()
-
-
-COUNTS = _Counts()
-
-
-class WorkflowIngress:
-    """ASGI app serving the per-workflow webhook route and passing every other request on."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        lookup: Callable[[str], BaseTrigger],
-        *,
-        miss: Callable[[str], Awaitable[BaseTrigger]] | None = None,
-        body_timeout: float = BODY_READ_TIMEOUT,
-    ) -> None:
-        """``lookup`` finds a running trigger or raises NotFound; only then is ``miss`` awaited,
-        to tell a workflow that is not deployed (NotFound: 404) from one whose trigger is not
-        running yet or any more (Unavailable: 503), or to return it once it runs."""
-        self.app = app
-        self.lookup = lookup
-        self.miss = miss or _not_found
+    def __init__(self, *, body_timeout: float = BODY_READ_TIMEOUT) -> None:
         self.body_timeout = body_timeout
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] == "http":
             path: str = scope["path"]
-            if (
-                path.startswith(PREFIX)
-                and len(path) > len(PREFIX)
-                and "/" not in path[len(PREFIX) :]
-            ):
-                await self._serve(scope, receive, send, path[len(PREFIX) :])
-                return
-        await self.app(scope, receive, send)
+            if path.startswith(PREFIX) and len(path) > len(PREFIX):
+                return _FULL
+        return _NONE
 
-    async def _serve(self, scope: Scope, receive: Receive, send: Send, workflow_id: str) -> None:
+    def url_path_for(self, name: str, /, **path_params: Any) -> Any:
+        raise NoMatchFound(name, path_params)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        workflow_id = scope["path"][len(PREFIX) :]
+        if "/" in workflow_id:
+            # Not counted as a webhook answer: no webhook route has this path.
+            await no_route(URL(scope=scope).path)(scope, receive, send)
+            return
         try:
             status, body, headers = await self._handle(scope, receive, workflow_id)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
@@ -141,76 +82,51 @@ class WorkflowIngress:
     async def _handle(
         self, scope: Scope, receive: Receive, workflow_id: str
     ) -> tuple[int, Any, Mapping[str, str]]:
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        headers: dict[str, str] = {}
-        for key, value in raw:
-            if key in headers:
-                if key.encode("latin-1") in SINGLE_HEADERS:
-                    raise HttpError(
-                        400, "bad_request", f"the {key} header is repeated; send it once"
-                    )
-                headers[key] = f"{headers[key]}, {value}"
-            else:
-                headers[key] = value
+        headers, raw = fold_headers(scope["headers"])
+        manager = services_of(scope["app"]).manager
         try:
-            trigger = self.lookup(workflow_id)
+            trigger = manager.ingress_trigger(workflow_id)
         except NotFound:
-            # Off the hot path: only a request that found no running trigger gets here.
-            trigger = await self.miss(workflow_id)
+            # Off the hot path: only a request that found no running trigger gets here. It
+            # tells a workflow that is not deployed (404) from one whose trigger is not running
+            # yet or any more (503), or returns the trigger once it runs.
+            trigger = await manager.ingress_after_miss(workflow_id)
         method: str = scope["method"]
         if not trigger.allows_method(method):
             allowed = ", ".join(m for m in INGRESS_METHODS if trigger.allows_method(m))
             raise HttpError(405, "method_not_allowed", f"allowed: {allowed}", {"Allow": allowed})
-        body = await self._body(receive, headers.get("content-length"), trigger.max_body_bytes)
-        query = _query(scope["query_string"]) if scope.get("query_string") else {}
-        client = scope.get("client")
-        inbound = Inbound(
-            method=method,
-            path=scope["path"],
-            query=query,
-            headers=headers,
-            raw_headers=raw,
-            body=body,
-            client=client[0] if client else None,
+        body = await receive_body(
+            receive,
+            headers.get("content-length"),
+            trigger.max_body_bytes,
+            timeout=self.body_timeout,
         )
-        out = await trigger.receive(inbound)
+        out = await trigger.receive(_inbound(scope, body, headers, raw))
         return out.status, out.body, out.headers
 
-    async def _body(self, receive: Receive, declared: str | None, limit: int) -> bytes:
-        """Read the body within ``limit`` bytes (413 as soon as it is past) and the deadline."""
-        if declared is not None:
-            if not declared.isdigit():
-                raise HttpError(400, "bad_request", "invalid Content-Length header")
-            if int(declared) > limit:
-                raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        # asyncio.timeout rather than an anyio cancel scope: this runs once per request on
-        # uvicorn's own asyncio task, and costs a third as much.
-        try:
-            async with asyncio.timeout(self.body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise ClientDisconnect()
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            raise HttpError(
-                408, "request_timeout", f"the body was not received within {self.body_timeout:g} s"
-            ) from None
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+def inbound_of(scope: Scope, body: bytes) -> Inbound:
+    """The request a trigger sees, from an ASGI scope and the body read from it."""
+    headers, raw = fold_headers(scope["headers"])
+    return _inbound(scope, body, headers, raw)
 
 
-async def _not_found(workflow_id: str) -> BaseTrigger:
-    raise NotFound(f"no active webhook trigger for {workflow_id!r}")
-
-
-def _query(raw: bytes) -> dict[str, str]:
-    # As Starlette's QueryParams: latin-1 bytes, percent-escapes decoded as UTF-8.
-    return dict(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
+def _inbound(
+    scope: Scope, body: bytes, headers: dict[str, str], raw: list[tuple[str, str]]
+) -> Inbound:
+    # The query as Starlette's QueryParams: latin-1 bytes, percent-escapes decoded as UTF-8,
+    # the last of a repeated name winning.
+    raw_query: bytes = scope.get("query_string", b"")
+    query = (
+        dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) if raw_query else {}
+    )
+    client = scope.get("client")
+    return Inbound(
+        method=scope["method"],
+        path=scope["path"],
+        query=query,
+        headers=headers,
+        raw_headers=raw,
+        body=body,
+        client=client[0] if client else None,
+    )
