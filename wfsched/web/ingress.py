@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from wfsched import otel
 from wfsched.errors import AuthError, Conflict, NotFound, StoreError, Unavailable, WfschedError
 from wfsched.jsontext import dumpb
 from wfsched.metrics import WEBHOOK_REQUESTS
@@ -110,6 +111,8 @@ class WorkflowIngress:
         self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if otel.ENABLED and scope["type"] == "http" and otel.SCOPE_KEY not in scope:
+            return await otel.receive_span(self, scope, receive, send)  # calls back in, marked
         if scope["type"] == "http":
             path: str = scope["path"]
             if (
