@@ -10,19 +10,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.daemon_proc import Daemon
-from tests.engine_app import Reply
-from tests.test_targets import (  # noqa: F401 - the engine fixture
+from tests.daemon_proc import Daemon, free_port
+from tests.engine_app import EngineThread, Reply
+from tests.test_targets import (
     INBOUND,
     TRACE,
     TRACEPARENT,
     deploy,
-    engine,
     post_hook,
     received,
     webhook_spec,
@@ -56,6 +56,16 @@ atexit.register(_dump)
 """
 
 
+@pytest.fixture
+def engine() -> Iterator[EngineThread]:
+    thread = EngineThread(free_port())
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.close()
+
+
 def spans_of(folder: Path) -> list[dict[str, Any]]:
     return [span for path in folder.glob("*.json") for span in json.loads(path.read_text())]
 
@@ -65,7 +75,7 @@ def hexid(value: str | None) -> str | None:
 
 
 def test_a_traced_webhook_gives_receive_record_and_dispatch_spans_in_its_trace(
-    tmp_path: Path, engine: Any
+    tmp_path: Path, engine: EngineThread
 ) -> None:
     engine.call(lambda: engine.engine.script(Reply(503)))
     run = tmp_path / "run"
