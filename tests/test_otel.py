@@ -16,8 +16,17 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_proc import Daemon, free_port
+from tests.daemon_proc import Daemon, free_port, wait_for
 from tests.engine_app import EngineThread, Reply
+from tests.github_harness import (
+    body_of,
+    github_env,
+    headers_for,
+    key_path_fixture,
+    key_pem_fixture,
+    standin_fixture,
+)
+from tests.github_standin import GitHubStandIn
 from tests.test_targets import (
     INBOUND,
     TRACE,
@@ -28,6 +37,7 @@ from tests.test_targets import (
     webhook_spec,
 )
 
+__all__ = ["key_path_fixture", "key_pem_fixture", "standin_fixture"]
 pytestmark = pytest.mark.slow
 
 INBOUND_SPAN = INBOUND.split("-")[2]
@@ -66,6 +76,15 @@ def engine() -> Iterator[EngineThread]:
         thread.close()
 
 
+def with_memory_exporter(run: Path) -> Path:
+    """Give the daemon in ``run`` the in-memory tracer provider; return where spans go."""
+    (run / "plugins").mkdir(parents=True)
+    (run / "plugins" / "otel_memory.py").write_text(MEMORY_PROVIDER)
+    spans_dir = run.parent / f"{run.name}-spans"
+    spans_dir.mkdir()
+    return spans_dir
+
+
 def spans_of(folder: Path) -> list[dict[str, Any]]:
     return [span for path in folder.glob("*.json") for span in json.loads(path.read_text())]
 
@@ -79,10 +98,7 @@ def test_a_traced_webhook_gives_receive_record_and_dispatch_spans_in_its_trace(
 ) -> None:
     engine.call(lambda: engine.engine.script(Reply(503)))
     run = tmp_path / "run"
-    (run / "plugins").mkdir(parents=True)
-    (run / "plugins" / "otel_memory.py").write_text(MEMORY_PROVIDER)
-    spans_dir = tmp_path / "spans"
-    spans_dir.mkdir()
+    spans_dir = with_memory_exporter(run)
     env = {
         "WFSCHED_DISPATCH_MODE": "engine",
         "WORKFLOW_ENGINE_URL": engine.url,
@@ -140,6 +156,37 @@ def test_a_traced_webhook_gives_receive_record_and_dispatch_spans_in_its_trace(
     assert ok["attributes"]["http.response.status_code"] == 200
     assert "error.type" not in ok["attributes"]
     assert [s["attributes"]["wfsched.dispatch.attempt"] for s in attempts] == [1, 2]
+
+
+def test_a_github_delivery_gets_a_receive_span_continuing_its_traceparent(
+    tmp_path: Path, standin: GitHubStandIn, key_path: Path
+) -> None:
+    run = tmp_path / "gh"
+    spans_dir = with_memory_exporter(run)
+    env = {**github_env(standin, key_path), "SPANS_DIR": str(spans_dir)}
+    body = body_of("push.new-branch")
+    with Daemon(run, env=env) as d:
+        spec = {"id": "pushes", "triggers": [{"type": "github", "events": "push"}]}
+        (tmp_path / "pushes.json").write_text(json.dumps(spec))
+        d.cli("deploy", str(tmp_path / "pushes.json"))
+        headers = {**headers_for("push", body), "traceparent": INBOUND}
+
+        def delivered() -> bool:
+            r = d.request("POST", "/api/v1/public/webhooks/github", content=body, headers=headers)
+            return r.status_code == 202 and bool(r.json()["matched"])
+
+        wait_for(delivered, 20, message="a matched delivery")
+        assert d.stop() == 0
+    spans = [s for s in spans_of(spans_dir) if s["context"]["trace_id"] == f"0x{TRACE}"]
+    receive = [s for s in spans if s["name"] == "POST /api/v1/public/webhooks/{name}"]
+    assert receive, "a receive span in the delivery's trace"
+    last = receive[-1]
+    assert last["kind"] == "SpanKind.SERVER"
+    assert hexid(last["parent_id"]) == INBOUND_SPAN
+    assert last["attributes"]["http.route"] == "/api/v1/public/webhooks/{name}"
+    assert last["attributes"]["http.response.status_code"] == 202
+    records = [s for s in spans if s["name"] == "record"]
+    assert any(r["parent_id"] == last["context"]["span_id"] for r in records)
 
 
 PROBE = """

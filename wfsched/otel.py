@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from wfsched.models import NewEvent, TriggerEvent
 from wfsched.target import DispatchError, Sender
-from wfsched.tracing import CURRENT, parse_traceparent
+from wfsched.tracing import CURRENT, inbound, parse_traceparent
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -45,11 +45,10 @@ ENABLED = False
 """True once :func:`setup` found a tracer provider: the hot paths check only this."""
 SCOPE_KEY = "wfsched.otel"
 """Marks an ASGI scope whose request :func:`receive_span` already handles."""
-INGRESS_ROUTES = (
-    ("/api/v1/public/webhook/workflow/", "/api/v1/public/webhook/workflow/{workflow_id}"),
-    ("/api/v1/public/webhooks/", "/api/v1/public/webhooks/{name}"),
-)
-"""Path prefixes of the ingress routes and their route templates (``http.route``)."""
+WORKFLOW_ROUTE = "/api/v1/public/webhook/workflow/"
+SHARED_ROUTE = "/api/v1/public/webhooks/"
+"""Path prefixes of the ingress routes (``http.route``: the prefix and ``{workflow_id}`` or
+``{name}``); ``…/webhooks/status`` is a management route."""
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT"})
 _tracer: Tracer | None = None
 T = TypeVar("T")
@@ -153,8 +152,7 @@ def event_parent(event: TriggerEvent | NewEvent) -> Context:
     """The parent of an event's dispatch spans: the delivery's ``traceparent``, else the
     event itself (its trace derived from the execution id, as in :mod:`wfsched.tracing`;
     the span id too, so every attempt hangs from one node)."""
-    headers = event.payload.get("headers")
-    found = parse_traceparent(headers.get("traceparent")) if isinstance(headers, dict) else None
+    found = inbound(event.payload)
     if found is not None:
         return _remote(*found)
     key = event.execution_id.encode()
@@ -179,11 +177,12 @@ def _exception_type(exc: BaseException) -> str:
 
 # receive ----------------------------------------------------------------------------------
 def _route(path: str) -> str | None:
-    for prefix, template in INGRESS_ROUTES:
-        if path.startswith(prefix):
-            rest = path[len(prefix) :]
-            if rest and "/" not in rest and rest != "status":
-                return template
+    if path.startswith(WORKFLOW_ROUTE):
+        rest = path[len(WORKFLOW_ROUTE) :]
+        return WORKFLOW_ROUTE + "{workflow_id}" if rest and "/" not in rest else None
+    if path.startswith(SHARED_ROUTE):
+        rest = path[len(SHARED_ROUTE) :]
+        return SHARED_ROUTE + "{name}" if rest and "/" not in rest and rest != "status" else None
     return None
 
 
