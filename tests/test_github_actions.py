@@ -90,6 +90,14 @@ def test_github_actions_target_dispatches_retries_5xx_and_fails_on_422(
         ({"repository": "acme"}, "field 'dispatch.repository'"),
         ({"workflow": ""}, "field 'dispatch.workflow'"),
         ({"branch": "main"}, "field 'dispatch.branch'"),
+        # Each would steer the App's token to another API path than the workflow's dispatches.
+        ({"workflow": "../../../../app/installations#"}, "field 'dispatch.workflow'"),
+        ({"workflow": "ci.yml?x=1"}, "field 'dispatch.workflow'"),
+        ({"workflow": "sub/ci.yml"}, "field 'dispatch.workflow'"),
+        ({"workflow": ".."}, "field 'dispatch.workflow'"),
+        ({"workflow": -1}, "field 'dispatch.workflow'"),
+        ({"repository": "../acme"}, "field 'dispatch.repository'"),
+        ({"repository": "acme/.."}, "field 'dispatch.repository'"),
     ],
 )
 def test_deploy_refuses_a_bad_github_actions_table(

@@ -116,6 +116,15 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "dispatch",
+        "allowed_urls",
+        "WFSCHED_DISPATCH_ALLOWED_URLS",
+        "",
+        "str",
+        "URL prefixes (comma-separated) a [dispatch] url of a spec deployed over the HTTP API "
+        "may start with; empty: such specs may not name a url",
+    ),
+    Setting(
+        "dispatch",
         "max_attempts",
         "WFSCHED_DISPATCH_MAX_ATTEMPTS",
         8,

@@ -221,10 +221,12 @@ async def serve(
 
     ``registry``: the plugins ``settings`` were validated with (``wfsched.plugins.configure``).
     """
+    from wfsched import otel
     from wfsched.httplimits import HttpLimits, ensure_open_files
     from wfsched.web.app import WebServices, create_app, public_bind_without_token
 
     register_secrets(settings)
+    otel.setup()  # spans only when an OpenTelemetry tracer provider is configured
     host = host or settings.host
     api_token = settings.secret("server.api_token")
     if public_bind_without_token(host, api_token):

@@ -30,7 +30,13 @@ from wfsched.models import (
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
 from wfsched.secretrefs import is_reference
-from wfsched.spec import InvalidSpecs, load_specs, parse_spec, refuse_host_secrets
+from wfsched.spec import (
+    InvalidSpecs,
+    load_specs,
+    parse_spec,
+    refuse_host_secrets,
+    refuse_untrusted_dispatch,
+)
 from wfsched.store import Store
 from wfsched.timer.instants import next_fire_time
 from wfsched.timer.rearm import arm_cursors
@@ -117,6 +123,7 @@ class DeploymentService:
             raise InvalidSpecs([exc]) from None
         if from_api:
             refuse_host_secrets(spec, self.registry, source=source)
+            refuse_untrusted_dispatch(spec, self.registry, self.settings.sections, source=source)
         problem = self._dispatch_problem(spec)
         if problem is not None:
             raise InvalidSpecs([problem.located(source=source)])

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import anyio
 from anyio.abc import TaskGroup
 
+from wfsched import otel
 from wfsched.errors import StoreError, StoreRejected
 from wfsched.metrics import event_counter
 from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id
@@ -152,6 +153,11 @@ class GroupCommitRecorder:
         self._running = False
 
     async def record(self, events: Sequence[NewEvent]) -> Recorded:
+        if otel.ENABLED:  # a span per caller, in the caller's trace
+            return await otel.record_span(self._record, events)
+        return await self._record(events)
+
+    async def _record(self, events: Sequence[NewEvent]) -> Recorded:
         if not self._running:
             # Not started (CLI, tests): write straight through.
             result = await self._store.record(events)

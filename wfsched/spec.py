@@ -187,6 +187,28 @@ def refuse_host_secrets(spec: WorkflowSpec, types: TypeLookup, *, source: str = 
             raise InvalidSpecs([problems[0].located(source=source, trigger=label)])
 
 
+def refuse_untrusted_dispatch(
+    spec: WorkflowSpec,
+    types: TypeLookup,
+    settings: Mapping[str, Mapping[str, Any]],
+    *,
+    source: str = "",
+) -> None:
+    """Raise InvalidSpecs when a spec from the HTTP API has a ``[dispatch]`` table its target
+    does not accept from such a caller (``DispatchTarget.untrusted_problems``)."""
+    if spec.dispatch is None:
+        return
+    options = {k: v for k, v in spec.dispatch.items() if k != "mode"}
+    try:
+        problems = types.target(spec.dispatch["mode"]).untrusted_problems(options, settings)
+    except SpecError as exc:  # e.g. a setting the check needs does not parse
+        problems = [exc]
+    except WfschedError as exc:
+        problems = [SpecError(str(exc))]
+    if problems:
+        raise InvalidSpecs([problems[0].located(source=source, prefix="dispatch")])
+
+
 def spec_files(paths: Iterable[str | Path]) -> list[Path]:
     """Expand directories into their ``*.toml``/``*.json`` files, sorted."""
     files: list[Path] = []

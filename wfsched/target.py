@@ -171,6 +171,16 @@ class DispatchTarget:
         """Raise :class:`~wfsched.errors.ConfigError` naming the key when the configuration
         (with a workflow's ``options``) cannot work: checked for ``dispatch.mode`` at start."""
 
+    @classmethod
+    def untrusted_problems(
+        cls, options: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]]
+    ) -> list[SpecError]:
+        """Why a ``[dispatch]`` table (validated) may not come from an HTTP API caller, who
+        has no access to the host: e.g. a field that would send the events, or the daemon's
+        credentials, somewhere the operator did not choose, or write where the caller likes.
+        Errors name the field. Nothing by default."""
+        return []
+
     async def send(self, event: TriggerEvent) -> None:
         """Deliver ``event`` once; raise :class:`DispatchError` on failure."""
         raise NotImplementedError

@@ -14,7 +14,7 @@ from urllib.parse import quote
 import aiohttp
 from yarl import URL
 
-from wfsched import __version__
+from wfsched import __version__, otel
 from wfsched.dispatch import DispatchError, event_document
 from wfsched.errors import ConfigError
 from wfsched.jsontext import dumpb
@@ -128,6 +128,8 @@ class EngineSender:
         session = self._session or self._open()
         body = dumpb(event_document(event))
         url, headers = self._request(event)
+        if otel.ENABLED:
+            otel.http_request("POST", url)
         started = time.monotonic()
         try:
             try:
@@ -175,6 +177,8 @@ class EngineSender:
         async with post as resp:
             # Reading the whole body returns the connection to the keep-alive pool.
             raw = await resp.read()
+            if otel.ENABLED:
+                otel.http_status(resp.status)
             if 200 <= resp.status < 300:
                 return None
             text = raw[:4096].decode("utf-8", "replace")

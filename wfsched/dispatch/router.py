@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from wfsched import otel
 from wfsched.errors import WfschedError
 from wfsched.models import TriggerEvent
 from wfsched.target import DispatchError, Sender
@@ -87,6 +88,8 @@ class TargetRouter:
         sender = self._routes.get(event.workflow_id) if self._revision() == self._seen else None
         if sender is None:
             sender = await self.route(event.workflow_id)
+        if otel.ENABLED:  # a span per attempt, named by the traceparent the target sends
+            return await otel.dispatch_span(sender, event)
         await sender.send(event)
 
     async def aclose(self) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from yarl import URL
+
 from wfsched.dispatch import LogSender
 from wfsched.errors import ConfigError, SpecError
 from wfsched.fields import Fields
@@ -44,6 +46,46 @@ def _url_option(options: Mapping[str, Any], setting: str) -> dict[str, Any]:
     return {"url": url}
 
 
+def _allowed(url: URL, prefix: URL) -> bool:
+    """``url`` is at or below ``prefix``: same scheme, host and port, and a path that continues
+    the prefix's at a segment boundary (``https://e.example/api`` allows ``…/api/v1`` but not
+    ``…/api-evil`` nor ``https://e.example.evil.net``). Raw paths: an encoded slash is no
+    boundary."""
+    if (url.scheme, url.host, url.port) != (prefix.scheme, prefix.host, prefix.port):
+        return False
+    base = prefix.raw_path.rstrip("/")
+    return url.raw_path == base or url.raw_path.startswith(base + "/")
+
+
+def _url_untrusted(
+    options: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]]
+) -> list[SpecError]:
+    """Over the HTTP API a ``url`` must lie under one of ``dispatch.allowed_urls``: the daemon
+    would send every event of the workflow (mail, GitHub deliveries fetched with the App) and
+    POST from inside the operator's network to wherever the caller chose."""
+    from wfsched.dispatch.engine import parse_engine_url
+
+    url = options.get("url")
+    if not url:
+        return []
+    raw = str(settings.get("dispatch", {}).get("allowed_urls", ""))
+    prefixes = []
+    for part in raw.split(","):
+        if part.strip():
+            prefixes.append(parse_engine_url(part, "dispatch.allowed_urls")[0])
+    target = parse_engine_url(url, "url")[0]
+    if any(_allowed(target, prefix) for prefix in prefixes):
+        return []
+    allowed = ", ".join(str(p) for p in prefixes) or "nothing: it is empty"
+    return [
+        SpecError(
+            "over the HTTP API a url must start with one of dispatch.allowed_urls"
+            f" (WFSCHED_DISPATCH_ALLOWED_URLS), which allows {allowed}",
+            field="url",
+        )
+    ]
+
+
 class EngineTarget(DispatchTarget):
     """``engine``: POST the event to ``{url}/v1/workflows/{id}/execute`` (SPEC section 6)."""
 
@@ -62,6 +104,12 @@ class EngineTarget(DispatchTarget):
         if not options.get("url"):
             require(settings, "dispatch.engine_url", "WORKFLOW_ENGINE_URL", cls.name)
             parse_engine_url(settings["dispatch"]["engine_url"])
+
+    @classmethod
+    def untrusted_problems(
+        cls, options: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]]
+    ) -> list[SpecError]:
+        return _url_untrusted(options, settings)
 
     @classmethod
     def open(cls, ctx: TargetContext, options: Mapping[str, Any]) -> Sender:
@@ -89,6 +137,12 @@ class CloudEventsTarget(DispatchTarget):
         if not options.get("url"):
             require(settings, "dispatch.cloudevents_url", "WFSCHED_CLOUDEVENTS_URL", cls.name)
             parse_engine_url(settings["dispatch"]["cloudevents_url"], "dispatch.cloudevents_url")
+
+    @classmethod
+    def untrusted_problems(
+        cls, options: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]]
+    ) -> list[SpecError]:
+        return _url_untrusted(options, settings)
 
     @classmethod
     def open(cls, ctx: TargetContext, options: Mapping[str, Any]) -> Sender:

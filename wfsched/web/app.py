@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
+from wfsched import otel
 from wfsched.web import management as api
 from wfsched.web.access import Access, managed, public_bind_without_token
 from wfsched.web.errors import Handler, answering, http_exception, server_error
@@ -108,6 +109,10 @@ class Edge(Starlette):
         self.state.write_check = WriteCheck(services.store)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if otel.ENABLED and scope["type"] == "http" and otel.SCOPE_KEY not in scope:
+            # Ingress requests in a SERVER span (wfsched[otel] configured); calls back in, marked.
+            await otel.receive_span(self, scope, receive, send)
+            return
         if self.hot.matches(scope)[0] is Match.FULL:
             scope["app"] = self
             await self.hot.handle(scope, receive, send)

@@ -69,3 +69,8 @@ def test_the_plugin_registers_the_target_through_its_hook() -> None:
     got: list[type] = []
     register_dispatch_targets(register=got.append)
     assert got == [JsonlFileTarget]
+
+
+def test_a_path_is_refused_over_the_http_api() -> None:
+    [problem] = JsonlFileTarget.untrusted_problems({"path": "/root/.bashrc"}, {})
+    assert problem.field == "path"

@@ -38,10 +38,21 @@ from wfsched.triggers.github import section
 MAX_INPUTS = 10
 """GitHub accepts at most 10 inputs per workflow_dispatch."""
 _REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+\Z")
+_WORKFLOW = re.compile(r"[1-9][0-9]*\Z|[A-Za-z0-9_-][A-Za-z0-9_.-]*\.ya?ml\Z")
 _REFERENCE = re.compile(r"\$(\.[A-Za-z0-9_-]+)+\Z")
 _RETRYABLE = frozenset({408, 429})
 _INSTALLATIONS: dict[tuple[str, str, str], int] = {}
 """(API URL, App id, repository) → installation id: one lookup per repository and process."""
+
+
+def _workflow_ok(workflow: Any) -> bool:
+    """A numeric id or a bare ``*.yml``/``*.yaml`` file name: it is one segment of the API
+    path the App's token is sent to, so nothing that could leave it (``/``, ``..``, ``?``)."""
+    if isinstance(workflow, bool):
+        return False
+    if isinstance(workflow, int):
+        return workflow > 0
+    return isinstance(workflow, str) and bool(_WORKFLOW.match(workflow))
 
 
 def _validate_inputs(raw: Any) -> dict[str, Any]:
@@ -108,12 +119,15 @@ class GitHubActionsTarget(DispatchTarget):
     def validate(cls, options: Mapping[str, Any]) -> dict[str, Any]:
         fields = Fields(options, allowed={"repository", "workflow", "ref", "inputs"})
         repository = fields.str("repository")
-        if not _REPOSITORY.match(repository):
+        # Both parts go into the API path, with the App's token: no "." or ".." segment.
+        if not _REPOSITORY.match(repository) or {".", ".."} & set(repository.split("/")):
             raise SpecError("must be owner/name", field="repository")
         workflow = options.get("workflow")
-        if isinstance(workflow, bool) or not isinstance(workflow, str | int) or workflow == "":
+        if not _workflow_ok(workflow):
             raise SpecError(
-                "is required: the workflow's file name (ci.yml) or numeric id", field="workflow"
+                "is required: the workflow's file name (ci.yml, in .github/workflows) or its"
+                " numeric id",
+                field="workflow",
             )
         ref = fields.str("ref")
         if not ref.strip():

@@ -9,7 +9,8 @@ entry point as the trigger type (``register_dispatch_targets``). A workflow choo
 
 Each line is the engine-mode event document (``wfsched.event_document``); the line is flushed
 and fsynced before the event counts as dispatched. A write error (disk full, no permission) is
-retried like an engine outage; a path that is not absolute is refused at deploy.
+retried like an engine outage; a path that is not absolute is refused at deploy, and so is
+any path in a spec deployed over the HTTP API (its author has no access to the host's files).
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class JsonlFileTarget(DispatchTarget):
         if not Path(path).is_absolute():
             raise SpecError("must be an absolute file path", field="path")
         return {"path": path}
+
+    @classmethod
+    def untrusted_problems(
+        cls, options: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]]
+    ) -> list[SpecError]:
+        # The daemon would append to any file it may write (often as root): only the operator,
+        # deploying with the CLI on the host, chooses a path.
+        return [SpecError("is not accepted over the HTTP API; deploy with the CLI", field="path")]
 
     @classmethod
     def check_settings(
