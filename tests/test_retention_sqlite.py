@@ -13,10 +13,11 @@ import pytest
 from tests.test_prune_e2e import seed
 from tests.test_retention import DAY, event, remaining, settle
 from wfsched.models import utcnow
-from wfsched.store import Retention
+from wfsched.store import Pruned, Retention
 from wfsched.store.common import migrations
 from wfsched.store.retention import prune_all
 from wfsched.store.sqlite import SqliteStore
+from wfsched.store.sqlite.retention import VACUUM_PAGES
 
 pytestmark = pytest.mark.anyio
 
@@ -126,3 +127,23 @@ async def test_under_constant_load_with_retention_the_file_reaches_a_plateau(
     assert max(sizes[10:]) <= plateau * 1.1, sizes
     # Without pruning 40 rounds would have needed about 40/6 of it.
     assert sizes[-1] < sizes[5] * 2, sizes
+
+
+async def test_one_give_back_step_frees_its_whole_allowance_of_pages(tmp_path: Path) -> None:
+    """Python's sqlite3 runs ``PRAGMA incremental_vacuum(N)`` for one page only; a step must
+    give back VACUUM_PAGES, or emptying a large file takes thousands of steps."""
+    db = tmp_path / "wfsched.db"
+    store = await opened(db)
+    retention = Retention(utcnow() - DAY, None)
+    try:
+        batch = [event(utcnow() - 60 * DAY) for _ in range(5000)]
+        await store.record(batch)
+        await settle(store, {e.execution_id: "dispatched" for e in batch})
+        step = await store.prune(retention, limit=10_000)
+        assert (step.deleted, step.more) == (5000, True)  # more: the file is mostly free
+        free = pragma(db, "freelist_count")
+        assert free > VACUUM_PAGES
+        assert await store.prune(retention, limit=10_000) == Pruned(0, True)
+        assert pragma(db, "freelist_count") == free - VACUUM_PAGES
+    finally:
+        await store.close()
