@@ -2,16 +2,17 @@
 
 Workloads (each its own function; later rows of this suite add theirs beside them):
 
-* ``retention_plateau``: the real daemon (``wfsched serve``, engine mode, the dispatch
-  suite's stand-in engine and load-generating trigger) fires 1,000 events/s for several
-  retention periods, once with retention off and once with it on (same store kind, one
-  after the other). The store's size (SQLite: database + WAL; PostgreSQL: every events
-  partition and the key table) is sampled at each turnover; figures: size per turnover, the
-  ratio last / first plateau (1.0: flat), and fire-to-engine p50/p99 with pruning against
-  without (ratio > 1: pruning costs nothing). Fire-to-engine latency includes the group
-  commit every webhook also waits for.
-* ``prune_rate``: events deleted per second by ``wfsched prune --older-than`` on a store
-  seeded with old dispatched events, on SQLite and PostgreSQL.
+* ``retention_plateau``: the real daemon (``wfsched serve``, engine mode, JSON logs at
+  warning, the dispatch suite's stand-in engine and load-generating trigger) fires 1,000
+  events/s for six retention periods while ``Hooks`` sends a steady 100 signed webhooks/s,
+  once with retention off and once with it on (A B; A B B A in the full run), on SQLite and
+  PostgreSQL. The store's size (SQLite: database + WAL; PostgreSQL: every events partition
+  and the key table) is sampled at each turnover; figures: size per turnover, the ratio
+  last / first plateau (1.0: flat), and with pruning against without (ratio > 1: pruning
+  costs nothing), from the end of the first retention period on: **dispatch** p50/p99
+  (fire to engine arrival) and **ingress** p50/p99 (webhook scheduled send to its 202).
+* ``prune_rate``: events deleted per second by ``prune_all`` (exact row deletes, no rest
+  between steps) on a store seeded with old dispatched events, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def _deploy_hooks(bench: Bench) -> None:
     """Deploy the webhook workflow over the management API and wait until it answers."""
     spec = {
         "id": HOOK_WORKFLOW,
-        "triggers": [{"type": "webhook", "auth": {"type": "hmac", "secret": "env:BENCH_SECRET"}}],
+        "triggers": [{"type": "webhook", "auth": {"type": "hmac", "secret": HOOK_SECRET}}],
     }
     base = f"http://127.0.0.1:{bench.port}"
     _get(f"{base}/api/v1/deployment/workflows/{HOOK_WORKFLOW}/deploy", timeout=30, body=spec)
@@ -146,7 +147,7 @@ def _one_run(
     (pruning under way when it is on)."""
     workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-scale-"))
     schema = PgSchema() if kind == "postgres" else None
-    extra = {**env, "BENCH_SECRET": HOOK_SECRET, "WFSCHED_LOG_LEVEL": "warning"}
+    extra = {**env, "WFSCHED_LOG_LEVEL": "warning"}
     if schema is not None:
         extra["DATABASE_URL"] = schema.url
     bench = Bench(workdir, extra)
@@ -189,7 +190,7 @@ def _one_run(
 
 
 def retention_plateau(kind: str, quick: bool) -> Iterator[Row]:
-    retention = 2.5 if quick else 10.0
+    retention = 2.0 if quick else 10.0
     seconds = 6 * retention
     on = {
         "WFSCHED_HISTORY_RETENTION": f"{retention:g}s",
