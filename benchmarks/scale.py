@@ -2,20 +2,24 @@
 
 Workloads (each its own function; later rows of this suite add theirs beside them):
 
-* ``retention_plateau``: the real daemon (``wfsched serve``, engine mode, the dispatch
-  suite's stand-in engine and load-generating trigger) fires 1,000 events/s for several
-  retention periods, once with retention off and once with it on (same store kind, one
-  after the other). The store's size (SQLite: database + WAL; PostgreSQL: every events
-  partition and the key table) is sampled at each turnover; figures: size per turnover, the
-  ratio last / first plateau (1.0: flat), and fire-to-engine p50/p99 with pruning against
-  without (ratio > 1: pruning costs nothing). Fire-to-engine latency includes the group
-  commit every webhook also waits for.
-* ``prune_rate``: events deleted per second by ``wfsched prune --older-than`` on a store
-  seeded with old dispatched events, on SQLite and PostgreSQL.
+* ``retention_plateau``: the real daemon (``wfsched serve``, engine mode, JSON logs at
+  warning, the dispatch suite's stand-in engine and load-generating trigger) fires 1,000
+  events/s for six retention periods while ``Hooks`` sends a steady 100 signed webhooks/s,
+  once with retention off and once with it on (A B; A B B A in the full run), on SQLite and
+  PostgreSQL. The store's size (SQLite: database + WAL; PostgreSQL: every events partition
+  and the key table) is sampled at each turnover; figures: size per turnover, the ratio
+  last / first plateau (1.0: flat), and with pruning against without (ratio > 1: pruning
+  costs nothing), from the end of the first retention period on: **dispatch** p50/p99
+  (fire to engine arrival) and **ingress** p50/p99 (webhook scheduled send to its 202).
+* ``prune_rate``: events deleted per second by ``prune_all`` (exact row deletes, no rest
+  between steps) on a store seeded with old dispatched events, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
 import os
 import secrets
 import shutil
@@ -28,11 +32,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks.dispatch import Bench, _figures
-from benchmarks.harness import Row, compare
+from benchmarks.dispatch import Bench, _get, _wait
+from benchmarks.harness import Row, compare, median, percentile
 
 SUITE = "scale"
 RATE = 1000
+HOOK_RATE, HOOK_CONNS = 100, 4
+HOOK_WORKFLOW = "hooks"
+HOOK_PATH = f"/api/v1/public/webhook/workflow/{HOOK_WORKFLOW}"
+HOOK_SECRET = "bench-scale-secret-0123456789abcdef"
 PG_DSN = os.environ.get("WFSCHED_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -73,29 +81,107 @@ def _sqlite_size(workdir: Path) -> Callable[[], int]:
     return size
 
 
+class Hooks(threading.Thread):
+    """A steady webhook load beside the fires: HOOK_RATE signed requests/s on HOOK_CONNS
+    keep-alive connections, each sent at its scheduled instant. A request's latency runs from
+    that instant to its 202 (an answer that comes late also delays the next request of its
+    connection, and that delay counts: no coordinated omission)."""
+
+    def __init__(self, port: int, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.seconds = port, seconds
+        self.samples: list[tuple[float, float]] = []  # (scheduled offset, latency) in s
+        self.errors = 0
+
+    def run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        from benchmarks._ingress_load import Conn, build_request
+        from wfsched.triggers.webhook.auth import sign_hmac_sha256_hex
+
+        conns = [await Conn.open("127.0.0.1", self.port) for _ in range(HOOK_CONNS)]
+        start = time.monotonic()
+
+        async def worker(k: int, conn: Conn) -> None:
+            for i in itertools.count(k, HOOK_CONNS):
+                due = start + i / HOOK_RATE
+                if due - start > self.seconds:
+                    return
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                body = json.dumps({"n": i, "pad": "x" * 900}).encode()
+                headers = {
+                    "Content-Type": "application/json",
+                    "X-Signature-256": sign_hmac_sha256_hex(HOOK_SECRET, body),
+                }
+                status, _ = await conn.send(
+                    build_request("127.0.0.1", self.port, HOOK_PATH, body, headers)
+                )
+                if status != 202:
+                    self.errors += 1
+                self.samples.append((due - start, time.monotonic() - due))
+
+        try:
+            await asyncio.gather(*(worker(k, c) for k, c in enumerate(conns)))
+        finally:
+            for conn in conns:
+                conn.close()
+
+
+def _deploy_hooks(bench: Bench) -> None:
+    """Deploy the webhook workflow over the management API and wait until it answers."""
+    spec = {
+        "id": HOOK_WORKFLOW,
+        "triggers": [{"type": "webhook", "auth": {"type": "hmac", "secret": HOOK_SECRET}}],
+    }
+    base = f"http://127.0.0.1:{bench.port}"
+    _get(f"{base}/api/v1/deployment/workflows/{HOOK_WORKFLOW}/deploy", timeout=30, body=spec)
+    _wait(lambda: _get(f"{base}/api/v1/public/webhooks/status")["webhooks"], 30, "the webhook")
+
+
 def _one_run(
     kind: str, retention: float, seconds: float, env: dict[str, str]
-) -> tuple[dict[str, Any], list[int]]:
-    """Fire RATE/s for ``seconds``; sample the store size at every ``retention`` seconds."""
+) -> tuple[dict[str, float], list[int]]:
+    """Fire RATE/s and send HOOK_RATE webhooks/s for ``seconds``; sample the store size at
+    every ``retention`` seconds. Latencies count from the end of the first retention period
+    (pruning under way when it is on)."""
     workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-scale-"))
     schema = PgSchema() if kind == "postgres" else None
-    extra = dict(env)
+    extra = {**env, "WFSCHED_LOG_LEVEL": "warning"}
     if schema is not None:
         extra["DATABASE_URL"] = schema.url
     bench = Bench(workdir, extra)
     size = schema.size if schema is not None else _sqlite_size(workdir)
     result: dict[str, Any] = {}
     count = int(RATE * seconds)
-    thread = threading.Thread(target=lambda: result.update(bench.wfsched(RATE, count, False)))
     samples: list[int] = []
     try:
+        _deploy_hooks(bench)
+        hooks = Hooks(bench.port, seconds)
+        thread = threading.Thread(target=lambda: result.update(bench.wfsched(RATE, count, False)))
         thread.start()
+        hooks.start()
         began = time.monotonic()
         while thread.is_alive():
             thread.join(timeout=max(0.0, began + retention * (len(samples) + 1) - time.monotonic()))
             if time.monotonic() - began <= seconds + 1:
                 samples.append(size())
-        return result, samples
+        hooks.join(30)
+        if result.get("distinct") != count or hooks.errors:
+            sys.stderr.write(
+                f"scale: {kind} fired {count}, engine saw {result.get('distinct')} distinct;"
+                f" {hooks.errors} webhooks not answered 202\n"
+            )
+        fires = [x * 1000 for x in result["latencies"][int(RATE * retention) :]]
+        hooks_ms = [lat * 1000 for at, lat in hooks.samples if at >= retention]
+        figures = {
+            "dispatch_p50": percentile(fires, 50),
+            "dispatch_p99": percentile(fires, 99),
+            "ingress_p50": percentile(hooks_ms, 50),
+            "ingress_p99": percentile(hooks_ms, 99),
+        }
+        sys.stderr.write(f"scale: {kind} {env['WFSCHED_HISTORY_RETENTION']} {figures}\n")
+        return figures, samples
     finally:
         bench.close()
         if schema is not None:
@@ -104,20 +190,27 @@ def _one_run(
 
 
 def retention_plateau(kind: str, quick: bool) -> Iterator[Row]:
-    retention = 5.0 if quick else 20.0
+    retention = 2.0 if quick else 10.0
     seconds = 6 * retention
     on = {
         "WFSCHED_HISTORY_RETENTION": f"{retention:g}s",
         "WFSCHED_HISTORY_FAILED_RETENTION": f"{retention:g}s",
-        "WFSCHED_HISTORY_PRUNE_INTERVAL": "1s" if quick else "2s",
+        "WFSCHED_HISTORY_PRUNE_INTERVAL": "0.5s" if quick else "1s",
         "WFSCHED_HISTORY_PARTITION_INTERVAL": f"{retention / 2:g}s",
     }
     off = {"WFSCHED_HISTORY_RETENTION": "0", "WFSCHED_HISTORY_FAILED_RETENTION": "0"}
-    got_off, sizes_off = _one_run(kind, retention, seconds, off)
-    got_on, sizes_on = _one_run(kind, retention, seconds, on)
+    # Off and on alternate (A B, or A B B A in the full run): the machine's noise then
+    # falls on both; latency figures are medians over the runs of each.
+    order = ["off", "on"] if quick else ["off", "on", "on", "off"]
+    figures: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
+    sizes: dict[str, list[list[int]]] = {"off": [], "on": []}
+    for which in order:
+        got, sampled = _one_run(kind, retention, seconds, on if which == "on" else off)
+        figures[which].append(got)
+        sizes[which].append(sampled)
     count = int(RATE * seconds)
-    fig_on, fig_off = _figures(got_on, count, False), _figures(got_off, count, False)
-    workload = f"1000 fires/s, {retention:g}s retention, {kind}"
+    workload = f"1000 fires/s + {HOOK_RATE} webhooks/s, {retention:g}s retention, {kind}"
+    sizes_on, sizes_off = sizes["on"][0], sizes["off"][0]
     for i, value in enumerate(sizes_on):
         yield Row(SUITE, "wfsched", workload, count, f"size_turnover_{i + 1}", value / 1e6, "MB")
     if len(sizes_on) >= 3:
@@ -143,16 +236,16 @@ def retention_plateau(kind: str, quick: bool) -> Iterator[Row]:
             sizes_off[-1] / 1e6,
             higher_is_better=False,
         )
-    for metric, key in (("p50_latency", "p50_ms"), ("p99_latency", "p99_ms")):
+    for metric in ("dispatch_p50", "dispatch_p99", "ingress_p50", "ingress_p99"):
         yield compare(
             SUITE,
             workload,
             count,
             f"{metric}_pruning",
             "ms",
-            fig_on[key],
+            median([f[metric] for f in figures["on"]]),
             "retention off",
-            fig_off[key],
+            median([f[metric] for f in figures["off"]]),
             higher_is_better=False,
         )
 
@@ -206,7 +299,7 @@ async def _seed_and_prune(url: str, n: int) -> float:
 def prune_rate(kind: str, quick: bool) -> Iterator[Row]:
     import anyio
 
-    n = 20_000 if quick else 200_000
+    n = 10_000 if quick else 200_000
     workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-prune-"))
     schema = PgSchema() if kind == "postgres" else None
     try:
@@ -225,5 +318,5 @@ def run(quick: bool) -> Iterator[Row]:
     sys.stderr.write(f"scale: load average before {os.getloadavg()[0]:.2f}\n")
     for kind in ("sqlite", "postgres"):
         yield from prune_rate(kind, quick)
-    for kind in ("sqlite",) if quick else ("sqlite", "postgres"):
+    for kind in ("sqlite", "postgres"):
         yield from retention_plateau(kind, quick)

@@ -9,7 +9,8 @@ import pytest
 
 from wfsched.models import DispatchOutcome, NewEvent, new_execution_id, utcnow
 from wfsched.store import Retention
-from wfsched.store.retention import prune_all
+from wfsched.store.postgres import PostgresStore
+from wfsched.store.retention import FIRST_BATCH, prune_all
 
 pytestmark = pytest.mark.anyio
 DAY = timedelta(days=1)
@@ -113,15 +114,28 @@ async def test_events_either_side_of_midnight_utc_are_recorded_and_dedupe(store:
 
 
 async def test_the_prune_loop_stops_when_told(store: Any) -> None:
+    """``stop`` is asked before every step: true at once deletes nothing; true after the first
+    step leaves exactly what that one step (FIRST_BATCH events) did not delete."""
     old = utcnow() - 40 * DAY
-    batch = [event(old) for _ in range(120)]
+    batch = [event(old) for _ in range(3 * FIRST_BATCH)]
     await store.record(batch)
     await settle(store, {e.execution_id: "dispatched" for e in batch})
-    calls = 0
+    retention = Retention(utcnow() - DAY, None)
+    assert await prune_all(store, retention, stop=lambda: True) == 0
+    assert await store.count_prunable(retention) == 3 * FIRST_BATCH
+    asked = 0
 
-    def stop() -> bool:
-        nonlocal calls
-        calls += 1
-        return calls > 1
+    def after_one_step() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 1
 
-    assert 0 < await prune_all(store, Retention(utcnow() - DAY, None), stop=stop) <= 500
+    assert await prune_all(store, retention, stop=after_one_step) == FIRST_BATCH
+    assert asked == 2
+    # SQLite deleted FIRST_BATCH rows; PostgreSQL, whose events here share one expired
+    # partition, released FIRST_BATCH of its dedupe keys: the rows go with the partition.
+    left = 3 * FIRST_BATCH if isinstance(store, PostgresStore) else 2 * FIRST_BATCH
+    assert len(await remaining(store)) == left
+    # Not told to stop, it finishes the rest.
+    assert await prune_all(store, retention, rest=False) == 2 * FIRST_BATCH
+    assert await remaining(store) == set()

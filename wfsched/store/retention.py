@@ -8,6 +8,7 @@ between steps as long as the step took, so pruning takes at most half of the sto
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -15,10 +16,14 @@ import anyio
 
 from wfsched.store import Retention, Store
 
-TARGET = 0.02
-"""Seconds a step should take: a few group commits' worth of delay at most."""
+log = logging.getLogger("wfsched.store")
+
+TARGET = 0.005
+"""Seconds a step should take. A SQLite group commit waiting behind a step waits this long at
+most; measured in-process at 1,000 events/s, 20 ms steps added about a third to the commit
+p99, 5 ms steps nothing measurable."""
 MIN_BATCH, MAX_BATCH = 50, 5000
-FIRST_BATCH = 500
+FIRST_BATCH = 200
 
 
 async def prune_all(
@@ -35,6 +40,10 @@ async def prune_all(
         step = await store.prune(retention, limit=batch)
         took = time.perf_counter() - started
         total += step.deleted
+        log.debug(
+            f"prune step: {step.deleted} events in {took * 1000:.1f} ms (batch {batch})",
+            extra={"duration_ms": round(took * 1000, 1)},
+        )
         if not step.more:
             break
         # Grow or shrink towards TARGET, by at most a factor of two per step.

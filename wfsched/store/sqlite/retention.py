@@ -2,10 +2,13 @@
 
 The file is in ``auto_vacuum = INCREMENTAL`` mode (set before the first table of a new file,
 or by a one-time ``VACUUM`` of an older file when it is first opened): deleting rows only
-moves their pages to the free list, and ``PRAGMA incremental_vacuum(N)`` after each batch
-moves up to N pages from the end of the file into free slots and truncates it. N is bounded
-so that a batch, vacuum included, holds the write lock for milliseconds: the one connection
-is shared with the group commit, which waits for it.
+moves their pages to the free list, where new events reuse them. Under constant load that
+reuse alone keeps the file at a plateau, so pages are given back (``PRAGMA
+incremental_vacuum``: move pages from the end of the file into free slots, truncate it) only
+while more than a quarter of the file is free, as after a burst or a shorter retention:
+moving pages writes them all to the WAL again, and in steady state that was most of a step's
+cost. Each step, a vacuum one included, holds the write lock for milliseconds: the one
+connection is shared with the group commit, which waits for it.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from wfsched.store.common import fmt_ts
 from wfsched.store.sqlite.connection import SqliteConnection
 
 log = logging.getLogger("wfsched.store")
-VACUUM_PAGES = 256
-"""Pages (4 KiB each by default) given back per batch at most: about 1 MiB."""
+VACUUM_PAGES = 128
+"""Pages (4 KiB each by default) given back per step at most: half a MiB of WAL."""
+FREE_SHARE = 4
+"""Space is given back while more than 1/FREE_SHARE of the file's pages are free."""
 
 # ``status IN (...)`` repeats the partial index's condition (``events_age``) so SQLite uses it.
 _EXPIRED = (
@@ -52,6 +57,22 @@ def enable_incremental_vacuum(conn: sqlite3.Connection, path: object) -> None:
         conn.execute("VACUUM")
 
 
+def _much_free(conn: sqlite3.Connection) -> bool:
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return bool(free * FREE_SHARE > conn.execute("PRAGMA page_count").fetchone()[0])
+
+
+def _give_back(conn: sqlite3.Connection) -> bool:
+    """Truncate up to VACUUM_PAGES free pages; return whether any were given back."""
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    # Python's sqlite3 steps ``incremental_vacuum(N)`` once, which frees one page whatever N
+    # is (measured: 1,543 free pages -> 1,542); one page per call, called N times, frees N.
+    for _ in range(min(free, VACUUM_PAGES)):
+        conn.execute("PRAGMA incremental_vacuum(1)")
+    # False if nothing moved (a file not in incremental mode), so the loop cannot spin.
+    return bool(conn.execute("PRAGMA freelist_count").fetchone()[0] < free)
+
+
 class SqliteRetention(SqliteConnection):
     """``prune`` and ``count_prunable`` of the Store protocol."""
 
@@ -59,10 +80,16 @@ class SqliteRetention(SqliteConnection):
         cutoffs = _cutoffs(retention)
         if not cutoffs or limit <= 0:
             return Pruned(0, False)
-        deleted = await self._run(
-            lambda c: self._tx(c, lambda conn: self._batch(conn, cutoffs, limit))
-        )
-        return Pruned(deleted, deleted >= limit)
+        return await self._run(lambda c: self._tx(c, lambda conn: self._step(conn, cutoffs, limit)))
+
+    @classmethod
+    def _step(cls, conn: sqlite3.Connection, cutoffs: list[tuple[str, str]], limit: int) -> Pruned:
+        """Delete up to ``limit`` rows; when none are left and much of the file is free, give
+        some pages back instead (a step of its own, so that no step does both)."""
+        deleted = cls._batch(conn, cutoffs, limit)
+        if deleted:
+            return Pruned(deleted, deleted >= limit or _much_free(conn))
+        return Pruned(0, _much_free(conn) and _give_back(conn))
 
     @staticmethod
     def _batch(conn: sqlite3.Connection, cutoffs: list[tuple[str, str]], limit: int) -> int:
@@ -75,8 +102,6 @@ class SqliteRetention(SqliteConnection):
                 (status, before, limit - deleted),
             )
             deleted += cur.rowcount
-        if deleted:
-            conn.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})").fetchall()
         return deleted
 
     async def count_prunable(self, retention: Retention) -> int:
