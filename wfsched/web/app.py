@@ -23,6 +23,7 @@ from wfsched.manager import TriggerManager, invoke
 from wfsched.metrics import render
 from wfsched.store import Store
 from wfsched.trigger import Inbound, Outbound
+from wfsched.web.explain import explain
 from wfsched.web.ingress import COUNTS, WorkflowIngress, http_error_of
 from wfsched.web.openapi import document
 from wfsched.web.requests import (
@@ -306,6 +307,7 @@ def create_app(services: WebServices) -> WorkflowIngress:
         Route("/api/v1/deployment/workflows/{id}/deploy", wrap(m(deploy)), methods=["POST", "PUT"]),
         Route("/api/v1/deployment/workflows/{id}/undeploy", wrap(m(undeploy)), methods=["DELETE"]),
         Route("/api/v1/deployment/workflows/{id}/status", wrap(m(status)), methods=["GET"]),
+        Route("/api/v1/deployment/workflows/{id}/explain", wrap(m(explain)), methods=["GET"]),
         Route("/api/v1/triggers/workflows/{id}/manual", wrap(m(manual)), methods=["POST"]),
         Route(
             "/api/v1/triggers/workflows/{id}/webhook", wrap(m(gateway_webhook)), methods=["POST"]
@@ -320,6 +322,7 @@ def create_app(services: WebServices) -> WorkflowIngress:
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _server_error}
     )
+    app.state.services = services
     return WorkflowIngress(app, manager.ingress_trigger, miss=manager.ingress_after_miss)
 
 

@@ -160,8 +160,16 @@ class WorkflowIngress:
         method: str = scope["method"]
         if not trigger.allows_method(method):
             allowed = ", ".join(m for m in INGRESS_METHODS if trigger.allows_method(m))
+            trigger.ctx.record_occurrence(
+                "refused", f"405 method_not_allowed: {method} (allowed: {allowed})"
+            )
             raise HttpError(405, "method_not_allowed", f"allowed: {allowed}", {"Allow": allowed})
-        body = await self._body(receive, headers.get("content-length"), trigger.max_body_bytes)
+        try:
+            body = await self._body(receive, headers.get("content-length"), trigger.max_body_bytes)
+        except HttpError as exc:
+            # Too large, too slow: the trigger never sees it, so the route notes it.
+            trigger.ctx.record_occurrence("refused", f"{exc.status} {exc.code}: {exc.detail}")
+            raise
         query = _query(scope["query_string"]) if scope.get("query_string") else {}
         client = scope.get("client")
         inbound = Inbound(

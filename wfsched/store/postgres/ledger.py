@@ -95,10 +95,17 @@ class PgLedger(PgConnections):
                 "INSERT INTO wfsched_occurrences (workflow_id, trigger_id, trigger_type, at,"
                 " outcome, reason, execution_id) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                 [
-                    (o.workflow_id, o.trigger_id, o.trigger_type, utc(o.at), o.outcome,
-                     o.reason, o.execution_id)
+                    (
+                        o.workflow_id,
+                        o.trigger_id,
+                        o.trigger_type,
+                        utc(o.at),
+                        o.outcome,
+                        o.reason,
+                        o.execution_id,
+                    )
                     for o in rows
-                ],  # fmt: skip
+                ],
             )
 
     async def occurrences(
