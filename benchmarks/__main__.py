@@ -8,7 +8,7 @@ import sys
 
 from benchmarks.harness import emit, table
 
-SUITES = ("cron", "dispatch", "ingress", "replicas", "scale")
+SUITES = ("cron", "dispatch", "ingress", "replicas", "scale", "ledger")
 
 
 def main() -> int:

@@ -27,6 +27,7 @@ from wfsched.backends import open_store
 from wfsched.deployments import DeploymentService
 from wfsched.locks import LocalLocks
 from wfsched.manager import TriggerManager
+from wfsched.occurrences import OccurrenceLog
 from wfsched.plugins import configure
 from wfsched.recorder import GroupCommitRecorder
 from wfsched.store import Store
@@ -131,6 +132,7 @@ async def service(
         settings=settings,
         locks=LocalLocks(),
         timer=Timer(recorder, on_cursors=store.set_cursors),
+        ledger=OccurrenceLog(store),
     )
     deployments = DeploymentService(
         store=store,

@@ -42,7 +42,10 @@ def test_the_deploy_round_trip(cli: Daemon, tmp_path: Path) -> None:
     )
     assert row["triggers"] == [{"id": "go", "type": "manual", "state": "active", "next_fire": None}]
     status = cli.cli_json("status", "nightly")
-    assert status["triggers"][0]["health"] == "healthy"
+    # No daemon runs: nobody knows how the trigger is doing, and status says so.
+    assert status["triggers"][0]["health"] == "unknown"
+    assert status["daemon"] == {"running": False, "last_seen": None, "replicas": []}
+    assert status["pending"] == {"count": 0, "since": None}
     assert {"last_event", "last_error", "health"} <= set(status["triggers"][0])
     exported = cli.cli("export", "nightly").stdout
     again = tmp_path / "again.toml"

@@ -32,6 +32,7 @@ SPEC_ROUTES = {
     ("put", "/api/v1/deployment/workflows/{id}/deploy"),
     ("delete", "/api/v1/deployment/workflows/{id}/undeploy"),
     ("get", "/api/v1/deployment/workflows/{id}/status"),
+    ("get", "/api/v1/deployment/workflows/{id}/explain"),
     ("get", "/api/v1/deployment/workflows"),
     ("post", "/api/v1/triggers/workflows/{id}/manual"),
     ("post", "/api/v1/triggers/workflows/{id}/webhook"),

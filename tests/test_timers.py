@@ -68,8 +68,9 @@ def every(seconds: float, catchup: CatchUp = "skip", **kw: Any) -> TimerSpec:
 
 
 def lateness() -> tuple[float, float]:
-    count = REGISTRY.get_sample_value("wfsched_fire_lateness_seconds_count") or 0.0
-    return count, REGISTRY.get_sample_value("wfsched_fire_lateness_seconds_sum") or 0.0
+    labels = {"trigger_type": "cron"}
+    count = REGISTRY.get_sample_value("wfsched_fire_lateness_seconds_count", labels) or 0.0
+    return count, REGISTRY.get_sample_value("wfsched_fire_lateness_seconds_sum", labels) or 0.0
 
 
 async def scheduled(store: Store, workflow_id: str | None = None) -> list[datetime]:

@@ -202,13 +202,30 @@ app.command("pause")(_ids_command("paused", "pause"))
 app.command("resume")(_ids_command("resumed", "resume"))
 
 
+def _daemon_line(daemon: dict[str, Any]) -> str:
+    """One line on the daemons: running (how many) or not (last seen when)."""
+    if daemon["running"]:
+        n = len(daemon["replicas"])
+        return f"daemon: running ({n} replica{'s' if n != 1 else ''})"
+    if daemon["last_seen"]:
+        return f"daemon: NOT RUNNING (last seen {_short(daemon['last_seen'])})"
+    return "daemon: NOT RUNNING (never seen on this store)"
+
+
 @app.command("list")
 def list_(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     """List deployments: id, triggers, state, next fire."""
-    rows: list[dict[str, Any]] = with_service(config, lambda svc: svc.list())
+
+    async def body(svc: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        rows = await svc.list()
+        return rows, None if json_ else await svc.daemon()
+
+    rows, daemon = with_service(config, body)
     if json_:
         emit_json(rows)
         return
+    if daemon is not None:
+        out.print(_daemon_line(daemon), highlight=False)
     table = Table("workflow", "name", "state", "triggers", "next fire")
     for row in rows:
         fires = [t["next_fire"] for t in row["triggers"] if t["next_fire"]]
@@ -243,7 +260,17 @@ def status(
     if json_:
         emit_json(result)
         return
-    for view in result if isinstance(result, list) else [result]:
+    views = result if isinstance(result, list) else [result]
+    if views:
+        out.print(_daemon_line(views[0]["daemon"]), highlight=False)
+        pending = views[0].get("pending") if len(views) == 1 else None
+        if pending and pending["count"]:
+            out.print(
+                f"{pending['count']} event(s) pending since {_short(pending['since'])}: "
+                "nothing is dispatched until a daemon runs",
+                highlight=False,
+            )
+    for view in views:
         table = Table(
             "trigger",
             "type",
@@ -381,6 +408,37 @@ def history(
             e.last_error or "-",
         )
     out.print(table)
+
+
+@app.command()
+def explain(
+    workflow_id: str,
+    trigger_id: Annotated[str | None, typer.Option("--trigger", help="one trigger only")] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="ISO 8601 instant: the minute around it")
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO 8601 window start")] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="ISO 8601 window end (default now)")
+    ] = None,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Why each occurrence did or didn't fire: in the last hour, a window, or around --at."""
+    from wfsched.explain import ExplainService, story, window
+
+    try:
+        win = window(at=at, since=since, until=until)
+    except SpecError as exc:
+        fail(f"--{exc.field}: {exc.message}", 2)
+    answer: dict[str, Any] = with_service(
+        config, lambda svc: ExplainService(svc).explain(workflow_id, win, trigger_id=trigger_id)
+    )
+    if json_:
+        emit_json(answer)
+        return
+    for line in story(answer):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

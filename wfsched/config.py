@@ -90,6 +90,14 @@ SETTINGS: tuple[Setting, ...] = (
         "scheduler", "max_workers", "SCHEDULER_MAX_WORKERS", 10, "int", "concurrent dispatches"
     ),
     Setting(
+        "scheduler",
+        "late_after",
+        "WFSCHED_LATE_AFTER",
+        "60s",
+        "duration",
+        "a time trigger whose due instant is this far past with no event is late",
+    ),
+    Setting(
         "dispatch",
         "mode",
         "WFSCHED_DISPATCH_MODE",
@@ -211,6 +219,22 @@ SETTINGS: tuple[Setting, ...] = (
         "1d",
         "duration",
         "PostgreSQL: width of the events table's time partitions (dropped whole when expired)",
+    ),
+    Setting(
+        "ledger",
+        "keep",
+        "WFSCHED_LEDGER_KEEP",
+        "7d",
+        "duration",
+        "refused, filtered and deduplicated deliveries are kept at least this long",
+    ),
+    Setting(
+        "ledger",
+        "keep_per_trigger",
+        "WFSCHED_LEDGER_KEEP_PER_TRIGGER",
+        1000,
+        "int",
+        "and at least this many of them per trigger, however old",
     ),
     Setting("plugins", "dir", "WFSCHED_PLUGINS_DIR", "plugins", "str", "folder of .py plugins"),
     Setting("log", "format", "WFSCHED_LOG_FORMAT", "json", "choice:json,text", "log line format"),

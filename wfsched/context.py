@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 from wfsched.config import Settings
 from wfsched.errors import WfschedError
 from wfsched.locks import Lease, LockManager
 from wfsched.metrics import TRIGGER_HEALTH
-from wfsched.models import Health, NewEvent, TriggerSpec, utcnow
+from wfsched.models import Health, NewEvent, Occurrence, Outcome, TriggerSpec, utcnow
+from wfsched.occurrences import OccurrenceLog
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder, new_event
 from wfsched.store import Store
 from wfsched.trigger import BaseTrigger, FireRequest, FireResult
 
 log = logging.getLogger("wfsched.triggers")
+RECORDABLE = ("refused", "filtered", "deduplicated")
+"""The outcomes a trigger reports itself; the core knows the others."""
 
 
 class _Adapter(logging.LoggerAdapter[logging.Logger]):
@@ -40,8 +44,10 @@ class TriggerCtx:
         recorder: Recorder,
         settings: Settings,
         locks: LockManager | None = None,
+        ledger: OccurrenceLog | None = None,
     ) -> None:
         self._workflow_id = workflow_id
+        self._ledger = ledger
         self._spec = spec
         self._store = store
         self._recorder = recorder
@@ -93,6 +99,12 @@ class TriggerCtx:
             "fired" if created else "duplicate fire ignored",
             extra={"execution_id": event.execution_id, "status": event.status},
         )
+        if not created:
+            self.record_occurrence(
+                "deduplicated",
+                f"a repeat of the delivery that fired {event.execution_id}",
+                execution_id=event.execution_id,
+            )
         return FireResult(
             execution_id=event.execution_id,
             workflow_id=event.workflow_id,
@@ -119,6 +131,35 @@ class TriggerCtx:
         self._log.log(level, f"trigger {health}", extra={"status": health, "error": error})
         self._pending_health = True
 
+    def record_occurrence(
+        self,
+        outcome: str,
+        reason: str,
+        *,
+        at: datetime | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        if outcome not in RECORDABLE:
+            raise ValueError(f"outcome {outcome!r} is not one of {', '.join(RECORDABLE)}")
+        if self._ledger is None:  # a throwaway instance (CLI views, manual fires)
+            return
+        self._ledger.add(
+            Occurrence(
+                workflow_id=self._workflow_id,
+                trigger_id=self._spec.id,
+                trigger_type=self._spec.type,
+                at=at or utcnow(),
+                outcome=cast(Outcome, outcome),  # checked against RECORDABLE above
+                reason=reason,
+                execution_id=execution_id,
+            )
+        )
+
+    def health_unsaved(self) -> None:
+        """Write the current health at the next flush even if it does not change: the store
+        holds an older one (a problem reported by a previous run, since fixed)."""
+        self._pending_health = True
+
     def lock(self, name: str, *, ttl: float = 15.0) -> AbstractAsyncContextManager[Lease]:
         if self._locks is None:
             raise WfschedError("locks are only available inside the daemon")
@@ -142,6 +183,7 @@ def build_trigger(
     recorder: Recorder,
     settings: Settings,
     locks: LockManager | None = None,
+    ledger: OccurrenceLog | None = None,
 ) -> tuple[BaseTrigger, TriggerCtx]:
     """Instantiate a trigger with its context."""
     ctx = TriggerCtx(
@@ -151,5 +193,6 @@ def build_trigger(
         recorder=recorder,
         settings=settings,
         locks=locks,
+        ledger=ledger,
     )
     return registry.get(spec.type)(spec, ctx), ctx

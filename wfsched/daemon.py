@@ -12,6 +12,7 @@ import logging
 import math
 import signal
 from collections.abc import Iterator, Sequence
+from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +23,12 @@ from wfsched.config import IPNetwork, Settings
 from wfsched.deployments import DeploymentService
 from wfsched.dispatch import Dispatcher
 from wfsched.errors import ConfigError, StoreError
+from wfsched.heartbeat import Heartbeat
 from wfsched.locks import LocalLocks, LockError, LockManager, replica_info
 from wfsched.logs import register_secret
 from wfsched.manager import TriggerManager
 from wfsched.models import utcnow
+from wfsched.occurrences import OccurrenceLog
 from wfsched.plugins import Registry
 from wfsched.recorder import GroupCommitRecorder
 from wfsched.store import ChangeFeed, Retention, Store
@@ -203,6 +206,7 @@ async def _prune_history(store: Store, locks: LockManager, settings: Settings) -
                         retention,
                         stop=lambda: lease.lost or anyio.current_time() >= soft,  # noqa: B023
                     )
+                    await _prune_ledger(store, settings)
                     if deleted:
                         log.info(
                             f"pruned {deleted} events past retention",
@@ -213,6 +217,15 @@ async def _prune_history(store: Store, locks: LockManager, settings: Settings) -
                         )
         except (StoreError, LockError) as exc:
             log.warning("pruning history failed; retrying", extra={"error": str(exc)})
+
+
+async def _prune_ledger(store: Store, settings: Settings) -> None:
+    """The ledger's retention: entries older than ``ledger.keep`` beyond the newest
+    ``ledger.keep_per_trigger`` of their trigger, and daemon runs older than ``ledger.keep``."""
+    keep = settings.get("ledger.keep")
+    if keep:
+        older_than = utcnow() - timedelta(seconds=keep)
+        await store.prune_ledger(older_than, settings.get("ledger.keep_per_trigger"))
 
 
 async def serve(
@@ -264,6 +277,7 @@ async def serve(
             commit_timeout=settings.get("store.commit_timeout"),
         )
         timer = Timer(recorder, on_cursors=store.set_cursors)
+        ledger = OccurrenceLog(store)
         manager = TriggerManager(
             registry=registry,
             store=store,
@@ -271,6 +285,7 @@ async def serve(
             settings=settings,
             locks=locks,
             timer=timer,
+            ledger=ledger,
         )
         deployments = DeploymentService(
             store=store, registry=registry, settings=settings, recorder=recorder, manager=manager
@@ -295,11 +310,22 @@ async def serve(
             limits=limits,
         )
         config = server.config
+        heartbeat = Heartbeat(
+            store,
+            replica_info(config.host, config.port)["id"],
+            f"{config.host}:{config.port}",
+            before_beat=manager.flush_health,
+        )
         try:
             async with anyio.create_task_group() as tg:
                 recorder.start(tg)
                 manager.attach(tg)
                 await manager.reconcile()
+                # Timers are armed: from now on this daemon's timer, not catch-up, owns
+                # what falls due, which is what the run's start tells ``explain``.
+                await heartbeat.start()
+                tg.start_soon(heartbeat.run, name="heartbeat")
+                tg.start_soon(ledger.run, name="ledger")
                 tg.start_soon(dispatcher.run, tg, name="dispatcher")
                 tg.start_soon(timer.run, name="timer")
                 if locks.backend != LocalLocks.backend:
@@ -338,6 +364,9 @@ async def serve(
                 server.should_exit = True
                 with anyio.move_on_after((config.timeout_graceful_shutdown or 0) + HTTP_STOP):
                     await http_done.wait()
+                # The run ends before the timer stops: an instant falling due in between
+                # may still fire, never be blamed on a daemon that "ran" but did not fire it.
+                await heartbeat.end()
                 await manager.stop_all()
                 await dispatcher.drain(DRAIN_SECONDS)
                 tg.cancel_scope.cancel()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ import tomli_w
 
 from wfsched.config import Settings
 from wfsched.errors import Conflict, NotFound, SpecError, WfschedError
+from wfsched.heartbeat import LOOK_BACK, summarize
+from wfsched.ledger import Downtime
 from wfsched.manager import TriggerManager, build_trigger, invoke
 from wfsched.models import (
     Deployment,
@@ -38,9 +40,9 @@ from wfsched.spec import (
     refuse_untrusted_dispatch,
 )
 from wfsched.store import Store
-from wfsched.timer.instants import next_fire_time
+from wfsched.timer.instants import last_instant, next_fire_time, quantize
 from wfsched.timer.rearm import arm_cursors
-from wfsched.trigger import BaseTrigger, FireResult
+from wfsched.trigger import BaseTrigger, FireResult, TimerSpec
 
 SECRET_KEYS = ("secret", "password", "token", "private_key", "api_token", "public_key")
 
@@ -177,6 +179,10 @@ class DeploymentService:
         return tomli_w.dumps(dict(deployment.document))
 
     # views -------------------------------------------------------------------------------
+    def triggers_of(self, deployment: Deployment) -> tuple[TriggerSpec, ...]:
+        """The deployment's triggers as validated now (empty if its spec no longer is)."""
+        return self._triggers(deployment)
+
     def _triggers(self, deployment: Deployment) -> tuple[TriggerSpec, ...]:
         try:
             return parse_spec(deployment.document, self.registry).triggers
@@ -194,6 +200,46 @@ class DeploymentService:
             settings=self.settings,
         )
         return trigger
+
+    def timer_spec(self, workflow_id: str, spec: TriggerSpec) -> TimerSpec | None:
+        """The schedule of a time trigger (None: not a time trigger, or it cannot start)."""
+        try:
+            return self._instance(workflow_id, spec).timer()
+        except Exception:  # noqa: BLE001 - a view must not fail on one bad trigger
+            return None
+
+    async def daemon(self) -> dict[str, Any]:
+        """``{"running", "last_seen", "replicas"}`` from the daemons' heartbeats."""
+        now = utcnow()
+        return summarize(await self.store.daemon_runs(now - LOOK_BACK), now)
+
+    def _late(
+        self,
+        deployment: Deployment,
+        spec: TriggerSpec,
+        last: TriggerEvent | None,
+        running_since: datetime,
+        now: datetime,
+    ) -> datetime | None:
+        """The due instant a time trigger is late for, or None.
+
+        Late: an instant due more than ``scheduler.late_after`` ago, after both the
+        activation of the deployment and the start of the running daemon, with no event.
+        """
+        if deployment.state != "active" or not spec.enabled:
+            return None
+        timer = self.timer_spec(deployment.workflow_id, spec)
+        if timer is None:
+            return None
+        late_after = float(self.settings.get("scheduler.late_after"))
+        spread = timedelta(seconds=quantize(timer.spread))
+        since = max(deployment.active_since, running_since) - spread
+        due = last_instant(timer, since, now - timedelta(seconds=late_after) - spread)
+        if due is None:
+            return None
+        if last is not None and last.scheduled_at is not None and last.scheduled_at >= due:
+            return None
+        return due
 
     def _next_fire(self, deployment: Deployment, spec: TriggerSpec) -> datetime | None:
         if deployment.state != "active" or not spec.enabled:
@@ -241,15 +287,33 @@ class DeploymentService:
         states = {s.trigger_id: s for s in await self.store.trigger_states(workflow_id)}
         last = await self.store.last_events(workflow_id)
         specs = {s.id: s for s in self._triggers(deployment)}
+        now = utcnow()
+        runs = await self.store.daemon_runs(now - LOOK_BACK)
+        daemon = summarize(runs, now)
+        view["daemon"] = daemon
+        running_since = _running_since(Downtime(runs, now), now)
+        if not daemon["running"]:
+            # Nothing dispatches without a daemon: say what waits, and since when.
+            count, oldest = await self.store.pending_events(workflow_id)
+            view["pending"] = {"count": count, "since": iso(oldest)}
         for trigger in view["triggers"]:
             tid = trigger["id"]
             state = states.get(tid)
-            health, error = (state.health, state.last_error) if state else ("healthy", None)
+            health: str = state.health if state else "healthy"
+            error = state.last_error if state else None
             if self.manager is not None:
                 live = self.manager.health(workflow_id, tid)
                 if live is not None:
                     health, error = live
             event = last.get(tid)
+            if not daemon["running"]:
+                # Only a running daemon knows how a trigger is doing.
+                health = "unknown"
+            elif health == "healthy" and running_since is not None and tid in specs:
+                due = self._late(deployment, specs[tid], event, running_since, now)
+                if due is not None:
+                    health = "late"
+                    error = error or f"due at {iso(due)}, no event recorded yet"
             trigger["health"] = health
             trigger["last_error"] = error or (event.last_error if event else None)
             trigger["last_event"] = _event_summary(event)
@@ -321,6 +385,13 @@ class DeploymentService:
     ) -> FireResult:
         trigger = await self.find_trigger(workflow_id, kind="manual", trigger_id=trigger_id)
         return await invoke(trigger, data, user=user, confirmed=confirmed)
+
+
+def _running_since(downtime: Downtime, now: datetime) -> datetime | None:
+    """Since when daemons have run without a gap, up to now (None: none runs)."""
+    if not downtime.spans or not downtime.running_at(now):
+        return None
+    return downtime.spans[-1][0]
 
 
 def _dry_action(spec: Any, current: Deployment | None) -> str:

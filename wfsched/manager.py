@@ -31,6 +31,7 @@ from wfsched.errors import Conflict, NotFound, Unavailable, WfschedError
 from wfsched.locks import LockManager
 from wfsched.metrics import DEPLOYMENTS
 from wfsched.models import Deployment, Health, TriggerSpec
+from wfsched.occurrences import OccurrenceLog
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
 from wfsched.spec import canonical_json, parse_spec
@@ -92,8 +93,10 @@ class TriggerManager:
         settings: Settings,
         locks: LockManager,
         timer: Timer,
+        ledger: OccurrenceLog | None = None,
     ) -> None:
         self.registry = registry
+        self.ledger = ledger
         self.store = store
         self.recorder = recorder
         self.settings = settings
@@ -427,6 +430,7 @@ class TriggerManager:
                 recorder=self.recorder,
                 settings=self.settings,
                 locks=self.locks,
+                ledger=self.ledger,
             )
             timer = trigger.timer()
         except Exception as exc:  # one broken trigger must not stop the others
@@ -471,6 +475,11 @@ class TriggerManager:
         if old is not None and old.hash == h:
             return "running"
         run = Running(trigger=trigger, ctx=ctx, hash=h)
+        if health not in ("healthy", ""):
+            # The store still shows what an earlier instance reported: once this one has
+            # said how it is doing (or has said nothing, so is healthy), the next flush
+            # writes that, clearing a fixed problem's last_error.
+            ctx.health_unsaved()
         # The new instance takes requests from here on, before the old one stops: stopping
         # waits for its task, and a request in between would find no trigger at all.
         self.running[key] = run

@@ -30,7 +30,8 @@ DISPATCH_ATTEMPTS = Counter(
 )
 FIRE_LATENESS = Histogram(
     "wfsched_fire_lateness_seconds",
-    "Delay from a scheduled instant to its durable event",
+    "Delay from a scheduled instant (or a delivery's receipt) to its durable event",
+    ["trigger_type"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
@@ -42,6 +43,12 @@ WEBHOOK_REQUESTS = Counter(
 )
 LOCK_ACQUIRE = Counter(
     "wfsched_lock_acquire", "Lock acquisitions by result", ["result"], registry=REGISTRY
+)
+OCCURRENCES = Counter(
+    "wfsched_occurrences",
+    "Occurrences by trigger type and outcome (fired, deduplicated, refused, filtered, …)",
+    ["trigger_type", "outcome"],
+    registry=REGISTRY,
 )
 TRIGGER_HEALTH = Gauge(
     "wfsched_trigger_health",
@@ -56,6 +63,18 @@ def event_counter(trigger_type: str, status: str) -> Any:
     """The ``TRIGGER_EVENTS`` child of a label pair, looked up once (``labels`` costs more
     than the increment on the per-event paths)."""
     return TRIGGER_EVENTS.labels(trigger_type, status)
+
+
+@cache
+def occurrence_counter(trigger_type: str, outcome: str) -> Any:
+    """The ``OCCURRENCES`` child of a label pair, looked up once."""
+    return OCCURRENCES.labels(trigger_type, outcome)
+
+
+@cache
+def lateness(trigger_type: str) -> Any:
+    """The ``FIRE_LATENESS`` child of a trigger type, looked up once."""
+    return FIRE_LATENESS.labels(trigger_type)
 
 
 def render() -> bytes:

@@ -147,6 +147,49 @@ class DispatchOutcome:
     partition; unset: the store looks it up by execution id alone."""
 
 
+Outcome = Literal[
+    "fired", "deduplicated", "skipped", "missed", "paused", "pending", "refused", "filtered"
+]
+"""The fate of one occurrence (a due instant, a delivery): see ``wfsched.explain``."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Occurrence:
+    """One entry of the occurrence ledger: what happened to a delivery or a due instant."""
+
+    workflow_id: str
+    trigger_id: str
+    trigger_type: str
+    at: datetime
+    outcome: Outcome
+    reason: str = ""
+    execution_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "trigger_id": self.trigger_id,
+            "trigger_type": self.trigger_type,
+            "at": iso(self.at),
+            "outcome": self.outcome,
+            "reason": self.reason,
+        }
+        if self.execution_id is not None:
+            out["execution_id"] = self.execution_id
+        return out
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DaemonRun:
+    """One run of one daemon (replica), from its heartbeats: it ran from ``started_at`` and
+    was last seen alive at ``last_seen``; ``live`` while its heartbeat row still exists."""
+
+    replica_id: str
+    started_at: datetime
+    last_seen: datetime
+    listen: str = ""
+    live: bool = False
+
+
 def utcnow() -> datetime:
     """Return the current instant as an aware UTC datetime."""
     return datetime.now(UTC)
@@ -179,5 +222,14 @@ def new_execution_id() -> str:
         rand = int.from_bytes(os.urandom(10), "big") >> 1
     _last_ms, _last_rand = ms, rand
     value = (ms << 80) | (rand & ((1 << 80) - 1))
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
+
+
+def execution_id_floor(t: datetime) -> str:
+    """The smallest execution id (ULID) this process could give an event created at ``t``:
+    execution ids sort by creation time, so ``execution_id >= floor`` bounds an index scan."""
+    ms = max(0, int(t.timestamp() * 1000))
+    value = ms << 80
     pairs = _PAIRS
     return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])

@@ -36,8 +36,9 @@ from anyio.abc import TaskGroup
 
 from wfsched import otel
 from wfsched.errors import StoreError, StoreRejected
-from wfsched.metrics import event_counter
-from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id
+from wfsched.metrics import event_counter, lateness, occurrence_counter
+from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id, utcnow
+from wfsched.occurrences import ENABLED as LEDGER
 
 Recorded = list[tuple[TriggerEvent, bool]]
 DEFAULT_COMMIT_TIMEOUT = 5.0
@@ -284,10 +285,21 @@ class GroupCommitRecorder:
         """Count recorded and duplicate events; wake the dispatcher for unleased new ones."""
         unleased = False
         counts: Counter[tuple[str, str]] = Counter()
+        now: datetime | None = None
         for i, (event, created) in enumerate(result):
             counts[event.trigger_type, "recorded" if created else "duplicate"] += 1
             unleased = unleased or (created and i >= leased)
+            if LEDGER and created and event.scheduled_at is None:
+                # A delivery's lateness: from its receipt to its commit (the timer observes
+                # scheduled fires itself, from their nominal instant and spread).
+                now = now or utcnow()
+                lateness(event.trigger_type).observe((now - event.fired_at).total_seconds())
         for (trigger_type, status), n in counts.items():
             event_counter(trigger_type, status).inc(n)
+            if LEDGER and status == "recorded":
+                # Every fire is an occurrence too. A repeat is counted where it is known to be
+                # a repeated delivery (the trigger context's ledger), not here: a timer's
+                # duplicate is a replica's harmless re-fire.
+                occurrence_counter(trigger_type, "fired").inc(n)
         if unleased:
             self._on_created()

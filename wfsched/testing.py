@@ -10,7 +10,8 @@ Usage in a plugin's own tests::
         await trigger.poll_once()
         assert [f.payload["etag"] for f in ctx.fires] == ["v1"]
 
-``FakeContext`` honours the contract a real daemon keeps: a fire with a dedupe key that
+Occurrences a trigger reports (``ctx.record_occurrence("filtered", …)``) are in
+``ctx.occurrences``. ``FakeContext`` honours the contract a real daemon keeps: a fire with a dedupe key that
 already fired returns the first event with ``created = False`` (and is not appended to
 ``fires``), the trigger's static ``payload`` is merged under the fire's own, cursors round-trip
 through JSON (so a value the store could not hold fails here too), and a fenced cursor write
@@ -34,7 +35,17 @@ from wfsched.models import Health, TriggerSpec
 from wfsched.trigger import BaseTrigger, FireRequest, FireResult
 
 T = TypeVar("T", bound=BaseTrigger)
-__all__ = ["FakeContext", "Fired"]
+__all__ = ["FakeContext", "Fired", "Recorded"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One occurrence the trigger reported (``ctx.record_occurrence``)."""
+
+    outcome: str
+    reason: str
+    at: datetime | None = None
+    execution_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,8 @@ class FakeContext:
         """Every event recorded, in order (duplicates of a dedupe key are not repeated)."""
         self.health: tuple[Health, str | None] = ("healthy", None)
         self.health_reports: list[tuple[Health, str | None]] = []
+        self.occurrences: list[Recorded] = []
+        """Every occurrence reported (refused, filtered; deduplicated fires), in order."""
         self._by_key: dict[str, Fired] = {}
         self._cursor: str | None = None
         self._cursor_fence = 0
@@ -117,6 +130,11 @@ class FakeContext:
         key = request.dedupe_key
         if key is not None and key in self._by_key:
             first = self._by_key[key]
+            self.record_occurrence(
+                "deduplicated",
+                f"a repeat of the delivery that fired {first.execution_id}",
+                execution_id=first.execution_id,
+            )
             return FireResult(
                 execution_id=first.execution_id,
                 workflow_id=self._workflow_id,
@@ -155,6 +173,19 @@ class FakeContext:
     def report_health(self, health: Health, error: str | None = None) -> None:
         self.health = (health, error)
         self.health_reports.append(self.health)
+        self._notify()
+
+    def record_occurrence(
+        self,
+        outcome: str,
+        reason: str,
+        *,
+        at: datetime | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        if outcome not in ("refused", "filtered", "deduplicated"):
+            raise ValueError(f"outcome {outcome!r} is not refused, filtered or deduplicated")
+        self.occurrences.append(Recorded(outcome, reason, at, execution_id))
         self._notify()
 
     def lock(self, name: str, *, ttl: float = 15.0) -> AbstractAsyncContextManager[_Lease]:

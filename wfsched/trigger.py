@@ -168,6 +168,31 @@ class TriggerContext(Protocol):
         """Hold a named lock across replicas, renewed while held."""
         ...
 
+    def record_occurrence(
+        self,
+        outcome: str,
+        reason: str,
+        *,
+        at: datetime | None = None,
+        execution_id: str | None = None,
+    ) -> None:
+        """Tell ``wfsched explain`` about a delivery that made no event.
+
+        ``outcome`` is ``"refused"`` (``reason`` names the HTTP status or the check that
+        failed, e.g. ``"401 unauthorized: signature does not match"``) or ``"filtered"``
+        (``reason`` names the filter and the value, e.g.
+        ``'branches: "feature/x" matches none of ["main"]'``); ``"deduplicated"`` is recorded
+        by the core for a repeated dedupe key. ``at`` defaults to now. It returns at once:
+        the entry is counted and written in the background with the next batch, so it costs
+        a request nothing it would wait for. Never put a secret in ``reason``.
+
+        Example::
+
+            if not self.matches(item):
+                self.ctx.record_occurrence("filtered", f"status: {item.status!r} is not 'done'")
+        """
+        ...
+
 
 class BaseTrigger:
     """Base of every trigger type, built-in or third-party.

@@ -16,12 +16,14 @@ from typing import Any, Literal, Protocol
 
 from wfsched.models import (
     Claim,
+    DaemonRun,
     Deployment,
     DeploymentState,
     DispatchOutcome,
     EventStatus,
     Health,
     NewEvent,
+    Occurrence,
     TriggerEvent,
     TriggerState,
     WorkflowSpec,
@@ -236,3 +238,41 @@ class Store(Protocol):
 
     async def count_prunable(self, retention: Retention) -> int:
         """How many events ``prune`` would delete with ``retention`` (for ``--dry-run``)."""
+
+    # heartbeats and the occurrence ledger -----------------------------------------------
+    async def beat(self, run: DaemonRun) -> None:
+        """Write a daemon's heartbeat: its live row (``replica_id``, ``listen``,
+        ``started_at``, ``last_seen``) and its run row (``replica_id``, ``started_at``),
+        whose ``last_seen`` moves forward in place."""
+
+    async def end_beat(self, run: DaemonRun) -> None:
+        """A clean stop: remove the live row and set the run's final ``last_seen``."""
+
+    async def daemon_runs(self, since: datetime) -> list[DaemonRun]:
+        """Every run last seen at or after ``since``, by start; ``live`` when its heartbeat
+        row is still there (a clean stop removes it; a killed daemon leaves it to age)."""
+
+    async def add_occurrences(self, rows: Sequence[Occurrence]) -> None:
+        """Append ledger entries in one transaction."""
+
+    async def occurrences(
+        self, workflow_id: str, since: datetime, until: datetime
+    ) -> list[Occurrence]:
+        """The ledger entries of a workflow with ``since <= at < until``, by ``at``."""
+
+    async def events_between(
+        self, workflow_id: str, since: datetime, until: datetime
+    ) -> list[TriggerEvent]:
+        """The events of a workflow fired, or scheduled, within ``[since, until)``."""
+
+    async def deployment_log(self, workflow_id: str) -> list[tuple[datetime, DeploymentState]]:
+        """When the workflow was deployed or resumed (``active``) and paused, oldest first."""
+
+    async def pending_events(self, workflow_id: str | None = None) -> tuple[int, datetime | None]:
+        """How many events wait for dispatch, and the oldest one's ``fired_at``."""
+
+    async def prune_ledger(self, older_than: datetime, keep_per_trigger: int) -> int:
+        """Delete ledger entries before ``older_than`` beyond the newest ``keep_per_trigger``
+        of their trigger (and any beyond ``100 * keep_per_trigger``, however young), daemon
+        runs last seen before it, and deployment history before it except each workflow's
+        latest entry; return the ledger entries deleted. The retention loop calls it."""

@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from wfsched.metrics import FIRE_LATENESS
+from wfsched.metrics import lateness
 from wfsched.models import NewEvent, iso
 from wfsched.recorder import Recorder, new_event
 from wfsched.timer.cursors import EMPTY, arm_record, parse_cursor
@@ -417,7 +417,7 @@ class Timer:
         for (member, nominal), (_, created) in zip(fires, result, strict=True):
             if created:
                 late = stored - timestamp(nominal) - quantize(member.spec.spread)
-                FIRE_LATENESS.observe(max(0.0, late))
+                lateness(member.trigger_type).observe(max(0.0, late))
             if member.last is None or nominal > member.last:
                 member.last = nominal
             if self._members.get(member.key) is not member:

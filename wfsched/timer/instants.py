@@ -73,6 +73,12 @@ def _last_instants(spec: TimerSpec, lower: datetime, upper: datetime, limit: int
         span *= 4
 
 
+def last_instant(spec: TimerSpec, since: datetime, until: datetime) -> datetime | None:
+    """The latest instant in ``(since, until]``, or None."""
+    found = _last_instants(spec, since, until, 1)
+    return found[-1] if found else None
+
+
 def instants_between(spec: TimerSpec, since: datetime, until: datetime) -> list[datetime]:
     """Every instant in ``(since, until]`` whatever the catch-up policy (a shard takeover),
     at most ``MAX_CATCHUP_FIRES`` (the latest)."""

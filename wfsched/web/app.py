@@ -18,6 +18,7 @@ from wfsched import otel
 from wfsched.web import management as api
 from wfsched.web.access import Access, managed, public_bind_without_token
 from wfsched.web.errors import Handler, answering, http_exception, server_error
+from wfsched.web.explain import explain
 from wfsched.web.ingress import WorkflowWebhookRoute
 from wfsched.web.public import WriteCheck, health, metrics, openapi, shared_webhook
 from wfsched.web.requests import HttpError, error_response, parse_json, read_body
@@ -74,6 +75,7 @@ def routes() -> list[BaseRoute]:
             methods=["DELETE"],
         ),
         Route("/api/v1/deployment/workflows/{id}/status", management(api.status), methods=["GET"]),
+        Route("/api/v1/deployment/workflows/{id}/explain", management(explain), methods=["GET"]),
         Route("/api/v1/triggers/workflows/{id}/manual", management(api.manual), methods=["POST"]),
         Route(
             "/api/v1/triggers/workflows/{id}/webhook",

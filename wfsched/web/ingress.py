@@ -94,13 +94,21 @@ class WorkflowWebhookRoute(BaseRoute):
         method: str = scope["method"]
         if not trigger.allows_method(method):
             allowed = ", ".join(m for m in INGRESS_METHODS if trigger.allows_method(m))
+            trigger.ctx.record_occurrence(
+                "refused", f"405 method_not_allowed: {method} (allowed: {allowed})"
+            )
             raise HttpError(405, "method_not_allowed", f"allowed: {allowed}", {"Allow": allowed})
-        body = await receive_body(
-            receive,
-            headers.get("content-length"),
-            trigger.max_body_bytes,
-            timeout=self.body_timeout,
-        )
+        try:
+            body = await receive_body(
+                receive,
+                headers.get("content-length"),
+                trigger.max_body_bytes,
+                timeout=self.body_timeout,
+            )
+        except HttpError as exc:
+            # Too large, too slow: the trigger never sees it, so the route notes it.
+            trigger.ctx.record_occurrence("refused", f"{exc.status} {exc.code}: {exc.detail}")
+            raise
         out = await trigger.receive(_inbound(scope, body, headers, raw))
         return out.status, out.body, out.headers
 

@@ -113,6 +113,37 @@ def _ingress_operation(method: str) -> dict[str, Any]:
     return op
 
 
+def _query(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": STR}  # fmt: skip
+
+
+def _explain_operation() -> dict[str, Any]:
+    return {
+        "operationId": "explain",
+        "tags": ["deployment"],
+        "summary": "Why each occurrence of the workflow's triggers did or didn't fire",
+        "description": (
+            "Occurrences in a window, sorted by `at`: fired, deduplicated, skipped, missed, "
+            "paused, pending (time triggers), refused and filtered (inbound triggers). The "
+            "window includes `since` and excludes `until` (default now); `at` asks about the "
+            "60 s on either side of it; without `at`/`since`, the last hour."
+        ),
+        "parameters": [
+            _ID,
+            _query("trigger", "One trigger id only"),
+            _query("at", "ISO 8601 instant (not with since/until)"),
+            _query("since", "ISO 8601 window start"),
+            _query("until", "ISO 8601 window end (default now)"),
+        ],
+        "security": _MANAGEMENT,
+        "responses": {
+            "200": _json(ref("Explain"), "The occurrences"),
+            **_errors("400", "401", "404", "503"),
+        },
+    }
+
+
 def _paths() -> dict[str, Any]:
     deploy_body = {"required": True, "content": {JSON: {"schema": ref("WorkflowSpec")}}}
     status_op = {
@@ -172,6 +203,7 @@ def _paths() -> dict[str, Any]:
                 **status_op,
             }
         },
+        "/api/v1/deployment/workflows/{id}/explain": {"get": _explain_operation()},
         "/api/v1/deployment/workflows": {
             "get": {
                 "operationId": "listDeployments",

@@ -78,7 +78,18 @@ def schemas() -> dict[str, Any]:
     status = {
         "allOf": [
             workflow,
-            obj(["triggers"], {"triggers": {"type": "array", "items": ref("TriggerStatus")}}),
+            obj(
+                ["triggers", "daemon"],
+                {
+                    "triggers": {"type": "array", "items": ref("TriggerStatus")},
+                    "daemon": ref("Daemon"),
+                    "pending": obj(
+                        ["count", "since"],
+                        {"count": {"type": "integer"}, "since": _INSTANT},
+                        description="Only while no daemon runs: events waiting for dispatch",
+                    ),
+                },
+            ),
         ]
     }
     health_item = obj(
@@ -122,7 +133,8 @@ def schemas() -> dict[str, Any]:
     )
     return {
         "Error": obj(["error", "detail"], {"error": STR, "detail": STR}),
-        "Health": {"enum": ["healthy", "degraded", "failing"]},
+        "Health": {"enum": ["healthy", "degraded", "failing", "late", "unknown"]},
+        **ledger_schemas(),
         "Trigger": trigger,
         "TriggerStatus": trigger_status,
         "Workflow": workflow,
@@ -205,3 +217,54 @@ def schemas() -> dict[str, Any]:
             },
         ),
     }
+
+
+def ledger_schemas() -> dict[str, Any]:
+    """The daemon object of status and explain, and explain's answer."""
+    daemon = obj(
+        ["running", "last_seen", "replicas"],
+        {
+            "running": {"type": "boolean", "description": "A heartbeat within the last 15 s"},
+            "last_seen": _INSTANT,
+            "replicas": {
+                "type": "array",
+                "items": obj(
+                    ["id", "started_at", "last_seen"],
+                    {"id": STR, "listen": STR, "started_at": _INSTANT, "last_seen": _INSTANT},
+                ),
+            },
+        },
+    )
+    occurrence = obj(
+        ["trigger_id", "at", "outcome", "reason"],
+        {
+            "trigger_id": STR,
+            "trigger_type": STR,
+            "at": {"type": "string", "format": "date-time"},
+            "outcome": {
+                "enum": [
+                    "fired",
+                    "deduplicated",
+                    "skipped",
+                    "missed",
+                    "paused",
+                    "pending",
+                    "refused",
+                    "filtered",
+                ]
+            },
+            "reason": STR,
+            "execution_id": STR,
+        },
+    )
+    explain = obj(
+        ["workflow_id", "since", "until", "daemon", "occurrences"],
+        {
+            "workflow_id": STR,
+            "since": {"type": "string", "format": "date-time"},
+            "until": {"type": "string", "format": "date-time"},
+            "daemon": ref("Daemon"),
+            "occurrences": {"type": "array", "items": ref("Occurrence")},
+        },
+    )
+    return {"Daemon": daemon, "Occurrence": occurrence, "Explain": explain}

@@ -25,12 +25,13 @@ from wfsched.store.postgres.changes import NotifyFeed
 from wfsched.store.postgres.connection import Conn
 from wfsched.store.postgres.deployments import PgDeployments
 from wfsched.store.postgres.events import PgEvents
+from wfsched.store.postgres.ledger import PgLedger
 
 MIGRATION_LOCK = 0x7766_7363_6865_6401  # "wfsched" 01
 """``pg_advisory_xact_lock`` key serialising migrations of replicas starting together."""
 
 
-class PostgresStore(PgDeployments, PgEvents):
+class PostgresStore(PgDeployments, PgEvents, PgLedger):
     """Store on a PostgreSQL database, safe for several replicas.
 
     ``partition_seconds``: the width of the events table's time partitions

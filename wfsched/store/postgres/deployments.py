@@ -60,6 +60,7 @@ class PgDeployments(PgConnections):
                 (ids,),
             )
             current = {r[0]: deployment_from_row(r) for r in await cur.fetchall()}
+            before_ids = set(current)
             cur = await conn.execute(
                 "SELECT workflow_id, trigger_id, type FROM wfsched_trigger_state"
                 " WHERE workflow_id = ANY(%s)",
@@ -132,6 +133,13 @@ class PgDeployments(PgConnections):
                     " VALUES (%s, %s, %s) ON CONFLICT (workflow_id, trigger_id) DO NOTHING",
                     [(wid, tid, type_) for wid in changed for tid, type_ in types[wid].items()],
                 )
+                created = [wid for wid in changed if wid not in before_ids]
+                if created:
+                    await cur.executemany(
+                        "INSERT INTO wfsched_deployment_log (workflow_id, at, state)"
+                        " VALUES (%s, %s, 'active')",
+                        [(wid, now) for wid in created],
+                    )
                 await self._notify_deployments(conn, revision)
         return actions
 
@@ -154,12 +162,23 @@ class PgDeployments(PgConnections):
             )
             found = {r[0] for r in await cur.fetchall()}
             require_all(workflow_ids, found, not_deployed)  # rolls back
+            await conn.execute(
+                "DELETE FROM wfsched_deployment_log WHERE workflow_id = ANY(%s)",
+                (list(workflow_ids),),
+            )
             await self._notify_deployments(conn, revision)
 
     async def set_state(self, workflow_ids: Sequence[str], state: DeploymentState) -> None:
         now = utcnow()
         async with self._tx() as conn:
             revision = await self._bump(conn)
+            # The history explain reads: only an actual change of state is one.
+            await conn.execute(
+                "INSERT INTO wfsched_deployment_log (workflow_id, at, state)"
+                " SELECT workflow_id, %s, %s FROM wfsched_deployments"
+                " WHERE workflow_id = ANY(%s) AND state <> %s",
+                (now, state, list(workflow_ids), state),
+            )
             # Resuming restarts time: a paused workflow accumulates no catch-up.
             cur = await conn.execute(
                 "UPDATE wfsched_deployments SET state = %s, revision = %s, updated_at = %s,"

@@ -25,6 +25,7 @@ from wfsched.store.common import migrations
 from wfsched.store.sqlite.changes import FilePoll
 from wfsched.store.sqlite.deployments import SqliteDeployments
 from wfsched.store.sqlite.events import SqliteEvents
+from wfsched.store.sqlite.ledger import SqliteLedger
 from wfsched.store.sqlite.retention import SqliteRetention, enable_incremental_vacuum
 
 
@@ -36,7 +37,7 @@ def path_from_url(url: str) -> Path:
     return Path(rest)
 
 
-class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention):
+class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger):
     """Store on one SQLite file."""
 
     def __init__(self, url: str, *, sync: Sync = "full") -> None:

@@ -76,6 +76,10 @@ class SqliteDeployments(SqliteConnection):
                     "INSERT INTO deployments VALUES (?, ?, ?, ?, 'active', ?, ?, ?)",
                     (spec.id, spec.name, doc, spec.spec_hash, revision, now, now),
                 )
+                conn.execute(
+                    "INSERT INTO deployment_log (workflow_id, at, state) VALUES (?, ?, 'active')",
+                    (spec.id, now),
+                )
             else:
                 conn.execute(
                     "UPDATE deployments SET name=?, document=?, spec_hash=?, revision=?,"
@@ -115,6 +119,9 @@ class SqliteDeployments(SqliteConnection):
             conn.executemany(
                 "DELETE FROM deployments WHERE workflow_id=?", [(w,) for w in workflow_ids]
             )
+            conn.executemany(
+                "DELETE FROM deployment_log WHERE workflow_id=?", [(w,) for w in workflow_ids]
+            )
             self._bump(conn)
 
         await self._run(lambda c: self._tx(c, body))
@@ -125,6 +132,12 @@ class SqliteDeployments(SqliteConnection):
             revision = self._bump(conn)
             now = fmt_ts(utcnow())
             for workflow_id in workflow_ids:
+                # The history explain reads: only an actual change of state is one.
+                conn.execute(
+                    "INSERT INTO deployment_log (workflow_id, at, state) SELECT workflow_id,"
+                    " ?, ? FROM deployments WHERE workflow_id=? AND state<>?",
+                    (now, state, workflow_id, state),
+                )
                 # Resuming restarts time: a paused workflow accumulates no catch-up.
                 conn.execute(
                     "UPDATE deployments SET state=?, revision=?, updated_at=?,"

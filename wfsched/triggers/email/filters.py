@@ -87,6 +87,26 @@ class Filters:
                 return False
         return self.has_attachments is None or self.has_attachments == message.has_attachments
 
+    def why_not(self, message: Candidate) -> str | None:
+        """The first filter ``message`` fails, with its value (None: it passes)."""
+        values: dict[str, Sequence[str]] = {
+            "from": message.sender,
+            "to": message.recipients,
+            "subject": [message.subject],
+            "body": [message.body],
+        }
+        for name, patterns in self.patterns.items():
+            if not any(p.matches(v) for p in patterns for v in values[name]):
+                wanted = ", ".join(repr(p.text) for p in patterns)
+                shown = values[name] if name != "body" else ["(the body)"]
+                found = ", ".join(repr(v[:200]) for v in shown) or "nothing"
+                return f"{name}: {found} matches none of [{wanted}]"
+        if self.has_attachments is not None and self.has_attachments != message.has_attachments:
+            return (
+                f"has_attachments: the message has {'some' if message.has_attachments else 'none'}"
+            )
+        return None
+
     def search_criteria(self) -> str:
         """Return IMAP SEARCH keys that every matching message satisfies ("" when none)."""
         parts = []

@@ -238,6 +238,8 @@ class Outcome:
     error: str | None = None
     problems: tuple[str, ...] = ()
     """What went wrong in a message that fires anyway (an attachment not stored)."""
+    filtered: str | None = None
+    """Why a message the filters turned away did not fire."""
 
 
 def evaluate(
@@ -257,8 +259,9 @@ def evaluate(
     except Malformed as exc:
         identity = "sha256:" + hashlib.sha256(raw).hexdigest()
         return Outcome(identity=identity, error=f"message UID {uid} is malformed: {exc}")
-    if not filters.matches(parsed.candidate()):
-        return Outcome(identity=parsed.identity)
+    candidate = parsed.candidate()
+    if not filters.matches(candidate):
+        return Outcome(identity=parsed.identity, filtered=filters.why_not(candidate))
     payload: dict[str, Any] = {
         "uid": uid,
         "uidvalidity": uidvalidity,

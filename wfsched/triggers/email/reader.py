@@ -273,10 +273,14 @@ class Reader:
             return
         if outcome.error is not None:
             self._message_failed(outcome.error)
+            self.ctx.record_occurrence("refused", outcome.error)
             cursor.remember(outcome.identity, item.internaldate)
             return
-        if outcome.payload is None:
-            return  # filtered out
+        if outcome.payload is None:  # filtered out
+            self.ctx.record_occurrence(
+                "filtered", f"message UID {item.uid}: {outcome.filtered or 'no filter matched'}"
+            )
+            return
         key = f"email:{self.label}:{cursor.uidvalidity}:{item.uid}"
         await self.ctx.fire(FireRequest(payload=outcome.payload, dedupe_key=key))
         cursor.remember(outcome.identity, item.internaldate)

@@ -96,6 +96,22 @@ class PatternList:
             found = found or self._hit(self.positive, value)
         return found
 
+    def why_not(self, name: str, values: Sequence[str]) -> str | None:
+        """Why ``values`` fail this list (``matches`` false), for the ledger; None if they pass."""
+        shown = ", ".join(_quote(v) for v in values) or "nothing"
+        for value in values:
+            for text, rx in self.negative:
+                if value == text or rx.fullmatch(value):
+                    return f"{name}: {_quote(value)} matches the exclusion {_quote('!' + text)}"
+        if self.positive and not any(self._hit(self.positive, v) for v in values):
+            wanted = ", ".join(_quote(text) for text, _ in self.positive)
+            return f"{name}: {shown} matches none of [{wanted}]"
+        return None
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 @dataclass(frozen=True, slots=True)
 class Facts:
@@ -244,6 +260,37 @@ class Filters:
             branches if facts.ref_kind == "branch" else tags if facts.ref_kind == "tag" else None
         )
         return wanted is not None and wanted.matches([facts.ref_name])
+
+    def why_not(self, facts: Facts, paths: Sequence[str] | None = None) -> str:
+        """The first filter the delivery fails, with its value (``match`` returned false)."""
+        single = {"repository": facts.repository, "events": facts.event, "actions": facts.action}
+        for key, value in single.items():
+            rule = self.lists.get(key)
+            if rule is not None:
+                reason = rule.why_not(key, [value] if value else [])
+                if reason:
+                    return reason
+        if not self._refs_match(facts):
+            branches, tags = self.lists.get("branches"), self.lists.get("tags")
+            if facts.ref_name is None:
+                return "branches/tags: the delivery names no branch or tag"
+            kind = "branches" if facts.ref_kind == "branch" else "tags"
+            rule = branches if facts.ref_kind == "branch" else tags
+            if rule is None:
+                other = "branch" if kind == "tags" else "tag"
+                return f"{kind}: not set, so the {other} filter excludes {_quote(facts.ref_name)}"
+            return rule.why_not(kind, [facts.ref_name]) or f"{kind}: no match"
+        for key, values in (("authors", facts.authors), ("labels", facts.labels)):
+            rule = self.lists.get(key)
+            if rule is not None:
+                reason = rule.why_not(key, values)
+                if reason:
+                    return reason
+        rule = self.lists.get("paths")
+        known = paths if paths is not None else facts.paths
+        if rule is not None and known is not None:
+            return rule.why_not("paths", list(known)) or "paths: no match"
+        return "no filter matched"
 
     def match(self, facts: Facts, paths: Sequence[str] | None = None) -> bool:
         """Return whether the delivery passes; ``paths`` overrides ``facts.paths`` (PR files).

@@ -225,6 +225,23 @@ async def _fire_all(
     return [r for r in results if r is not None]
 
 
+def _refused(triggers: Sequence[Routed], answer: Outbound) -> Outbound:
+    """Note a refused delivery in every github trigger's ledger (any of them may have been
+    its target), then return the answer."""
+    body = answer.body
+    code = body.get("error", "") if isinstance(body, Mapping) else ""
+    detail = body.get("detail", "") if isinstance(body, Mapping) else ""
+    for trigger in triggers:
+        trigger.ctx.record_occurrence("refused", f"{answer.status} {code}: {detail}")
+    return answer
+
+
+def _filtered(triggers: Sequence[Routed], facts: Facts, delivery: str, paths: Any) -> None:
+    for trigger in triggers:
+        why = trigger.filters.why_not(facts, paths)
+        trigger.ctx.record_occurrence("filtered", f"delivery {delivery} ({facts.event}): {why}")
+
+
 async def receive(
     request: Inbound, triggers: Sequence[Routed], section: Mapping[str, Any]
 ) -> Outbound:
@@ -232,31 +249,40 @@ async def receive(
     try:
         settings = load_settings(section)
     except SpecError as exc:
-        return Outbound.error(503, "github_not_configured", str(exc), {"Retry-After": "30"})
+        return _refused(
+            triggers,
+            Outbound.error(503, "github_not_configured", str(exc), {"Retry-After": "30"}),
+        )
     if not settings.webhook_secrets:
-        return Outbound.error(
-            503,
-            "github_not_configured",
-            "github.webhook_secret is not set "
-            "(GITHUB_WEBHOOK_SECRET): deliveries cannot be verified",
-            {"Retry-After": "30"},
+        return _refused(
+            triggers,
+            Outbound.error(
+                503,
+                "github_not_configured",
+                "github.webhook_secret is not set "
+                "(GITHUB_WEBHOOK_SECRET): deliveries cannot be verified",
+                {"Retry-After": "30"},
+            ),
         )
     if not github_signature_valid(
         settings.webhook_secrets, request.headers.get("x-hub-signature-256"), request.body
     ):
-        return Outbound.error(
-            401,
-            "unauthorized",
-            "X-Hub-Signature-256 is missing or does not match github.webhook_secret",
+        return _refused(
+            triggers,
+            Outbound.error(
+                401,
+                "unauthorized",
+                "X-Hub-Signature-256 is missing or does not match github.webhook_secret",
+            ),
         )
     checked = _check_headers(request, settings)
     if isinstance(checked, Outbound):
-        return checked
+        return _refused(triggers, checked)
     event, delivery = checked
     try:
         body = decode(request.body, request.headers.get("content-type", ""))
     except BadDelivery as exc:
-        return Outbound.error(400, "invalid_json", str(exc))
+        return _refused(triggers, Outbound.error(400, "invalid_json", str(exc)))
     if event == "ping":
         note_answered(delivery)
         return Outbound(
@@ -265,6 +291,7 @@ async def receive(
         )
     facts = facts_of(event, body)
     candidates = [t for t in triggers if t.filters.match(facts)]
+    _filtered([t for t in triggers if t not in candidates], facts, delivery, None)
     want_files = [t for t in candidates if t.filters.wants_pull_files(facts)]
     fetched = await fetch(
         settings,
@@ -275,6 +302,13 @@ async def receive(
         context=any(t.fetch_context for t in candidates),
     )
     fires = _plan(candidates, want_files, facts, fetched, _payload(event, delivery, body, facts))
+    if len(fires) < len(candidates):  # the paths filter, with a pull request's files
+        chosen = {id(t) for t, _ in fires}
+        paths = file_paths(fetched.files) if fetched.files is not None else None
+        rejected = [
+            t for t in candidates if id(t) not in chosen and not t.filters.match(facts, paths)
+        ]
+        _filtered(rejected, facts, delivery, paths)
     results = await _fire_all(fires, f"github:{delivery}")
     note_answered(delivery)
     log.info(f"github delivery {delivery} ({event}): {len(results)} workflow(s) matched")

@@ -191,10 +191,17 @@ class WebhookTrigger(BaseTrigger):
     def allows_method(self, method: str) -> bool:
         return method in self._methods
 
+    def _refuse(
+        self, status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+    ) -> Outbound:
+        """The error answer, noted in the ledger (``explain`` shows it as refused)."""
+        self.ctx.record_occurrence("refused", f"{status} {code}: {detail}")
+        return Outbound.error(status, code, detail, headers)
+
     async def receive(self, request: Inbound) -> Outbound:
         verifier = self._get_verifier()
         if verifier is None:
-            return Outbound.error(
+            return self._refuse(
                 503,
                 "trigger_unavailable",
                 "this webhook's auth secret cannot be "
@@ -205,12 +212,12 @@ class WebhookTrigger(BaseTrigger):
             verifier.verify(request.headers, request.body)
         except AuthError as exc:
             extra = {"WWW-Authenticate": self._challenge} if self._challenge else None
-            return Outbound.error(401, "unauthorized", str(exc), extra)
+            return self._refuse(401, "unauthorized", str(exc), extra)
         # Only authenticated requests count: an unsigned flood must not lock out the sender.
         if self._bucket is not None:
             wait = self._bucket.take()
             if wait:
-                return Outbound.error(
+                return self._refuse(
                     429,
                     "rate_limited",
                     "too many requests for this webhook",
@@ -218,16 +225,16 @@ class WebhookTrigger(BaseTrigger):
                 )
         dedupe_key, problem = self._dedupe_key(request)
         if problem is not None:
-            return Outbound.error(400, "bad_request", problem)
+            return self._refuse(400, "bad_request", problem)
         query = request.query
         if has_nul(query) or has_nul(query.values()) or has_nul(request.headers.values()):
-            return Outbound.error(
+            return self._refuse(
                 400, "bad_request", "the query or a header contains a NUL character"
             )
         try:
             body, encoding = decode_body(request.body, request.headers.get("content-type"))
         except BadBody as exc:
-            return Outbound.error(400, exc.code, str(exc))
+            return self._refuse(400, exc.code, str(exc))
         payload = {
             "method": request.method,
             "path": request.path,
