@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -226,9 +226,12 @@ async def _fire_all(
 
 
 async def receive(
-    request: Inbound, triggers: Sequence[Routed], section: Mapping[str, Any]
+    request: Inbound,
+    route: Callable[[str | None], Sequence[Routed]],
+    section: Mapping[str, Any],
 ) -> Outbound:
-    """Handle one delivery on the shared GitHub ingress."""
+    """Handle one delivery on the shared GitHub ingress; ``route`` returns the triggers that
+    may match a delivery from a repository (every one that can: ``matched`` stays exact)."""
     try:
         settings = load_settings(section)
     except SpecError as exc:
@@ -264,7 +267,7 @@ async def receive(
             body={"status": "ok", "event": "ping", "delivery_id": delivery, "matched": []},
         )
     facts = facts_of(event, body)
-    candidates = [t for t in triggers if t.filters.match(facts)]
+    candidates = [t for t in route(facts.repository) if t.filters.match(facts)]
     want_files = [t for t in candidates if t.filters.wants_pull_files(facts)]
     fetched = await fetch(
         settings,
