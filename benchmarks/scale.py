@@ -10,6 +10,8 @@ Workloads (each its own function; later rows of this suite add theirs beside the
   ratio last / first plateau (1.0: flat), and fire-to-engine p50/p99 with pruning against
   without (ratio > 1: pruning costs nothing). Fire-to-engine latency includes the group
   commit every webhook also waits for.
+* routing rows (:mod:`benchmarks.scale_routing`): req/s, CPU and RSS with 1 to 100k deployed
+  webhook workflows, deploy and start-up time, GitHub deliveries with 10k github workflows.
 * ``prune_rate``: events deleted per second by ``wfsched prune --older-than`` on a store
   seeded with old dispatched events, on SQLite and PostgreSQL.
 """
@@ -28,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from benchmarks import scale_routing
 from benchmarks.dispatch import Bench, _figures
 from benchmarks.harness import Row, compare
 
@@ -223,6 +226,7 @@ def prune_rate(kind: str, quick: bool) -> Iterator[Row]:
 
 def run(quick: bool) -> Iterator[Row]:
     sys.stderr.write(f"scale: load average before {os.getloadavg()[0]:.2f}\n")
+    yield from scale_routing.run(quick)  # the number of deployed workflows (issue #18)
     for kind in ("sqlite", "postgres"):
         yield from prune_rate(kind, quick)
     for kind in ("sqlite",) if quick else ("sqlite", "postgres"):
