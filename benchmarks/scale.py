@@ -13,6 +13,8 @@ Workloads (each its own function; later rows of this suite add theirs beside the
   (fire to engine arrival) and **ingress** p50/p99 (webhook scheduled send to its 202).
 * ``prune_rate``: events deleted per second by ``prune_all`` (exact row deletes, no rest
   between steps) on a store seeded with old dispatched events, on SQLite and PostgreSQL.
+* routing rows (:mod:`benchmarks.scale_routing`): req/s, CPU and RSS with 1 to 100k deployed
+  webhook workflows, deploy and start-up time, GitHub deliveries with 10k github workflows.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from benchmarks import scale_routing
 from benchmarks.dispatch import Bench, _get, _wait
 from benchmarks.harness import Row, compare, median, percentile
 
@@ -316,6 +319,7 @@ def prune_rate(kind: str, quick: bool) -> Iterator[Row]:
 
 def run(quick: bool) -> Iterator[Row]:
     sys.stderr.write(f"scale: load average before {os.getloadavg()[0]:.2f}\n")
+    yield from scale_routing.run(quick)  # the number of deployed workflows (issue #18)
     for kind in ("sqlite", "postgres"):
         yield from prune_rate(kind, quick)
     for kind in ("sqlite", "postgres"):

@@ -7,6 +7,7 @@ from wfsched.fields import Fields
 from wfsched.hookspecs import hookimpl
 from wfsched.httpjson import BadBody, parse_json
 from wfsched.models import Health, TriggerEvent, TriggerSpec
+from wfsched.routing import SharedTriggers
 from wfsched.schedules.cron import spread_offset
 from wfsched.schedules.durations import parse_duration
 from wfsched.schedules.series import CronSeries, EverySeries, cron_series, every_series
@@ -60,6 +61,7 @@ __all__ = [
     "Schedule",
     "Sender",
     "Setting",
+    "SharedTriggers",
     "SpecError",
     "TargetContext",
     "TimerSpec",

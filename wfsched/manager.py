@@ -34,6 +34,7 @@ from wfsched.models import Deployment, Health, TriggerSpec
 from wfsched.occurrences import OccurrenceLog
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
+from wfsched.routing import Routing, SharedTriggers
 from wfsched.spec import canonical_json, parse_spec
 from wfsched.store import Store
 from wfsched.timer import Timer
@@ -103,6 +104,9 @@ class TriggerManager:
         self.locks = locks
         self.timer = timer
         self.running: dict[tuple[str, str], Running] = {}
+        # What requests look triggers up in (kept in step with ``running``): never a walk of
+        # every running trigger on a request.
+        self._routing = Routing()
         # Per workflow: the spec hash and state last reconciled, and the triggers started.
         self._deployed: dict[str, tuple[str, str, tuple[str, ...]]] = {}
         self._specs: dict[str, tuple[str, tuple[TriggerSpec, ...]]] = {}
@@ -137,9 +141,9 @@ class TriggerManager:
     # lookups used by the web layer ---------------------------------------------------------
     def ingress_trigger(self, workflow_id: str) -> BaseTrigger:
         """Return the running trigger of a workflow served on the per-workflow ingress."""
-        for (wf, _), run in self.running.items():
-            if wf == workflow_id and run.trigger.ingress == "workflow":
-                return run.trigger
+        trigger = self._routing.webhook(workflow_id)
+        if trigger is not None:
+            return trigger
         raise NotFound(f"workflow {workflow_id!r} has no active webhook trigger")
 
     async def ingress_after_miss(self, workflow_id: str) -> BaseTrigger:
@@ -212,9 +216,10 @@ class TriggerManager:
         except WfschedError as exc:
             log.warning("reconcile failed", extra={"error": str(exc)})
 
-    def shared_triggers(self, name: str) -> list[BaseTrigger]:
-        """Return every running trigger of the types served on shared ingress ``name``."""
-        return [r.trigger for r in self.running.values() if r.trigger.ingress == name]
+    def shared_triggers(self, name: str) -> SharedTriggers:
+        """Return the running triggers of the types served on shared ingress ``name``, indexed
+        by routing key (the index itself, kept current: a request takes its candidates)."""
+        return self._routing.shared(name)
 
     def shared_ingress_type(self, name: str) -> type[BaseTrigger]:
         for t in self.registry.all():
@@ -483,6 +488,9 @@ class TriggerManager:
         # The new instance takes requests from here on, before the old one stops: stopping
         # waits for its task, and a request in between would find no trigger at all.
         self.running[key] = run
+        if old is not None and old.trigger.ingress != trigger.ingress:
+            self._routing.discard(key, old.trigger)
+        self._routing.put(key, trigger)
         if timer is not None:  # (replaces the old member)
             self.timer.add(
                 deployment.workflow_id,
@@ -530,6 +538,7 @@ class TriggerManager:
         self.timer.remove(*key)
         run = self.running.pop(key, None)
         if run is not None:
+            self._routing.discard(key, run.trigger)
             await self._retire(run)
 
     async def _retire(self, run: Running) -> None:

@@ -7,16 +7,19 @@ the event durably under its dedupe key (a repeated fire is a no-op) and dispatch
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from wfsched.errors import NotFound, SpecError
 from wfsched.httpjson import error_body
 from wfsched.models import Health, TriggerSpec
 from wfsched.secretrefs import api_refusals
+
+if TYPE_CHECKING:
+    from wfsched.routing import SharedTriggers
 
 CatchUp = Literal["skip", "latest", "all"]
 
@@ -286,11 +289,26 @@ class BaseTrigger:
         """Handle a request on the per-workflow ingress route."""
         raise NotFound(f"trigger type {self.type!r} has no HTTP ingress")
 
+    def routing_keys(self) -> Collection[str] | None:
+        """The keys of the requests this trigger can match on its shared ingress (the github
+        type: the exact repository names its filter lists), or None (the default) for any.
+
+        The core indexes running triggers by these keys, so that a request costs what its
+        candidates cost however many triggers are deployed (:meth:`SharedTriggers.candidates`).
+        They must be exact: a trigger is never offered a request outside its keys.
+        """
+        return None
+
     @classmethod
     async def receive_shared(
-        cls, request: Inbound, triggers: Sequence[BaseTrigger], settings: Mapping[str, Any]
+        cls, request: Inbound, triggers: SharedTriggers, settings: Mapping[str, Any]
     ) -> Outbound:
-        """Handle a request on the type's shared ingress route, fanning out to ``triggers``."""
+        """Handle a request on the type's shared ingress route, fanning out to ``triggers``.
+
+        ``triggers`` is a sequence of every running trigger of the type; route through
+        ``triggers.candidates(keys)`` (the triggers of the request's routing keys, and those
+        that take any request) so that a request's cost does not grow with the fleet.
+        """
         raise NotFound(f"trigger type {cls.type!r} has no shared ingress")
 
     @property

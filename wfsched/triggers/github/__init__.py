@@ -14,7 +14,7 @@ always means that no deployed trigger matched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import anyio
@@ -25,6 +25,7 @@ from wfsched import (
     Inbound,
     Outbound,
     Setting,
+    SharedTriggers,
     SpecError,
     TriggerContext,
     TriggerSpec,
@@ -71,14 +72,21 @@ class GitHubTrigger(BaseTrigger):
         out["fetch_context"] = self.fetch_context
         return out
 
+    def routing_keys(self) -> Collection[str] | None:
+        # Deliveries are routed by repository: one for org/a never looks at org/b's triggers.
+        return self.filters.repositories()
+
     @classmethod
     async def receive_shared(
-        cls, request: Inbound, triggers: Sequence[BaseTrigger], settings: Mapping[str, Any]
+        cls, request: Inbound, triggers: SharedTriggers, settings: Mapping[str, Any]
     ) -> Outbound:
         from wfsched.triggers.github.ingress import receive
 
-        ours = [t for t in triggers if isinstance(t, GitHubTrigger)]
-        return await receive(request, ours, settings)
+        def route(repository: str | None) -> list[GitHubTrigger]:
+            found = triggers.candidates([repository] if repository else [])
+            return [t for t in found if isinstance(t, GitHubTrigger)]
+
+        return await receive(request, route, settings)
 
     def _wants_pull_files(self) -> bool:
         events = self.config.get("events", ["push"])

@@ -15,6 +15,7 @@ from typing import Any
 
 FILTER_KEYS = ("repository", "events", "actions", "branches", "tags", "paths", "authors", "labels")
 MAX_PATTERN_CHARS = 1024
+_GLOB_CHARS = frozenset("*?[")
 # Events whose branch is the head branch of a run or check (there is no base branch).
 _HEAD_BRANCH_OBJECTS = {
     "workflow_run": "workflow_run",
@@ -245,6 +246,16 @@ class Filters:
         lists = {k: PatternList.parse(config[k]) for k in FILTER_KEYS if config.get(k)}
         lists.setdefault("events", PatternList.parse(["push"]))
         return cls(lists)
+
+    def repositories(self) -> frozenset[str] | None:
+        """The only repositories a delivery can come from to match, or None for any: no
+        positive ``repository`` pattern, or one of them a glob. (Negative patterns only narrow
+        the match further, and a pattern without glob characters matches itself alone.)"""
+        rule = self.lists.get("repository")
+        if rule is None or not rule.positive:
+            return None
+        names = frozenset(text for text, _ in rule.positive)
+        return None if any(_GLOB_CHARS.intersection(n) for n in names) else names
 
     def wants_pull_files(self, facts: Facts) -> bool:
         """True when the ``paths`` filter must see a pull request's files from the API."""

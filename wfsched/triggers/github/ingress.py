@@ -8,9 +8,10 @@ files or context, then every matched event committed before the 202. A repeated
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -225,9 +226,25 @@ async def _fire_all(
     return [r for r in results if r is not None]
 
 
+def _claimed_repository(request: Inbound) -> str | None:
+    """The repository an unverified delivery says it is from, to note a refusal in the ledger
+    of the triggers it was aimed at (and of those listening on any repository): never trusted
+    for anything else, and not looked for in bodies too large to parse cheaply."""
+    if len(request.body) > _CLAIM_LIMIT:
+        return None
+    try:
+        name = json.loads(request.body)["repository"]["full_name"]
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+_CLAIM_LIMIT = 1024 * 1024
+
+
 def _refused(triggers: Sequence[Routed], answer: Outbound) -> Outbound:
-    """Note a refused delivery in every github trigger's ledger (any of them may have been
-    its target), then return the answer."""
+    """Note a refused delivery in the ledger of the triggers it may have been aimed at, then
+    return the answer."""
     body = answer.body
     code = body.get("error", "") if isinstance(body, Mapping) else ""
     detail = body.get("detail", "") if isinstance(body, Mapping) else ""
@@ -243,19 +260,22 @@ def _filtered(triggers: Sequence[Routed], facts: Facts, delivery: str, paths: An
 
 
 async def receive(
-    request: Inbound, triggers: Sequence[Routed], section: Mapping[str, Any]
+    request: Inbound,
+    route: Callable[[str | None], Sequence[Routed]],
+    section: Mapping[str, Any],
 ) -> Outbound:
-    """Handle one delivery on the shared GitHub ingress."""
+    """Handle one delivery on the shared GitHub ingress; ``route`` returns the triggers that
+    may match a delivery from a repository (every one that can: ``matched`` stays exact)."""
     try:
         settings = load_settings(section)
     except SpecError as exc:
         return _refused(
-            triggers,
+            route(_claimed_repository(request)),
             Outbound.error(503, "github_not_configured", str(exc), {"Retry-After": "30"}),
         )
     if not settings.webhook_secrets:
         return _refused(
-            triggers,
+            route(_claimed_repository(request)),
             Outbound.error(
                 503,
                 "github_not_configured",
@@ -268,7 +288,7 @@ async def receive(
         settings.webhook_secrets, request.headers.get("x-hub-signature-256"), request.body
     ):
         return _refused(
-            triggers,
+            route(_claimed_repository(request)),
             Outbound.error(
                 401,
                 "unauthorized",
@@ -277,12 +297,14 @@ async def receive(
         )
     checked = _check_headers(request, settings)
     if isinstance(checked, Outbound):
-        return _refused(triggers, checked)
+        return _refused(route(_claimed_repository(request)), checked)
     event, delivery = checked
     try:
         body = decode(request.body, request.headers.get("content-type", ""))
     except BadDelivery as exc:
-        return _refused(triggers, Outbound.error(400, "invalid_json", str(exc)))
+        return _refused(
+            route(_claimed_repository(request)), Outbound.error(400, "invalid_json", str(exc))
+        )
     if event == "ping":
         note_answered(delivery)
         return Outbound(
@@ -290,8 +312,11 @@ async def receive(
             body={"status": "ok", "event": "ping", "delivery_id": delivery, "matched": []},
         )
     facts = facts_of(event, body)
-    candidates = [t for t in triggers if t.filters.match(facts)]
-    _filtered([t for t in triggers if t not in candidates], facts, delivery, None)
+    routed = route(facts.repository)
+    candidates = [t for t in routed if t.filters.match(facts)]
+    # Triggers routed to this repository that it did not match are "filtered" in the ledger;
+    # the others never saw it (their repository filter names another repository).
+    _filtered([t for t in routed if t not in candidates], facts, delivery, None)
     want_files = [t for t in candidates if t.filters.wants_pull_files(facts)]
     fetched = await fetch(
         settings,

@@ -1,0 +1,280 @@
+"""Scale suite, routing rows: what a request costs with many workflows deployed (issue #18).
+
+Workloads (registered in :mod:`benchmarks.scale` beside the retention ones):
+
+* ``webhook_fleet``: ``wfsched serve`` (SQLite, sync FULL, pinned to the server core) with the
+  ingress suite's HMAC webhook workflow plus N-1 other webhook workflows; ``wrk`` posts to the
+  first. Figures per N: req/s and CPU µs per request (ratio against N = 1), RSS per deployed
+  workflow (RSS growth over N = 1, divided by the extra workflows), start-up time (process
+  start to the webhook answering) and ``wfsched deploy`` time for the N spec files.
+* ``github_fleet``: signed GitHub push deliveries (a fresh ``X-GitHub-Delivery`` per request,
+  so each records an event) to a repository one github workflow listens on, with that
+  workflow alone deployed and with M others spread over R other repositories. Figure: req/s
+  (ratio against the single workflow).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _ingress_servers as srv
+from benchmarks.harness import Row, compare
+from benchmarks.ingress import BODY, _lua, wrk
+from wfsched.triggers.webhook.auth import sign_hmac_sha256_hex
+
+SUITE = "scale"
+GITHUB_SECRET = "bench-github-secret"
+GITHUB_REPO = "bench/target"
+_BENCH_HOOK = {
+    "id": srv.WORKFLOW,
+    "triggers": [{"type": "webhook", "auth": {"type": "hmac", "secret": "env:BENCH_SECRET"}}],
+}
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _write_specs(folder: Path, documents: list[dict[str, Any]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for document in documents:
+        (folder / f"{document['id']}.json").write_text(json.dumps(document))
+
+
+def _deploy(workdir: Path, env: dict[str, str], folder: Path) -> float:
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "wfsched", "deploy", str(folder)],
+        cwd=workdir,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=1800,
+    )
+    return time.perf_counter() - began
+
+
+def _serve(workdir: Path, env: dict[str, str]) -> tuple[srv.Server, float]:
+    """Start ``wfsched serve``; return it and the seconds until the bench webhook answered
+    (401 to an unsigned POST: its trigger runs)."""
+    import urllib.error
+    import urllib.request
+
+    log = workdir / "serve.log"
+    began = time.perf_counter()
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            srv.pinned(srv.SERVER_CORE, sys.executable, "-m", "wfsched", "serve"),
+            cwd=workdir,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{env['PORT']}{srv.PATH}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"wfsched exited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=5)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                took = time.perf_counter() - began
+                return srv.Server("wfsched", proc, int(env["PORT"]), workdir), took
+        except OSError:
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError(f"wfsched not ready:\n{log.read_text()[-3000:]}")
+
+
+def _loaded(server: srv.Server, seconds: float, lua: Path, path: str) -> dict[str, float]:
+    """wrk against ``path``: its figures plus the server's CPU µs per request."""
+    cpu = srv.cpu_seconds(server.proc.pid)
+    figures = wrk_at(server.port, seconds, lua, path)
+    used = srv.cpu_seconds(server.proc.pid) - cpu
+    figures["cpu_us"] = used / max(figures["requests"], 1.0) * 1e6
+    return figures
+
+
+def wrk_at(port: int, seconds: float, lua: Path, path: str) -> dict[str, float]:
+    saved = srv.PATH
+    srv.PATH = path  # wrk() posts to srv.PATH
+    try:
+        return wrk(port, seconds, lua)
+    finally:
+        srv.PATH = saved
+
+
+def _webhook_run(n: int, seconds: float) -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-fleet-"))
+    try:
+        port = srv.free_port()
+        env = srv.wfsched_env(f"sqlite:///{workdir}/wfsched.db", port, workdir)
+        others = [{"id": f"fleet-{i}", "triggers": [{"type": "webhook"}]} for i in range(n - 1)]
+        _write_specs(workdir / "specs", [_BENCH_HOOK, *others])
+        deploy_s = _deploy(workdir, env, workdir / "specs")
+        server, startup_s = _serve(workdir, env)
+        try:
+            rss = _rss_kib(server.proc.pid)
+            figures = _loaded(server, seconds, _lua(workdir), srv.PATH)
+        finally:
+            server.stop()
+        return {**figures, "rss_kib": rss, "deploy_s": deploy_s, "startup_s": startup_s}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def webhook_fleet(quick: bool) -> Iterator[Row]:
+    sizes = (1, 2_000, 10_000) if quick else (1, 10_000, 100_000)
+    seconds = 3.0 if quick else 10.0
+    runs = {n: _webhook_run(n, seconds) for n in sizes}
+    one = runs[1]
+    for n in sizes[1:]:
+        got = runs[n]
+        workload = f"webhook, {n} webhook workflows"
+        yield compare(
+            SUITE, workload, n, "requests_per_s", "req/s", got["rps"], "1 deployed", one["rps"],
+            higher_is_better=True,
+        )  # fmt: skip
+        yield compare(
+            SUITE, workload, n, "cpu_per_request", "us", got["cpu_us"], "1 deployed",
+            one["cpu_us"], higher_is_better=False,
+        )  # fmt: skip
+        per = (got["rss_kib"] - one["rss_kib"]) * 1024 / (n - 1)
+        yield Row(SUITE, "wfsched", workload, n, "rss_per_workflow", round(per), "B")
+        yield Row(SUITE, "wfsched", workload, n, "deploy_time", round(got["deploy_s"], 2), "s")
+        yield Row(SUITE, "wfsched", workload, n, "startup_time", round(got["startup_s"], 2), "s")
+
+
+def _github_lua(workdir: Path) -> Path:
+    """POST a signed push to GITHUB_REPO, each request with a fresh delivery id."""
+    body = _push_body()
+    escaped = body.decode().replace("\\", "\\\\").replace('"', '\\"')
+    signature = sign_hmac_sha256_hex(GITHUB_SECRET, body)
+    script = f"""
+wrk.method = "POST"
+wrk.body = "{escaped}"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-GitHub-Event"] = "push"
+wrk.headers["X-Hub-Signature-256"] = "{signature}"
+local n = 0
+local tag = tostring(math.random(1, 1e9))
+function request()
+  n = n + 1
+  wrk.headers["X-GitHub-Delivery"] = tag .. "-" .. n
+  return wrk.format()
+end
+"""
+    path = workdir / "github.lua"
+    path.write_text(script)
+    return path
+
+
+def _push_body() -> bytes:
+    return json.dumps(
+        {
+            "ref": "refs/heads/main",
+            "repository": {"full_name": GITHUB_REPO},
+            "installation": {"id": 1},
+            "sender": {"login": "octocat"},
+            "commits": [{"added": ["README.md"], "author": {"username": "octocat"}}],
+            "pad": BODY.decode(),
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def _github_run(others: int, repositories: int, seconds: float) -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-github-"))
+    try:
+        port = srv.free_port()
+        env = srv.wfsched_env(f"sqlite:///{workdir}/wfsched.db", port, workdir)
+        env["GITHUB_WEBHOOK_SECRET"] = GITHUB_SECRET
+        documents = [
+            _BENCH_HOOK,  # (what ``_serve`` waits for)
+            {"id": "target", "triggers": [{"type": "github", "repository": GITHUB_REPO}]},
+        ]
+        documents += [
+            {
+                "id": f"gh-{i}",
+                "triggers": [{"type": "github", "repository": f"org/repo-{i % repositories}"}],
+            }
+            for i in range(others)
+        ]
+        _write_specs(workdir / "specs", documents)
+        _deploy(workdir, env, workdir / "specs")
+        server, _ = _serve(workdir, env)
+        try:
+            path = "/api/v1/public/webhooks/github"
+            # The first delivery waits for the triggers to settle; then the load.
+            _wait_github(port, path)
+            return _loaded(server, seconds, _github_lua(workdir), path)
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_github(port: int, path: str) -> None:
+    import urllib.request
+
+    body = _push_body()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "push",
+        "X-GitHub-Delivery": "warm-up",
+        "X-Hub-Signature-256": sign_hmac_sha256_hex(GITHUB_SECRET, body),
+    }
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}", data=body, headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                if json.loads(answer.read())["matched"]:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the github ingress never matched the target workflow")
+
+
+def github_fleet(quick: bool) -> Iterator[Row]:
+    others, repositories = (2_000, 200) if quick else (10_000, 1_000)
+    seconds = 3.0 if quick else 10.0
+    one = _github_run(0, 1, seconds)
+    many = _github_run(others, repositories, seconds)
+    workload = f"github, {others} workflows over {repositories} repos"
+    yield compare(
+        SUITE, workload, others, "requests_per_s", "req/s", many["rps"], "1 deployed", one["rps"],
+        higher_is_better=True,
+    )  # fmt: skip
+    yield compare(
+        SUITE, workload, others, "cpu_per_request", "us", many["cpu_us"], "1 deployed",
+        one["cpu_us"], higher_is_better=False,
+    )  # fmt: skip
+
+
+def run(quick: bool) -> Iterator[Row]:
+    """Every routing row (for :func:`benchmarks.scale.run`)."""
+    yield from webhook_fleet(quick)
+    yield from github_fleet(quick)
+
+
+if __name__ == "__main__":  # python -m benchmarks.scale_routing [--quick]: these rows alone
+    from benchmarks.harness import emit, table
+
+    sys.stderr.write(table(emit(run("--quick" in sys.argv))) + "\n")
