@@ -194,7 +194,7 @@ def _one_run(
 
 def retention_plateau(kind: str, quick: bool) -> Iterator[Row]:
     retention = 2.0 if quick else 10.0
-    seconds = 6 * retention
+    seconds = (5 if quick else 6) * retention
     on = {
         "WFSCHED_HISTORY_RETENTION": f"{retention:g}s",
         "WFSCHED_HISTORY_FAILED_RETENTION": f"{retention:g}s",

@@ -137,8 +137,8 @@ def _webhook_run(n: int, seconds: float) -> dict[str, float]:
 
 
 def webhook_fleet(quick: bool) -> Iterator[Row]:
-    sizes = (1, 2_000, 10_000) if quick else (1, 10_000, 100_000)
-    seconds = 3.0 if quick else 10.0
+    sizes = (1, 2_000) if quick else (1, 10_000, 100_000)
+    seconds = 2.0 if quick else 10.0
     runs = {n: _webhook_run(n, seconds) for n in sizes}
     one = runs[1]
     for n in sizes[1:]:
@@ -253,8 +253,8 @@ def _wait_github(port: int, path: str) -> None:
 
 
 def github_fleet(quick: bool) -> Iterator[Row]:
-    others, repositories = (2_000, 200) if quick else (10_000, 1_000)
-    seconds = 3.0 if quick else 10.0
+    others, repositories = (1_000, 100) if quick else (10_000, 1_000)
+    seconds = 2.0 if quick else 10.0
     one = _github_run(0, 1, seconds)
     many = _github_run(others, repositories, seconds)
     workload = f"github, {others} workflows over {repositories} repos"
