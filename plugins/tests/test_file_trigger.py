@@ -53,6 +53,7 @@ def test_it_fires_from_a_deployed_spec_when_a_file_appears_or_changes(tmp_path: 
     )
     with Daemon(tmp_path / "d", env={"WFSCHED_PLUGINS_DIR": str(PLUGINS)}) as d:
         assert {
+            "kind": "trigger",
             "type": "file",
             "source": "plugins-dir",
             "module": str(PLUGINS / "file_trigger.py"),
