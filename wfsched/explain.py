@@ -81,7 +81,7 @@ class ExplainService:
     async def explain(
         self, workflow_id: str, win: Window, *, trigger_id: str | None = None
     ) -> dict[str, Any]:
-        """The SPEC's answer: ``{"workflow_id", "since", "until", "daemon", "occurrences"}``."""
+        """The answer of ``wfsched explain`` and its route: ``{"workflow_id", "since", "until", "daemon", "occurrences"}``."""
         store = self.store
         deployment = await store.get_deployment(workflow_id)
         specs = self.deployments.triggers_of(deployment)

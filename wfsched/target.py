@@ -1,4 +1,4 @@
-"""The dispatch target contract: where a fired event goes (SPEC section 15).
+"""The dispatch target contract: where a fired event goes.
 
 A target is a plugin like a trigger type: a :class:`DispatchTarget` subclass registered through
 the ``register_dispatch_targets`` hook. ``dispatch.mode`` names the default target; a workflow
@@ -44,7 +44,7 @@ class DispatchError(Exception):
 
 
 def event_document(event: TriggerEvent) -> dict[str, Any]:
-    """The event as dispatched (SPEC section 6): the engine's POST body, the notify JSON."""
+    """The event as dispatched as every target sends it: the engine's POST body, the notify JSON."""
     return {
         "execution_id": event.execution_id,
         "workflow_id": event.workflow_id,

@@ -1,4 +1,4 @@
-"""W3C trace context on every HTTP dispatch (SPEC section 15), and optional OpenTelemetry.
+"""W3C trace context on every HTTP dispatch and optional OpenTelemetry.
 
 A webhook delivery's ``traceparent`` header is kept where every header is, in the event's
 ``payload.headers``: no schema change and no work on the hot webhook path. Each dispatch

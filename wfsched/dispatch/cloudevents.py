@@ -1,7 +1,7 @@
 """``cloudevents`` dispatch target: each event as a CloudEvent in HTTP binary content mode.
 
 ``POST dispatch.cloudevents_url`` (or a workflow's own ``[dispatch] url``) with the engine-mode
-JSON body and the event's attributes as ``ce-*`` headers (SPEC section 15). Receivers such as
+JSON body and the event's attributes as ``ce-*`` headers. Receivers such as
 Knative, Argo Events or Azure Event Grid deduplicate on ``source`` + ``id``, and ``id`` is the
 execution id, so a retried or redelivered event is recognisably the same one. The transport,
 retry rules and trace context are the engine target's.

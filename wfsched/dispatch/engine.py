@@ -1,8 +1,8 @@
-"""``engine`` dispatch mode: POST each event to the workflow engine (SPEC section 6).
+"""``engine`` dispatch mode: POST each event to the workflow engine.
 
 One aiohttp session with a keep-alive pool sized to ``scheduler.max_workers``; aiohttp was
-chosen by measurement (about 3x lower latency per request than httpx on this machine kind,
-see notes/performance.md). Redirects are never followed: a 3xx is a permanent failure naming
+chosen by measurement (about 3x lower latency per request than httpx on the machines
+we measured on). Redirects are never followed: a 3xx is a permanent failure naming
 the target, so an engine that moved is noticed instead of silently chased.
 """
 

@@ -87,7 +87,7 @@ def _url_untrusted(
 
 
 class EngineTarget(DispatchTarget):
-    """``engine``: POST the event to ``{url}/v1/workflows/{id}/execute`` (SPEC section 6)."""
+    """``engine``: POST the event to ``{url}/v1/workflows/{id}/execute``."""
 
     name = "engine"
 
@@ -120,7 +120,7 @@ class EngineTarget(DispatchTarget):
 
 
 class CloudEventsTarget(DispatchTarget):
-    """``cloudevents``: the event as a binary-mode CloudEvent (SPEC section 15)."""
+    """``cloudevents``: the event as a binary-mode CloudEvent."""
 
     name = "cloudevents"
 

@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 document of every HTTP route (served at ``/openapi.json``).
 
-Written by hand rather than generated so that it states the contract of SPEC section 5 (the
+Written by hand rather than generated so that it states the HTTP contract (the
 shapes users rely on), including every error status each route can answer.
 """
 

@@ -1,4 +1,4 @@
-"""Component schemas of the OpenAPI document: the JSON shapes of SPEC sections 4 and 5."""
+"""Component schemas of the OpenAPI document: the JSON shapes the CLI's --json and the API answer with."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def schemas() -> dict[str, Any]:
                 ),
             },
         },
-        description="A workflow spec (SPEC section 3) as JSON",
+        description="A workflow spec as JSON, as a spec file would hold it",
     )
     return {
         "Error": obj(["error", "detail"], {"error": STR, "detail": STR}),
