@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import pluggy
 
@@ -54,6 +54,44 @@ class TargetType:
     module: str
 
 
+_Entry = TypeVar("_Entry", TriggerType, TargetType)
+_WHAT = {"trigger": "trigger type", "target": "dispatch target"}
+
+
+def _checked(
+    table: Mapping[str, _Entry],
+    cls: object,
+    base: type,
+    attr: str,
+    kind: str,
+    source: Source,
+    module: str,
+) -> str:
+    """The name a plugin's class registers under; refuses a non-subclass, a missing name and
+    a name registered twice (naming both plugins)."""
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise WfschedError(f"plugin {module} registered {cls!r}, which is not a {base.__name__}")
+    name = getattr(cls, attr, None)
+    if not isinstance(name, str) or not name:
+        raise WfschedError(f"plugin {module}: {kind} class {cls.__name__} has no `{attr}`")
+    if name in table:
+        first = table[name]
+        raise WfschedError(
+            f"{_WHAT[kind]} {name!r} is registered twice: by {first.module} ({first.source})"
+            f" and by {module} ({source})"
+        )
+    return name
+
+
+def _found(table: Mapping[str, _Entry], name: str, what: str, field: str) -> _Entry:
+    """The entry registered as ``name``, or a SpecError on ``field`` listing the known ones."""
+    try:
+        return table[name]
+    except KeyError:
+        known = ", ".join(sorted(table)) or "none"
+        raise SpecError(f"unknown {what} {name!r} (known: {known})", field=field) from None
+
+
 class Registry:
     """Trigger types and dispatch targets by name and the plugins' settings; a name, a
     settings section or an environment variable claimed twice is an error naming both plugins."""
@@ -67,28 +105,12 @@ class Registry:
 
     def add(self, cls: type[BaseTrigger], source: Source, module: str) -> None:
         """Register one trigger class."""
-        if not (isinstance(cls, type) and issubclass(cls, BaseTrigger)):
-            raise WfschedError(f"plugin {module} registered {cls!r}, which is not a BaseTrigger")
-        name = getattr(cls, "type", None)
-        if not isinstance(name, str) or not name:
-            raise WfschedError(f"plugin {module}: trigger class {cls.__name__} has no `type`")
-        if name in self._types:
-            first = self._types[name]
-            raise WfschedError(
-                f"trigger type {name!r} is registered twice: by {first.module} ({first.source})"
-                f" and by {module} ({source})"
-            )
+        name = _checked(self._types, cls, BaseTrigger, "type", "trigger", source, module)
         self._types[name] = TriggerType(name, cls, source, module)
 
     def get(self, name: str) -> type[BaseTrigger]:
         """Return the class for a type, or raise SpecError listing the known types."""
-        try:
-            return self._types[name].cls
-        except KeyError:
-            known = ", ".join(sorted(self._types)) or "none"
-            raise SpecError(
-                f"unknown trigger type {name!r} (known: {known})", field="type"
-            ) from None
+        return _found(self._types, name, "trigger type", "type").cls
 
     def __contains__(self, name: object) -> bool:
         return name in self._types
@@ -99,28 +121,12 @@ class Registry:
 
     def add_target(self, cls: type[DispatchTarget], source: Source, module: str) -> None:
         """Register one dispatch target class."""
-        if not (isinstance(cls, type) and issubclass(cls, DispatchTarget)):
-            raise WfschedError(f"plugin {module} registered {cls!r}, which is not a DispatchTarget")
-        name = getattr(cls, "name", None)
-        if not isinstance(name, str) or not name:
-            raise WfschedError(f"plugin {module}: target class {cls.__name__} has no `name`")
-        if name in self._targets:
-            first = self._targets[name]
-            raise WfschedError(
-                f"dispatch target {name!r} is registered twice: by {first.module}"
-                f" ({first.source}) and by {module} ({source})"
-            )
+        name = _checked(self._targets, cls, DispatchTarget, "name", "target", source, module)
         self._targets[name] = TargetType(name, cls, source, module)
 
     def target(self, name: str) -> type[DispatchTarget]:
         """Return the class of a dispatch target, or raise SpecError listing the known ones."""
-        try:
-            return self._targets[name].cls
-        except KeyError:
-            known = ", ".join(sorted(self._targets)) or "none"
-            raise SpecError(
-                f"unknown dispatch target {name!r} (known: {known})", field="mode"
-            ) from None
+        return _found(self._targets, name, "dispatch target", "mode").cls
 
     def targets(self) -> list[TargetType]:
         """Return every registered dispatch target, sorted by name."""
