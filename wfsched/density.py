@@ -215,7 +215,7 @@ def next_fires(timer: TimerSpec, now: datetime, count: int = 10) -> builtins.lis
 
 # -- counting ----------------------------------------------------------------------------
 @dataclass(slots=True)
-class _Group:
+class Group:
     """Triggers sharing a series, a window and a spread step: their fires coincide."""
 
     timer: TimerSpec
@@ -223,19 +223,24 @@ class _Group:
     members: list[TimeTrigger] = field(default_factory=list)
 
 
-def _groups(triggers: Iterable[TimeTrigger]) -> list[_Group]:
-    groups: dict[tuple[Any, ...], _Group] = {}
+def groups_of(triggers: Iterable[TimeTrigger]) -> list[Group]:
+    """Triggers grouped as the timer groups them: one walk of instants serves a group."""
+    groups: dict[tuple[Any, ...], Group] = {}
+    steps: dict[float, float] = {}  # spreads repeat: each is quantized once
     for t in triggers:
-        spread = quantize(t.timer.spread)
-        key = (t.timer.schedule.key, t.timer.start_at, t.timer.end_at, spread)
+        timer = t.timer
+        spread = steps.get(timer.spread)
+        if spread is None:
+            spread = steps[timer.spread] = quantize(timer.spread)
+        key = (timer.schedule.key, timer.start_at, timer.end_at, spread)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = _Group(t.timer, spread)
+            group = groups[key] = Group(timer, spread)
         group.members.append(t)
     return list(groups.values())
 
 
-def _minute_counts(group: _Group, start: float, minutes: int) -> dict[int, int]:
+def _minute_counts(group: Group, start: float, minutes: int) -> dict[int, int]:
     """Fires of ONE member of ``group`` per minute index (sparse), in [start, start + minutes)."""
     end = start + minutes * 60
     lower, upper = start - group.spread, end - group.spread
@@ -290,10 +295,17 @@ def density(
     """Fires per minute over ``hours`` from the first whole minute after ``now`` (so every fire
     counted is still to come), with the ``peaks`` busiest minutes (earliest first among
     equals) and the expressions behind each."""
+    return density_of(groups_of(triggers), now=now, hours=hours, peaks=peaks)
+
+
+def density_of(
+    groups: Sequence[Group], *, now: datetime, hours: int = 24, peaks: int = PEAKS
+) -> Density:
+    """:func:`density` of triggers already grouped (:func:`groups_of`): a caller that keeps
+    the groups while the fleet is unchanged pays per group, not per trigger."""
     begin = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
     start, minutes = timestamp(begin), hours * 60
     totals = [0] * minutes
-    groups = _groups(triggers)
     per_group = []
     for group in groups:
         counts = _minute_counts(group, start, minutes)
@@ -304,32 +316,54 @@ def density(
                 totals[m] += n * size
     ranked = sorted((m for m in range(minutes) if totals[m]), key=lambda m: (-totals[m], m))
     top = sorted(ranked[:peaks], key=lambda m: (-totals[m], m))
+    tallies: dict[int, tuple[Counter[str], dict[str, list[str]]]] = {}
     return Density(
         start=begin,
         counts=tuple(totals),
-        triggers=len(triggers),
+        triggers=sum(len(g.members) for g in groups),
         peaks=tuple(
-            Peak(begin + timedelta(minutes=m), totals[m], _contributors(m, groups, per_group))
+            Peak(
+                begin + timedelta(minutes=m),
+                totals[m],
+                _contributors(m, groups, per_group, tallies),
+            )
             for m in top
         ),
     )
 
 
 def _contributors(
-    minute: int, groups: Sequence[_Group], per_group: Sequence[dict[int, int]]
+    minute: int,
+    groups: Sequence[Group],
+    per_group: Sequence[dict[int, int]],
+    tallies: dict[int, tuple[Counter[str], dict[str, list[str]]]],
 ) -> tuple[Contributor, ...]:
+    """The expressions firing in ``minute``; ``tallies`` memoizes each group's expressions."""
     triggers: Counter[str] = Counter()
     examples: dict[str, list[str]] = defaultdict(list)
-    for group, counts in zip(groups, per_group, strict=True):
+    for i, (group, counts) in enumerate(zip(groups, per_group, strict=True)):
         if counts.get(minute):
-            for member in group.members:
-                triggers[member.expression] += 1
-                if len(examples[member.expression]) < 3:
-                    examples[member.expression].append(f"{member.workflow_id}/{member.trigger_id}")
+            tally = tallies.get(i)
+            if tally is None:
+                tally = tallies[i] = _tally(group)
+            triggers.update(tally[0])
+            for expression, some in tally[1].items():
+                examples[expression].extend(some[: 3 - len(examples[expression])])
     return tuple(
         Contributor(expression, n, suggest_h(expression), tuple(examples[expression]))
         for expression, n in sorted(triggers.items(), key=lambda item: (-item[1], item[0]))
     )
+
+
+def _tally(group: Group) -> tuple[Counter[str], dict[str, list[str]]]:
+    """A group's members per expression, and the first three of each."""
+    counts: Counter[str] = Counter()
+    examples: dict[str, list[str]] = defaultdict(list)
+    for member in group.members:
+        counts[member.expression] += 1
+        if len(examples[member.expression]) < 3:
+            examples[member.expression].append(f"{member.workflow_id}/{member.trigger_id}")
+    return counts, examples
 
 
 SPARKS = "▁▂▃▄▅▆▇█"

@@ -15,13 +15,14 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from wfsched.density import density as compute_density
-from wfsched.density import next_fires, time_triggers, triggers_of
+from wfsched.density import density_of, next_fires, triggers_of
+from wfsched.errors import NotFound
 from wfsched.models import EventStatus
 from wfsched.web.access import access_of
 from wfsched.web.errors import Handler, http_error_of
 from wfsched.web.requests import HttpError
 from wfsched.web.services import services_of
+from wfsched.web.ui.index import index_of
 from wfsched.web.ui.render import HEADERS, PAGE, chart, page, static
 from wfsched.web.ui.session import (
     Refused,
@@ -126,15 +127,17 @@ async def fleet(request: Request) -> Response:
     """Deployments whose id or name contains ``q``, 50 a page, with health and next fire."""
     services = services_of(request.app)
     query = request.query_params.get("q", "").strip()
-    needle = query.lower()
-    deployments = [
-        d
-        for d in await services.store.list_deployments()
-        if not needle or needle in d.workflow_id.lower() or needle in d.name.lower()
-    ]
+    index = index_of(request.app)
+    await index.refresh(services)
+    deployments = index.search(query)
     number = _page_number(request)
     shown = deployments[(number - 1) * PAGE : number * PAGE]
-    rows = [_fleet_row(await services.deployments.status(d.workflow_id)) for d in shown]
+    rows = []
+    for entry in shown:
+        try:
+            rows.append(_fleet_row(await services.deployments.status(entry.workflow_id)))
+        except NotFound:
+            continue  # undeployed since the index last looked
     return page(
         request,
         _session(request),
@@ -215,7 +218,9 @@ async def workflow(request: Request) -> Response:
 # -- fire density --------------------------------------------------------------------------
 async def density(request: Request) -> Response:
     services = services_of(request.app)
-    result = compute_density(await time_triggers(services.deployments), now=datetime.now(UTC))
+    index = index_of(request.app)
+    await index.refresh(services)
+    result = density_of(index.groups(services), now=datetime.now(UTC))
     peaks = [int((p.minute - result.start).total_seconds() // 60) for p in result.peaks]
     return page(
         request,
