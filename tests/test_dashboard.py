@@ -61,6 +61,16 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     tmp = tmp_path_factory.mktemp("dashboard")
     with Daemon(tmp / "w", env={"WFSCHED_API_TOKEN": TOKEN}) as d:
         _deploy(d, tmp)
+        # Fire density shows what the daemon's timer holds: wait until every cron is armed.
+        wait_for(
+            lambda: (
+                d.get(
+                    "/api/v1/triggers/health", headers={"Authorization": f"Bearer {TOKEN}"}
+                ).json()["timers"]
+                == len(FLEET)
+            ),
+            message="every cron trigger armed",
+        )
         yield d
 
 
