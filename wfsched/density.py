@@ -369,7 +369,7 @@ def _tally(group: Group) -> tuple[Counter[str], dict[str, list[str]]]:
 SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(counts: Sequence[int], width: int = 96) -> str:
+def sparkline(counts: Sequence[int], width: int = 72) -> str:
     """``counts`` squeezed into ``width`` block characters (each the maximum of its slice)."""
     if not counts:
         return ""
