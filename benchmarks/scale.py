@@ -15,6 +15,10 @@ Workloads (each its own function; later rows of this suite add theirs beside the
   between steps) on a store seeded with old dispatched events, on SQLite and PostgreSQL.
 * routing rows (:mod:`benchmarks.scale_routing`): req/s, CPU and RSS with 1 to 100k deployed
   webhook workflows, deploy and start-up time, GitHub deliveries with 10k github workflows.
+* ``dashboard_pages``: render time of each dashboard page (the fleet, a search, a deep page,
+  one workflow with history, fire density) served by the real daemon over HTTP, on a SQLite
+  store seeded with many deployments (a cron and a manual trigger each) and events: the first
+  request after start (cold) and the median and maximum of the warm ones.
 """
 
 from __future__ import annotations
@@ -317,9 +321,140 @@ def prune_rate(kind: str, quick: bool) -> Iterator[Row]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+CRONS = ("0 9 * * *", "*/15 * * * *", "H 9 * * *", "H/5 * * * *", "30 6 * * 1-5", "0 * * * *")
+PAGES = {
+    "fleet": "/ui/",
+    "search": "/ui/?q=Workflow%2099",
+    "deep page": "/ui/?page={deep}",
+    "workflow": "/ui/workflows/wf-000003",
+    "density": "/ui/density",
+}
+
+
+async def _seed_fleet(url: str, deployments: int, events: int) -> None:
+    from wfsched.backends import open_store
+    from wfsched.models import DispatchOutcome, NewEvent, new_execution_id, utcnow
+    from wfsched.plugins import configure
+    from wfsched.spec import parse_spec
+
+    _, registry = configure(None)
+    store = open_store(url)
+    await store.open()
+    try:
+        for start in range(0, deployments, 5000):
+            specs = []
+            for i in range(start, min(deployments, start + 5000)):
+                cron = {"type": "cron", "id": "c", "cron": CRONS[i % len(CRONS)]}
+                document = {
+                    "id": f"wf-{i:06d}",
+                    "name": f"Workflow {i}",
+                    "triggers": [cron, {"type": "manual", "id": "m"}],
+                }
+                specs.append(parse_spec(document, registry))
+            await store.apply(specs)
+        now = utcnow()
+        for i in range(0, events, 5000):
+            await store.record(
+                [
+                    NewEvent(
+                        execution_id=new_execution_id(),
+                        workflow_id=f"wf-{(i + j) % 1000:06d}",
+                        trigger_id="c",
+                        trigger_type="cron",
+                        dedupe_key=new_execution_id(),
+                        payload={},
+                        fired_at=now - timedelta(seconds=i + j),
+                    )
+                    for j in range(min(5000, events - i))
+                ]
+            )
+            # Dispatched already: the daemon under measurement has nothing to send.
+            claimed = await store.claim("seed", 5000, 600, now)
+            await store.finish(
+                "seed",
+                [
+                    DispatchOutcome(
+                        execution_id=e.execution_id, status="dispatched", fired_at=e.fired_at
+                    )
+                    for e in claimed
+                ],
+            )
+    finally:
+        await store.close()
+
+
+def dashboard_pages(quick: bool) -> Iterator[Row]:
+    import statistics
+    import subprocess
+
+    import anyio
+    import httpx
+
+    deployments, events, repeats = (10_000, 100_000, 10) if quick else (100_000, 1_000_000, 30)
+    workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-ui-"))
+    url = f"sqlite:///{workdir}/wfsched.db"
+    anyio.run(_seed_fleet, url, deployments, events)
+    port = _free_port()
+    env = {**os.environ, "DATABASE_URL": url, "HOST": "127.0.0.1", "PORT": str(port)}
+    env.pop("WFSCHED_CONFIG", None)
+    log = open(workdir / "daemon.log", "wb")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wfsched", "serve"], cwd=workdir, env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=120) as client:
+            deadline = time.monotonic() + 300
+            while True:
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the daemon did not start (log: {workdir}/daemon.log)")
+                time.sleep(0.2)
+            # Measure the settled daemon: every cron trigger armed.
+            while client.get("/api/v1/triggers/health").json()["timers"] < deployments:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the daemon did not arm every trigger in time")
+                time.sleep(0.2)
+            for name, template in PAGES.items():
+                path = template.format(deep=deployments // 50 // 2)
+                timings = []
+                for _ in range(repeats + 1):
+                    began = time.perf_counter()
+                    answer = client.get(path)
+                    timings.append((time.perf_counter() - began) * 1000)
+                    answer.raise_for_status()
+                workload = f"dashboard {name} (SQLite, {deployments} deployments, {events} events)"
+                for metric, value in (
+                    ("render_cold", timings[0]),
+                    ("render_p50", statistics.median(timings[1:])),
+                    ("render_max", max(timings[1:])),
+                ):
+                    yield Row(
+                        SUITE, "wfsched", workload, deployments, metric, round(value, 1), "ms"
+                    )
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def run(quick: bool) -> Iterator[Row]:
     sys.stderr.write(f"scale: load average before {os.getloadavg()[0]:.2f}\n")
     yield from scale_routing.run(quick)  # the number of deployed workflows (issue #18)
+    yield from dashboard_pages(quick)
     for kind in ("sqlite", "postgres"):
         yield from prune_rate(kind, quick)
     for kind in ("sqlite", "postgres"):

@@ -566,6 +566,41 @@ def cron(
 
 
 @app.command()
+def density(
+    hours: Annotated[int, typer.Option("--hours", min=1, max=168, help="how far ahead")] = 24,
+    config: ConfigOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Fires per minute of every active time trigger over the next --hours: the peak minutes,
+    the expressions behind them and the H rewrite that spreads each."""
+    from wfsched.density import density as compute
+    from wfsched.density import sparkline, time_triggers
+
+    triggers = with_service(config, time_triggers)
+    result = compute(triggers, now=datetime.now(UTC), hours=hours)
+    if json_:
+        emit_json(result.to_json())
+        return
+    out.print(
+        f"{result.triggers} time triggers, {result.total} fires in {hours} h from "
+        f"{result.start:%Y-%m-%d %H:%M} UTC",
+        highlight=False,
+    )
+    out.print(sparkline(result.counts), highlight=False)
+    table = Table("minute (UTC)", "fires", "expression", "triggers", "suggested")
+    for peak in result.peaks:
+        for i, c in enumerate(peak.contributors):
+            table.add_row(
+                f"{peak.minute:%Y-%m-%d %H:%M}" if i == 0 else "",
+                str(peak.fires) if i == 0 else "",
+                c.expression,
+                str(c.triggers),
+                c.suggestion or "-",
+            )
+    out.print(table)
+
+
+@app.command()
 def plugins(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
     """Trigger types and dispatch targets with their source (built-in, entry point, plugins dir)."""
     registry = configured(config).registry

@@ -23,6 +23,7 @@ from wfsched.web.ingress import WorkflowWebhookRoute
 from wfsched.web.public import WriteCheck, health, metrics, openapi, shared_webhook
 from wfsched.web.requests import HttpError, error_response, parse_json, read_body
 from wfsched.web.services import WebServices
+from wfsched.web.ui import mount as dashboard
 
 __all__ = [
     "HttpError",
@@ -86,6 +87,7 @@ def routes() -> list[BaseRoute]:
         Route("/api/v1/triggers/health", management(api.trigger_health), methods=["GET"]),
         Route("/api/v1/public/webhooks/status", management(api.webhook_status), methods=["GET"]),
         Route("/api/v1/public/webhooks/{name}", shared_ingress(shared_webhook), methods=["POST"]),
+        dashboard(),  # /ui: its own guard (a browser signs in for a cookie, no bearer header)
     ]
 
 
