@@ -211,7 +211,7 @@ def test_pause_resume_and_a_confirmed_manual_fire(browser: Any, daemon: Daemon) 
     page = text_of(browser)
     assert "Next 10 fires" in page and "0 9 * * *" in page
     assert len(re.findall(r"\d{4}-\d\d-\d\d 09:00", page)) >= 10
-    assert "explain timeline" in page
+    assert "Why it did or didn't fire" in page and "Daemon: running" in page
 
     click(browser, "Pause")
     wait_for(lambda: "Done: paused" in text_of(browser), message="paused")
@@ -230,6 +230,16 @@ def test_pause_resume_and_a_confirmed_manual_fire(browser: Any, daemon: Daemon) 
     assert event["trigger_id"] == "go"
     assert event["payload"]["user"].startswith("ui-token@")  # who, as the session proves it
     assert event["execution_id"] in text_of(browser)
+    # The explain timeline tells the same story as `wfsched explain`: the manual fire, fired.
+    explained = daemon.cli_json("explain", "nightly-report")
+    [fired] = [
+        o for o in explained["occurrences"] if o.get("execution_id") == event["execution_id"]
+    ]
+    assert fired["outcome"] == "fired"
+    from selenium.webdriver.common.by import By
+
+    rows = browser.find_elements(By.CSS_SELECTOR, "#explain tbody tr")
+    assert any(event["execution_id"] in r.text and "fired" in r.text for r in rows)
     shoot(browser, "workflow")
 
 

@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 
 from wfsched.density import density_of, next_fires, triggers_of
 from wfsched.errors import NotFound
+from wfsched.explain import ExplainService, window
 from wfsched.models import EventStatus
 from wfsched.web.access import access_of
 from wfsched.web.errors import Handler, http_error_of
@@ -196,6 +197,10 @@ async def workflow(request: Request) -> Response:
     if trigger_filter:
         events = [e for e in events if e.trigger_id == trigger_filter]
     shown = events[(number - 1) * PAGE : number * PAGE]
+    # The explain timeline: every occurrence of the last hour, newest first.
+    explained = await ExplainService(services.deployments).explain(
+        workflow_id, window(), trigger_id=trigger_filter or None
+    )
     return page(
         request,
         _session(request),
@@ -204,6 +209,8 @@ async def workflow(request: Request) -> Response:
             "wf": view,
             "upcoming": upcoming,
             "events": shown,
+            "explain": explained,
+            "occurrences": list(reversed(explained["occurrences"])),
             "has_next": len(events) > number * PAGE,
             "page": number,
             "status": status or "",
