@@ -253,9 +253,7 @@ async def test_history_filters_by_trigger_and_time_and_pages_by_execution_id(sto
     middle = new_event("a", trigger_id="t2", fired_at=now - timedelta(hours=1))
     late = new_event("a", fired_at=now)
     await store.record([early, middle, late])
-    assert [e.execution_id for e in await store.history(trigger_id="t2")] == [
-        middle.execution_id
-    ]
+    assert [e.execution_id for e in await store.history(trigger_id="t2")] == [middle.execution_id]
     window = await store.history(since=now - timedelta(hours=1), until=now)
     assert [e.execution_id for e in window] == [middle.execution_id]
     first = await store.history("a", limit=2)

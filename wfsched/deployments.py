@@ -24,7 +24,13 @@ from wfsched.models import Deployment, EventStatus, TriggerEvent, TriggerSpec, i
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
 from wfsched.secretrefs import is_reference
-from wfsched.spec import InvalidSpecs, load_specs, parse_spec, refuse_host_secrets
+from wfsched.spec import (
+    InvalidSpecs,
+    load_specs,
+    parse_documents,
+    parse_spec,
+    refuse_host_secrets,
+)
 from wfsched.store import Store
 from wfsched.timer.instants import next_fire_time
 from wfsched.timer.rearm import arm_cursors
@@ -142,6 +148,21 @@ class DeploymentService:
         deployment = await self.store.get_deployment(workflow_id)
         return tomli_w.dumps(dict(deployment.document))
 
+    async def document(self, workflow_id: str) -> dict[str, Any]:
+        """Return the deployed spec document (``export --json``)."""
+        return dict((await self.store.get_deployment(workflow_id)).document)
+
+    def parse_batch(
+        self, documents: Sequence[tuple[str, Mapping[str, Any]]], *, from_api: bool
+    ) -> builtins.list[Any]:
+        """Validate documents as one deployment (every error of every one, duplicate ids);
+        ``from_api``: as :meth:`parse_document`, refuse references to the host's secrets."""
+        specs = parse_documents(documents, self.registry)
+        if from_api:
+            for spec in specs:
+                refuse_host_secrets(spec, self.registry, source=spec.source)
+        return specs
+
     # views -------------------------------------------------------------------------------
     def _triggers(self, deployment: Deployment) -> tuple[TriggerSpec, ...]:
         try:
@@ -203,7 +224,7 @@ class DeploymentService:
     async def page(
         self,
         *,
-        limit: int,
+        limit: int | None,
         cursor: str | None = None,
         state: str | None = None,
         q: str | None = None,
@@ -222,10 +243,11 @@ class DeploymentService:
             and (state is None or d.state == state)
             and (needle in d.workflow_id.casefold() or needle in d.name.casefold())
         ]
-        items = [self._view(d) for d in rows[:limit]]
+        if limit is None:
+            return {"items": [self._view(d) for d in rows], "next_cursor": None}
         more = len(rows) > limit
         return {
-            "items": items,
+            "items": [self._view(d) for d in rows[:limit]],
             "next_cursor": encode_cursor(rows[limit - 1].workflow_id) if more else None,
         }
 
@@ -297,6 +319,8 @@ class DeploymentService:
             until=until,
             before=decode_cursor(cursor),
         )
+        if workflow_id is not None and not events and cursor is None:
+            await self.store.get_deployment(workflow_id)  # NotFound for a workflow never seen
         more = len(events) > limit
         return {
             "items": [e.to_json() for e in events[:limit]],

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from wfsched.errors import StoreError
 from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, TriggerEvent
@@ -276,7 +275,9 @@ class PgEvents(PgRetention):
             until=until,
             before=before,
         )
-        query = f"SELECT {EVENT_COLS} FROM wfsched_events{where} ORDER BY execution_id DESC LIMIT %s"
+        query = (
+            f"SELECT {EVENT_COLS} FROM wfsched_events{where} ORDER BY execution_id DESC LIMIT %s"
+        )
         async with self._conn() as conn:
             cur = await conn.execute(query, (*args, sql_limit(limit)))
             rows = await cur.fetchall()
