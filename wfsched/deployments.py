@@ -380,7 +380,7 @@ def encode_cursor(key: str) -> str:
 
 def decode_cursor(cursor: str | None) -> str | None:
     """The key behind a cursor of :func:`encode_cursor`; InvalidInput for anything else."""
-    if not cursor:
+    if cursor is None:
         return None
     try:
         key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()

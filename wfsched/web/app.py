@@ -23,6 +23,7 @@ from wfsched.manager import TriggerManager, invoke
 from wfsched.metrics import render
 from wfsched.store import Store
 from wfsched.trigger import Inbound, Outbound
+from wfsched.web import operations as ops
 from wfsched.web.ingress import COUNTS, WorkflowIngress, http_error_of
 from wfsched.web.openapi import document
 from wfsched.web.requests import (
@@ -142,9 +143,6 @@ def create_app(services: WebServices) -> WorkflowIngress:
 
     async def metrics(request: Request) -> Response:
         return Response(render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    async def list_workflows(request: Request) -> Response:
-        return JSONResponse(await deployments.list())
 
     async def deploy(request: Request) -> Response:
         workflow_id = request.path_params["id"]
@@ -302,7 +300,17 @@ def create_app(services: WebServices) -> WorkflowIngress:
         Route("/health", wrap(health), methods=["GET"]),
         Route("/metrics", wrap(metrics), methods=["GET"]),
         Route("/openapi.json", wrap(openapi), methods=["GET"]),
-        Route("/api/v1/deployment/workflows", wrap(m(list_workflows)), methods=["GET"]),
+        Route("/api/v1/deployment/workflows", wrap(m(ops.workflows)), methods=["GET", "POST"]),
+        Route("/api/v1/deployment/workflows/{id}/pause", wrap(m(ops.pause)), methods=["POST"]),
+        Route("/api/v1/deployment/workflows/{id}/resume", wrap(m(ops.resume)), methods=["POST"]),
+        Route("/api/v1/deployment/workflows/{id}/export", wrap(m(ops.export)), methods=["GET"]),
+        Route("/api/v1/executions", wrap(m(ops.executions)), methods=["GET"]),
+        Route("/api/v1/executions/prune", wrap(m(ops.prune)), methods=["POST"]),
+        Route(
+            "/api/v1/executions/{execution_id}/redeliver", wrap(m(ops.redeliver)), methods=["POST"]
+        ),
+        Route("/api/v1/check", wrap(m(ops.check)), methods=["GET"]),
+        Route("/api/v1/plugins", wrap(m(ops.plugins)), methods=["GET"]),
         Route("/api/v1/deployment/workflows/{id}/deploy", wrap(m(deploy)), methods=["POST", "PUT"]),
         Route("/api/v1/deployment/workflows/{id}/undeploy", wrap(m(undeploy)), methods=["DELETE"]),
         Route("/api/v1/deployment/workflows/{id}/status", wrap(m(status)), methods=["GET"]),
@@ -320,6 +328,7 @@ def create_app(services: WebServices) -> WorkflowIngress:
     app = Starlette(
         routes=routes, exception_handlers={HTTPException: _http_exception, Exception: _server_error}
     )
+    app.state.services = services
     return WorkflowIngress(app, manager.ingress_trigger, miss=manager.ingress_after_miss)
 
 
