@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import anyio
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -254,9 +253,13 @@ def init(config: ConfigOpt = None, json_: JsonOpt = False) -> None:
 def check(
     config: ConfigOpt = None, json_: JsonOpt = False, url: UrlOpt = None, token: TokenOpt = None
 ) -> None:
-    """Prove the config works: log in to IMAP and SMTP, sign a GitHub App JWT, resolve every
-    secret reference, load every time zone, reach the store, locks and engine. Exit 1 when a
-    check fails."""
+    """Prove the config works (IMAP/SMTP login, GitHub App JWT, secrets, time zones, engine).
+
+    Connects to the store and locks, logs in to IMAP and SMTP with the configured credentials,
+    signs a GitHub App JWT and has GitHub accept it, resolves every env:/file: reference of the
+    config and of every deployed spec, loads every time zone and reaches the engine URL. Exits
+    1 when a check fails, with one line per failure.
+    """
     report = call(Target(config, url, token, json_), lambda c: c.check())
     if json_:
         emit_json(report)
@@ -351,8 +354,10 @@ def list_(
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """List deployments: id, triggers, state, next fire. With --limit, one page (--json: the
-    API's {"items", "next_cursor"})."""
+    """List deployments: id, triggers, state, next fire.
+
+    With --limit, one page: --json then prints the API's {"items", "next_cursor"}.
+    """
     _JSON_ERRORS[0] = json_
     if state not in (None, "active", "paused"):
         fail(f"--state {state!r}: use active or paused", 2, "bad_request")
@@ -719,8 +724,10 @@ def serve(
     config: ConfigOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Run the daemon until SIGINT/SIGTERM, then drain and exit 0. A port that cannot be
-    bound (busy, or not allowed) exits 1 with one line."""
+    """Run the daemon until SIGINT/SIGTERM, then drain and exit 0.
+
+    A port that cannot be bound (in use, or not allowed) exits 1 with one line.
+    """
     from wfsched.daemon import serve as serve_daemon
     from wfsched.logs import setup_logging
 
@@ -775,14 +782,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(argv) if argv is not None else sys.argv[1:]
     try:
         code = app(args=args, prog_name="wfsched", standalone_mode=False)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted", highlight=False)
         sys.exit(1)
-    except click.exceptions.ClickException as exc:
+    except typer.TyperException as exc:  # a usage error: bad option or value
         if "--json" in args:
             emit_json({"error": "usage", "detail": exc.format_message()})
-            sys.exit(exc.exit_code)
-        exc.show()
+        else:
+            cast(Any, exc).show()
         sys.exit(exc.exit_code)
-    # Outside standalone mode click returns the code of an Exit raised by a command.
+    # Outside standalone mode a command's Exit comes back as its code.
     sys.exit(code if isinstance(code, int) else 0)
