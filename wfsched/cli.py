@@ -267,7 +267,8 @@ def check(
         out.print(f"config: {escape(report.get('config') or 'built-in defaults')}", highlight=False)
         for r in report["checks"]:
             mark = "[green]ok[/green]" if r["ok"] else "[red]FAIL[/red]"
-            out.print(f"{mark}  {escape(r['name'])}: {escape(r['detail'])}", highlight=False)
+            line = f"{mark}  {escape(r['name'])}: {escape(r['detail'])}"
+            out.print(line, highlight=False, soft_wrap=True)  # one line each, never wrapped
             for warning in r.get("warnings", ()):
                 warn(warning)
     if not report["ok"]:

@@ -70,14 +70,14 @@ def checks(settings: Mapping[str, Mapping[str, Any]]) -> list[Check]:
             raise WfschedError(f"{missing} is not set: the App needs both id and key")
         token = app_for(loaded).jwt()
         url = f"{loaded.api_url}/app"
-        async with client(8.0) as http:
-            answer = await http.get(
-                url,
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Accept": "application/vnd.github+json",
-                },
-            )
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"}
+        try:
+            async with client(8.0) as http:
+                answer = await http.get(url, headers=headers)
+        except httpx.HTTPError as exc:
+            raise WfschedError(f"GET {url}: {type(exc).__name__}: {exc}") from None
         if answer.status_code == 401:
             raise WfschedError(
                 f"GET {url} refused the App JWT (401): github.private_key does not belong to "
