@@ -154,3 +154,52 @@ def test_a_missing_secret_is_one_line_per_change_not_a_traceback_per_retry(
     lines = [x for x in daemon.log_lines() if "WFSCHED_TEST_NEVER_SET" in json.dumps(x)]
     assert len(lines) == 1, lines
     assert "trigger crashed" not in daemon.logs() and "Traceback" not in daemon.logs()
+
+
+def _dockerfile_healthcheck() -> list[str]:
+    text = (Path(__file__).resolve().parent.parent / "Dockerfile").read_text()
+    command = text.split("HEALTHCHECK", 1)[1].split("CMD python -c ", 1)[1].split("\nCMD", 1)[0]
+    return [sys.executable, "-c", json.loads(command.strip())]
+
+
+def test_the_healthchecks_follow_port(tmp_path: Path) -> None:
+    """The Dockerfile's HEALTHCHECK and the ECS task definitions' health checks ask /health
+    on the port the daemon listens on (PORT)."""
+    root = Path(__file__).resolve().parent.parent
+    probes = [_dockerfile_healthcheck()]
+    for name in ("task-definition.sqlite.json", "task-definition.replicas.json"):
+        task = json.loads((root / "examples" / "ecs" / name).read_text())
+        [container] = task["containerDefinitions"]
+        assert {s["name"] for s in container["secrets"]} >= {"WFSCHED_API_TOKEN"}
+        probes.append([sys.executable, *container["healthCheck"]["command"][2:]])
+    with Daemon(tmp_path / "d") as daemon:
+        for probe in probes:
+            env = {**os.environ, "PORT": str(daemon.port)}
+            assert subprocess.run(probe, env=env, timeout=30, check=False).returncode == 0
+            env["PORT"] = str(daemon.port + 1 if daemon.port < 65535 else daemon.port - 1)
+            assert (
+                subprocess.run(
+                    probe, env=env, timeout=30, check=False, capture_output=True
+                ).returncode
+                != 0
+            )
+
+
+def test_example_readmes_use_options_where_the_cli_takes_them() -> None:
+    """``--config`` belongs to the subcommand (``wfsched --config x check`` fails), each example
+    has its own port, and every example folder has a README."""
+    import re
+    import tomllib
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    ports = {}
+    for folder in sorted(p for p in examples.iterdir() if p.is_dir()):
+        readme = (folder / "README.md").read_text()
+        assert not re.search(r"wfsched\s+--(config|json|url)", readme), folder.name
+        config = folder / "wfsched.toml"
+        if config.exists():
+            port = tomllib.loads(config.read_text()).get("server", {}).get("port")
+            if port is not None:
+                ports[folder.name] = port
+    assert ports and len(set(ports.values())) == len(ports), ports
+    assert 8003 not in ports.values()
