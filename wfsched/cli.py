@@ -528,7 +528,7 @@ def trigger(
 )
 def history(
     workflow_id: Annotated[str | None, typer.Argument()] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 20,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 20,
     status_: Annotated[
         str | None, typer.Option("--status", help="pending, dispatched or failed")
     ] = None,

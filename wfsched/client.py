@@ -24,6 +24,8 @@ from wfsched.spec import InvalidSpecs, read_document, spec_files
 
 TIMEOUT = 60.0
 """Seconds a request may take: ``check`` logs in to several servers, 10 s each at most."""
+PAGE = 1000
+"""The most events the API answers with at once."""
 INPUT_STATUSES = frozenset({400, 413, 415, 422})
 """Answers that mean the input was wrong: the CLI exits 2 on them, as on local bad input."""
 
@@ -158,14 +160,26 @@ class RemoteControl:
         return {k: result[k] for k in ("execution_id", "workflow_id", "status")}
 
     async def executions(self, query: EventQuery) -> dict[str, Any]:
+        # The API serves at most PAGE events at once: a larger limit is read page by page.
+        items: list[Any] = []
+        cursor = query.cursor
+        while True:
+            want = min(query.limit - len(items), PAGE)
+            page = await self._page(query, want, cursor)
+            items.extend(page["items"])
+            cursor = page["next_cursor"]
+            if cursor is None or len(items) >= query.limit:
+                return {"items": items, "next_cursor": cursor}
+
+    async def _page(self, query: EventQuery, limit: int, cursor: str | None) -> dict[str, Any]:
         params = {
-            "limit": query.limit,
+            "limit": limit,
             "workflow_id": query.workflow_id,
             "trigger_id": query.trigger_id,
             "status": query.status,
             "since": iso(query.since),
             "until": iso(query.until),
-            "cursor": query.cursor,
+            "cursor": cursor,
         }
         result: dict[str, Any] = await self._json("GET", "/api/v1/executions", params=params)
         return result
