@@ -11,7 +11,9 @@ RUN pip install . \
 WORKDIR /data
 USER wfsched
 ENV WFSCHED_PLUGINS_DIR=/app/plugins
+# The management API needs WFSCHED_API_TOKEN on this non-loopback bind (403 without it).
 EXPOSE 8003
+# Follows PORT (the port the daemon listens on when it is set).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8003/health', timeout=4).status != 200)"
+  CMD python -c "import os,sys,urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '8003'), timeout=4).status != 200)"
 CMD ["wfsched", "serve", "--host", "0.0.0.0"]

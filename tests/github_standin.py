@@ -2,7 +2,8 @@
 
 API (Starlette, served by uvicorn in a thread on a free loopback port):
 
-- ``POST /app/installations/{id}/access_tokens`` (App JWT, verified with the test's public key)
+- ``GET /app`` and ``POST /app/installations/{id}/access_tokens`` (App JWT, verified with the
+  test's public key)
 - ``GET /app/hook/deliveries`` (cursor pagination via ``Link``), ``GET …/{id}`` and
   ``POST /app/hook/deliveries/{id}/attempts`` (redelivers: re-sends the stored signed delivery)
 - ``GET /repos/{o}/{r}/pulls/{n}``, ``…/files``, ``…/commits`` (page pagination via ``Link``),
@@ -218,6 +219,11 @@ class GitHubStandIn:
         return None
 
     # --- API routes ----------------------------------------------------------------------
+    async def get_app(self, request: Request) -> Response:
+        if (early := await self._gate(request)) or (early := self._app_auth(request)):
+            return early
+        return JSONResponse({"id": int(self.app_id), "slug": "wfsched-test", "name": "wfsched"})
+
     async def access_tokens(self, request: Request) -> Response:
         if (early := await self._gate(request)) or (early := self._app_auth(request)):
             return early
@@ -395,6 +401,7 @@ class GitHubStandIn:
     def app(self) -> Starlette:
         repo = "/repos/{owner}/{repo}"
         routes: list[BaseRoute] = [
+            Route("/app", self.get_app, methods=["GET"]),
             Route(
                 "/app/installations/{id:int}/access_tokens",
                 self.access_tokens,

@@ -188,3 +188,27 @@ def test_trusted_proxies_are_networks_and_a_bad_one_names_the_key(
     monkeypatch.setenv("WFSCHED_TRUSTED_PROXIES", "10.0.0.0/8, nope")
     with pytest.raises(ConfigError, match="WFSCHED_TRUSTED_PROXIES.*nope"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("where", "needle"),
+    [
+        ("env", "environment SCHEDULER_TIMEZONE: scheduler.timezone = 'Mars/x': unknown IANA"),
+        ("file", "wfsched.toml: scheduler.timezone = 'Mars/x': unknown IANA"),
+    ],
+)
+def test_an_unknown_time_zone_is_refused_at_load_naming_key_and_origin(
+    tmp_path: Path, where: str, needle: str
+) -> None:
+    path = tmp_path / "wfsched.toml"
+    path.write_text('[scheduler]\ntimezone = "Mars/x"\n' if where == "file" else "")
+    environ = {"SCHEDULER_TIMEZONE": "Mars/x"} if where == "env" else {}
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        load_settings(str(path), environ=environ)
+
+
+def test_cross_key_errors_name_the_origin_and_an_engine_url_must_be_http() -> None:
+    with pytest.raises(ConfigError, match="environment WORKFLOW_ENGINE_URL: dispatch.engine_url"):
+        load_settings(environ={"WORKFLOW_ENGINE_URL": "ftp://engine"})
+    with pytest.raises(ConfigError, match="environment WFSCHED_DISPATCH_MODE: dispatch.mode"):
+        load_settings(environ={"WFSCHED_DISPATCH_MODE": "engine"})

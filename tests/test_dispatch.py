@@ -349,6 +349,34 @@ async def test_it_redelivers_a_failed_event_with_the_same_key(store: Any, engine
     assert engine.keys() == [event.execution_id, event.execution_id]
 
 
+async def test_a_redelivered_event_keeps_counting_attempts_and_drops_the_stale_error(
+    store: Any, engine: Engine
+) -> None:
+    """After a redelivery history shows every attempt made, and no error from before it."""
+    engine.script(500, 500, 200)
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url, poll_interval=0.05, max_attempts=2)):
+        failed = await settled(store, event.execution_id)
+        assert (failed.status, failed.attempts) == ("failed", 2)
+        assert failed.last_error is not None and "gave up after 2 attempts" in failed.last_error
+        [queued] = await store.requeue([event.execution_id], utcnow())
+        assert (queued.status, queued.attempts, queued.last_error) == ("pending", 2, None)
+        final = await settled(store, event.execution_id)
+    assert (final.status, final.attempts, final.last_error) == ("dispatched", 3, None)
+
+
+async def test_a_redelivery_gets_a_fresh_round_of_attempts(store: Any, engine: Engine) -> None:
+    engine.script(500, 500, 500, 500)
+    [event] = await record(store)
+    async with running(dispatcher(store, engine.url, poll_interval=0.05, max_attempts=2)):
+        assert (await settled(store, event.execution_id)).attempts == 2
+        await store.requeue([event.execution_id], utcnow())
+        final = await settled(store, event.execution_id)
+    assert (final.status, final.attempts) == ("failed", 4)
+    assert final.last_error is not None and "gave up after 4 attempts" in final.last_error
+    assert len(engine.keys()) == 4
+
+
 # claims --------------------------------------------------------------------------------
 async def test_it_redelivers_after_the_claim_of_a_dead_dispatcher_expires(
     store: Any, engine: Engine

@@ -61,6 +61,7 @@ def one_error_line(stderr: str) -> str:
 @pytest.mark.anyio
 async def test_the_database_wal_and_shm_are_created_0600_under_umask_022(tmp_path: Path) -> None:
     db = tmp_path / "data" / "wfsched.db"
+    db.parent.mkdir()  # the store refuses a missing folder rather than create it
     with umask(0o022):
         store = SqliteStore(f"sqlite:///{db}")
         await store.open()

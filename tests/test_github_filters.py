@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from wfsched import SpecError
+from wfsched.plugins import load_registry
+from wfsched.spec import load_specs
 from wfsched.triggers.github.config import validate_config
 from wfsched.triggers.github.filters import Facts, Filters, PatternList, facts_of, glob_regex
 
@@ -286,3 +288,17 @@ def test_it_refuses_bad_configs_naming_the_field(
         validate_config(config)
     assert caught.value.field == field
     assert words in str(caught.value)
+
+
+def test_the_example_try_it_delivery_matches_an_example_workflow() -> None:
+    """examples/github/README.md's "Try it without GitHub" delivery fires incident-triage."""
+    root = Path(__file__).resolve().parent.parent / "examples" / "github"
+    body = json.loads((root / "try" / "issues.labeled.json").read_text())
+    facts = facts_of("issues", body)
+    matched = [
+        spec.id
+        for spec in load_specs([root / "workflows"], load_registry(None))
+        for trigger in spec.triggers
+        if Filters.from_config(trigger.config).match(facts)
+    ]
+    assert matched == ["incident-triage"]

@@ -34,6 +34,16 @@ SPEC_ROUTES = {
     ("get", "/api/v1/deployment/workflows/{id}/status"),
     ("get", "/api/v1/deployment/workflows/{id}/explain"),
     ("get", "/api/v1/deployment/workflows"),
+    ("post", "/api/v1/deployment/workflows"),
+    ("post", "/api/v1/deployment/workflows/{id}/pause"),
+    ("post", "/api/v1/deployment/workflows/{id}/resume"),
+    ("get", "/api/v1/deployment/workflows/{id}/export"),
+    ("get", "/api/v1/executions"),
+    ("post", "/api/v1/executions/{execution_id}/redeliver"),
+    ("post", "/api/v1/executions/prune"),
+    ("get", "/api/v1/check"),
+    ("get", "/api/v1/plugins"),
+    ("get", "/api/v1/density"),
     ("post", "/api/v1/triggers/workflows/{id}/manual"),
     ("post", "/api/v1/triggers/workflows/{id}/webhook"),
     ("get", "/api/v1/triggers/workflows/{id}/status"),
@@ -99,8 +109,13 @@ def test_it_documents_errors_and_management_security() -> None:
         for method, op in item.items():
             responses = op["responses"]
             assert any(code.startswith("2") for code in responses), (method, path)
-            if path.startswith(("/api/v1/deployment/", "/api/v1/triggers/")) or path.endswith(
-                "/webhooks/status"
+            if path.startswith(
+                ("/api/v1/deployment/", "/api/v1/triggers/", "/api/v1/executions")
+            ) or path in (
+                "/api/v1/public/webhooks/status",
+                "/api/v1/check",
+                "/api/v1/plugins",
+                "/api/v1/density",
             ):
                 assert op["security"] == [{"bearerAuth": []}]
                 assert "401" in responses

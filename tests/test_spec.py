@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from wfsched.errors import SpecError
 from wfsched.plugins import load_registry
 from wfsched.spec import InvalidSpecs, load_specs, parse_spec, spec_hash
 
@@ -96,3 +97,36 @@ def test_one_bad_file_fails_the_whole_set_and_duplicate_ids_are_refused(tmp_path
 def test_nulls_are_refused_with_the_field() -> None:
     with pytest.raises(Exception, match="null"):
         parse_spec({"id": "a", "name": None}, REGISTRY)
+
+
+def test_every_trigger_error_of_every_file_is_reported(tmp_path: Path) -> None:
+    write(
+        tmp_path / "a.toml",
+        'id = "a"\n[[triggers]]\ntype = "cron"\nid = "one"\ncron = "99 * * * *"\n'
+        '[[triggers]]\ntype = "cron"\nid = "two"\nevery = "soon"\n',
+    )
+    write(tmp_path / "b.toml", 'id = "b"\n[[triggers]]\ntype = "nope"\n')
+    with pytest.raises(InvalidSpecs) as caught:
+        load_specs([tmp_path], REGISTRY)
+    located = [(e.source, e.trigger) for e in caught.value.errors]
+    assert located == [
+        (str(tmp_path / "a.toml"), "one"),
+        (str(tmp_path / "a.toml"), "two"),
+        (str(tmp_path / "b.toml"), "#1"),
+    ]
+
+
+def test_a_lone_surrogate_is_refused_naming_the_field(tmp_path: Path) -> None:
+    spec = write(
+        tmp_path / "s.json",
+        '{"id": "s", "name": "bad \\ud800", "triggers": [{"type": "manual", '
+        '"payload": {"k\\udfff": 1}}]}',
+    )
+    with pytest.raises(InvalidSpecs, match="field 'name': contains a lone surrogate"):
+        load_specs([spec], REGISTRY)
+    with pytest.raises(
+        SpecError, match=r"field 'triggers\[0\].payload': contains a lone surrogate"
+    ):
+        parse_spec(
+            {"id": "s", "triggers": [{"type": "manual", "payload": {"k\udfff": 1}}]}, REGISTRY
+        )

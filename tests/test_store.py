@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -45,7 +45,10 @@ def make_spec(workflow_id: str, *trigger_ids: str, extra: str = "") -> WorkflowS
 
 
 def new_event(
-    workflow_id: str = "wf", key: str | None = None, trigger_id: str = "manual"
+    workflow_id: str = "wf",
+    key: str | None = None,
+    trigger_id: str = "manual",
+    fired_at: datetime | None = None,
 ) -> NewEvent:
     return NewEvent(
         execution_id=new_execution_id(),
@@ -54,7 +57,7 @@ def new_event(
         trigger_type="manual",
         dedupe_key=key or new_execution_id(),
         payload={"n": 1},
-        fired_at=utcnow(),
+        fired_at=fired_at or utcnow(),
     )
 
 
@@ -243,6 +246,23 @@ async def test_history_is_newest_first_and_filters(store: Any) -> None:
     assert len(await store.history(limit=2)) == 2
     last = await store.last_events("a")
     assert set(last) == {"manual", "t2"}
+
+
+async def test_history_filters_by_trigger_and_time_and_pages_by_execution_id(store: Any) -> None:
+    now = utcnow()
+    early = new_event("a", fired_at=now - timedelta(hours=2))
+    middle = new_event("a", trigger_id="t2", fired_at=now - timedelta(hours=1))
+    late = new_event("a", fired_at=now)
+    await store.record([early, middle, late])
+    assert [e.execution_id for e in await store.history(trigger_id="t2")] == [middle.execution_id]
+    window = await store.history(since=now - timedelta(hours=1), until=now)
+    assert [e.execution_id for e in window] == [middle.execution_id]
+    first = await store.history("a", limit=2)
+    assert [e.execution_id for e in first] == [late.execution_id, middle.execution_id]
+    # An event recorded between two pages sorts above them: the next page is unchanged.
+    await store.record([new_event("a")])
+    rest = await store.history("a", limit=2, before=first[-1].execution_id)
+    assert [e.execution_id for e in rest] == [early.execution_id]
 
 
 @settings(

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wfsched import secretrefs
 from wfsched.errors import ConfigError, SpecError
@@ -83,7 +85,7 @@ SETTINGS: tuple[Setting, ...] = (
         "timezone",
         "SCHEDULER_TIMEZONE",
         "UTC",
-        "str",
+        "timezone",
         "default IANA zone of cron triggers",
     ),
     Setting(
@@ -344,6 +346,8 @@ def convert(setting: Setting, value: Any, origin: str) -> Any:
             return parse_duration(value)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+    if kind == "timezone":
+        return _time_zone(value, where)
     if kind == "networks" and isinstance(value, list):
         value = ",".join(str(v) for v in value)
     if not isinstance(value, str):
@@ -357,6 +361,19 @@ def convert(setting: Setting, value: Any, origin: str) -> Any:
         choices = kind[7:].split(",")
         if value not in choices:
             raise ConfigError(f"{where} = {value!r}: must be one of {', '.join(choices)}")
+    return value
+
+
+def _time_zone(value: Any, where: str) -> str:
+    """An IANA zone name this host knows; checked at load, so a typo never reaches a timer."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} = {value!r}: must be an IANA time zone such as Europe/Berlin")
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{where} = {value!r}: unknown IANA time zone (e.g. UTC, Europe/Berlin)"
+        ) from None
     return value
 
 
@@ -420,19 +437,21 @@ class ConfigSource:
                 sections[section][key] = value
         base = self.path.resolve().parent if self.path is not None else None
         env = self.environ
+        origins: dict[str, str] = {}
         for setting in table:
             if setting.env in env:
                 sections[setting.section][setting.key] = env[setting.env]
                 where = f"environment {setting.env}"
             else:
-                where = origin
+                where = origin if setting.key in self.data.get(setting.section, {}) else ""
+            origins[setting.name] = where
             value = convert(setting, sections[setting.section][setting.key], where)
             if base is not None and setting.env not in env:
                 value = _anchor(setting, value, base)
             sections[setting.section][setting.key] = value
         path = str(self.path) if self.path else None
         settings = Settings(sections=sections, path=path, declared=tuple(table))
-        _check(settings)
+        _check(settings, origins)
         return settings
 
 
@@ -497,18 +516,41 @@ def _hint(err: Exception) -> str:
     return text[text.index(";") :] if ";" in text else ""
 
 
-def _check(settings: Settings) -> None:
+def _check(settings: Settings, origins: Mapping[str, str]) -> None:
+    """Rules across keys and on URL shapes; each error names the key and where it was set."""
+
+    def at(name: str) -> str:
+        where = origins.get(name, "")
+        return f"{where}: {name}" if where else name
+
     url = settings.store_url
     if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
-        raise ConfigError(f"store.url = {url!r}: use sqlite:///PATH or postgresql://…")
+        raise ConfigError(f"{at('store.url')} = {url!r}: use sqlite:///PATH or postgresql://…")
     locks = settings.locks_url
     if locks and not locks.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"locks.url = {locks!r}: use redis://HOST:PORT/DB or leave it empty")
+        raise ConfigError(
+            f"{at('locks.url')} = {locks!r}: use redis://HOST:PORT/DB or leave it empty"
+        )
+    engine = str(settings.get("dispatch.engine_url"))
+    if engine and not _http_url(engine):
+        raise ConfigError(f"{at('dispatch.engine_url')} = {engine!r}: use http(s)://HOST[:PORT]")
     # dispatch.mode names a target, which checks its own settings: plugins.configure.
     if settings.get("dispatch.max_attempts") < 1:
-        raise ConfigError("dispatch.max_attempts must be at least 1")
+        raise ConfigError(f"{at('dispatch.max_attempts')} must be at least 1")
     if settings.get("dispatch.retry_base") > settings.get("dispatch.retry_max"):
-        raise ConfigError("dispatch.retry_base must not exceed dispatch.retry_max")
+        raise ConfigError(
+            f"{at('dispatch.retry_base')} must not exceed dispatch.retry_max "
+            f"({settings.get('dispatch.retry_max'):g} s)"
+        )
+
+
+def _http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def default_config_text(declared: Sequence[Setting] = ()) -> str:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import signal
+import socket
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from functools import partial
@@ -22,7 +23,7 @@ from wfsched.backends import connected, make_sender, open_locks
 from wfsched.config import IPNetwork, Settings
 from wfsched.deployments import DeploymentService
 from wfsched.dispatch import Dispatcher
-from wfsched.errors import ConfigError, StoreError
+from wfsched.errors import ConfigError, StoreError, WfschedError
 from wfsched.heartbeat import Heartbeat
 from wfsched.locks import LocalLocks, LockError, LockManager, replica_info
 from wfsched.logs import register_secret
@@ -132,8 +133,25 @@ async def _serve_http(server: Any, done: anyio.Event) -> None:
     request under way (or given up on them after its graceful-shutdown timeout)."""
     try:
         await server.serve()
+    except SystemExit:
+        # uvicorn exits when it cannot bind (it logged why); the port was free a moment ago.
+        config = server.config
+        raise WfschedError(f"cannot listen on {config.host}:{config.port}") from None
     finally:
         done.set()
+
+
+def ensure_listenable(host: str, port: int) -> None:
+    """Fail at once, in one line, when ``host:port`` cannot be bound (in use, not allowed,
+    no such address), before anything else starts; uvicorn would exit mid-start."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise WfschedError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 async def _watch_changes(
@@ -247,6 +265,7 @@ async def serve(
     register_secrets(settings)
     otel.setup()  # spans only when an OpenTelemetry tracer provider is configured
     host = host or settings.host
+    ensure_listenable(host, port or settings.port)
     api_token = settings.secret("server.api_token")
     if public_bind_without_token(host, api_token):
         log.warning(

@@ -6,6 +6,8 @@ works whether a daemon runs or not. A running daemon applies the change by recon
 
 from __future__ import annotations
 
+import base64
+import binascii
 import builtins
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,7 +18,7 @@ from typing import Any
 import tomli_w
 
 from wfsched.config import Settings
-from wfsched.errors import Conflict, NotFound, SpecError, WfschedError
+from wfsched.errors import Conflict, InvalidInput, NotFound, SpecError, WfschedError
 from wfsched.heartbeat import LOOK_BACK, summarize
 from wfsched.ledger import Downtime
 from wfsched.manager import TriggerManager, build_trigger, invoke
@@ -35,6 +37,7 @@ from wfsched.secretrefs import is_reference
 from wfsched.spec import (
     InvalidSpecs,
     load_specs,
+    parse_documents,
     parse_spec,
     refuse_host_secrets,
     refuse_untrusted_dispatch,
@@ -178,6 +181,21 @@ class DeploymentService:
         deployment = await self.store.get_deployment(workflow_id)
         return tomli_w.dumps(dict(deployment.document))
 
+    async def document(self, workflow_id: str) -> dict[str, Any]:
+        """Return the deployed spec document (``export --json``)."""
+        return dict((await self.store.get_deployment(workflow_id)).document)
+
+    def parse_batch(
+        self, documents: Sequence[tuple[str, Mapping[str, Any]]], *, from_api: bool
+    ) -> builtins.list[Any]:
+        """Validate documents as one deployment (every error of every one, duplicate ids);
+        ``from_api``: as :meth:`parse_document`, refuse references to the host's secrets."""
+        specs = parse_documents(documents, self.registry)
+        if from_api:
+            for spec in specs:
+                refuse_host_secrets(spec, self.registry, source=spec.source)
+        return specs
+
     # views -------------------------------------------------------------------------------
     def triggers_of(self, deployment: Deployment) -> tuple[TriggerSpec, ...]:
         """The deployment's triggers as validated now (empty if its spec no longer is)."""
@@ -280,6 +298,36 @@ class DeploymentService:
         """The ``list --json`` shape."""
         return [self._view(d) for d in await self.store.list_deployments()]
 
+    async def page(
+        self,
+        *,
+        limit: int | None,
+        cursor: str | None = None,
+        state: str | None = None,
+        q: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of the list shape, by workflow id: ``{"items", "next_cursor"}``.
+
+        ``state``: active or paused; ``q``: a case-insensitive substring of the id or name.
+        ``cursor`` is the ``next_cursor`` of the page before (opaque: the last id it showed).
+        """
+        after = decode_cursor(cursor)
+        needle = (q or "").casefold()
+        rows = [
+            d
+            for d in await self.store.list_deployments()
+            if (after is None or d.workflow_id > after)
+            and (state is None or d.state == state)
+            and (needle in d.workflow_id.casefold() or needle in d.name.casefold())
+        ]
+        if limit is None:
+            return {"items": [self._view(d) for d in rows], "next_cursor": None}
+        more = len(rows) > limit
+        return {
+            "items": [self._view(d) for d in rows[:limit]],
+            "next_cursor": encode_cursor(rows[limit - 1].workflow_id) if more else None,
+        }
+
     async def status(self, workflow_id: str) -> dict[str, Any]:
         """The ``status ID --json`` shape: the list shape plus health and last events."""
         deployment = await self.store.get_deployment(workflow_id)
@@ -341,6 +389,39 @@ class DeploymentService:
             await self.store.get_deployment(workflow_id)
         return events
 
+    async def executions(
+        self,
+        *,
+        limit: int,
+        workflow_id: str | None = None,
+        trigger_id: str | None = None,
+        status: EventStatus | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """One page of events, newest first: ``{"items": [event], "next_cursor"}``.
+
+        Keyset paging on the execution id: events recorded while a client pages sort above
+        the pages it has read, so none is shown twice or skipped.
+        """
+        events = await self.store.history(
+            workflow_id,
+            limit=limit + 1,
+            status=status,
+            trigger_id=trigger_id,
+            since=since,
+            until=until,
+            before=decode_cursor(cursor),
+        )
+        if workflow_id is not None and not events and cursor is None:
+            await self.store.get_deployment(workflow_id)  # NotFound for a workflow never seen
+        more = len(events) > limit
+        return {
+            "items": [e.to_json() for e in events[:limit]],
+            "next_cursor": encode_cursor(events[limit - 1].execution_id) if more else None,
+        }
+
     async def redeliver(self, execution_ids: Sequence[str]) -> builtins.list[TriggerEvent]:
         """Queue failed events for dispatch again, keeping their execution id (Idempotency-Key).
 
@@ -392,6 +473,24 @@ def _running_since(downtime: Downtime, now: datetime) -> datetime | None:
     if not downtime.spans or not downtime.running_at(now):
         return None
     return downtime.spans[-1][0]
+
+
+def encode_cursor(key: str) -> str:
+    """An opaque page cursor for ``key`` (URL-safe, no padding)."""
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    """The key behind a cursor of :func:`encode_cursor`; InvalidInput for anything else."""
+    if cursor is None:
+        return None
+    try:
+        key = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        key = ""
+    if not key or not key.isprintable():
+        raise InvalidInput(f"cursor {cursor!r} is not one this server gave out")
+    return key
 
 
 def _dry_action(spec: Any, current: Deployment | None) -> str:

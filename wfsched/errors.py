@@ -57,6 +57,10 @@ class SpecError(WfschedError, ValueError):
         return f"{': '.join(where)}: {self.message}" if where else self.message
 
 
+class InvalidInput(WfschedError, ValueError):
+    """A request's parameter is malformed (a cursor, an instant, a limit); nothing was done."""
+
+
 class StoreError(WfschedError):
     """The store is unreachable or refused an operation."""
 

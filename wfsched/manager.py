@@ -523,6 +523,12 @@ class TriggerManager:
                     try:
                         await run.trigger.run()
                         return
+                    except WfschedError as exc:
+                        # Something the operator fixes (an unset env: secret, an unreadable
+                        # file, a refused login), not a bug: no traceback. The health report
+                        # logs one line when the problem changes; retried until it is fixed.
+                        run.ctx.report_health("failing", str(exc))
+                        await run.ctx.flush_health()
                     except Exception as exc:  # reported, then restarted
                         run.ctx.report_health("failing", f"{type(exc).__name__}: {exc}")
                         run.ctx.log.exception("trigger crashed; restarting")

@@ -195,6 +195,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def parse_instant(text: str, name: str) -> datetime:
+    """An ISO 8601 instant from a user (``2026-11-28T10:00:00+01:00``, ``…Z``, a date); one
+    without an offset is UTC, whichever host reads it. InvalidInput names ``name``."""
+    from wfsched.errors import InvalidInput
+
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(f"{name} {text!r} is not an ISO 8601 instant") from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def iso(value: datetime | None) -> str | None:
     """Render an instant as ISO 8601 in UTC with a ``Z`` suffix."""
     if value is None:

@@ -286,6 +286,18 @@ def load_registry(
     return registry
 
 
+def plugin_rows(registry: Registry) -> list[dict[str, str]]:
+    """What ``wfsched plugins`` lists: every trigger type and dispatch target, with its kind
+    and where it came from."""
+    return [
+        {"type": t.type, "kind": "trigger", "source": t.source, "module": t.module}
+        for t in registry.all()
+    ] + [
+        {"type": t.name, "kind": "dispatch-target", "source": t.source, "module": t.module}
+        for t in registry.targets()
+    ]
+
+
 class Configured(NamedTuple):
     """Validated settings and the plugins they name."""
 

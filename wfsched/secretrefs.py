@@ -99,11 +99,11 @@ def api_refusals(config: Mapping[str, Any], secret_fields: Iterable[str]) -> lis
     return [
         SpecError(API_REFUSAL, field=name)
         for name in secret_fields
-        if any(is_reference(v) for v in _values_at(config, name))
+        if any(is_reference(v) for v in values_at(config, name))
     ]
 
 
-def _values_at(config: Mapping[str, Any], dotted: str) -> list[Any]:
+def values_at(config: Mapping[str, Any], dotted: str) -> list[Any]:
     """The value(s) at ``a.b.c`` in nested tables; a list there gives each of its items."""
     value: Any = config
     for key in dotted.split("."):

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-KINDS = ("str", "int", "duration", "secret", "networks")
+KINDS = ("str", "int", "duration", "secret", "networks", "timezone")
 """The kinds a setting may have, besides ``choice:a,b,c`` (one of the listed words)."""
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _ENV = re.compile(r"[A-Z_][A-Z0-9_]*\Z")
@@ -27,7 +27,7 @@ class Setting:
     ``kind`` is ``str``, ``int`` (non-negative), ``duration`` (``"90s"``, ``"5m"`` or
     seconds; read as float seconds), ``secret`` (a string that may be an ``env:NAME`` or
     ``file:PATH`` reference; redacted from logs), ``networks`` (addresses or networks,
-    comma-separated) or ``choice:a,b,c``. A plugin reads the validated values with
+    comma-separated), ``timezone`` (an IANA zone known to this host) or ``choice:a,b,c``. A plugin reads the validated values with
     ``ctx.settings(section)``; every key is there, with its default when unset.
 
     Example::

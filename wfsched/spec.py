@@ -52,14 +52,30 @@ def spec_hash(document: Mapping[str, Any]) -> str:
 
 
 def _no_nulls(value: Any, path: str) -> None:
+    """Refuse what no store can hold as written: null, and text with a lone surrogate or NUL."""
     if value is None:
         raise SpecError("null is not allowed (omit the field instead)", field=path or None)
-    if isinstance(value, Mapping):
+    if isinstance(value, str):
+        _storable_text(value, path)
+    elif isinstance(value, Mapping):
         for k, v in value.items():
-            _no_nulls(v, f"{path}.{k}" if path else str(k))
+            key = str(k)
+            _storable_text(key, path or key)
+            _no_nulls(v, f"{path}.{key}" if path else key)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             _no_nulls(v, f"{path}[{i}]")
+
+
+def _storable_text(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise SpecError("NUL characters are not allowed", field=path or None)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SpecError(
+            "contains a lone surrogate (invalid Unicode, e.g. a \\ud800 escape)", field=path or None
+        ) from None
 
 
 def read_document(path: Path) -> dict[str, Any]:
@@ -97,7 +113,32 @@ def parse_spec(document: Mapping[str, Any], types: TypeLookup, *, source: str = 
 
 
 def _parse(document: Mapping[str, Any], types: TypeLookup, source: str) -> WorkflowSpec:
-    _no_nulls(document, "")
+    errors = spec_errors(document, types)
+    if errors:
+        raise errors[0]
+    return _build(document, types, source)
+
+
+def spec_errors(document: Mapping[str, Any], types: TypeLookup) -> list[SpecError]:
+    """Every error of a spec document: the workflow's first, then each trigger's first."""
+    errors: list[SpecError] = []
+    try:
+        _no_nulls(document, "")
+        _top(document)
+    except SpecError as exc:
+        return [exc]
+    seen: set[str] = set()
+    for index, table in enumerate(document.get("triggers", [])):
+        label = str(table.get("id") or f"#{index + 1}")
+        try:
+            seen.add(_parse_trigger(table, types, seen).id)
+        except SpecError as exc:
+            errors.append(exc.located(trigger=label))
+    return errors
+
+
+def _top(document: Mapping[str, Any]) -> tuple[str, str]:
+    """The workflow's id and name, validated with its other top-level fields."""
     top = Fields(document, allowed=WORKFLOW_FIELDS)
     workflow_id = top.str("id")
     if not ID_RE.match(workflow_id):
@@ -107,14 +148,15 @@ def _parse(document: Mapping[str, Any], types: TypeLookup, source: str) -> Workf
     raw_triggers = document.get("triggers", [])
     if not isinstance(raw_triggers, list) or not all(isinstance(t, Mapping) for t in raw_triggers):
         raise SpecError("must be a list of tables ([[triggers]])", field="triggers")
+    return workflow_id, name
+
+
+def _build(document: Mapping[str, Any], types: TypeLookup, source: str) -> WorkflowSpec:
+    workflow_id, name = _top(document)
     triggers: list[TriggerSpec] = []
     seen: set[str] = set()
-    for index, table in enumerate(raw_triggers):
-        label = str(table.get("id") or f"#{index + 1}")
-        try:
-            trigger = _parse_trigger(table, types, seen)
-        except SpecError as exc:
-            raise exc.located(trigger=label) from None
+    for table in document.get("triggers", []):
+        trigger = _parse_trigger(table, types, seen)
         seen.add(trigger.id)
         triggers.append(trigger)
     return WorkflowSpec(
@@ -230,25 +272,46 @@ def spec_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def load_specs(paths: Iterable[str | Path], types: TypeLookup) -> list[WorkflowSpec]:
     """Load and validate every spec; raise InvalidSpecs listing every error, or return all."""
+    documents: list[tuple[str, Mapping[str, Any]]] = []
+    errors: list[SpecError] = []
+    for path in spec_files(paths):
+        try:
+            documents.append((str(path), read_document(path)))
+        except SpecError as exc:
+            errors.append(exc.located(source=exc.source or str(path)))
+    try:
+        specs = parse_documents(documents, types)
+    except InvalidSpecs as exc:
+        errors.extend(exc.errors)
+    if errors:
+        raise InvalidSpecs(errors)
+    return specs
+
+
+def parse_documents(
+    documents: Iterable[tuple[str, Mapping[str, Any]]], types: TypeLookup
+) -> list[WorkflowSpec]:
+    """Validate ``(source, document)`` pairs as one deployment: every error of every document
+    (each trigger's, not only a file's first) and ids defined twice, or all the specs."""
     specs: list[WorkflowSpec] = []
     errors: list[SpecError] = []
     ids: dict[str, str] = {}
-    for path in spec_files(paths):
-        try:
-            spec = parse_spec(read_document(path), types, source=str(path))
-        except SpecError as exc:
-            errors.append(exc.located(source=exc.source or str(path)))
+    for source, document in documents:
+        found = spec_errors(document, types)
+        if found:
+            errors.extend(e.located(source=e.source or source) for e in found)
             continue
+        spec = _build(document, types, source)
         if spec.id in ids:
             errors.append(
                 SpecError(
                     f"workflow id {spec.id!r} is also defined in {ids[spec.id]}",
                     field="id",
-                    source=str(path),
+                    source=source,
                 )
             )
             continue
-        ids[spec.id] = str(path)
+        ids[spec.id] = source
         specs.append(spec)
     if errors:
         raise InvalidSpecs(errors)

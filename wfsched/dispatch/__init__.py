@@ -283,8 +283,11 @@ class Dispatcher:
         )
 
     def _failed(self, event: TriggerEvent, attempt: int, exc: DispatchError) -> DispatchOutcome:
-        if exc.retry and attempt < self.max_attempts:
-            delay = backoff(attempt, self.retry_base, self.retry_max, exc.retry_after)
+        # ``attempts`` keeps counting across redeliveries, so history shows every attempt;
+        # each max_attempts of them are one round, and a redelivery starts the next round.
+        in_round = (attempt - 1) % self.max_attempts + 1
+        if exc.retry and in_round < self.max_attempts:
+            delay = backoff(in_round, self.retry_base, self.retry_max, exc.retry_after)
             return DispatchOutcome(
                 execution_id=event.execution_id,
                 status="pending",

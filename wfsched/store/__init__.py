@@ -215,15 +215,32 @@ class Store(Protocol):
         """Return the earliest ``next_attempt_at`` of a pending event."""
 
     async def history(
-        self, workflow_id: str | None = None, *, limit: int = 50, status: EventStatus | None = None
+        self,
+        workflow_id: str | None = None,
+        *,
+        limit: int = 50,
+        status: EventStatus | None = None,
+        trigger_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: str | None = None,
     ) -> list[TriggerEvent]:
-        """Return events, newest first."""
+        """Return events, newest first (by execution id, which sorts by creation).
+
+        ``since`` (included) and ``until`` (excluded) bound ``fired_at``; ``before``: only
+        events whose execution id sorts below it (keyset paging: events recorded meanwhile
+        sort above every page already read, so pages neither repeat nor skip an event).
+        """
 
     async def get_event(self, execution_id: str) -> TriggerEvent:
         """Return one event."""
 
     async def requeue(self, execution_ids: Sequence[str], now: datetime) -> list[TriggerEvent]:
-        """Make events pending again (same execution id); return them."""
+        """Make events pending again (same execution id); return them.
+
+        ``attempts`` keeps counting (history shows every attempt ever made) and
+        ``last_error`` is cleared: it described the attempts before the requeue.
+        """
 
     async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
         """Return the newest event of each trigger of a workflow."""

@@ -118,6 +118,33 @@ def finish_rows(
     ]
 
 
+def history_where(
+    mark: str,
+    stamp: Callable[[datetime], Any],
+    *,
+    workflow_id: str | None,
+    status: str | None,
+    trigger_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    before: str | None,
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (empty or with a leading space) and arguments of ``history``;
+    ``mark`` is the backend's placeholder, ``stamp`` its instant conversion."""
+    terms = (
+        ("workflow_id = ", workflow_id),
+        ("trigger_id = ", trigger_id),
+        ("status = ", status),
+        ("fired_at >= ", None if since is None else stamp(since)),
+        ("fired_at < ", None if until is None else stamp(until)),
+        ("execution_id < ", before),
+    )
+    used = [(sql, value) for sql, value in terms if value is not None]
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(sql + mark for sql, _ in used), [v for _, v in used]
+
+
 def not_deployed(workflow_id: str) -> NotFound:
     """The error for an unknown workflow id."""
     return NotFound(f"workflow {workflow_id!r} is not deployed")

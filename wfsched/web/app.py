@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from wfsched import otel
 from wfsched.web import management as api
+from wfsched.web import operations as ops
 from wfsched.web.access import Access, managed, public_bind_without_token
 from wfsched.web.errors import Handler, answering, http_exception, server_error
 from wfsched.web.explain import explain
@@ -64,7 +65,20 @@ def routes() -> list[BaseRoute]:
         Route("/health", public(health), methods=["GET"]),
         Route("/metrics", public(metrics), methods=["GET"]),
         Route("/openapi.json", public(openapi), methods=["GET"]),
-        Route("/api/v1/deployment/workflows", management(api.list_workflows), methods=["GET"]),
+        Route("/api/v1/deployment/workflows", management(ops.workflows), methods=["GET", "POST"]),
+        Route("/api/v1/deployment/workflows/{id}/pause", management(ops.pause), methods=["POST"]),
+        Route("/api/v1/deployment/workflows/{id}/resume", management(ops.resume), methods=["POST"]),
+        Route("/api/v1/deployment/workflows/{id}/export", management(ops.export), methods=["GET"]),
+        Route("/api/v1/executions", management(ops.executions), methods=["GET"]),
+        Route("/api/v1/executions/prune", management(ops.prune), methods=["POST"]),
+        Route(
+            "/api/v1/executions/{execution_id}/redeliver",
+            management(ops.redeliver),
+            methods=["POST"],
+        ),
+        Route("/api/v1/check", management(ops.check), methods=["GET"]),
+        Route("/api/v1/plugins", management(ops.plugins), methods=["GET"]),
+        Route("/api/v1/density", management(ops.density), methods=["GET"]),
         Route(
             "/api/v1/deployment/workflows/{id}/deploy",
             management(api.deploy),

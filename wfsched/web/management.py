@@ -110,7 +110,8 @@ async def gateway_webhook(request: Request) -> Response:
 
 
 async def trigger_health(request: Request) -> Response:
-    manager = services_of(request.app).manager
+    services = services_of(request.app)
+    manager = services.manager
     failing = [t for t in trigger_rows(manager) if t["health"] != "healthy"]
     return JSONResponse(
         {
@@ -118,6 +119,8 @@ async def trigger_health(request: Request) -> Response:
             "running": len(manager.running),
             "timers": len(manager.timer),
             "unhealthy": failing,
+            # Every daemon on the store, from the heartbeats (what `wfsched list` shows).
+            "daemon": await services.deployments.daemon(),
         }
     )
 

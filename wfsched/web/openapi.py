@@ -11,6 +11,7 @@ from typing import Any
 
 from wfsched import __version__
 from wfsched.trigger import BaseTrigger
+from wfsched.web import openapi_operations as operations
 from wfsched.web.schemas import JSON, STR, ref, schemas
 
 
@@ -204,20 +205,6 @@ def _paths() -> dict[str, Any]:
             }
         },
         "/api/v1/deployment/workflows/{id}/explain": {"get": _explain_operation()},
-        "/api/v1/deployment/workflows": {
-            "get": {
-                "operationId": "listDeployments",
-                "tags": ["deployment"],
-                "summary": "All deployments",
-                "security": _MANAGEMENT,
-                "responses": {
-                    "200": _json(
-                        {"type": "array", "items": ref("Workflow")}, "Deployments sorted by id"
-                    ),
-                    **_errors("400", "401", "503"),
-                },
-            }
-        },
         "/api/v1/triggers/workflows/{id}/manual": {
             "post": {
                 "operationId": "fireManual",
@@ -336,19 +323,24 @@ def _with_management_errors(paths: dict[str, Any]) -> dict[str, Any]:
 
 
 def _plugin_paths(trigger_types: Iterable[type[BaseTrigger]]) -> dict[str, Any]:
-    """The routes trigger types serve besides the core's (``BaseTrigger.openapi_paths``); an
-    error response they leave bare gets the error body and description every route has."""
+    """The routes trigger types serve besides the core's (``BaseTrigger.openapi_paths``)."""
     paths: dict[str, Any] = {}
     for cls in trigger_types:
-        for path, item in cls.openapi_paths().items():
-            for op in item.values():
-                op["responses"] = {
-                    code: {**_ERRORS[code], **response}
-                    if code[0] in "45" and "content" not in response and code in _ERRORS
-                    else response
-                    for code, response in op["responses"].items()
-                }
-            paths[path] = item
+        paths.update(_filled(cls.openapi_paths()))
+    return paths
+
+
+def _filled(paths: dict[str, Any]) -> dict[str, Any]:
+    """``paths`` whose bare error responses get the error body and description every route
+    has."""
+    for item in paths.values():
+        for op in item.values():
+            op["responses"] = {
+                code: {**_ERRORS[code], **response}
+                if code[0] in "45" and "content" not in response and code in _ERRORS
+                else response
+                for code, response in op["responses"].items()
+            }
     return paths
 
 
@@ -362,16 +354,19 @@ def document(trigger_types: Iterable[type[BaseTrigger]] = ()) -> dict[str, Any]:
             "version": __version__,
             "description": (
                 "Durable workflow triggers. Management routes (/api/v1/deployment/…, "
-                "/api/v1/triggers/…, GET /api/v1/public/webhooks/status) need "
+                "/api/v1/triggers/…, /api/v1/executions…, /api/v1/check, /api/v1/plugins, "
+                "GET /api/v1/public/webhooks/status) need "
                 "`Authorization: Bearer <server.api_token>` when a token is set; without one "
                 "they accept loopback clients of a loopback-bound server only, and answer 403 "
                 "`api_token_required` on any other bind. Errors are "
                 'JSON `{"error", "detail"}`.'
             ),
         },
-        "paths": _with_management_errors({**_paths(), **_plugin_paths(trigger_types)}),
+        "paths": _with_management_errors(
+            {**_paths(), **_filled(operations.paths()), **_plugin_paths(trigger_types)}
+        ),
         "components": {
-            "schemas": schemas(),
+            "schemas": {**schemas(), **operations.schemas()},
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",

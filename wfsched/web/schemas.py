@@ -183,6 +183,15 @@ def schemas() -> dict[str, Any]:
                 "running": {"type": "integer"},
                 "timers": {"type": "integer"},
                 "unhealthy": {"type": "array", "items": ref("TriggerHealthItem")},
+                "daemon": {
+                    "type": "object",
+                    "description": "Every daemon on the store, from the heartbeats",
+                    "properties": {
+                        "running": {"type": "boolean"},
+                        "last_seen": {"type": ["string", "null"]},
+                        "replicas": {"type": "array"},
+                    },
+                },
             },
         ),
         "HealthOk": obj(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from wfsched.errors import StoreError
 from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, TriggerEvent
@@ -16,6 +15,7 @@ from wfsched.store.common import (
     EVENT_COLS,
     finish_rows,
     fresh_event,
+    history_where,
     no_event,
     require_all,
 )
@@ -255,20 +255,29 @@ class PgEvents(PgRetention):
         return opt_utc(row[0]) if row else None
 
     async def history(
-        self, workflow_id: str | None = None, *, limit: int = 50, status: EventStatus | None = None
+        self,
+        workflow_id: str | None = None,
+        *,
+        limit: int = 50,
+        status: EventStatus | None = None,
+        trigger_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: str | None = None,
     ) -> list[TriggerEvent]:
-        where: list[str] = []
-        args: list[Any] = []
-        if workflow_id is not None:
-            where.append("workflow_id = %s")
-            args.append(workflow_id)
-        if status is not None:
-            where.append("status = %s")
-            args.append(status)
-        query = f"SELECT {EVENT_COLS} FROM wfsched_events"
-        if where:
-            query += " WHERE " + " AND ".join(where)
-        query += " ORDER BY execution_id DESC LIMIT %s"
+        where, args = history_where(
+            "%s",
+            utc,
+            workflow_id=workflow_id,
+            status=status,
+            trigger_id=trigger_id,
+            since=since,
+            until=until,
+            before=before,
+        )
+        query = (
+            f"SELECT {EVENT_COLS} FROM wfsched_events{where} ORDER BY execution_id DESC LIMIT %s"
+        )
         async with self._conn() as conn:
             cur = await conn.execute(query, (*args, sql_limit(limit)))
             rows = await cur.fetchall()
@@ -288,7 +297,7 @@ class PgEvents(PgRetention):
     async def requeue(self, execution_ids: Sequence[str], now: datetime) -> list[TriggerEvent]:
         async with self._tx() as conn:
             cur = await conn.execute(
-                "UPDATE wfsched_events SET status = 'pending', attempts = 0,"
+                "UPDATE wfsched_events SET status = 'pending', last_error = NULL,"
                 " next_attempt_at = %s, claimed_by = NULL, claimed_until = NULL"
                 f" WHERE execution_id = ANY(%s) RETURNING {EVENT_COLS}",
                 (utc(now), list(execution_ids)),

@@ -74,10 +74,16 @@ class SqliteConnection:
         return result
 
     def _connect(self) -> None:
-        """Open the file (creating its folder) in WAL mode; runs in a worker thread."""
+        """Open the file in WAL mode; runs in a worker thread.
+
+        The folder must exist: a mistyped path would otherwise start an empty store elsewhere.
+        """
+        if str(self.path) != ":memory:" and not self.path.parent.is_dir():
+            raise StoreError(
+                f"SQLite store {self.path}: folder {self.path.parent} does not exist; "
+                "create it or fix store.url"
+            )
         try:
-            if self.path.parent != Path("."):
-                self.path.parent.mkdir(parents=True, exist_ok=True)
             if str(self.path) != ":memory:":
                 self._create_private()
             conn = sqlite3.connect(

@@ -18,6 +18,7 @@ from wfsched.store.common import (
     finish_rows,
     fmt_ts,
     fresh_event,
+    history_where,
     no_event,
     parse_ts,
 )
@@ -152,19 +153,27 @@ class SqliteEvents(SqliteConnection):
         return parse_ts(row[0]) if row else None
 
     async def history(
-        self, workflow_id: str | None = None, *, limit: int = 50, status: EventStatus | None = None
+        self,
+        workflow_id: str | None = None,
+        *,
+        limit: int = 50,
+        status: EventStatus | None = None,
+        trigger_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before: str | None = None,
     ) -> list[TriggerEvent]:
-        where, args = [], []
-        if workflow_id is not None:
-            where.append("workflow_id=?")
-            args.append(workflow_id)
-        if status is not None:
-            where.append("status=?")
-            args.append(status)
-        sql = f"SELECT {EVENT_COLS} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY execution_id DESC LIMIT ?"
+        where, args = history_where(
+            "?",
+            fmt_ts,
+            workflow_id=workflow_id,
+            status=status,
+            trigger_id=trigger_id,
+            since=since,
+            until=until,
+            before=before,
+        )
+        sql = f"SELECT {EVENT_COLS} FROM events{where} ORDER BY execution_id DESC LIMIT ?"
         rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [_event(r) for r in rows]
 
@@ -183,7 +192,7 @@ class SqliteEvents(SqliteConnection):
             out = []
             for execution_id in execution_ids:
                 cur = conn.execute(
-                    "UPDATE events SET status='pending', attempts=0, next_attempt_at=?,"
+                    "UPDATE events SET status='pending', last_error=NULL, next_attempt_at=?,"
                     " claimed_by=NULL, claimed_until=NULL WHERE execution_id=?",
                     (fmt_ts(now), execution_id),
                 )

@@ -11,7 +11,7 @@ from typing import Any
 
 import anyio
 
-from wfsched import Check, Setting
+from wfsched import Check, Setting, WfschedError
 
 SECTION = "email"
 SETTINGS = (
@@ -46,7 +46,8 @@ SETTINGS = (
 
 
 def checks(settings: Mapping[str, Mapping[str, Any]]) -> list[Check]:
-    """``wfsched check``: the configured IMAP server accepts connections."""
+    """``wfsched check``: log in to the configured IMAP server with the configured credentials
+    and select INBOX, as a trigger would (without a user: only that the server answers)."""
     section = settings.get(SECTION, {})
     host, port = str(section.get("server") or ""), int(section.get("port", 993))
     if not host:
@@ -55,6 +56,26 @@ def checks(settings: Mapping[str, Mapping[str, Any]]) -> list[Check]:
     async def reachable() -> str:
         stream = await anyio.connect_tcp(host, port)
         await stream.aclose()
-        return f"{host}:{port} reachable"
+        return f"{host}:{port} reachable (email.user is not set: login not tried)"
 
-    return [Check("imap", reachable)]
+    async def login() -> str:
+        from wfsched.triggers.email.connection import Connection, ImapError
+        from wfsched.triggers.email.options import resolve
+
+        options = resolve({}, section)
+        conn = Connection(options.endpoint, options.password, timeout=8.0)
+
+        def attempt() -> None:
+            try:
+                conn.open()
+            finally:
+                conn.logout()
+
+        ep = options.endpoint
+        try:
+            await anyio.to_thread.run_sync(attempt, abandon_on_cancel=True)
+        except ImapError as exc:
+            raise WfschedError(f"{ep.server}:{ep.port}: {exc}") from None
+        return f"logged in to {ep.server}:{ep.port} ({ep.security}) as {ep.user!r}, INBOX selected"
+
+    return [Check("imap", login if section.get("user") else reachable)]

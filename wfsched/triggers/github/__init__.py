@@ -21,6 +21,7 @@ import anyio
 
 from wfsched import (
     BaseTrigger,
+    Check,
     DispatchTarget,
     Inbound,
     Outbound,
@@ -65,6 +66,10 @@ class GitHubTrigger(BaseTrigger):
     @classmethod
     def openapi_paths(cls) -> dict[str, Any]:
         return openapi.paths(PATH)
+
+    @classmethod
+    def checks(cls, settings: Mapping[str, Mapping[str, Any]]) -> list[Check]:
+        return section.checks(settings)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": PATH}

@@ -6,7 +6,10 @@ variable names (``GITHUB_APP_ID``, ``GITHUB_WEBHOOK_SECRET``…) are the ones wf
 
 from __future__ import annotations
 
-from wfsched import Setting
+from collections.abc import Mapping
+from typing import Any
+
+from wfsched import Check, Setting, WfschedError
 
 SECTION = "github"
 SETTINGS = (
@@ -44,3 +47,44 @@ SETTINGS = (
         "failed deliveries younger than this are redelivered",
     ),
 )
+
+
+def checks(settings: Mapping[str, Mapping[str, Any]]) -> list[Check]:
+    """``wfsched check``: the webhook secret resolves; with App credentials, the key loads, an
+    App JWT is signed and GitHub accepts it (``GET /app``), which proves key and id match."""
+    section = settings.get(SECTION, {})
+    if not any(section.get(key) for key in ("app_id", "private_key", "webhook_secret")):
+        return []
+
+    async def app() -> str:
+        from wfsched.triggers.github.app import app_for, client, load_settings
+
+        loaded = load_settings(section)  # SpecError names a reference that does not resolve
+        if not loaded.webhook_secrets:
+            raise WfschedError("github.webhook_secret is not set: every delivery is refused")
+        secrets = f"{len(loaded.webhook_secrets)} webhook secret(s)"
+        if not loaded.app_id and not loaded.private_key:
+            return f"{secrets}; no App credentials (fetch_context and redelivery are off)"
+        if not loaded.has_app:
+            missing = "github.app_id" if not loaded.app_id else "github.private_key"
+            raise WfschedError(f"{missing} is not set: the App needs both id and key")
+        token = app_for(loaded).jwt()
+        url = f"{loaded.api_url}/app"
+        import httpx
+
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json"}
+        try:
+            async with client(8.0) as http:
+                answer = await http.get(url, headers=headers)
+        except httpx.HTTPError as exc:
+            raise WfschedError(f"GET {url}: {type(exc).__name__}: {exc}") from None
+        if answer.status_code == 401:
+            raise WfschedError(
+                f"GET {url} refused the App JWT (401): github.private_key does not belong to "
+                f"App {loaded.app_id}, or the id is wrong"
+            )
+        if not answer.is_success:
+            raise WfschedError(f"GET {url} answered {answer.status_code}")
+        return f"App {loaded.app_id}: key loaded, JWT signed and accepted by {url}; {secrets}"
+
+    return [Check("github", app)]
