@@ -171,7 +171,8 @@ async def density(request: Request) -> Response:
     from wfsched.density import density as compute
     from wfsched.density import time_triggers
 
-    raw = _param(request, "hours") or "24"
+    raw = _param(request, "hours")
+    raw = "24" if raw is None else raw
     if not raw.isdigit() or not 1 <= int(raw) <= 168:
         raise HttpError(400, "bad_request", "hours: a whole number from 1 to 168")
     triggers = await time_triggers(_services(request).deployments)
