@@ -210,5 +210,8 @@ def test_an_unknown_time_zone_is_refused_at_load_naming_key_and_origin(
 def test_cross_key_errors_name_the_origin_and_an_engine_url_must_be_http() -> None:
     with pytest.raises(ConfigError, match="environment WORKFLOW_ENGINE_URL: dispatch.engine_url"):
         load_settings(environ={"WORKFLOW_ENGINE_URL": "ftp://engine"})
+    # The engine target checks what it needs when the plugins are loaded with the config.
+    from wfsched.plugins import configure
+
     with pytest.raises(ConfigError, match="environment WFSCHED_DISPATCH_MODE: dispatch.mode"):
-        load_settings(environ={"WFSCHED_DISPATCH_MODE": "engine"})
+        configure(None, environ={"WFSCHED_DISPATCH_MODE": "engine"})

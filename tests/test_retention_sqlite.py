@@ -66,7 +66,8 @@ async def test_an_old_file_is_vacuumed_once_into_incremental_mode_keeping_every_
     assert "one-time VACUUM" in caplog.text
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert {r[0] for r in conn.execute("SELECT version FROM schema_migrations")} == {1, 2}
+    applied = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+    assert applied == {version for version, _ in migrations("sqlite")}
     conn.close()
 
     caplog.clear()

@@ -276,6 +276,8 @@ class Settings:
     path: str | None = None
     declared: tuple[Setting, ...] = SETTINGS
     """Every setting ``sections`` holds: the core's, then the plugins' (secrets, digests)."""
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    """Where each setting was given (``environment NAME`` or the file), for error messages."""
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def get(self, name: str) -> Any:
@@ -450,7 +452,7 @@ class ConfigSource:
                 value = _anchor(setting, value, base)
             sections[setting.section][setting.key] = value
         path = str(self.path) if self.path else None
-        settings = Settings(sections=sections, path=path, declared=tuple(table))
+        settings = Settings(sections=sections, path=path, declared=tuple(table), origins=origins)
         _check(settings, origins)
         return settings
 

@@ -333,4 +333,8 @@ def check_dispatch_mode(settings: Settings, registry: Registry) -> None:
     except SpecError as exc:
         origin = f"{settings.path}: " if settings.path else ""
         raise ConfigError(f"{origin}dispatch.mode = {mode!r}: {exc.message}") from None
-    target.check_settings(settings.sections, {})
+    try:
+        target.check_settings(settings.sections, {})
+    except ConfigError as exc:
+        where = settings.origins.get("dispatch.mode", "")
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None

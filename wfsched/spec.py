@@ -301,7 +301,11 @@ def parse_documents(
         if found:
             errors.extend(e.located(source=e.source or source) for e in found)
             continue
-        spec = _build(document, types, source)
+        try:
+            spec = _build(document, types, source)
+        except SpecError as exc:  # the [dispatch] table, checked by its target
+            errors.append(exc.located(source=exc.source or source))
+            continue
         if spec.id in ids:
             errors.append(
                 SpecError(
