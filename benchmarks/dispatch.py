@@ -103,6 +103,8 @@ class Bench:
             "DATABASE_URL": f"sqlite:///{workdir / 'wfsched.db'}",
             "WFSCHED_DISPATCH_MODE": "engine",
             "WORKFLOW_ENGINE_URL": self.engine_url,
+            # The cloudevents row deploys a [dispatch] url over the API: allowed under this.
+            "WFSCHED_DISPATCH_ALLOWED_URLS": self.engine_url,
             "WFSCHED_PLUGINS_DIR": str(plugins),
             "WFSCHED_LOG_FORMAT": "json",
             "SCHEDULER_MAX_WORKERS": str(MAX_WORKERS),
