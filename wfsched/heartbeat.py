@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -111,13 +112,7 @@ class Heartbeat:
             await self._beat()
 
     async def _beat(self) -> None:
-        row = self.run_row
-        self.run_row = DaemonRun(
-            replica_id=row.replica_id,
-            started_at=row.started_at,
-            last_seen=utcnow(),
-            listen=row.listen,
-        )
+        self.run_row = replace(self.run_row, last_seen=utcnow())
         try:
             await self._store.beat(self.run_row)
         except StoreError as exc:
@@ -125,13 +120,7 @@ class Heartbeat:
 
     async def end(self) -> None:
         """A clean stop: the heartbeat goes, the run ends now."""
-        row = self.run_row
-        self.run_row = DaemonRun(
-            replica_id=row.replica_id,
-            started_at=row.started_at,
-            last_seen=utcnow(),
-            listen=row.listen,
-        )
+        self.run_row = replace(self.run_row, last_seen=utcnow())
         try:
             await self._store.end_beat(self.run_row)
         except StoreError as exc:

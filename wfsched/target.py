@@ -10,6 +10,7 @@ another attempt may succeed (:func:`http_failure` applies the ``engine`` rules t
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -130,7 +131,7 @@ class TargetContext:
         return self.settings.get(name, {})
 
 
-class DispatchTarget:
+class DispatchTarget(ABC):
     """Base of every dispatch target, built-in or third-party.
 
     Subclasses set ``name``; override :meth:`validate` when a workflow's ``[dispatch]`` table
@@ -164,7 +165,7 @@ class DispatchTarget:
         instance of the class. The core opens one per distinct table and shares it."""
         return cls(ctx, options)
 
-    @classmethod
+    @classmethod  # noqa: B027 - a default hook: most targets need no configuration
     def check_settings(
         cls, settings: Mapping[str, Mapping[str, Any]], options: Mapping[str, Any]
     ) -> None:
@@ -181,11 +182,11 @@ class DispatchTarget:
         Errors name the field. Nothing by default."""
         return []
 
+    @abstractmethod
     async def send(self, event: TriggerEvent) -> None:
         """Deliver ``event`` once; raise :class:`DispatchError` on failure."""
-        raise NotImplementedError
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - a default hook: most hold nothing
         """Release connections (called once, at shutdown)."""
 
 

@@ -9,7 +9,7 @@ says what a workflow's ``[dispatch]`` table may hold (engine and cloudevents: ``
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from yarl import URL
 
@@ -86,10 +86,11 @@ def _url_untrusted(
     ]
 
 
-class EngineTarget(DispatchTarget):
-    """``engine``: POST the event to ``{url}/v1/workflows/{id}/execute``."""
+class _UrlTarget(DispatchTarget):
+    """An HTTP target: a workflow's own ``url``, else the ``dispatch.<setting>`` setting."""
 
-    name = "engine"
+    setting: ClassVar[str]
+    env: ClassVar[str]
 
     @classmethod
     def validate(cls, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,47 +103,38 @@ class EngineTarget(DispatchTarget):
         from wfsched.dispatch.engine import parse_engine_url
 
         if not options.get("url"):
-            require(settings, "dispatch.engine_url", "WORKFLOW_ENGINE_URL", cls.name)
-            parse_engine_url(settings["dispatch"]["engine_url"])
+            name = f"dispatch.{cls.setting}"
+            require(settings, name, cls.env, cls.name)
+            parse_engine_url(settings["dispatch"][cls.setting], name)
 
     @classmethod
     def untrusted_problems(
         cls, options: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]]
     ) -> list[SpecError]:
         return _url_untrusted(options, settings)
+
+
+class EngineTarget(_UrlTarget):
+    """``engine``: POST the event to ``{url}/v1/workflows/{id}/execute``."""
+
+    name = "engine"
+    setting = "engine_url"
+    env = "WORKFLOW_ENGINE_URL"
 
     @classmethod
     def open(cls, ctx: TargetContext, options: Mapping[str, Any]) -> Sender:
         from wfsched.dispatch.engine import EngineSender
 
-        url = options.get("url") or ctx.section("dispatch")["engine_url"]
+        url = options.get("url") or ctx.section("dispatch")[cls.setting]
         return EngineSender(url, timeout=ctx.timeout, max_connections=ctx.max_connections)
 
 
-class CloudEventsTarget(DispatchTarget):
+class CloudEventsTarget(_UrlTarget):
     """``cloudevents``: the event as a binary-mode CloudEvent."""
 
     name = "cloudevents"
-
-    @classmethod
-    def validate(cls, options: Mapping[str, Any]) -> dict[str, Any]:
-        return _url_option(options, "dispatch.url")
-
-    @classmethod
-    def check_settings(
-        cls, settings: Mapping[str, Mapping[str, Any]], options: Mapping[str, Any]
-    ) -> None:
-        from wfsched.dispatch.engine import parse_engine_url
-
-        if not options.get("url"):
-            require(settings, "dispatch.cloudevents_url", "WFSCHED_CLOUDEVENTS_URL", cls.name)
-            parse_engine_url(settings["dispatch"]["cloudevents_url"], "dispatch.cloudevents_url")
-
-    @classmethod
-    def untrusted_problems(
-        cls, options: Mapping[str, Any], settings: Mapping[str, Mapping[str, Any]]
-    ) -> list[SpecError]:
-        return _url_untrusted(options, settings)
+    setting = "cloudevents_url"
+    env = "WFSCHED_CLOUDEVENTS_URL"
 
     @classmethod
     def open(cls, ctx: TargetContext, options: Mapping[str, Any]) -> Sender:
