@@ -254,6 +254,12 @@ class GroupCommitRecorder:
                 entry.result = result[start : start + len(entry.events)]
                 start += len(entry.events)
         batch.done.set()
+        # Batches commit in the order they opened: the watchdog lets go of this one now, not
+        # at its deadline (it would hold every event of the last few seconds, payloads and
+        # all, for the cyclic GC to walk again and again).
+        watched = self._watched
+        while watched and watched[0].done.is_set():
+            watched.popleft()
 
     async def _commit_apart(self, entries: list[_Entry]) -> None:
         """Commit each caller's events on their own, so a rejected row fails its caller only."""
