@@ -46,9 +46,10 @@ DRAIN_SECONDS = 10.0
 CHANGE_POLL = 1.0
 PG_POLL = 5.0
 HTTP_STOP = 3.0
-YOUNG_GC_THRESHOLD = 10_000
 """Seconds past uvicorn's graceful-shutdown timeout to wait for it: it notices ``should_exit``
 on its next beat (1 s) and pauses 0.1 s before waiting for connections."""
+YOUNG_GC_THRESHOLD = 10_000
+"""Allocations between collections of the GC's youngest generation, once serving."""
 
 
 async def sleep_to_beat(period: float) -> None:
