@@ -27,10 +27,9 @@ def test_wfsched_is_reported_against_the_ceiling_and_its_stores_durable_floor() 
     assert rows["wfsched", "hmac-webhook-sqlite", "cpu_per_request", "durable-floor"] == 0.5
     assert rows["wfsched", "hmac-webhook-postgres", "cpu_per_request", "durable-floor-pg"] == 0.5
     # p99 at half the floor's maximum rate, against the floor at the same rate.
-    assert (
-        rows["wfsched", "hmac-webhook-sqlite-paced-30rps", "p99_latency", "durable-floor"]
-        == round(3 / 9, 3)
-    )
+    assert rows[
+        "wfsched", "hmac-webhook-sqlite-paced-30rps", "p99_latency", "durable-floor"
+    ] == round(3 / 9, 3)
     assert (
         rows["wfsched", "hmac-webhook-postgres-paced-20rps", "p99_latency", "durable-floor-pg"]
         == 0.2
