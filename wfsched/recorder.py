@@ -223,10 +223,13 @@ class GroupCommitRecorder:
                 await self._watch_wake.wait()
                 self._watch_wake = anyio.Event()
                 continue
-            first = watched[0]
-            await anyio.sleep_until(first.deadline)
-            if not first.done.is_set():
-                self._expire(first)
+            deadline = watched[0].deadline
+            if anyio.current_time() < deadline:
+                # Only the instant is held while asleep: a batch that commits meanwhile is let
+                # go at once (``_flush``), not kept alive here until its deadline.
+                await anyio.sleep_until(deadline)
+                continue
+            self._expire(watched[0])
 
     def _expire(self, batch: _Batch) -> None:
         timeout = (
