@@ -3,8 +3,9 @@
 Systems (each a child process on core 0, load on core 1, alternating runs):
 
 * ``bare-starlette``: a Starlette route that reads the body and answers 202 (the ceiling);
-* ``durable-floor``: raw ASGI doing the minimal equivalent of wfsched's work for this webhook
-  in log mode on SQLite (``_ingress_floor``), to read wfsched and the target against;
+* ``durable-floor`` and ``durable-floor-pg``: raw ASGI doing the minimal equivalent of
+  wfsched's work for this webhook in log mode on SQLite (``_ingress_floor``) and on PostgreSQL
+  (``_ingress_floor_pg``), to read wfsched on each store and its targets against;
 * ``wfsched`` on SQLite and on PostgreSQL (a fresh schema): one webhook trigger with HMAC
   auth; every 202 is sent after the event's commit, flushed to disk (``store.sync = full``);
 * ``wfsched`` on SQLite with ``store.sync = normal`` (no fsync per commit): the ratio of the
@@ -13,10 +14,11 @@ Systems (each a child process on core 0, load on core 1, alternating runs):
 Figures, per system and run (the systems alternate A B C, C B A, ...):
 
 * saturated requests/s: ``wrk -t1 -c64`` posting a 1 KB HMAC-signed JSON body;
-* p99 latency at half the ceiling's rate: the same wrk with a Lua ``delay()`` pacing each of
-  the 64 connections to ``rate / 64`` requests/s (wrk2 is not packaged here; at half load
-  the server is not saturated, so the closed loop hides little; the achieved rate is
-  reported beside it);
+* p99 latency at half the durable floor's maximum rate (each store's floor paces the systems
+  on that store, the SQLite floor the bare app): the same wrk with a Lua ``delay()`` pacing
+  each of the 64 connections to ``rate / 64`` requests/s (wrk2 is not packaged here; a
+  system that cannot keep that rate runs saturated, and the closed loop then hides its
+  queue: the achieved rate is reported beside it);
 * kill -9 mid-run: a client (``_ingress_load``) records every execution id it receives with a
   202; after the kill, each of them must be in the store.
 """
