@@ -140,6 +140,16 @@ def start_floor(workdir: Path) -> Server:
     )
 
 
+def start_floor_pg(workdir: Path, store_url: str) -> Server:
+    """The PostgreSQL durable floor (benchmarks._ingress_floor_pg) on a fresh schema."""
+    env = {"BENCH_SECRET": SECRET, "FLOOR_PG_URL": store_url}
+    server = _start_uvicorn(
+        workdir, "floor-pg", "benchmarks._ingress_floor_pg:app", env, "--lifespan", "on"
+    )
+    server.store_url = store_url
+    return server
+
+
 @contextlib.contextmanager
 def pg_schema() -> Iterator[str | None]:
     """A fresh PostgreSQL schema's URL (None when PostgreSQL is unreachable); dropped after."""

@@ -3,8 +3,9 @@
 Systems (each a child process on core 0, load on core 1, alternating runs):
 
 * ``bare-starlette``: a Starlette route that reads the body and answers 202 (the ceiling);
-* ``durable-floor``: raw ASGI doing the minimal equivalent of wfsched's work for this webhook
-  in log mode on SQLite (``_ingress_floor``), to read wfsched and the target against;
+* ``durable-floor`` and ``durable-floor-pg``: raw ASGI doing the minimal equivalent of
+  wfsched's work for this webhook in log mode on SQLite (``_ingress_floor``) and on PostgreSQL
+  (``_ingress_floor_pg``), to read wfsched on each store and its targets against;
 * ``wfsched`` on SQLite and on PostgreSQL (a fresh schema): one webhook trigger with HMAC
   auth; every 202 is sent after the event's commit, flushed to disk (``store.sync = full``);
 * ``wfsched`` on SQLite with ``store.sync = normal`` (no fsync per commit): the ratio of the
@@ -13,10 +14,11 @@ Systems (each a child process on core 0, load on core 1, alternating runs):
 Figures, per system and run (the systems alternate A B C, C B A, ...):
 
 * saturated requests/s: ``wrk -t1 -c64`` posting a 1 KB HMAC-signed JSON body;
-* p99 latency at half the ceiling's rate: the same wrk with a Lua ``delay()`` pacing each of
-  the 64 connections to ``rate / 64`` requests/s (wrk2 is not packaged here; at half load
-  the server is not saturated, so the closed loop hides little; the achieved rate is
-  reported beside it);
+* p99 latency at half the durable floor's maximum rate (each store's floor paces the systems
+  on that store, the SQLite floor the bare app): the same wrk with a Lua ``delay()`` pacing
+  each of the 64 connections to ``rate / 64`` requests/s (wrk2 is not packaged here; a
+  system that cannot keep that rate runs saturated, and the closed loop then hides its
+  queue: the achieved rate is reported beside it);
 * kill -9 mid-run: a client (``_ingress_load``) records every execution id it receives with a
   202; after the kill, each of them must be in the store.
 """
@@ -122,6 +124,17 @@ def _systems(workdir: Path, with_pg: bool) -> dict[str, Starter]:
         folder.mkdir()
         return srv.start_floor(folder), None
 
+    def floor_pg() -> tuple[srv.Server, Any]:
+        folder = workdir / f"floor-pg-{next(counter)}"
+        folder.mkdir()
+        schema = srv.pg_schema()
+        url = schema.__enter__()
+        try:
+            return srv.start_floor_pg(folder, str(url)), schema
+        except BaseException:
+            schema.__exit__(None, None, None)
+            raise
+
     def sqlite() -> tuple[srv.Server, Any]:
         folder = workdir / f"sqlite-{next(counter)}"
         folder.mkdir()
@@ -153,6 +166,7 @@ def _systems(workdir: Path, with_pg: bool) -> dict[str, Starter]:
         "sqlite-normal": sqlite_normal,
     }
     if with_pg:
+        systems["floor-pg"] = floor_pg
         systems["postgres"] = postgres
     return systems
 
@@ -215,6 +229,11 @@ def _kill_check(start: Starter, workdir: Path, seconds: float) -> dict[str, int]
             cleanup.__exit__(None, None, None)
 
 
+def _store(name: str) -> str:
+    """The store a system writes to, which also picks the durable floor it is paced by."""
+    return "postgres" if name in ("postgres", "floor-pg") else "sqlite"
+
+
 def run(quick: bool) -> Iterator[Row]:
     """Measure and yield the suite's rows."""
     for tool in ("wrk", "taskset"):
@@ -226,21 +245,23 @@ def run(quick: bool) -> Iterator[Row]:
         (workdir / "body.json").write_bytes(BODY)
         flat_out = _lua(workdir)
         systems = _systems(workdir, _pg_available())
-        names = list(systems)
-        # A first ceiling measurement fixes the rate of every latency run.
-        probe = _session(
-            systems["bare"],
-            lambda s: (wrk(s.port, warm, flat_out), wrk(s.port, seconds, flat_out))[1],
-        )
-        rate = round(probe["rps"] / 2)
-        paced = _lua(workdir, delay_ms=CONNECTIONS / rate * 1000)
+        # The floors go first in the first run: half of each one's maximum rate paces the
+        # latency runs of every system on its store (and of the bare app, at SQLite's).
+        names = [n for n in FLOOR.values() if n in systems]
+        names += [n for n in systems if n not in names]
+        rates: dict[str, int] = {}
+        paced: dict[str, Path] = {}
 
         def measure(server: srv.Server) -> dict[str, Any]:
             wrk(server.port, warm, flat_out)
             cpu = srv.cpu_seconds(server.proc.pid)
             peak = wrk(server.port, seconds, flat_out)
             cpu = srv.cpu_seconds(server.proc.pid) - cpu
-            steady = wrk(server.port, seconds, paced)
+            store = _store(server.name)
+            if store not in rates:
+                rates[store] = max(1, round(peak["rps"] / 2))
+                paced[store] = _lua(workdir, delay_ms=CONNECTIONS / rates[store] * 1000)
+            steady = wrk(server.port, seconds, paced[store])
             if peak["non_2xx"] or steady["non_2xx"]:
                 # Cheap error answers would inflate requests/s: the run measures nothing.
                 raise RuntimeError(f"{server.name} answered non-2xx under load; see its log")
@@ -256,9 +277,11 @@ def run(quick: bool) -> Iterator[Row]:
         for i in range(runs):
             for name in _order(names, i):
                 results[name].append(_session(systems[name], measure))
-        yield from _rows(results, rate)
+        yield from _rows(results, rates)
         # kill -9 is not a power loss: sync=normal would pass it too, so it is not run there.
-        for name in [n for n in names if n not in ("bare", "floor", "sqlite-normal")]:
+        for name in ("sqlite", "postgres"):
+            if name not in systems:
+                continue
             crash = _kill_check(systems[name], workdir, 1.5 if quick else 4.0)
             yield Row(
                 SUITE,
@@ -271,110 +294,98 @@ def run(quick: bool) -> Iterator[Row]:
             )
 
 
-def _rows(results: dict[str, list[dict[str, Any]]], rate: int) -> Iterator[Row]:
+FLOOR = {"sqlite": "floor", "postgres": "floor-pg"}
+"""The durable floor of each store (its system name in the results)."""
+_FLOOR_ROW = {
+    "floor": ("durable-floor", "hmac-sqlite"),
+    "floor-pg": ("durable-floor-pg", "hmac-pg"),
+}
+
+
+def _med(runs: list[dict[str, Any]], key: str) -> float:
+    return median([r[key] for r in runs])
+
+
+def _rows(results: dict[str, list[dict[str, Any]]], rates: dict[str, int]) -> Iterator[Row]:
+    """Every figure against the bare ceiling; wfsched's also against its store's durable
+    floor (CPU, requests/s, and p99 latency at half the floor's maximum rate) and, on SQLite,
+    against itself with ``store.sync = normal``."""
     bare = results["bare"]
-    ceiling = median([r["rps"] for r in bare])
-    bare_p99 = median([r["rate_p99_ms"] for r in bare])
+    ceiling, bare_cpu, bare_p99 = _med(bare, "rps"), _med(bare, "cpu_us"), _med(bare, "rate_p99_ms")
     n = len(bare)
+    at = f"paced-{rates['sqlite']}rps"
     yield Row(SUITE, "bare-starlette", "post-1KB-202", n, "max_rps", round(ceiling, 1), "req/s")
-    yield Row(
-        SUITE, "bare-starlette", f"paced-{rate}rps", n, "p99_latency", round(bare_p99, 3), "ms"
-    )
+    yield Row(SUITE, "bare-starlette", at, n, "p99_latency", round(bare_p99, 3), "ms")
     yield Row(
         SUITE,
         "bare-starlette",
-        f"paced-{rate}rps",
+        at,
         n,
         "achieved_rps",
-        round(median([r["achieved_rps"] for r in bare]), 1),
+        round(_med(bare, "achieved_rps"), 1),
         "req/s",
     )
-    bare_cpu = median([r["cpu_us"] for r in bare])
     yield Row(
         SUITE, "bare-starlette", "post-1KB-202", n, "cpu_per_request", round(bare_cpu, 1), "us"
     )
-    floor = results["floor"]
-    floor_rps = median([r["rps"] for r in floor])
-    floor_cpu = median([r["cpu_us"] for r in floor])
-    for metric, unit, value, theirs, higher in (
-        ("max_rps", "req/s", floor_rps, ceiling, True),
-        ("cpu_per_request", "us", floor_cpu, bare_cpu, False),
-        ("p99_latency", "ms", median([r["rate_p99_ms"] for r in floor]), bare_p99, False),
-    ):
-        workload = "hmac-sqlite" if metric != "p99_latency" else f"hmac-sqlite-paced-{rate}rps"
-        yield compare(
-            SUITE,
-            workload,
-            len(floor),
-            metric,
-            unit,
-            value,
-            "bare-starlette",
-            theirs,
-            higher_is_better=higher,
-            system="durable-floor",
-        )
+    for name, (system, workload) in _FLOOR_ROW.items():
+        floor = results.get(name)
+        if not floor:
+            continue
+        paced_at = f"{workload}-paced-{rates[_store(name)]}rps"
+        for metric, unit, value, theirs, higher, load in (
+            ("max_rps", "req/s", _med(floor, "rps"), ceiling, True, workload),
+            ("cpu_per_request", "us", _med(floor, "cpu_us"), bare_cpu, False, workload),
+            ("p99_latency", "ms", _med(floor, "rate_p99_ms"), bare_p99, False, paced_at),
+        ):
+            yield compare(
+                SUITE, load, len(floor), metric, unit, value, "bare-starlette", theirs,
+                higher_is_better=higher, system=system,
+            )  # fmt: skip
+        yield Row(
+            SUITE, system, paced_at, len(floor), "achieved_rps",
+            round(_med(floor, "achieved_rps"), 1), "req/s",
+        )  # fmt: skip
     for name, runs in results.items():
-        if name in ("bare", "floor"):
+        if name == "bare" or name in _FLOOR_ROW:
             continue
         workload = f"hmac-webhook-{name}"
-        cpu = median([r["cpu_us"] for r in runs])
-        rps = median([r["rps"] for r in runs])
-        against = [("bare-starlette", bare_cpu, ceiling)]
-        if name == "sqlite":
-            # Also against the minimal equivalent of the same work on the same stack, and
-            # against itself without an fsync per commit (the cost of store.sync = full).
-            against.append(("durable-floor", floor_cpu, floor_rps))
-            normal = results.get("sqlite-normal")
-            if normal:
-                against.append(
-                    (
-                        "wfsched-sqlite-sync-normal",
-                        median([r["cpu_us"] for r in normal]),
-                        median([r["rps"] for r in normal]),
-                    )
+        cpu, rps, p99 = _med(runs, "cpu_us"), _med(runs, "rps"), _med(runs, "rate_p99_ms")
+        against = [("bare-starlette", bare_cpu, ceiling, bare_p99)]
+        if name in FLOOR and results.get(FLOOR[name]):
+            # The minimal equivalent of the same work on the same stack and store.
+            floor = results[FLOOR[name]]
+            against.append(
+                (
+                    _FLOOR_ROW[FLOOR[name]][0],
+                    _med(floor, "cpu_us"),
+                    _med(floor, "rps"),
+                    _med(floor, "rate_p99_ms"),
                 )
-        for baseline, their_cpu, their_rps in against:
+            )
+        normal = results.get("sqlite-normal")
+        if name == "sqlite" and normal:
+            # Against itself without an fsync per commit: the cost of store.sync = full.
+            against.append(
+                ("wfsched-sqlite-sync-normal", _med(normal, "cpu_us"), _med(normal, "rps"), None)
+            )
+        paced_at = f"{workload}-paced-{rates[_store(name)]}rps"
+        for baseline, their_cpu, their_rps, their_p99 in against:
             # CPU time per request is steadier than requests/s on a shared machine.
             yield compare(
-                SUITE,
-                workload,
-                len(runs),
-                "cpu_per_request",
-                "us",
-                cpu,
-                baseline,
-                their_cpu,
+                SUITE, workload, len(runs), "cpu_per_request", "us", cpu, baseline, their_cpu,
                 higher_is_better=False,
-            )
+            )  # fmt: skip
             yield compare(
-                SUITE,
-                workload,
-                len(runs),
-                "max_rps",
-                "req/s",
-                rps,
-                baseline,
-                their_rps,
+                SUITE, workload, len(runs), "max_rps", "req/s", rps, baseline, their_rps,
                 higher_is_better=True,
-            )
-        yield compare(
-            SUITE,
-            f"{workload}-paced-{rate}rps",
-            len(runs),
-            "p99_latency",
-            "ms",
-            median([r["rate_p99_ms"] for r in runs]),
-            "bare-starlette",
-            bare_p99,
-            higher_is_better=False,
-        )
+            )  # fmt: skip
+            if their_p99 is not None:
+                yield compare(
+                    SUITE, paced_at, len(runs), "p99_latency", "ms", p99, baseline, their_p99,
+                    higher_is_better=False,
+                )  # fmt: skip
         yield Row(
-            SUITE,
-            "wfsched",
-            f"{workload}-paced-{rate}rps",
-            len(runs),
-            "achieved_rps",
-            round(median([r["achieved_rps"] for r in runs]), 1),
-            "req/s",
-        )
+            SUITE, "wfsched", paced_at, len(runs), "achieved_rps",
+            round(_med(runs, "achieved_rps"), 1), "req/s",
+        )  # fmt: skip

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.daemon_proc import Daemon, wait_for
+from wfsched.daemon import YOUNG_GC_THRESHOLD, settle_heap
 
 pytestmark = pytest.mark.slow
 
@@ -147,3 +149,19 @@ def test_cli_changes_reach_a_running_daemon_within_two_seconds(tmp_path: Path) -
             "POST", "/api/v1/triggers/workflows/hello/manual", json={"confirm": True}
         )
         assert response.status_code == 409
+
+
+def test_serving_takes_the_start_up_heap_out_of_the_collectors_walks() -> None:
+    """What exists once the daemon serves lives as long as it does: no collection walks it."""
+    threshold = gc.get_threshold()
+    start_up = [[i] for i in range(100)]  # lists: always tracked by the collector
+    try:
+        settle_heap()
+        walked = gc.get_objects()
+        assert not any(obj is start_up[0] or obj is start_up[-1] for obj in walked)
+        assert gc.get_threshold()[0] == YOUNG_GC_THRESHOLD
+        made_after = [-1]
+        assert any(obj is made_after for obj in gc.get_objects())
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -7,9 +7,11 @@ check the same through ``wfsched serve`` and its ``store.commit_timeout`` settin
 
 from __future__ import annotations
 
+import gc
 import json
 import sqlite3
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
@@ -104,6 +106,24 @@ async def test_a_row_the_store_rejects_fails_only_its_caller(store: Any, store_u
     assert set(stored) == {e.execution_id for e in good}
     assert [stored[e.execution_id].payload for e in good] == [e.payload for e in good]
     assert sorted(e.execution_id for e in leases.adopted) == sorted(stored)
+
+
+class Marker:
+    """A payload value whose lifetime a weak reference can watch (stored as its ``str``)."""
+
+
+@pytest.mark.anyio
+async def test_a_committed_batch_is_let_go_at_once_not_at_its_deadline(store: Any) -> None:
+    # The deadline watchdog once held every batch, events and payloads, until its deadline:
+    # seconds of events for the cyclic GC to walk again and again on a busy ingress.
+    async with running(GroupCommitRecorder(store, commit_timeout=600)) as recorder:
+        marker = Marker()
+        watch = weakref.ref(marker)
+        [(recorded, created)] = await recorder.record([event({"m": marker})])
+        assert created
+        del marker, recorded
+        gc.collect()
+        assert watch() is None
 
 
 @contextmanager

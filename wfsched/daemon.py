@@ -8,6 +8,7 @@ the triggers, drains in-flight dispatches for a bounded time and exits 0.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -47,6 +48,8 @@ PG_POLL = 5.0
 HTTP_STOP = 3.0
 """Seconds past uvicorn's graceful-shutdown timeout to wait for it: it notices ``should_exit``
 on its next beat (1 s) and pauses 0.1 s before waiting for connections."""
+YOUNG_GC_THRESHOLD = 10_000
+"""Allocations between collections of the GC's youngest generation, once serving."""
 
 
 async def sleep_to_beat(period: float) -> None:
@@ -58,6 +61,22 @@ async def sleep_to_beat(period: float) -> None:
     """
     now = anyio.current_time()
     await anyio.sleep_until((math.floor(now / period) + 1) * period)
+
+
+def settle_heap() -> None:
+    """Move everything start-up allocated out of the cyclic GC's reach (``gc.freeze``).
+
+    The daemon's start-up leaves some 150,000 long-lived objects (modules, routes, settings,
+    plugins) in the oldest generation, and every full collection walked them all again:
+    about 80 ms each, triggered every few thousand requests by the events held until their
+    dispatch, a fifth of a webhook's CPU. Frozen, they are never scanned; objects made after
+    start-up are collected as before, with a youngest generation of 10,000 allocations
+    instead of 700: each of its collections walks every request under way, so at 700 a
+    busy ingress spent about 9 µs per request in them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 async def _count_replicas(locks: LockManager) -> int:
@@ -368,6 +387,7 @@ async def serve(
                         if server.should_exit:
                             raise ConfigError(f"cannot listen on {config.host}:{config.port}")
                         await anyio.sleep(0.02)
+                    settle_heap()
                     log.info(
                         f"wfsched serving on http://{config.host}:{config.port}",
                         extra={"status": "started"},

@@ -223,10 +223,13 @@ class GroupCommitRecorder:
                 await self._watch_wake.wait()
                 self._watch_wake = anyio.Event()
                 continue
-            first = watched[0]
-            await anyio.sleep_until(first.deadline)
-            if not first.done.is_set():
-                self._expire(first)
+            deadline = watched[0].deadline
+            if anyio.current_time() < deadline:
+                # Only the instant is held while asleep: a batch that commits meanwhile is let
+                # go at once (``_flush``), not kept alive here until its deadline.
+                await anyio.sleep_until(deadline)
+                continue
+            self._expire(watched[0])
 
     def _expire(self, batch: _Batch) -> None:
         timeout = (
@@ -254,6 +257,12 @@ class GroupCommitRecorder:
                 entry.result = result[start : start + len(entry.events)]
                 start += len(entry.events)
         batch.done.set()
+        # Batches commit in the order they opened: the watchdog lets go of this one now, not
+        # at its deadline (it would hold every event of the last few seconds, payloads and
+        # all, for the cyclic GC to walk again and again).
+        watched = self._watched
+        while watched and watched[0].done.is_set():
+            watched.popleft()
 
     async def _commit_apart(self, entries: list[_Entry]) -> None:
         """Commit each caller's events on their own, so a rejected row fails its caller only."""
