@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from wfsched.deployments import DeploymentService
 from wfsched.errors import WfschedError
@@ -214,13 +214,39 @@ def next_fires(timer: TimerSpec, now: datetime, count: int = 10) -> builtins.lis
 
 
 # -- counting ----------------------------------------------------------------------------
+class Grouped(Protocol):
+    """Triggers sharing a series, a window and a spread step: their fires coincide, so one
+    walk of instants counts them all."""
+
+    @property
+    def timer(self) -> TimerSpec: ...
+
+    @property
+    def spread(self) -> float:
+        """The spread step (quantized), seconds."""
+
+    @property
+    def size(self) -> int:
+        """How many triggers share it."""
+
+    def triggers(self) -> Iterable[TimeTrigger]:
+        """Its triggers; read only for the groups that put fires in a peak minute."""
+
+
 @dataclass(slots=True)
 class Group:
-    """Triggers sharing a series, a window and a spread step: their fires coincide."""
+    """A :class:`Grouped` of listed triggers (:func:`groups_of`)."""
 
     timer: TimerSpec
     spread: float
     members: list[TimeTrigger] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def triggers(self) -> Iterable[TimeTrigger]:
+        return self.members
 
 
 def groups_of(triggers: Iterable[TimeTrigger]) -> list[Group]:
@@ -240,7 +266,7 @@ def groups_of(triggers: Iterable[TimeTrigger]) -> list[Group]:
     return list(groups.values())
 
 
-def _minute_counts(group: Group, start: float, minutes: int) -> dict[int, int]:
+def _minute_counts(group: Grouped, start: float, minutes: int) -> dict[int, int]:
     """Fires of ONE member of ``group`` per minute index (sparse), in [start, start + minutes)."""
     end = start + minutes * 60
     lower, upper = start - group.spread, end - group.spread
@@ -299,10 +325,10 @@ def density(
 
 
 def density_of(
-    groups: Sequence[Group], *, now: datetime, hours: int = 24, peaks: int = PEAKS
+    groups: Sequence[Grouped], *, now: datetime, hours: int = 24, peaks: int = PEAKS
 ) -> Density:
-    """:func:`density` of triggers already grouped (:func:`groups_of`): a caller that keeps
-    the groups while the fleet is unchanged pays per group, not per trigger."""
+    """:func:`density` of triggers already grouped (:func:`groups_of`, or the groups a timer
+    keeps): it pays per group, and per trigger only for the groups behind the peaks."""
     begin = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
     start, minutes = timestamp(begin), hours * 60
     totals = [0] * minutes
@@ -310,7 +336,7 @@ def density_of(
     for group in groups:
         counts = _minute_counts(group, start, minutes)
         per_group.append(counts)
-        size = len(group.members)
+        size = group.size
         for m, n in counts.items():
             if 0 <= m < minutes:
                 totals[m] += n * size
@@ -320,7 +346,7 @@ def density_of(
     return Density(
         start=begin,
         counts=tuple(totals),
-        triggers=sum(len(g.members) for g in groups),
+        triggers=sum(g.size for g in groups),
         peaks=tuple(
             Peak(
                 begin + timedelta(minutes=m),
@@ -334,7 +360,7 @@ def density_of(
 
 def _contributors(
     minute: int,
-    groups: Sequence[Group],
+    groups: Sequence[Grouped],
     per_group: Sequence[dict[int, int]],
     tallies: dict[int, tuple[Counter[str], dict[str, list[str]]]],
 ) -> tuple[Contributor, ...]:
@@ -355,11 +381,11 @@ def _contributors(
     )
 
 
-def _tally(group: Group) -> tuple[Counter[str], dict[str, list[str]]]:
+def _tally(group: Grouped) -> tuple[Counter[str], dict[str, list[str]]]:
     """A group's members per expression, and the first three of each."""
     counts: Counter[str] = Counter()
     examples: dict[str, list[str]] = defaultdict(list)
-    for member in group.members:
+    for member in group.triggers():
         counts[member.expression] += 1
         if len(examples[member.expression]) < 3:
             examples[member.expression].append(f"{member.workflow_id}/{member.trigger_id}")

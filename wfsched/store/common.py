@@ -145,6 +145,12 @@ def history_where(
     return " WHERE " + " AND ".join(sql + mark for sql, _ in used), [v for _, v in used]
 
 
+def like_pattern(needle: str) -> str:
+    """A LIKE pattern (escape character ``\\``) matching text that contains ``needle``."""
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def not_deployed(workflow_id: str) -> NotFound:
     """The error for an unknown workflow id."""
     return NotFound(f"workflow {workflow_id!r} is not deployed")

@@ -93,6 +93,11 @@ class Timer:
         """Return the armed member of a trigger, or None."""
         return self._members.get((workflow_id, trigger_id))
 
+    def groups(self) -> list[Group]:
+        """The groups armed now (members sharing schedule, window and spread); kept in step
+        by ``add`` and ``remove``, so reading them costs per group, not per trigger."""
+        return list(self._groups.values())
+
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 

@@ -1,0 +1,92 @@
+"""The dashboard's reads of the fleet on both real stores: one page of deployments found by id
+or name (``find_deployments``), and trigger tables read by the database
+(``scan_trigger_field``), paged and by revision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from wfsched.models import TriggerSpec, WorkflowSpec
+from wfsched.spec import spec_hash
+
+pytestmark = pytest.mark.anyio
+
+
+def spec(workflow_id: str, name: str, triggers: list[dict[str, Any]]) -> WorkflowSpec:
+    doc: dict[str, Any] = {"id": workflow_id, "name": name, "triggers": triggers}
+    return WorkflowSpec(
+        id=workflow_id,
+        name=name,
+        triggers=tuple(
+            TriggerSpec(id=str(t.get("id", t["type"])), type=str(t["type"])) for t in triggers
+        ),
+        document=doc,
+        spec_hash=spec_hash(doc),
+    )
+
+
+FLEET = [
+    spec("alpha", "Nightly Report", [{"type": "cron", "id": "c", "cron": "0 9 * * *"}]),
+    spec("beta", "50%_off sale", [{"type": "manual", "id": "m"}]),
+    spec("gamma", "Straße sync", [{"type": "cron", "cron": "H/5  * * * *"}]),
+    spec("delta", "no triggers", []),
+    spec("epsilon-report", "Epsilon", [{"type": "manual"}, {"type": "cron", "cron": "1 * * * *"}]),
+]
+
+
+async def test_find_deployments_pages_and_matches_id_or_name_case_insensitively(
+    store: Any,
+) -> None:
+    await store.apply(FLEET)
+    assert await store.find_deployments("", offset=0, limit=50) == (
+        ["alpha", "beta", "delta", "epsilon-report", "gamma"],
+        5,
+    )
+    assert await store.find_deployments("", offset=2, limit=2) == (["delta", "epsilon-report"], 5)
+    assert await store.find_deployments("", offset=10, limit=2) == ([], 5)
+    # Id or name, any case; the count is of every match, not of the page.
+    assert await store.find_deployments("REPORT", offset=0, limit=1) == (["alpha"], 2)
+    assert await store.find_deployments("REPORT", offset=1, limit=5) == (["epsilon-report"], 2)
+    # LIKE's wildcards are plain characters in a needle.
+    assert await store.find_deployments("0%_o", offset=0, limit=50) == (["beta"], 1)
+    assert await store.find_deployments("%", offset=0, limit=50) == (["beta"], 1)
+    assert await store.find_deployments("_", offset=0, limit=50) == (["beta"], 1)
+    # A needle beyond ASCII.
+    assert await store.find_deployments("STRASSE"[:3] + "aße", offset=0, limit=50) == (
+        ["gamma"],
+        1,
+    )
+    assert await store.find_deployments("zzz", offset=0, limit=50) == ([], 0)
+
+
+async def test_scan_trigger_field_reads_tables_in_order_paged_and_by_revision(store: Any) -> None:
+    await store.apply(FLEET)
+    rows = await store.scan_trigger_field("cron", "", 100)
+    assert rows == [
+        ("alpha", "c", "cron", "0 9 * * *"),
+        ("beta", "m", "manual", None),
+        ("delta", None, None, None),
+        ("epsilon-report", None, "manual", None),
+        ("epsilon-report", None, "cron", "1 * * * *"),
+        ("gamma", None, "cron", "H/5  * * * *"),
+    ]
+    # Pages of deployments (never a deployment cut in two), after an id.
+    assert [r[0] for r in await store.scan_trigger_field("cron", "", 2)] == ["alpha", "beta"]
+    assert [r[0] for r in await store.scan_trigger_field("cron", "beta", 2)] == [
+        "delta",
+        "epsilon-report",
+        "epsilon-report",
+    ]
+    # Only what changed since a revision.
+    revision = await store.revision()
+    await store.apply([spec("beta", "50%_off sale", [{"type": "cron", "cron": "*/5 * * * *"}])])
+    await store.set_state(["alpha"], "paused")
+    assert await store.scan_trigger_field("cron", "", 100, changed_since=revision) == [
+        ("alpha", "c", "cron", "0 9 * * *"),
+        ("beta", None, "cron", "*/5 * * * *"),
+    ]
+    assert await store.scan_trigger_field("not an identifier", "", 1) == [
+        ("alpha", "c", "cron", None)
+    ]
