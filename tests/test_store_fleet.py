@@ -90,3 +90,26 @@ async def test_scan_trigger_field_reads_tables_in_order_paged_and_by_revision(st
     assert await store.scan_trigger_field("not an identifier", "", 1) == [
         ("alpha", "c", "cron", None)
     ]
+
+
+async def test_last_events_is_the_newest_of_each_trigger(store: Any) -> None:
+    """What the fleet page's health reads per row: index seeks, one per trigger."""
+    from wfsched.models import NewEvent, new_execution_id, utcnow
+
+    def event(workflow_id: str, trigger_id: str) -> NewEvent:
+        return NewEvent(
+            execution_id=new_execution_id(),
+            workflow_id=workflow_id,
+            trigger_id=trigger_id,
+            trigger_type="manual",
+            dedupe_key=new_execution_id(),
+            payload={},
+            fired_at=utcnow(),
+        )
+
+    batches = [[event(w, t) for w in ("a", "b", "c") for t in ("x", "m", "z")] for _ in range(4)]
+    for batch in batches:
+        await store.record(batch)
+    newest = {e.trigger_id: e.execution_id for e in batches[-1] if e.workflow_id == "b"}
+    assert {t: e.execution_id for t, e in (await store.last_events("b")).items()} == newest
+    assert await store.last_events("nobody") == {}

@@ -172,6 +172,7 @@ class Timer:
             self._push(group, self._advance(spec, datetime.fromtimestamp(horizon, UTC)))
         member.group = group
         group.members[key] = member
+        group.edits += 1
         self._members[key] = member
         if self._shards is not None:
             member.shard = shard_of(workflow_id, trigger_id)
@@ -199,6 +200,7 @@ class Timer:
         self._retired[member.key] = (member.spec.schedule.key, member.last)
         group = member.group
         group.members.pop(member.key, None)
+        group.edits += 1
         member.group = None
         if not group.members:
             # The heap entry goes stale (version check) instead of an O(n) heap removal.

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from wfsched.density import density_of, next_fires, triggers_of
+from wfsched.density import next_fires, triggers_of
 from wfsched.errors import NotFound
 from wfsched.explain import ExplainService, window
 from wfsched.models import EventStatus
@@ -23,7 +23,7 @@ from wfsched.web.access import access_of
 from wfsched.web.errors import Handler, http_error_of
 from wfsched.web.requests import HttpError
 from wfsched.web.services import services_of
-from wfsched.web.ui.index import armed_groups, expressions_of
+from wfsched.web.ui.index import density_now, expressions_of
 from wfsched.web.ui.render import HEADERS, PAGE, chart, page, static
 from wfsched.web.ui.session import (
     Refused,
@@ -223,7 +223,7 @@ async def workflow(request: Request) -> Response:
 # -- fire density --------------------------------------------------------------------------
 async def density(request: Request) -> Response:
     await expressions_of(request.app).refresh(services_of(request.app).store)
-    result = density_of(armed_groups(request.app), now=datetime.now(UTC))
+    result = density_now(request.app, datetime.now(UTC))
     peaks = [int((p.minute - result.start).total_seconds() // 60) for p in result.peaks]
     return page(
         request,
