@@ -113,3 +113,56 @@ async def test_last_events_is_the_newest_of_each_trigger(store: Any) -> None:
     newest = {e.trigger_id: e.execution_id for e in batches[-1] if e.workflow_id == "b"}
     assert {t: e.execution_id for t, e in (await store.last_events("b")).items()} == newest
     assert await store.last_events("nobody") == {}
+
+
+async def test_history_by_status_reads_failed_and_pending_by_their_own_indexes(store: Any) -> None:
+    """The workflow page's filters: right rows, newest first, with and without a trigger."""
+    from wfsched.models import DispatchOutcome, NewEvent, new_execution_id, utcnow
+
+    def event(workflow_id: str, trigger_id: str) -> NewEvent:
+        return NewEvent(
+            execution_id=new_execution_id(),
+            workflow_id=workflow_id,
+            trigger_id=trigger_id,
+            trigger_type="manual",
+            dedupe_key=new_execution_id(),
+            payload={},
+            fired_at=utcnow(),
+        )
+
+    made = [event(w, t) for _ in range(3) for w in ("a", "b") for t in ("x", "y")]
+    await store.record(made)
+    claimed = await store.claim("me", 100, 60, utcnow())
+    # Every third fails, the rest are dispatched, and two new ones stay pending.
+    outcomes = [
+        DispatchOutcome(
+            execution_id=e.execution_id,
+            status="failed" if i % 3 == 0 else "dispatched",
+            fired_at=e.fired_at,
+        )
+        for i, e in enumerate(sorted(claimed, key=lambda e: e.execution_id))
+    ]
+    await store.finish("me", outcomes)
+    waiting = [event("a", "x"), event("a", "y")]
+    await store.record(waiting)
+    status_of = {o.execution_id: o.status for o in outcomes}
+    status_of.update({e.execution_id: "pending" for e in waiting})
+    everything = sorted(status_of, reverse=True)
+    by = {e.execution_id: e for e in [*made, *waiting]}
+    for status in ("failed", "pending", "dispatched"):
+        for workflow_id in ("a", None):
+            for trigger_id in ("x", None):
+                expected = [
+                    x
+                    for x in everything
+                    if status_of[x] == status
+                    and workflow_id in (None, by[x].workflow_id)
+                    and trigger_id in (None, by[x].trigger_id)
+                ]
+                got = await store.history(
+                    workflow_id, status=status, trigger_id=trigger_id, limit=100
+                )
+                assert [e.execution_id for e in got] == expected, (status, workflow_id)
+                assert expected  # every combination has rows to find
+    with pytest.raises(ValueError):
+        await store.history("a", status="lost")

@@ -173,7 +173,11 @@ class SqliteEvents(SqliteConnection):
             until=until,
             before=before,
         )
-        sql = f"SELECT {EVENT_COLS} FROM events{where} ORDER BY execution_id DESC LIMIT ?"
+        # Failed and pending events are few beside the history: read them by their partial
+        # index (then sort), never by walking a workflow's whole history for the status.
+        hint = {"failed": " INDEXED BY events_failed", "pending": " INDEXED BY events_due"}
+        table = "events" + hint.get(status or "", "")
+        sql = f"SELECT {EVENT_COLS} FROM {table}{where} ORDER BY execution_id DESC LIMIT ?"
         rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [_event(r) for r in rows]
 
