@@ -363,31 +363,36 @@ async def _seed_fleet(url: str, deployments: int) -> None:
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# One dispatched cron event per second from ?3 (Unix seconds), for n in [?1, ?2), of workflow
+# Dispatched cron events n in [?1, ?2), fired ?5 ms apart from ?3 (Unix ms), of workflow
 # n % ?4, made by SQLite itself: the execution id is the ULID's 10 time characters (as
 # wfsched.models encodes them) then n in hex (Crockford digits too), so ids are unique and
 # sort by fire time.
 _EVENT_ROWS = f"""
 WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2),
-r AS (SELECT i, (?3 + i) * 1000 AS ms,
-      strftime('%Y-%m-%dT%H:%M:%S.000000Z', ?3 + i, 'unixepoch') AS at FROM n)
+r AS (SELECT i, ?3 + i * ?5 AS ms FROM n),
+s AS (SELECT i, ms, strftime('%Y-%m-%dT%H:%M:%f', ms / 1000.0, 'unixepoch') || '000Z' AS at
+      FROM r)
 INSERT INTO events (execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,
     scheduled_at, fired_at, payload, status, attempts, dispatched_at)
 SELECT {" || ".join(f"substr('{_CROCKFORD}', ((ms >> {45 - 5 * k}) & 31) + 1, 1)" for k in range(10))}
     || printf('%016X', i), printf('wf-%06d', i % ?4), 'c', 'cron', 'c@' || at, at, at, '{{}}',
-    'dispatched', 1, at FROM r
+    'dispatched', 1, at FROM s
 """
+SEED_SPAN_MS = 29 * 86_400_000
+"""The seeded events span the last 29 days: within the default retention (30 days), so the
+daemon under measurement prunes none of them."""
 
 
 def _seed_events(path: Path, events: int, workflows: int = 1000) -> None:
-    """``events`` dispatched cron events, one a second up to now, spread over the first
-    ``workflows`` deployments, inserted by one SQL statement per million (no row passes
-    through Python); the daemon under measurement has nothing to send."""
+    """``events`` dispatched cron events up to now (one a second, or closer so they span at
+    most SEED_SPAN_MS), spread over the first ``workflows`` deployments, inserted by one SQL
+    statement per million (no row passes through Python); nothing is left to send."""
     import sqlite3
 
     from wfsched.models import utcnow
 
-    first = int(utcnow().timestamp()) - events
+    step = max(1, min(1000, SEED_SPAN_MS // max(1, events)))
+    first = int(utcnow().timestamp() * 1000) - events * step
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA synchronous=OFF")
@@ -401,8 +406,9 @@ def _seed_events(path: Path, events: int, workflows: int = 1000) -> None:
         for name, _ in indexes:
             conn.execute(f"DROP INDEX {name}")
         for lo in range(0, events, 1_000_000):
+            hi = min(events, lo + 1_000_000)
             conn.execute("BEGIN")
-            conn.execute(_EVENT_ROWS, (lo, min(events, lo + 1_000_000), first, workflows))
+            conn.execute(_EVENT_ROWS, (lo, hi, first, workflows, step))
             conn.execute("COMMIT")
         for _, sql in indexes:
             conn.execute(sql)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from wfsched.density import Density, Tally, TimeTrigger, Walks, density_of, tally_of
 from wfsched.schedules.series import CronSeries, EverySeries
@@ -34,8 +35,10 @@ from wfsched.trigger import TimerSpec
 from wfsched.web.services import services_of
 
 log = logging.getLogger("wfsched.web")
-SCAN_PAGE = 2000
-"""Deployments per read of ``scan_trigger_field``."""
+SCAN_PAGE = 500
+"""Deployments per read of ``scan_trigger_field`` (a few milliseconds of the store's time)."""
+PAUSE = 0.01
+"""Seconds between two such reads at start-up (a request's queries go first)."""
 LOG = 256
 """Refreshes remembered for checking the tallies kept (older ones: recounted)."""
 
@@ -57,8 +60,9 @@ class Expressions:
         """Per such refresh, the triggers whose expression may have changed."""
         self._lock = anyio.Lock()
 
-    async def refresh(self, store: Store) -> None:
-        """Read what changed since the last refresh (everything, the first time)."""
+    async def refresh(self, store: Store, *, pause: float = 0.0) -> None:
+        """Read what changed since the last refresh (everything, the first time); ``pause``
+        seconds between two pages leave the store to others meanwhile."""
         async with self._lock:
             revision = await store.revision()
             if revision == self.revision:
@@ -80,6 +84,7 @@ class Expressions:
                 if read < SCAN_PAGE:
                     break
                 after = rows[-1][0]
+                await anyio.sleep(pause)
             if since is not None:
                 await self._drop_undeployed(store, changed)
             self._seq += 1
@@ -209,18 +214,26 @@ def expressions_of(app: Any) -> Expressions:
 
 
 async def prepare(app: Any) -> None:
-    """Read the fleet's expressions and count density once, so the first density page finds
-    the schedules walked and the tallies made (the daemon starts this once its timers are
-    armed; a failure is logged, and the page reads again)."""
+    """Read the fleet's expressions and count each group once, so the first density page
+    finds the schedules walked and the tallies made. The daemon starts this once its timers
+    are armed, beside serving: it reads small pages and counts a group at a time, letting
+    requests through in between. A failure is logged; the page reads again."""
+    expressions = expressions_of(app)
     try:
-        await expressions_of(app).refresh(services_of(app).store)
-        density_now(app, datetime.now(UTC))
+        await expressions.refresh(services_of(app).store, pause=PAUSE)
+        for group in services_of(app).manager.timer.groups():
+            density_of([ArmedGroup(group, expressions)], now=now(), walks=expressions.walks)
+            await anyio.lowlevel.checkpoint()
     except Exception as exc:  # noqa: BLE001 - the page reads again and reports its own error
         log.warning("the dashboard could not read the fleet", extra={"error": str(exc)})
         return
     # What was just read lives as long as the daemon: keep it out of the cyclic collector's
     # full passes, as the cold reconcile does for the armed timers.
     gc.freeze()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def density_now(app: Any, now: datetime) -> Density:

@@ -3,3 +3,5 @@
 -- it nothing, only a failure adds an entry. (Pending ones are read by wfsched_events_due.)
 CREATE INDEX wfsched_events_failed ON wfsched_events (workflow_id, execution_id)
     WHERE status = 'failed';
+-- The dashboard's search by id or name (and its count) reads this instead of the documents.
+CREATE INDEX wfsched_deployments_names ON wfsched_deployments (workflow_id, name);
