@@ -458,12 +458,16 @@ def dashboard_pages(quick: bool) -> Iterator[Row]:
                 time.sleep(0.2)
             for name, template in (PAGES if quick else {**PAGES, **FILTERED}).items():
                 path = template.format(deep=deployments // 50 // 2)
-                timings = []
+                timings, at = [], []
                 for _ in range(repeats + 1):
+                    at.append(time.strftime("%H:%M:%S", time.gmtime()))
                     began = time.perf_counter()
                     answer = client.get(path)
                     timings.append((time.perf_counter() - began) * 1000)
                     answer.raise_for_status()
+                # When the slowest warm request began (UTC): the fleet's fires come in bursts.
+                slowest = max(range(1, len(timings)), key=timings.__getitem__)
+                sys.stderr.write(f"scale: {name}: slowest at {at[slowest]} UTC\n")
                 workload = f"dashboard {name} (SQLite, {deployments} deployments, {events} events)"
                 for metric, value in (
                     ("render_cold", timings[0]),
