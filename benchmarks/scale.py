@@ -16,8 +16,9 @@ Workloads (each its own function; later rows of this suite add theirs beside the
 * routing rows (:mod:`benchmarks.scale_routing`): req/s, CPU and RSS with 1 to 100k deployed
   webhook workflows, deploy and start-up time, GitHub deliveries with 10k github workflows.
 * ``dashboard_pages``: render time of each dashboard page (the fleet, a search, a deep page,
-  one workflow with history, fire density) served by the real daemon over HTTP, on a SQLite
-  store seeded with many deployments (a cron and a manual trigger each) and events: the first
+  one workflow with history and, in the full form, its history filters, fire density) served
+  by the real daemon over HTTP, on a SQLite store seeded with many deployments (a cron and a
+  manual trigger each) and events (10 million in the full form, inserted by SQL): the first
   request after start (cold) and the median and maximum of the warm ones.
 """
 
@@ -329,11 +330,16 @@ PAGES = {
     "workflow": "/ui/workflows/wf-000003",
     "density": "/ui/density",
 }
+FILTERED = {
+    # The full form also times the workflow page's history filters (wf-000003 holds 1 in
+    # 1,000 of the events): a status no event has, and a trigger on a later page.
+    "workflow, failed only": "/ui/workflows/wf-000003?status=failed",
+    "workflow, trigger c, page 3": "/ui/workflows/wf-000003?trigger=c&page=3",
+}
 
 
-async def _seed_fleet(url: str, deployments: int, events: int) -> None:
+async def _seed_fleet(url: str, deployments: int) -> None:
     from wfsched.backends import open_store
-    from wfsched.models import DispatchOutcome, NewEvent, new_execution_id, utcnow
     from wfsched.plugins import configure
     from wfsched.spec import parse_spec
 
@@ -352,35 +358,63 @@ async def _seed_fleet(url: str, deployments: int, events: int) -> None:
                 }
                 specs.append(parse_spec(document, registry))
             await store.apply(specs)
-        now = utcnow()
-        for i in range(0, events, 5000):
-            await store.record(
-                [
-                    NewEvent(
-                        execution_id=new_execution_id(),
-                        workflow_id=f"wf-{(i + j) % 1000:06d}",
-                        trigger_id="c",
-                        trigger_type="cron",
-                        dedupe_key=new_execution_id(),
-                        payload={},
-                        fired_at=now - timedelta(seconds=i + j),
-                    )
-                    for j in range(min(5000, events - i))
-                ]
-            )
-            # Dispatched already: the daemon under measurement has nothing to send.
-            claimed = await store.claim("seed", 5000, 600, now)
-            await store.finish(
-                "seed",
-                [
-                    DispatchOutcome(
-                        execution_id=e.execution_id, status="dispatched", fired_at=e.fired_at
-                    )
-                    for e in claimed
-                ],
-            )
     finally:
         await store.close()
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Dispatched cron events n in [?1, ?2), fired ?5 ms apart from ?3 (Unix ms), of workflow
+# n % ?4, made by SQLite itself: the execution id is the ULID's 10 time characters (as
+# wfsched.models encodes them) then n in hex (Crockford digits too), so ids are unique and
+# sort by fire time.
+_EVENT_ROWS = f"""
+WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?2),
+r AS (SELECT i, ?3 + i * ?5 AS ms FROM n),
+s AS (SELECT i, ms, strftime('%Y-%m-%dT%H:%M:%f', ms / 1000.0, 'unixepoch') || '000Z' AS at
+      FROM r)
+INSERT INTO events (execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,
+    scheduled_at, fired_at, payload, status, attempts, dispatched_at)
+SELECT {" || ".join(f"substr('{_CROCKFORD}', ((ms >> {45 - 5 * k}) & 31) + 1, 1)" for k in range(10))}
+    || printf('%016X', i), printf('wf-%06d', i % ?4), 'c', 'cron', 'c@' || at, at, at, '{{}}',
+    'dispatched', 1, at FROM s
+"""
+SEED_SPAN_MS = 29 * 86_400_000
+"""The seeded events span the last 29 days: within the default retention (30 days), so the
+daemon under measurement prunes none of them."""
+
+
+def _seed_events(path: Path, events: int, workflows: int = 1000) -> None:
+    """``events`` dispatched cron events up to now (one a second, or closer so they span at
+    most SEED_SPAN_MS), spread over the first ``workflows`` deployments, inserted by one SQL
+    statement per million (no row passes through Python); nothing is left to send."""
+    import sqlite3
+
+    from wfsched.models import utcnow
+
+    step = max(1, min(1000, SEED_SPAN_MS // max(1, events)))
+    first = int(utcnow().timestamp() * 1000) - events * step
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-262144")
+        # The schema's own secondary indexes, built once after the rows (a sort, not
+        # millions of inserts into each), from the statements that made them.
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type='index' AND tbl_name='events'"
+            " AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f"DROP INDEX {name}")
+        for lo in range(0, events, 1_000_000):
+            hi = min(events, lo + 1_000_000)
+            conn.execute("BEGIN")
+            conn.execute(_EVENT_ROWS, (lo, hi, first, workflows, step))
+            conn.execute("COMMIT")
+        for _, sql in indexes:
+            conn.execute(sql)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
 
 
 def dashboard_pages(quick: bool) -> Iterator[Row]:
@@ -390,10 +424,13 @@ def dashboard_pages(quick: bool) -> Iterator[Row]:
     import anyio
     import httpx
 
-    deployments, events, repeats = (10_000, 100_000, 10) if quick else (100_000, 1_000_000, 30)
+    deployments, events, repeats = (10_000, 100_000, 10) if quick else (100_000, 10_000_000, 30)
     workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-ui-"))
     url = f"sqlite:///{workdir}/wfsched.db"
-    anyio.run(_seed_fleet, url, deployments, events)
+    began = time.perf_counter()
+    anyio.run(_seed_fleet, url, deployments)
+    _seed_events(workdir / "wfsched.db", events)
+    sys.stderr.write(f"scale: dashboard store seeded in {time.perf_counter() - began:.0f} s\n")
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": url, "HOST": "127.0.0.1", "PORT": str(port)}
     env.pop("WFSCHED_CONFIG", None)
@@ -419,14 +456,18 @@ def dashboard_pages(quick: bool) -> Iterator[Row]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the daemon did not arm every trigger in time")
                 time.sleep(0.2)
-            for name, template in PAGES.items():
+            for name, template in (PAGES if quick else {**PAGES, **FILTERED}).items():
                 path = template.format(deep=deployments // 50 // 2)
-                timings = []
+                timings, at = [], []
                 for _ in range(repeats + 1):
+                    at.append(time.strftime("%H:%M:%S", time.gmtime()))
                     began = time.perf_counter()
                     answer = client.get(path)
                     timings.append((time.perf_counter() - began) * 1000)
                     answer.raise_for_status()
+                # When the slowest warm request began (UTC): the fleet's fires come in bursts.
+                slowest = max(range(1, len(timings)), key=timings.__getitem__)
+                sys.stderr.write(f"scale: {name}: slowest at {at[slowest]} UTC\n")
                 workload = f"dashboard {name} (SQLite, {deployments} deployments, {events} events)"
                 for metric, value in (
                     ("render_cold", timings[0]),

@@ -153,3 +153,21 @@ def test_the_cli_reports_peaks_and_suggestions(tmp_path: Path, store_url: str) -
     ]
     text = cli.cli("density").stdout
     assert "H 9 * * *" in text and "3 time triggers" in text
+
+
+def test_walks_kept_across_minutes_count_as_a_fresh_walk() -> None:
+    """The density page keeps the walked instants and extends them as time passes."""
+    from wfsched.density import Walks, density_of, groups_of
+
+    triggers = [
+        cron("a", "0 9 * * *"),
+        cron("b", "*/15 * * * *"),
+        cron("c", "H/5 * * * *", spread=40.0),
+        cron("d", "H/5 * * * *"),
+        every("e", 7.0, offset=3.0),
+    ]
+    groups = groups_of(triggers)
+    walks = Walks()
+    for minutes in (0, 1, 59, 61, 200, 24 * 60 + 5, 10):  # forward, past an hour, and back
+        now = NOW + timedelta(minutes=minutes)
+        assert density_of(groups, now=now, walks=walks) == density(triggers, now=now)

@@ -280,6 +280,7 @@ async def serve(
     from wfsched import otel
     from wfsched.httplimits import HttpLimits, ensure_open_files
     from wfsched.web.app import WebServices, create_app, public_bind_without_token
+    from wfsched.web.ui.index import prepare as prepare_dashboard
 
     register_secrets(settings)
     otel.setup()  # spans only when an OpenTelemetry tracer provider is configured
@@ -373,6 +374,8 @@ async def serve(
                 feed = store.changes()
                 tg.start_soon(_watch_changes, store, feed, manager, dispatcher, name="changes")
                 tg.start_soon(_prune_history, store, locks, settings, name="prune")
+                # The density page's expressions as written, read in pages while serving.
+                tg.start_soon(prepare_dashboard, app, name="dashboard")
                 if feed.pushed:
                     tg.start_soon(_periodic, store, manager, name="periodic")
                 http_done = anyio.Event()

@@ -14,11 +14,12 @@ import builtins
 import itertools
 import math
 import re
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from wfsched.deployments import DeploymentService
 from wfsched.errors import WfschedError
@@ -214,13 +215,43 @@ def next_fires(timer: TimerSpec, now: datetime, count: int = 10) -> builtins.lis
 
 
 # -- counting ----------------------------------------------------------------------------
+Tally = tuple[Counter[str], dict[str, list[str]]]
+"""Triggers per expression as written, and a few examples of each."""
+
+
+class Grouped(Protocol):
+    """Triggers sharing a series, a window and a spread step: their fires coincide, so one
+    walk of instants counts them all."""
+
+    @property
+    def timer(self) -> TimerSpec: ...
+
+    @property
+    def spread(self) -> float:
+        """The spread step (quantized), seconds."""
+
+    @property
+    def size(self) -> int:
+        """How many triggers share it."""
+
+    def tally(self) -> Tally:
+        """:func:`tally_of` its triggers; asked only of the groups behind a peak minute."""
+
+
 @dataclass(slots=True)
 class Group:
-    """Triggers sharing a series, a window and a spread step: their fires coincide."""
+    """A :class:`Grouped` of listed triggers (:func:`groups_of`)."""
 
     timer: TimerSpec
     spread: float
     members: list[TimeTrigger] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.members)
+
+    def tally(self) -> Tally:
+        return tally_of(self.members)
 
 
 def groups_of(triggers: Iterable[TimeTrigger]) -> list[Group]:
@@ -240,7 +271,53 @@ def groups_of(triggers: Iterable[TimeTrigger]) -> list[Group]:
     return list(groups.values())
 
 
-def _minute_counts(group: Group, start: float, minutes: int) -> dict[int, int]:
+class Walks:
+    """The instants of each schedule (by key) walked so far, extended an hour ahead at a time:
+    a caller that keeps one (the density page) walks each series about once, not on every
+    request, and the schedules' own windows, which the timer uses, are not thrown about."""
+
+    AHEAD = 3600.0
+
+    def __init__(self) -> None:
+        self._walked: dict[str, tuple[float, float, list[float]]] = {}
+
+    def between(self, schedule: Any, lower: float, upper: float) -> list[float]:
+        """The instants of ``schedule`` in [lower, upper), as timestamps."""
+        lo, hi, found = self._walked.get(schedule.key, (lower, lower, []))
+        if lower < lo:
+            found, lo = [*_walk(schedule, lower, lo), *found], lower
+        if upper > hi:
+            found.extend(_walk(schedule, hi, upper + self.AHEAD))
+            hi = upper + self.AHEAD
+        cut = bisect_left(found, lower)
+        if cut > len(found) // 2:  # forget what lies behind
+            found, lo = found[cut:], lower
+        self._walked[schedule.key] = (lo, hi, found)
+        return found[bisect_left(found, lower) : bisect_left(found, upper)]
+
+    def keep(self, keys: Iterable[str]) -> None:
+        """Forget the schedules not in ``keys`` (none armed any more)."""
+        wanted = set(keys)
+        for key in [k for k in self._walked if k not in wanted]:
+            del self._walked[key]
+
+
+def _walk(schedule: Any, lower: float, upper: float) -> list[float]:
+    found = []
+    t = _EPOCH + timedelta(seconds=lower) - timedelta(microseconds=1)
+    while True:
+        nxt = schedule.next_after(t)
+        if nxt is None:
+            break
+        ts = timestamp(nxt)
+        if ts >= upper:
+            break
+        found.append(ts)
+        t = nxt
+    return found
+
+
+def _minute_counts(group: Grouped, start: float, minutes: int, walks: Walks) -> dict[int, int]:
     """Fires of ONE member of ``group`` per minute index (sparse), in [start, start + minutes)."""
     end = start + minutes * 60
     lower, upper = start - group.spread, end - group.spread
@@ -255,16 +332,8 @@ def _minute_counts(group: Group, start: float, minutes: int) -> dict[int, int]:
     if isinstance(schedule, EverySeries):
         return _interval_counts(schedule, lower, upper, start - group.spread, minutes)
     counts: Counter[int] = Counter()
-    t = _EPOCH + timedelta(seconds=lower) - timedelta(microseconds=1)
-    while True:
-        nxt = schedule.next_after(t)
-        if nxt is None:
-            break
-        ts = timestamp(nxt)
-        if ts >= upper:
-            break
+    for ts in walks.between(schedule, lower, upper):
         counts[int((ts - start + group.spread) // 60)] += 1
-        t = nxt
     return dict(counts)
 
 
@@ -299,28 +368,35 @@ def density(
 
 
 def density_of(
-    groups: Sequence[Group], *, now: datetime, hours: int = 24, peaks: int = PEAKS
+    groups: Sequence[Grouped],
+    *,
+    now: datetime,
+    hours: int = 24,
+    peaks: int = PEAKS,
+    walks: Walks | None = None,
 ) -> Density:
-    """:func:`density` of triggers already grouped (:func:`groups_of`): a caller that keeps
-    the groups while the fleet is unchanged pays per group, not per trigger."""
+    """:func:`density` of triggers already grouped (:func:`groups_of`, or the groups a timer
+    keeps): it pays per group, and per trigger only for the tallies of the groups behind
+    the peaks. ``walks``: the instants walked by earlier calls, to reuse."""
     begin = now.astimezone(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
     start, minutes = timestamp(begin), hours * 60
+    walks = walks or Walks()
     totals = [0] * minutes
     per_group = []
     for group in groups:
-        counts = _minute_counts(group, start, minutes)
+        counts = _minute_counts(group, start, minutes, walks)
         per_group.append(counts)
-        size = len(group.members)
+        size = group.size
         for m, n in counts.items():
             if 0 <= m < minutes:
                 totals[m] += n * size
     ranked = sorted((m for m in range(minutes) if totals[m]), key=lambda m: (-totals[m], m))
     top = sorted(ranked[:peaks], key=lambda m: (-totals[m], m))
-    tallies: dict[int, tuple[Counter[str], dict[str, list[str]]]] = {}
+    tallies: dict[int, Tally] = {}
     return Density(
         start=begin,
         counts=tuple(totals),
-        triggers=sum(len(g.members) for g in groups),
+        triggers=sum(g.size for g in groups),
         peaks=tuple(
             Peak(
                 begin + timedelta(minutes=m),
@@ -334,9 +410,9 @@ def density_of(
 
 def _contributors(
     minute: int,
-    groups: Sequence[Group],
+    groups: Sequence[Grouped],
     per_group: Sequence[dict[int, int]],
-    tallies: dict[int, tuple[Counter[str], dict[str, list[str]]]],
+    tallies: dict[int, Tally],
 ) -> tuple[Contributor, ...]:
     """The expressions firing in ``minute``; ``tallies`` memoizes each group's expressions."""
     triggers: Counter[str] = Counter()
@@ -345,7 +421,7 @@ def _contributors(
         if counts.get(minute):
             tally = tallies.get(i)
             if tally is None:
-                tally = tallies[i] = _tally(group)
+                tally = tallies[i] = group.tally()
             triggers.update(tally[0])
             for expression, some in tally[1].items():
                 examples[expression].extend(some[: 3 - len(examples[expression])])
@@ -355,11 +431,11 @@ def _contributors(
     )
 
 
-def _tally(group: Group) -> tuple[Counter[str], dict[str, list[str]]]:
-    """A group's members per expression, and the first three of each."""
+def tally_of(triggers: Iterable[TimeTrigger]) -> Tally:
+    """Triggers per expression, and the first three of each as ``workflow/trigger``."""
     counts: Counter[str] = Counter()
     examples: dict[str, list[str]] = defaultdict(list)
-    for member in group.members:
+    for member in triggers:
         counts[member.expression] += 1
         if len(examples[member.expression]) < 3:
             examples[member.expression].append(f"{member.workflow_id}/{member.trigger_id}")

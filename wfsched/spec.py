@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, Protocol
@@ -188,6 +188,15 @@ def parse_dispatch(table: Any, types: TypeLookup) -> dict[str, Any] | None:
     return {"mode": mode, **options}
 
 
+def default_trigger_id(type_name: str, seen: Container[str]) -> str:
+    """The id of a trigger table that gives none: its type, or ``<type>-2``, ``<type>-3``, …
+    when the ids ``seen`` before it in the spec hold that already."""
+    trigger_id, n = type_name, 2
+    while trigger_id in seen:
+        trigger_id, n = f"{type_name}-{n}", n + 1
+    return trigger_id
+
+
 def _parse_trigger(table: Mapping[str, Any], types: TypeLookup, seen: set[str]) -> TriggerSpec:
     type_name = table.get("type")
     if not isinstance(type_name, str) or not type_name:
@@ -199,9 +208,7 @@ def _parse_trigger(table: Mapping[str, Any], types: TypeLookup, seen: set[str]) 
     )
     trigger_id = table.get("id")
     if trigger_id is None:
-        trigger_id, n = type_name, 2
-        while trigger_id in seen:
-            trigger_id, n = f"{type_name}-{n}", n + 1
+        trigger_id = default_trigger_id(type_name, seen)
     elif not isinstance(trigger_id, str) or not ID_RE.match(trigger_id):
         raise SpecError("must be 1-128 characters of A-Z a-z 0-9 _ . -", field="id")
     elif trigger_id in seen:

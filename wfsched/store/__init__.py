@@ -176,6 +176,26 @@ class Store(Protocol):
         extracted without decoding the rest (names must be identifiers: others are left out).
         """
 
+    async def find_deployments(
+        self, needle: str, *, offset: int, limit: int
+    ) -> tuple[list[str], int]:
+        """The ids of the deployments whose id or name contains ``needle`` (case-insensitive;
+        empty: every deployment), sorted, from ``offset`` on (at most ``limit``), and how
+        many match in all. Reads no document."""
+
+    async def scan_trigger_field(
+        self, name: str, after: str, limit: int, *, changed_since: int | None = None
+    ) -> list[tuple[Any, ...]]:
+        """The trigger tables of the deployments after id ``after`` (at most ``limit``
+        deployments, by id; with ``changed_since``, only those changed at a later revision),
+        read by the database without decoding documents in Python.
+
+        One row per table of the document's ``triggers``, in document order: ``(workflow_id,
+        id, type, value)``, where ``value`` is the table's top-level member ``name`` (a name
+        that is not an identifier reads None), each None where absent. A deployment without
+        triggers gives one row ``(workflow_id, None, None, None)``.
+        """
+
     # trigger state -----------------------------------------------------------------------
     async def trigger_states(self, workflow_id: str | None = None) -> list[TriggerState]:
         """Return the state rows of deployed triggers."""

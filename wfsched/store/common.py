@@ -118,6 +118,9 @@ def finish_rows(
     ]
 
 
+_STATUSES = ("pending", "dispatched", "failed")
+
+
 def history_where(
     mark: str,
     stamp: Callable[[datetime], Any],
@@ -131,18 +134,29 @@ def history_where(
 ) -> tuple[str, list[Any]]:
     """The ``WHERE`` clause (empty or with a leading space) and arguments of ``history``;
     ``mark`` is the backend's placeholder, ``stamp`` its instant conversion."""
+    if status is not None and status not in _STATUSES:
+        raise ValueError(f"unknown event status {status!r}")
     terms = (
         ("workflow_id = ", workflow_id),
         ("trigger_id = ", trigger_id),
-        ("status = ", status),
         ("fired_at >= ", None if since is None else stamp(since)),
         ("fired_at < ", None if until is None else stamp(until)),
         ("execution_id < ", before),
     )
     used = [(sql, value) for sql, value in terms if value is not None]
-    if not used:
+    # The status as a literal: a partial index on it (events_failed, events_due) is usable
+    # only when the query states its condition, which a bound parameter does not.
+    clauses = [f"status = '{status}'"] if status is not None else []
+    clauses += [sql + mark for sql, _ in used]
+    if not clauses:
         return "", []
-    return " WHERE " + " AND ".join(sql + mark for sql, _ in used), [v for _, v in used]
+    return " WHERE " + " AND ".join(clauses), [v for _, v in used]
+
+
+def like_pattern(needle: str) -> str:
+    """A LIKE pattern (escape character ``\\``) matching text that contains ``needle``."""
+    escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 def not_deployed(workflow_id: str) -> NotFound:

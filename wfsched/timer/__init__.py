@@ -93,6 +93,11 @@ class Timer:
         """Return the armed member of a trigger, or None."""
         return self._members.get((workflow_id, trigger_id))
 
+    def groups(self) -> list[Group]:
+        """The groups armed now (members sharing schedule, window and spread); kept in step
+        by ``add`` and ``remove``, so reading them costs per group, not per trigger."""
+        return list(self._groups.values())
+
     def now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
 
@@ -167,6 +172,7 @@ class Timer:
             self._push(group, self._advance(spec, datetime.fromtimestamp(horizon, UTC)))
         member.group = group
         group.members[key] = member
+        group.edits += 1
         self._members[key] = member
         if self._shards is not None:
             member.shard = shard_of(workflow_id, trigger_id)
@@ -194,6 +200,7 @@ class Timer:
         self._retired[member.key] = (member.spec.schedule.key, member.last)
         group = member.group
         group.members.pop(member.key, None)
+        group.edits += 1
         member.group = None
         if not group.members:
             # The heap entry goes stale (version check) instead of an O(n) heap removal.

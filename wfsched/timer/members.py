@@ -56,3 +56,5 @@ class Group:
     members: dict[tuple[str, str], Member] = field(default_factory=dict)
     nominal: datetime | None = None
     version: int = 0
+    edits: int = 0
+    """Bumped whenever a member joins or leaves (what a reader caching per group checks)."""

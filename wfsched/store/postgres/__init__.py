@@ -7,7 +7,7 @@ the revision row, and every deployment change (``wfsched_deployments``) or recor
 
 The class is assembled from parts with one reason to change each: ``connection`` (URL, pool,
 outages, error translation, LISTEN), ``deployments`` (deployments and trigger state SQL),
-``events`` (event and outbox SQL) and ``rows`` (value and row conversions). Table names
+``events`` (event and outbox SQL), ``fleet`` (the dashboard's reads of the fleet) and ``rows`` (value and row conversions). Table names
 are unqualified so that a ``search_path`` (e.g. ``options=-csearch_path=wfsched`` in the URL)
 selects the schema.
 """
@@ -25,13 +25,14 @@ from wfsched.store.postgres.changes import NotifyFeed
 from wfsched.store.postgres.connection import Conn
 from wfsched.store.postgres.deployments import PgDeployments
 from wfsched.store.postgres.events import PgEvents
+from wfsched.store.postgres.fleet import PgFleet
 from wfsched.store.postgres.ledger import PgLedger
 
 MIGRATION_LOCK = 0x7766_7363_6865_6401  # "wfsched" 01
 """``pg_advisory_xact_lock`` key serialising migrations of replicas starting together."""
 
 
-class PostgresStore(PgDeployments, PgEvents, PgLedger):
+class PostgresStore(PgDeployments, PgEvents, PgLedger, PgFleet):
     """Store on a PostgreSQL database, safe for several replicas.
 
     ``partition_seconds``: the width of the events table's time partitions

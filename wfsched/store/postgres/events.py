@@ -308,10 +308,18 @@ class PgEvents(PgRetention):
 
     async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
         async with self._conn() as conn:
+            # Index seeks only: each trigger id in turn (a skip scan), then its newest event,
+            # however many events the workflow has.
             cur = await conn.execute(
-                f"SELECT DISTINCT ON (trigger_id) {EVENT_COLS} FROM wfsched_events"
-                " WHERE workflow_id = %s ORDER BY trigger_id DESC, execution_id DESC",
-                (workflow_id,),
+                "WITH RECURSIVE t(trigger_id) AS (SELECT (SELECT min(trigger_id)"
+                " FROM wfsched_events WHERE workflow_id = %(w)s) UNION ALL SELECT (SELECT"
+                " min(trigger_id) FROM wfsched_events WHERE workflow_id = %(w)s"
+                " AND trigger_id > t.trigger_id) FROM t WHERE t.trigger_id IS NOT NULL)"
+                f" SELECT {EVENT_COLS} FROM wfsched_events WHERE workflow_id = %(w)s"
+                " AND execution_id IN (SELECT (SELECT max(execution_id) FROM wfsched_events"
+                " WHERE workflow_id = %(w)s AND trigger_id = t.trigger_id) FROM t"
+                " WHERE t.trigger_id IS NOT NULL)",
+                {"w": workflow_id},
             )
             rows = await cur.fetchall()
         return {r[2]: event_from_row(r) for r in rows}

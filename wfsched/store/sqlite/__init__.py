@@ -7,8 +7,8 @@ SQLite allows one writer, so this backend serves exactly one daemon per file (th
 holds a file lock); the CLI may write alongside it thanks to WAL and ``busy_timeout``.
 
 The class is assembled from ``connection`` (connection, worker thread, daemon lock),
-``deployments`` (deployments and trigger state SQL) and ``events`` (event SQL); its
-ChangeFeed is the file poll of ``changes``.
+``deployments`` (deployments and trigger state SQL), ``events`` (event SQL) and ``fleet``
+(the dashboard's reads of the fleet); its ChangeFeed is the file poll of ``changes``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from wfsched.store.common import migrations
 from wfsched.store.sqlite.changes import FilePoll
 from wfsched.store.sqlite.deployments import SqliteDeployments
 from wfsched.store.sqlite.events import SqliteEvents
+from wfsched.store.sqlite.fleet import SqliteFleet
 from wfsched.store.sqlite.ledger import SqliteLedger
 from wfsched.store.sqlite.retention import SqliteRetention, enable_incremental_vacuum
 
@@ -37,7 +38,7 @@ def path_from_url(url: str) -> Path:
     return Path(rest)
 
 
-class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger):
+class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger, SqliteFleet):
     """Store on one SQLite file."""
 
     def __init__(self, url: str, *, sync: Sync = "full") -> None:

@@ -173,7 +173,11 @@ class SqliteEvents(SqliteConnection):
             until=until,
             before=before,
         )
-        sql = f"SELECT {EVENT_COLS} FROM events{where} ORDER BY execution_id DESC LIMIT ?"
+        # Failed and pending events are few beside the history: read them by their partial
+        # index (then sort), never by walking a workflow's whole history for the status.
+        hint = {"failed": " INDEXED BY events_failed", "pending": " INDEXED BY events_due"}
+        table = "events" + hint.get(status or "", "")
+        sql = f"SELECT {EVENT_COLS} FROM {table}{where} ORDER BY execution_id DESC LIMIT ?"
         rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [_event(r) for r in rows]
 
@@ -211,10 +215,17 @@ class SqliteEvents(SqliteConnection):
         return await self._run(lambda c: self._tx(c, body))
 
     async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
+        # Index seeks only: each trigger id in turn (a skip scan), then its newest event,
+        # however many events the workflow has.
         rows = await self._run(
             lambda c: c.execute(
-                f"SELECT {EVENT_COLS} FROM events WHERE execution_id IN (SELECT max(execution_id)"
-                " FROM events WHERE workflow_id=? GROUP BY trigger_id)",
+                "WITH RECURSIVE t(trigger_id) AS (SELECT (SELECT min(trigger_id) FROM events"
+                " WHERE workflow_id=?1) UNION ALL SELECT (SELECT min(trigger_id) FROM events"
+                " WHERE workflow_id=?1 AND trigger_id>t.trigger_id) FROM t"
+                f" WHERE t.trigger_id IS NOT NULL) SELECT {EVENT_COLS} FROM events"
+                " WHERE execution_id IN (SELECT (SELECT max(execution_id) FROM events"
+                " WHERE workflow_id=?1 AND trigger_id=t.trigger_id) FROM t"
+                " WHERE t.trigger_id IS NOT NULL)",
                 (workflow_id,),
             ).fetchall()
         )

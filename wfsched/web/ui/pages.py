@@ -15,7 +15,7 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from wfsched.density import density_of, next_fires, triggers_of
+from wfsched.density import next_fires, triggers_of
 from wfsched.errors import NotFound
 from wfsched.explain import ExplainService, window
 from wfsched.models import EventStatus
@@ -23,7 +23,7 @@ from wfsched.web.access import access_of
 from wfsched.web.errors import Handler, http_error_of
 from wfsched.web.requests import HttpError
 from wfsched.web.services import services_of
-from wfsched.web.ui.index import index_of
+from wfsched.web.ui.index import density_now, expressions_of
 from wfsched.web.ui.render import HEADERS, PAGE, chart, page, static
 from wfsched.web.ui.session import (
     Refused,
@@ -128,17 +128,17 @@ async def fleet(request: Request) -> Response:
     """Deployments whose id or name contains ``q``, 50 a page, with health and next fire."""
     services = services_of(request.app)
     query = request.query_params.get("q", "").strip()
-    index = index_of(request.app)
-    await index.refresh(services)
-    deployments = index.search(query)
     number = _page_number(request)
-    shown = deployments[(number - 1) * PAGE : number * PAGE]
+    # One page from the store (no document read for the search): as fast first as later.
+    shown, total = await services.store.find_deployments(
+        query, offset=(number - 1) * PAGE, limit=PAGE
+    )
     rows = []
-    for entry in shown:
+    for workflow_id in shown:
         try:
-            rows.append(_fleet_row(await services.deployments.status(entry.workflow_id)))
+            rows.append(_fleet_row(await services.deployments.status(workflow_id)))
         except NotFound:
-            continue  # undeployed since the index last looked
+            continue  # undeployed since the page was read
     return page(
         request,
         _session(request),
@@ -146,9 +146,9 @@ async def fleet(request: Request) -> Response:
         {
             "q": query,
             "rows": rows,
-            "total": len(deployments),
+            "total": total,
             "page": number,
-            "pages": max(1, -(-len(deployments) // PAGE)),
+            "pages": max(1, -(-total // PAGE)),
         },
     )
 
@@ -189,13 +189,11 @@ async def workflow(request: Request) -> Response:
     trigger_filter = request.query_params.get("trigger", "")
     status: EventStatus | None = next((s for s in STATUSES if s == status_filter), None)
     number = _page_number(request)
-    # The store pages by newest-first limit only: fetch through this page, one row more to
-    # know whether a next page exists, and filter by trigger here.
-    wanted = number * PAGE + 1
-    fetch = wanted if not trigger_filter else wanted * 4
-    events = await services.store.history(workflow_id, limit=fetch, status=status)
-    if trigger_filter:
-        events = [e for e in events if e.trigger_id == trigger_filter]
+    # Newest first by limit, filters in the query (index-backed): fetch through this page,
+    # one row more to know whether a next page exists.
+    events = await services.store.history(
+        workflow_id, limit=number * PAGE + 1, status=status, trigger_id=trigger_filter or None
+    )
     shown = events[(number - 1) * PAGE : number * PAGE]
     # The explain timeline: every occurrence of the last hour, newest first.
     explained = await ExplainService(services.deployments).explain(
@@ -224,10 +222,8 @@ async def workflow(request: Request) -> Response:
 
 # -- fire density --------------------------------------------------------------------------
 async def density(request: Request) -> Response:
-    services = services_of(request.app)
-    index = index_of(request.app)
-    await index.refresh(services)
-    result = density_of(index.groups(services), now=datetime.now(UTC))
+    await expressions_of(request.app).refresh(services_of(request.app).store)
+    result = density_now(request.app, datetime.now(UTC))
     peaks = [int((p.minute - result.start).total_seconds() // 60) for p in result.peaks]
     return page(
         request,

@@ -1,0 +1,168 @@
+"""The dashboard's reads of the fleet on both real stores: one page of deployments found by id
+or name (``find_deployments``), and trigger tables read by the database
+(``scan_trigger_field``), paged and by revision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from wfsched.models import TriggerSpec, WorkflowSpec
+from wfsched.spec import spec_hash
+
+pytestmark = pytest.mark.anyio
+
+
+def spec(workflow_id: str, name: str, triggers: list[dict[str, Any]]) -> WorkflowSpec:
+    doc: dict[str, Any] = {"id": workflow_id, "name": name, "triggers": triggers}
+    return WorkflowSpec(
+        id=workflow_id,
+        name=name,
+        triggers=tuple(
+            TriggerSpec(id=str(t.get("id", t["type"])), type=str(t["type"])) for t in triggers
+        ),
+        document=doc,
+        spec_hash=spec_hash(doc),
+    )
+
+
+FLEET = [
+    spec("alpha", "Nightly Report", [{"type": "cron", "id": "c", "cron": "0 9 * * *"}]),
+    spec("beta", "50%_off sale", [{"type": "manual", "id": "m"}]),
+    spec("gamma", "Straße sync", [{"type": "cron", "cron": "H/5  * * * *"}]),
+    spec("delta", "no triggers", []),
+    spec("epsilon-report", "Epsilon", [{"type": "manual"}, {"type": "cron", "cron": "1 * * * *"}]),
+]
+
+
+async def test_find_deployments_pages_and_matches_id_or_name_case_insensitively(
+    store: Any,
+) -> None:
+    await store.apply(FLEET)
+    assert await store.find_deployments("", offset=0, limit=50) == (
+        ["alpha", "beta", "delta", "epsilon-report", "gamma"],
+        5,
+    )
+    assert await store.find_deployments("", offset=2, limit=2) == (["delta", "epsilon-report"], 5)
+    assert await store.find_deployments("", offset=10, limit=2) == ([], 5)
+    # Id or name, any case; the count is of every match, not of the page.
+    assert await store.find_deployments("REPORT", offset=0, limit=1) == (["alpha"], 2)
+    assert await store.find_deployments("REPORT", offset=1, limit=5) == (["epsilon-report"], 2)
+    # LIKE's wildcards are plain characters in a needle.
+    assert await store.find_deployments("0%_o", offset=0, limit=50) == (["beta"], 1)
+    assert await store.find_deployments("%", offset=0, limit=50) == (["beta"], 1)
+    assert await store.find_deployments("_", offset=0, limit=50) == (["beta"], 1)
+    # A needle beyond ASCII.
+    assert await store.find_deployments("STRASSE"[:3] + "aße", offset=0, limit=50) == (
+        ["gamma"],
+        1,
+    )
+    assert await store.find_deployments("zzz", offset=0, limit=50) == ([], 0)
+
+
+async def test_scan_trigger_field_reads_tables_in_order_paged_and_by_revision(store: Any) -> None:
+    await store.apply(FLEET)
+    rows = await store.scan_trigger_field("cron", "", 100)
+    assert rows == [
+        ("alpha", "c", "cron", "0 9 * * *"),
+        ("beta", "m", "manual", None),
+        ("delta", None, None, None),
+        ("epsilon-report", None, "manual", None),
+        ("epsilon-report", None, "cron", "1 * * * *"),
+        ("gamma", None, "cron", "H/5  * * * *"),
+    ]
+    # Pages of deployments (never a deployment cut in two), after an id.
+    assert [r[0] for r in await store.scan_trigger_field("cron", "", 2)] == ["alpha", "beta"]
+    assert [r[0] for r in await store.scan_trigger_field("cron", "beta", 2)] == [
+        "delta",
+        "epsilon-report",
+        "epsilon-report",
+    ]
+    # Only what changed since a revision.
+    revision = await store.revision()
+    await store.apply([spec("beta", "50%_off sale", [{"type": "cron", "cron": "*/5 * * * *"}])])
+    await store.set_state(["alpha"], "paused")
+    assert await store.scan_trigger_field("cron", "", 100, changed_since=revision) == [
+        ("alpha", "c", "cron", "0 9 * * *"),
+        ("beta", None, "cron", "*/5 * * * *"),
+    ]
+    assert await store.scan_trigger_field("not an identifier", "", 1) == [
+        ("alpha", "c", "cron", None)
+    ]
+
+
+async def test_last_events_is_the_newest_of_each_trigger(store: Any) -> None:
+    """What the fleet page's health reads per row: index seeks, one per trigger."""
+    from wfsched.models import NewEvent, new_execution_id, utcnow
+
+    def event(workflow_id: str, trigger_id: str) -> NewEvent:
+        return NewEvent(
+            execution_id=new_execution_id(),
+            workflow_id=workflow_id,
+            trigger_id=trigger_id,
+            trigger_type="manual",
+            dedupe_key=new_execution_id(),
+            payload={},
+            fired_at=utcnow(),
+        )
+
+    batches = [[event(w, t) for w in ("a", "b", "c") for t in ("x", "m", "z")] for _ in range(4)]
+    for batch in batches:
+        await store.record(batch)
+    newest = {e.trigger_id: e.execution_id for e in batches[-1] if e.workflow_id == "b"}
+    assert {t: e.execution_id for t, e in (await store.last_events("b")).items()} == newest
+    assert await store.last_events("nobody") == {}
+
+
+async def test_history_by_status_reads_failed_and_pending_by_their_own_indexes(store: Any) -> None:
+    """The workflow page's filters: right rows, newest first, with and without a trigger."""
+    from wfsched.models import DispatchOutcome, NewEvent, new_execution_id, utcnow
+
+    def event(workflow_id: str, trigger_id: str) -> NewEvent:
+        return NewEvent(
+            execution_id=new_execution_id(),
+            workflow_id=workflow_id,
+            trigger_id=trigger_id,
+            trigger_type="manual",
+            dedupe_key=new_execution_id(),
+            payload={},
+            fired_at=utcnow(),
+        )
+
+    made = [event(w, t) for _ in range(3) for w in ("a", "b") for t in ("x", "y")]
+    await store.record(made)
+    claimed = await store.claim("me", 100, 60, utcnow())
+    # Every third fails, the rest are dispatched, and two new ones stay pending.
+    outcomes = [
+        DispatchOutcome(
+            execution_id=e.execution_id,
+            status="failed" if i % 3 == 0 else "dispatched",
+            fired_at=e.fired_at,
+        )
+        for i, e in enumerate(sorted(claimed, key=lambda e: e.execution_id))
+    ]
+    await store.finish("me", outcomes)
+    waiting = [event("a", "x"), event("a", "y")]
+    await store.record(waiting)
+    status_of = {o.execution_id: o.status for o in outcomes}
+    status_of.update({e.execution_id: "pending" for e in waiting})
+    everything = sorted(status_of, reverse=True)
+    by = {e.execution_id: e for e in [*made, *waiting]}
+    for status in ("failed", "pending", "dispatched"):
+        for workflow_id in ("a", None):
+            for trigger_id in ("x", None):
+                expected = [
+                    x
+                    for x in everything
+                    if status_of[x] == status
+                    and workflow_id in (None, by[x].workflow_id)
+                    and trigger_id in (None, by[x].trigger_id)
+                ]
+                got = await store.history(
+                    workflow_id, status=status, trigger_id=trigger_id, limit=100
+                )
+                assert [e.execution_id for e in got] == expected, (status, workflow_id)
+                assert expected  # every combination has rows to find
+    with pytest.raises(ValueError):
+        await store.history("a", status="lost")
