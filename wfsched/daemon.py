@@ -8,6 +8,7 @@ the triggers, drains in-flight dispatches for a bounded time and exits 0.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import signal
@@ -45,6 +46,8 @@ DRAIN_SECONDS = 10.0
 CHANGE_POLL = 1.0
 PG_POLL = 5.0
 HTTP_STOP = 3.0
+GC_YOUNG = 10_000
+"""Allocations between young-generation collections once serving (CPython's default: 700)."""
 """Seconds past uvicorn's graceful-shutdown timeout to wait for it: it notices ``should_exit``
 on its next beat (1 s) and pauses 0.1 s before waiting for connections."""
 
@@ -74,6 +77,21 @@ def register_secrets(settings: Settings) -> None:
             value = settings.secret(setting.name)
             for part in value.split(","):
                 register_secret(part.strip())
+
+
+def _settle_gc() -> None:
+    """Keep the cyclic GC off the start-up heap and make its young collections rarer.
+
+    Everything imported and built so far lives as long as the daemon: frozen, no full
+    collection walks it again. A burst of thousands of concurrent fires keeps many young
+    objects alive; at the default threshold they were collected, promoted and walked again by
+    full collections about every 20 events (measured: a sixth of the daemon's CPU in a burst
+    of 10,000 dispatches). Acyclic garbage is freed by reference counting whatever the
+    threshold, so the higher one only lets reference cycles wait longer.
+    """
+    gc.freeze()
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, GC_YOUNG), middle, old)
 
 
 def _server(
@@ -372,6 +390,7 @@ async def serve(
                         f"wfsched serving on http://{config.host}:{config.port}",
                         extra={"status": "started"},
                     )
+                    _settle_gc()
                     if ready is not None:
                         ready.set()
                     async for signum in signals:
