@@ -46,10 +46,10 @@ DRAIN_SECONDS = 10.0
 CHANGE_POLL = 1.0
 PG_POLL = 5.0
 HTTP_STOP = 3.0
-GC_YOUNG = 10_000
-"""Allocations between young-generation collections once serving (CPython's default: 700)."""
 """Seconds past uvicorn's graceful-shutdown timeout to wait for it: it notices ``should_exit``
 on its next beat (1 s) and pauses 0.1 s before waiting for connections."""
+GC_YOUNG = 10_000
+"""Allocations between young-generation collections once serving (CPython's default: 700)."""
 
 
 async def sleep_to_beat(period: float) -> None:
@@ -84,10 +84,10 @@ def _settle_gc() -> None:
 
     Everything imported and built so far lives as long as the daemon: frozen, no full
     collection walks it again. A burst of thousands of concurrent fires keeps many young
-    objects alive; at the default threshold they were collected, promoted and walked again by
-    full collections about every 20 events (measured: a sixth of the daemon's CPU in a burst
-    of 10,000 dispatches). Acyclic garbage is freed by reference counting whatever the
-    threshold, so the higher one only lets reference cycles wait longer.
+    objects alive: at the default threshold a young collection ran every 20 events or so,
+    promoted them, and full collections walked the whole heap again (measured: a sixth of the
+    daemon's CPU in a burst of 10,000 dispatches). Acyclic garbage is freed by reference
+    counting whatever the threshold; the higher one only lets reference cycles wait longer.
     """
     gc.freeze()
     young, middle, old = gc.get_threshold()
