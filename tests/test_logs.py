@@ -6,10 +6,18 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
-from wfsched.logs import JsonFormatter, TickHandler
+from wfsched.logs import (
+    JsonFormatter,
+    TickHandler,
+    _only_handler,
+    log_fields,
+    register_secret,
+    setup_logging,
+)
 
 
 class Sink:
@@ -104,3 +112,104 @@ def test_a_broken_stream_never_raises_into_the_event_loop() -> None:
     finally:
         log.removeHandler(handler)
     assert errors == []
+
+
+@pytest.fixture
+def installed() -> Iterator[Sink]:
+    """setup_logging's own root handler, writing to a Sink; the root's handlers restored.
+
+    The test's body runs with pytest's capture handlers on the root too: a test that wants
+    the installed handler alone removes them (``alone``)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    sink = Sink()
+    setup_logging("json", "info")
+    root.handlers[0].setStream(sink)  # type: ignore[attr-defined]
+    yield sink
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def alone() -> TickHandler:
+    """Leave setup_logging's handler alone on the root, as in the daemon."""
+    root = logging.getLogger()
+    [handler] = [h for h in root.handlers if isinstance(h, TickHandler)]
+    root.handlers[:] = [handler]
+    return handler
+
+
+FIELDS = {
+    "workflow_id": "wf-1",
+    "trigger_type": "manual",
+    "trigger_id": "t",
+    "execution_id": "01ABC",
+    "duration_ms": 1.5,
+    "status": "dispatched",
+    "attempt": 1,
+    "error": None,
+    "code": None,
+    "mode": "engine",
+}
+
+
+def test_log_fields_writes_the_line_a_record_with_those_extras_gives(installed: Sink) -> None:
+    log = logging.getLogger("wfsched.test-log-fields")
+    handler = alone()
+    assert _only_handler(log, logging.INFO) is handler  # the direct path, no LogRecord
+    register_secret("hunter2-secret")
+    fields = {**FIELDS, "error": "engine said hunter2-secret"}
+    log.info("dispatch attempt", extra=fields)
+    log_fields(log, logging.INFO, "dispatch attempt", fields)
+    log_fields(log, logging.DEBUG, "below the level", fields)
+    handler.flush()
+    by_record, direct = sink_lines = installed.lines()
+    assert len(sink_lines) == 2
+    assert by_record.pop("timestamp") and direct.pop("timestamp")
+    assert direct == by_record
+    assert direct["error"] == "engine said ***"
+    assert list(direct) == [
+        "level",
+        "service",
+        "event",
+        "logger",
+        *[
+            k
+            for k in (
+                "workflow_id",
+                "trigger_id",
+                "trigger_type",
+                "execution_id",
+                "duration_ms",
+                "status",
+                "error",
+                "attempt",
+                "mode",
+            )
+            if k in direct
+        ],
+    ]
+
+
+def test_log_fields_leaves_a_line_to_logging_when_another_handler_or_filter_would_see_it(
+    installed: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.getLogger("wfsched.test-log-fields-caplog")
+    assert _only_handler(log, logging.INFO) is None  # pytest's handlers are on the root too
+    with caplog.at_level(logging.INFO, logger="wfsched.test-log-fields-caplog"):
+        log_fields(log, logging.INFO, "fired", FIELDS)
+    [record] = caplog.records
+    assert record.getMessage() == "fired"
+    assert record.execution_id == "01ABC"  # type: ignore[attr-defined]
+
+
+def test_timestamps_are_utc_iso_with_microseconds_unless_zero(installed: Sink) -> None:
+    formatter = JsonFormatter()
+    at = datetime(2026, 12, 6, 23, 10, 5, 123456, tzinfo=UTC).timestamp()
+    on_the_second = datetime(2026, 12, 6, 23, 10, 6, tzinfo=UTC).timestamp()
+    lines = [
+        json.loads(formatter.render(t, "INFO", "wfsched", "x", {})) for t in (at, on_the_second)
+    ]
+    assert [line["timestamp"] for line in lines] == [
+        "2026-12-06T23:10:05.123456Z",
+        "2026-12-06T23:10:06Z",
+    ]

@@ -11,6 +11,7 @@ from typing import Any, cast
 from wfsched.config import Settings
 from wfsched.errors import WfschedError
 from wfsched.locks import Lease, LockManager
+from wfsched.logs import log_fields
 from wfsched.metrics import TRIGGER_HEALTH
 from wfsched.models import Health, NewEvent, Occurrence, Outcome, TriggerSpec, utcnow
 from wfsched.occurrences import OccurrenceLog
@@ -54,9 +55,12 @@ class TriggerCtx:
         self._settings = settings
         self._locks = locks
         self._health: tuple[Health, str | None] = ("healthy", None)
-        self._log = _Adapter(
-            log, {"workflow_id": workflow_id, "trigger_id": spec.id, "trigger_type": spec.type}
-        )
+        self._fields = {
+            "workflow_id": workflow_id,
+            "trigger_id": spec.id,
+            "trigger_type": spec.type,
+        }
+        self._log = _Adapter(log, self._fields)
 
     @property
     def workflow_id(self) -> str:
@@ -95,9 +99,11 @@ class TriggerCtx:
 
     async def fire(self, request: FireRequest) -> FireResult:
         [(event, created)] = await self._recorder.record([self.new_event(request)])
-        self._log.info(
+        log_fields(
+            log,
+            logging.INFO,
             "fired" if created else "duplicate fire ignored",
-            extra={"execution_id": event.execution_id, "status": event.status},
+            {**self._fields, "execution_id": event.execution_id, "status": event.status},
         )
         if not created:
             self.record_occurrence(

@@ -208,10 +208,31 @@ def parse_instant(text: str, name: str) -> datetime:
 
 
 def iso(value: datetime | None) -> str | None:
-    """Render an instant as ISO 8601 in UTC with a ``Z`` suffix."""
+    """Render an instant as ISO 8601 in UTC with a ``Z`` suffix (microseconds unless zero)."""
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    text = utc_text(value)
+    return text[:-8] + "Z" if text.endswith(".000000Z") else text
+
+
+def utc_text(value: datetime) -> str:
+    """``value`` in UTC as fixed-width ISO 8601 with microseconds and ``Z``
+    (``2026-12-06T23:10:05.123456Z``; a naive value is local time, as for ``astimezone``).
+
+    Every fire and dispatch renders a few instants, nearly all in the current second: the
+    whole seconds are rendered once per second (``isoformat`` costs four times the rest)."""
+    global _SECOND
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    second = value.replace(microsecond=0)
+    cached = _SECOND
+    if cached[0] != second:
+        cached = _SECOND = (second, second.replace(tzinfo=None).isoformat())
+    return f"{cached[1]}.{value.microsecond:06d}Z"
+
+
+_SECOND: tuple[datetime | None, str] = (None, "")
+"""The whole second :func:`utc_text` rendered last, and its text."""
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

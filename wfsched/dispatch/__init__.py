@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import anyio
 from anyio.abc import TaskGroup
 
+from wfsched.logs import log_fields
 from wfsched.metrics import DISPATCH_ATTEMPTS, DISPATCH_DURATION, event_counter
 from wfsched.models import Claim, DispatchOutcome, TriggerEvent, utcnow
 from wfsched.store import Store
@@ -265,10 +266,11 @@ class Dispatcher:
         level = logging.INFO if result == "ok" else logging.WARNING
         if not log.isEnabledFor(level):
             return
-        log.log(
+        log_fields(
+            log,
             level,
             "dispatch attempt",
-            extra={
+            {
                 "workflow_id": event.workflow_id,
                 "trigger_type": event.trigger_type,
                 "trigger_id": event.trigger_id,

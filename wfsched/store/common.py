@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any
 
@@ -16,6 +16,7 @@ from wfsched.models import (
     NewEvent,
     TriggerEvent,
     WorkflowSpec,
+    utc_text,
     utcnow,
 )
 
@@ -44,8 +45,8 @@ def fmt_ts(value: datetime | None) -> str | None:
     """Render an instant as fixed-width UTC text (sorts as text)."""
     if value is None:
         return None
-    # isoformat: the same fixed-width text as strftime("%Y-%m-%dT%H:%M:%S.%fZ"), far cheaper.
-    return value.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    # The same fixed-width text as strftime("%Y-%m-%dT%H:%M:%S.%fZ"), far cheaper.
+    return utc_text(value)
 
 
 def parse_ts(value: str | None) -> datetime | None:
