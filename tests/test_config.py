@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wfsched.config import SETTINGS, default_config_text, load_settings, resolve_secret
+from wfsched.config import load_settings, resolve_secret
+from wfsched.config.table import SETTINGS, default_config_text
 from wfsched.errors import ConfigError
 from wfsched.plugins import configure, load_registry
 

@@ -17,7 +17,8 @@ import pytest
 
 from tests.daemon_proc import Daemon, wait_for
 from tests.test_files import one_error_line
-from wfsched.config import SETTINGS, load_settings
+from wfsched.config import load_settings
+from wfsched.config.table import SETTINGS
 from wfsched.daemon import register_secrets
 from wfsched.errors import ConfigError, WfschedError
 from wfsched.logs import redact

@@ -24,7 +24,8 @@ from typing import Literal, NamedTuple, TypeVar
 import pluggy
 
 from wfsched import hookspecs
-from wfsched.config import CORE_SECTION_NAMES, SETTINGS, Settings, convert, read_config
+from wfsched.config import Settings, convert, read_config
+from wfsched.config.table import CORE_SECTION_NAMES, SETTINGS
 from wfsched.errors import ConfigError, SpecError, WfschedError
 from wfsched.sections import Setting, declaration_problem
 from wfsched.target import DispatchTarget
