@@ -216,3 +216,11 @@ def test_cross_key_errors_name_the_origin_and_an_engine_url_must_be_http() -> No
 
     with pytest.raises(ConfigError, match="environment WFSCHED_DISPATCH_MODE: dispatch.mode"):
         configure(None, environ={"WFSCHED_DISPATCH_MODE": "engine"})
+
+
+def test_init_text_lists_plugin_sections_in_one_order_whatever_the_load_order() -> None:
+    """Entry points load in no fixed order; the file ``wfsched init`` writes must not vary."""
+    sections = list(dict.fromkeys(s.section for s in BUILTIN))
+    assert len(sections) > 1
+    other_order = [s for section in reversed(sections) for s in BUILTIN if s.section == section]
+    assert default_config_text(BUILTIN) == default_config_text(other_order)

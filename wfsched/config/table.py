@@ -243,7 +243,8 @@ def by_section(table: Sequence[Setting]) -> dict[str, dict[str, Setting]]:
 def default_config_text(declared: Sequence[Setting] = ()) -> str:
     """Return the commented ``wfsched.toml`` that ``wfsched init`` writes.
 
-    ``declared``: the plugins' settings, written after the core sections.
+    ``declared``: the plugins' settings, written after the core sections, a section at a
+    time in the order of their names (plugins load in no fixed order; the file must not vary).
     """
     import tomli_w
 
@@ -251,7 +252,8 @@ def default_config_text(declared: Sequence[Setting] = ()) -> str:
         "# wfsched configuration. Every key shows its default; environment variables override.",
         "# Secrets may be written as env:NAME or file:PATH instead of a literal.",
     ]
-    for section, keys in by_section((*SETTINGS, *declared)).items():
+    plugins = sorted(declared, key=lambda setting: setting.section)  # stable: keys keep order
+    for section, keys in by_section((*SETTINGS, *plugins)).items():
         lines.append("")
         lines.append(f"[{section}]")
         for setting in keys.values():
