@@ -9,6 +9,7 @@ import re
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -73,13 +74,9 @@ _SECOND = (-1, "")
 """The last whole second :func:`_timestamp` rendered, and its text."""
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: timestamp, level, service, event and the known fields."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._heads: dict[tuple[str, str, str], str] = {}
-        self._secrets = -1
+class _LineFormatter(logging.Formatter, ABC):
+    """A formatter whose lines are made by :meth:`render` from a record's parts, so a hot
+    line can be rendered from its fields without a ``LogRecord``."""
 
     def format(self, record: logging.LogRecord) -> str:
         exception = None
@@ -93,6 +90,27 @@ class JsonFormatter(logging.Formatter):
             record.__dict__,
             exception,
         )
+
+    @abstractmethod
+    def render(
+        self,
+        created: float,
+        levelname: str,
+        name: str,
+        event: str,
+        fields: Mapping[str, Any],
+        exception: str | None = None,
+    ) -> str:
+        """The line of a record made of these parts."""
+
+
+class JsonFormatter(_LineFormatter):
+    """One JSON object per line: timestamp, level, service, event and the known fields."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._heads: dict[tuple[str, str, str], str] = {}
+        self._secrets = -1
 
     def render(
         self,
@@ -137,21 +155,8 @@ HEADS = 1024
 """Distinct (level, logger, message) heads a JSON formatter keeps rendered."""
 
 
-class TextFormatter(logging.Formatter):
+class TextFormatter(_LineFormatter):
     """Human-readable lines with the same redaction."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        exception = None
-        if record.exc_info:
-            exception = self.formatException(record.exc_info)
-        return self.render(
-            record.created,
-            record.levelname,
-            record.name,
-            record.getMessage(),
-            record.__dict__,
-            exception,
-        )
 
     def render(
         self,
