@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -39,16 +40,16 @@ from wfsched.spec import canonical_json, parse_spec
 from wfsched.store import Store
 from wfsched.timer import Timer
 from wfsched.timer.cursors import CURSOR_FIELDS, restore
-from wfsched.timer.rearm import Head, environment, scan, timer_only
+from wfsched.timer.rearm import PAGE, Head, environment, scan
 from wfsched.trigger import BaseTrigger, FireResult
 
 log = logging.getLogger("wfsched.triggers")
 __all__ = ["Running", "TriggerCtx", "TriggerManager", "build_trigger", "invoke", "trigger_hash"]
 
 
-def trigger_hash(spec: TriggerSpec) -> str:
+def trigger_hash(spec: TriggerSpec) -> bytes:
     """Identity of a trigger's definition: a change restarts that trigger only."""
-    return canonical_json(
+    text = canonical_json(
         {
             "type": spec.type,
             "enabled": spec.enabled,
@@ -56,18 +57,28 @@ def trigger_hash(spec: TriggerSpec) -> str:
             "config": dict(spec.config),
         }
     )
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
-@dataclass(eq=False)
+def on_demand(cls: type[BaseTrigger]) -> bool:
+    """True when a trigger of type ``cls`` needs no instance until it is used: no watcher,
+    no timer, no shared ingress index (a webhook, a manual trigger). The manager builds one
+    from the stored spec on the first request and keeps it while the trigger is unchanged."""
+    return not cls.has_run and cls.ingress in (None, "workflow") and cls.timer is BaseTrigger.timer
+
+
+@dataclass(eq=False, slots=True)
 class Running:
-    """One running trigger instance (a watcher, an ingress, or a manual trigger).
+    """One running trigger instance (a watcher, a shared ingress, or an on-demand trigger
+    built by its first request).
 
-    Pure timer triggers have none: the timer's compact member is all they need.
+    Pure timer triggers have none: the timer's compact member is all they need; on-demand
+    triggers (:func:`on_demand`) have none until a request needs one.
     """
 
     trigger: BaseTrigger
     ctx: TriggerCtx
-    hash: str
+    hash: bytes
     scope: anyio.CancelScope | None = None
     stopped: anyio.Event | None = None
 
@@ -109,7 +120,8 @@ class TriggerManager:
         self._routing = Routing()
         # Per workflow: the spec hash and state last reconciled, and the triggers started.
         self._deployed: dict[str, tuple[str, str, tuple[str, ...]]] = {}
-        self._specs: dict[str, tuple[str, tuple[TriggerSpec, ...]]] = {}
+        # The on-demand triggers started but not yet built (their type): no instance at all.
+        self._idle: dict[tuple[str, str], str] = {}
         self._envs: dict[str, str | None] = {}
         self._tg: TaskGroup | None = None
         self._lock = anyio.Lock()
@@ -140,29 +152,118 @@ class TriggerManager:
 
     # lookups used by the web layer ---------------------------------------------------------
     def ingress_trigger(self, workflow_id: str) -> BaseTrigger:
-        """Return the running trigger of a workflow served on the per-workflow ingress."""
+        """Return the built trigger of a workflow served on the per-workflow ingress
+        (NotFound also when it is started but not built yet: see ``ingress_after_miss``)."""
         trigger = self._routing.webhook(workflow_id)
         if trigger is not None:
             return trigger
         raise NotFound(f"workflow {workflow_id!r} has no active webhook trigger")
 
-    async def ingress_after_miss(self, workflow_id: str) -> BaseTrigger:
-        """The per-workflow ingress found no running trigger for ``workflow_id``.
+    def routes_webhook(self, workflow_id: str) -> bool:
+        """True when the per-workflow ingress of ``workflow_id`` has a started trigger, built
+        or not."""
+        return (
+            self._routing.webhook(workflow_id) is not None
+            or self._idle_webhook(workflow_id) is not None
+        )
 
-        NotFound (404) when the store holds none either: unknown, paused, or without an
-        enabled webhook trigger; one indexed read, as cheap as a 404 can be. Else the trigger
-        once pending changes are applied, or Unavailable (503) while it is starting, stopping
-        or being replaced (or failed to start: its status says why).
+    def _idle_webhook(self, workflow_id: str) -> str | None:
+        """The id of the first started, not yet built per-workflow ingress trigger."""
+        for trigger_id in self._deployed.get(workflow_id, _NOTHING)[2]:
+            kind = self._idle.get((workflow_id, trigger_id))
+            if kind is not None and self.registry.get(kind).ingress == "workflow":
+                return trigger_id
+        return None
+
+    async def ingress_after_miss(self, workflow_id: str) -> BaseTrigger:
+        """The per-workflow ingress found no built trigger for ``workflow_id``.
+
+        A started one is built now, from the stored spec (its first request). Else NotFound
+        (404) when the store holds none either: unknown, paused, or without an enabled
+        webhook trigger; one indexed read, as cheap as a 404 can be. Else the trigger once
+        pending changes are applied, or Unavailable (503) while it is starting, stopping or
+        being replaced (or failed to start: its status says why).
         """
+        trigger = await self._build(workflow_id)
+        if trigger is not None:
+            return trigger
         if not await self._serves(workflow_id, "workflow"):
             raise NotFound(f"no active webhook trigger for {workflow_id!r}")
         if await self.settled():
             with contextlib.suppress(NotFound):
                 return self.ingress_trigger(workflow_id)
+            trigger = await self._build(workflow_id)
+            if trigger is not None:
+                return trigger
         raise Unavailable(
             f"the webhook trigger of {workflow_id!r} is starting, stopping or being "
             "replaced; nothing was recorded, retry shortly"
         )
+
+    async def _build(self, workflow_id: str) -> BaseTrigger | None:
+        """Build the started per-workflow ingress trigger of ``workflow_id`` from its stored
+        spec; None when there is none, or the store holds a spec not applied yet."""
+        if self._idle_webhook(workflow_id) is None:
+            return None
+        try:
+            deployment = await self.store.get_deployment(workflow_id)
+        except NotFound:
+            return None
+        built = self._routing.webhook(workflow_id)  # by a request that read it first
+        if built is not None:
+            return built
+        trigger_id = self._idle_webhook(workflow_id)
+        applied = self._deployed.get(workflow_id, _NOTHING)[0]
+        if trigger_id is None or applied != deployment.spec_hash:
+            return None
+        key = (workflow_id, trigger_id)
+        spec = next((t for t in self._triggers_of(deployment) if t.id == trigger_id), None)
+        if spec is None or spec.type != self._idle[key]:
+            return None
+        try:
+            trigger, ctx = self._instance(workflow_id, spec)
+        except Exception as exc:  # as when a trigger fails to start
+            log.exception(
+                "trigger failed to start", extra={"workflow_id": workflow_id, "trigger_id": spec.id}
+            )
+            await self.store.set_health(workflow_id, spec.id, "failing", str(exc))
+            return None
+        if self._idle.pop(key, None) is None:  # stopped while its health was written
+            return None
+        self.running[key] = Running(trigger=trigger, ctx=ctx, hash=trigger_hash(spec))
+        self._routing.put(key, trigger)
+        return trigger
+
+    def _instance(self, workflow_id: str, spec: TriggerSpec) -> tuple[BaseTrigger, TriggerCtx]:
+        return build_trigger(
+            self.registry,
+            workflow_id,
+            spec,
+            store=self.store,
+            recorder=self.recorder,
+            settings=self.settings,
+            locks=self.locks,
+            ledger=self.ledger,
+        )
+
+    def started(self) -> int:
+        """How many triggers run here as instances, built or not (timers aside)."""
+        return len(self.running) + len(self._idle)
+
+    def ingress_routes(self) -> list[tuple[str, str, str, str, Health]]:
+        """``(workflow id, trigger id, type, ingress, health)`` of every started trigger that
+        serves an ingress route, built or not, in workflow and trigger order."""
+        rows = [
+            (w, t, run.trigger.type, run.trigger.ingress, run.ctx.health[0])
+            for (w, t), run in self.running.items()
+            if run.trigger.ingress is not None
+        ]
+        for (w, t), kind in self._idle.items():
+            ingress = self.registry.get(kind).ingress
+            if ingress is not None:
+                rows.append((w, t, kind, ingress, "healthy"))
+        rows.sort()
+        return rows
 
     async def _serves(self, workflow_id: str, ingress: str) -> bool:
         """True when the store holds ``workflow_id`` active with an enabled trigger served on
@@ -320,6 +421,9 @@ class TriggerManager:
                     armed += restored
                 else:
                     slow.append(head)
+            if cold:  # the documents of one page at a time: never all of them at once
+                armed += await self._start_parsed(slow)
+                slow = []
         if not cold:  # a cold pass started from nothing: all it holds it has just seen
             # ``seen``: one deployed after the ids were read may have been armed in this pass.
             known = seen if present is None else present | seen
@@ -361,36 +465,35 @@ class TriggerManager:
 
     async def _start_parsed(self, heads: list[Head]) -> int:
         """Parse the specs of ``heads`` and start, restart or stop their triggers."""
+        armed = 0
+        for first in range(0, len(heads), PAGE):
+            armed += await self._start_page(heads[first : first + PAGE])
+        return armed
+
+    async def _start_page(self, heads: list[Head]) -> int:
         if not heads:
             return 0
-        documents: dict[str, Deployment] = {}
-        missing = [h.workflow_id for h in heads]
-        if len(missing) > 200:
-            needed = set(missing)
-            documents.update(
-                (d.workflow_id, d)
-                for d in await self.store.list_deployments()
-                if d.workflow_id in needed
-            )
-        else:
-            for workflow_id in missing:
-                try:
-                    documents[workflow_id] = await self.store.get_deployment(workflow_id)
-                except NotFound:
-                    continue
+        documents = {
+            d.workflow_id: d
+            for d in await self.store.get_deployments([h.workflow_id for h in heads])
+        }
         armed = 0
         for head in heads:
             deployment = documents.get(head.workflow_id)
             if deployment is None or deployment.spec_hash != head.spec_hash:
                 continue  # changed meanwhile: the next reconcile sees the new revision
-            stored = {t: (c, h) for t, _, c, h in head.triggers}
+            # The ids of the scan, shared with every deployment: the document's own copies
+            # would be kept per trigger for the daemon's life.
+            stored = {t: (t, c, h) for t, _, c, h in head.triggers}
             wanted = {t.id: t for t in self._triggers_of(deployment) if t.enabled}
             previous = self._deployed.get(head.workflow_id, _NOTHING)[2]
             started = []
             for spec in wanted.values():
-                outcome = await self._start(deployment, spec, *stored.get(spec.id, (None, "")))
+                trigger_id, cursor, health = stored.get(spec.id, (spec.id, None, ""))
+                key = (head.workflow_id, trigger_id)
+                outcome = await self._start(key, deployment, spec, cursor, health)
                 if outcome:
-                    started.append(spec.id)
+                    started.append(trigger_id)
                     armed += outcome == "armed"
             # Removed ones stop only now: a renamed trigger always has one of its names running.
             for trigger_id in previous:
@@ -400,9 +503,8 @@ class TriggerManager:
         return armed
 
     def _triggers_of(self, deployment: Deployment) -> tuple[TriggerSpec, ...]:
-        cached = self._specs.get(deployment.workflow_id)
-        if cached is not None and cached[0] == deployment.spec_hash:
-            return cached[1]
+        # Parsed on every call, not kept: only changed deployments and requests that found
+        # no built trigger come here, and a kept spec would cost every deployed workflow.
         try:
             spec = parse_spec(
                 deployment.document, self.registry, source=f"deployment {deployment.workflow_id}"
@@ -414,29 +516,24 @@ class TriggerManager:
                 extra={"workflow_id": deployment.workflow_id, "error": str(exc)},
             )
             return ()
-        if any(not timer_only(self.registry, t.type) for t in spec.triggers):
-            self._specs[deployment.workflow_id] = (deployment.spec_hash, spec.triggers)
         return spec.triggers
 
     async def _start(
-        self, deployment: Deployment, spec: TriggerSpec, cursor: Any, health: str
+        self,
+        key: tuple[str, str],
+        deployment: Deployment,
+        spec: TriggerSpec,
+        cursor: Any,
+        health: str,
     ) -> str:
         """Start one trigger; return ``"armed"`` (timer only), ``"running"`` or ``""``.
 
         ``cursor`` and ``health`` are what the store holds for it.
         """
-        key = (deployment.workflow_id, spec.id)
+        if on_demand(self.registry.get(spec.type)):
+            return await self._start_idle(key, spec, health)
         try:
-            trigger, ctx = build_trigger(
-                self.registry,
-                deployment.workflow_id,
-                spec,
-                store=self.store,
-                recorder=self.recorder,
-                settings=self.settings,
-                locks=self.locks,
-                ledger=self.ledger,
-            )
+            trigger, ctx = self._instance(key[0], spec)
             timer = trigger.timer()
         except Exception as exc:  # one broken trigger must not stop the others
             log.exception(
@@ -461,8 +558,7 @@ class TriggerManager:
                 self.timer.restamp(*key, deployment.spec_hash)
                 return "armed"
             self.timer.add(
-                deployment.workflow_id,
-                spec.id,
+                *key,
                 spec.type,
                 timer,
                 payload,
@@ -479,6 +575,7 @@ class TriggerManager:
         old = self.running.get(key)
         if old is not None and old.hash == h:
             return "running"
+        self._idle.pop(key, None)
         run = Running(trigger=trigger, ctx=ctx, hash=h)
         if health not in ("healthy", ""):
             # The store still shows what an earlier instance reported: once this one has
@@ -493,8 +590,7 @@ class TriggerManager:
         self._routing.put(key, trigger)
         if timer is not None:  # (replaces the old member)
             self.timer.add(
-                deployment.workflow_id,
-                spec.id,
+                *key,
                 spec.type,
                 timer,
                 payload,
@@ -510,6 +606,23 @@ class TriggerManager:
         ctx.log.info("trigger started")
         if old is not None:
             await self._retire(old)
+        return "running"
+
+    async def _start_idle(self, key: tuple[str, str], spec: TriggerSpec, health: str) -> str:
+        """Start an on-demand trigger: nothing is built until a request needs it."""
+        old = self.running.get(key)
+        if old is not None and old.hash == trigger_hash(spec):
+            return "running"  # built and unchanged: it keeps its state (a rate limit's)
+        self.timer.remove(*key)
+        # Requests find it from here on: replacing a built instance leaves no gap.
+        self._idle[key] = spec.type
+        if old is not None:
+            del self.running[key]
+            self._routing.discard(key, old.trigger)
+            await self._retire(old)
+        if health not in ("healthy", ""):
+            # What an earlier instance reported; this one has said nothing yet.
+            await self.store.set_health(key[0], spec.id, "healthy", None)
         return "running"
 
     async def _supervise(self, run: Running) -> None:
@@ -542,6 +655,7 @@ class TriggerManager:
 
     async def _stop(self, key: tuple[str, str]) -> None:
         self.timer.remove(*key)
+        self._idle.pop(key, None)
         run = self.running.pop(key, None)
         if run is not None:
             self._routing.discard(key, run.trigger)
