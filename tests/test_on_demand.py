@@ -39,6 +39,8 @@ async def test_idle_triggers_have_no_instance_until_their_first_request(tmp_path
         assert [r[0] for r in routes] == sorted(f"hook-{i}" for i in range(20))
         assert {r[2:] for r in routes} == {("webhook", "workflow", "healthy")}
         assert all(svc.manager.routes_webhook(f"hook-{i}") for i in range(20))
+        health = await svc.http.get("/health")
+        assert len(health.json()["triggers"]) == 21
         assert not svc.manager.routes_webhook("by-hand")
 
         first = await svc.http.post(HOOK + "hook-3", json={"n": 1})

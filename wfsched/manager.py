@@ -250,6 +250,14 @@ class TriggerManager:
         """How many triggers run here as instances, built or not (timers aside)."""
         return len(self.running) + len(self._idle)
 
+    def instances(self) -> list[tuple[str, str, str, Health, str | None]]:
+        """``(workflow id, trigger id, type, health, last error)`` of every trigger started
+        as an instance, built or not, in workflow and trigger order."""
+        rows = [(w, t, run.trigger.type, *run.ctx.health) for (w, t), run in self.running.items()]
+        rows += [(w, t, kind, "healthy", None) for (w, t), kind in self._idle.items()]
+        rows.sort()
+        return rows
+
     def ingress_routes(self) -> list[tuple[str, str, str, str, Health]]:
         """``(workflow id, trigger id, type, ingress, health)`` of every started trigger that
         serves an ingress route, built or not, in workflow and trigger order."""
