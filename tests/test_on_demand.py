@@ -52,10 +52,11 @@ async def test_idle_triggers_have_no_instance_until_their_first_request(tmp_path
         assert svc.manager.started() == 21
         assert (await svc.http.post(HOOK + "nope", json={})).status_code == 404
 
-        # A manual fire needs no kept instance either.
+        # A manual trigger is built by its first fire, and kept.
         fired = await svc.deployments.fire_manual("by-hand", {"x": 1}, user="me", confirmed=False)
         assert fired.created
-        assert list(svc.manager.running) == [("hook-3", "webhook")]
+        assert sorted(svc.manager.running) == [("by-hand", "manual"), ("hook-3", "webhook")]
+        assert svc.manager.started() == 21
         events = await svc.events()
         assert sorted(e.workflow_id for e in events) == ["by-hand", "hook-3", "hook-3"]
 

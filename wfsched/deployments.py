@@ -448,9 +448,9 @@ class DeploymentService:
                 if not spec.enabled:
                     raise Conflict(f"trigger {spec.id!r} of {workflow_id!r} is disabled")
                 if self.manager is not None:
-                    run = self.manager.running.get((workflow_id, spec.id))
-                    if run is not None:
-                        return run.trigger
+                    trigger = await self.manager.built(workflow_id, spec.id)
+                    if trigger is not None:
+                        return trigger
                 return self._instance(workflow_id, spec)
         what = f"trigger {trigger_id!r}" if trigger_id else f"{kind} trigger"
         raise NotFound(f"workflow {workflow_id!r} has no {what}")

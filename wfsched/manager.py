@@ -201,22 +201,28 @@ class TriggerManager:
         )
 
     async def _build(self, workflow_id: str) -> BaseTrigger | None:
-        """Build the started per-workflow ingress trigger of ``workflow_id`` from its stored
-        spec; None when there is none, or the store holds a spec not applied yet."""
-        if self._idle_webhook(workflow_id) is None:
-            return None
+        """The started per-workflow ingress trigger of ``workflow_id``, built now."""
+        trigger_id = self._idle_webhook(workflow_id)
+        return None if trigger_id is None else await self.built(workflow_id, trigger_id)
+
+    async def built(self, workflow_id: str, trigger_id: str) -> BaseTrigger | None:
+        """The instance of a trigger started here, built from its stored spec if it is idle
+        (and kept); None when it is not started here, or the store holds a spec not applied
+        yet."""
+        key = (workflow_id, trigger_id)
+        if key not in self._idle:
+            run = self.running.get(key)
+            return None if run is None else run.trigger
         try:
             deployment = await self.store.get_deployment(workflow_id)
         except NotFound:
             return None
-        built = self._routing.webhook(workflow_id)  # by a request that read it first
-        if built is not None:
-            return built
-        trigger_id = self._idle_webhook(workflow_id)
+        run = self.running.get(key)
+        if run is not None:  # built by a request that read it first
+            return run.trigger
         applied = self._deployed.get(workflow_id, _NOTHING)[0]
-        if trigger_id is None or applied != deployment.spec_hash:
+        if key not in self._idle or applied != deployment.spec_hash:
             return None
-        key = (workflow_id, trigger_id)
         spec = next((t for t in self._triggers_of(deployment) if t.id == trigger_id), None)
         if spec is None or spec.type != self._idle[key]:
             return None
@@ -228,8 +234,7 @@ class TriggerManager:
             )
             await self.store.set_health(workflow_id, spec.id, "failing", str(exc))
             return None
-        if self._idle.pop(key, None) is None:  # stopped while its health was written
-            return None
+        del self._idle[key]
         self.running[key] = Running(trigger=trigger, ctx=ctx, hash=trigger_hash(spec))
         self._routing.put(key, trigger)
         return trigger
