@@ -145,11 +145,15 @@ def _webhook_run(n: int, seconds: float) -> dict[str, float]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def webhook_fleet(quick: bool) -> Iterator[Row]:
+def _seconds(quick: bool) -> float:
+    return 2.0 if quick else 10.0
+
+
+def webhook_fleet(quick: bool, one: dict[str, float] | None = None) -> Iterator[Row]:
+    """``one``: the run with one workflow deployed, if already made."""
     sizes = (1, 2_000) if quick else (1, 10_000, 100_000)
-    seconds = 2.0 if quick else 10.0
-    runs = {n: _webhook_run(n, seconds) for n in sizes}
-    one = runs[1]
+    runs = {n: _webhook_run(n, _seconds(quick)) for n in sizes[1:]}
+    one = one or _webhook_run(1, _seconds(quick))
     for n in sizes[1:]:
         got = runs[n]
         workload = f"webhook, {n} webhook workflows"
@@ -263,7 +267,7 @@ def _wait_github(port: int, path: str) -> None:
 
 def github_fleet(quick: bool) -> Iterator[Row]:
     others, repositories = (1_000, 100) if quick else (10_000, 1_000)
-    seconds = 2.0 if quick else 10.0
+    seconds = _seconds(quick)
     one = _github_run(0, 1, seconds)
     many = _github_run(others, repositories, seconds)
     workload = f"github, {others} workflows over {repositories} repos"
@@ -308,9 +312,11 @@ def _mixed_run(n: int) -> dict[str, float]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def mixed_startup(quick: bool) -> Iterator[Row]:
-    n = 2_000 if quick else 100_000
-    one, got = _mixed_run(1), _mixed_run(n)
+def mixed_startup(quick: bool, one: dict[str, float] | None = None) -> Iterator[Row]:
+    """``one``: a daemon with one workflow deployed (its RSS is the baseline), if already run."""
+    n = 1_000 if quick else 100_000
+    got = _mixed_run(n)
+    one = one or _mixed_run(1)
     workload = f"start-up, {n} mixed workflows (cron, webhook, manual, github)"
     yield Row(SUITE, "wfsched", workload, n, "deploy_time", round(got["deploy_s"], 2), "s")
     yield Row(SUITE, "wfsched", workload, n, "startup_time", round(got["startup_s"], 2), "s")
@@ -320,9 +326,10 @@ def mixed_startup(quick: bool) -> Iterator[Row]:
 
 def run(quick: bool) -> Iterator[Row]:
     """Every routing row (for :func:`benchmarks.scale.run`)."""
-    yield from webhook_fleet(quick)
+    one = _webhook_run(1, _seconds(quick))  # the baseline of both webhook_fleet and RSS
+    yield from webhook_fleet(quick, one)
     yield from github_fleet(quick)
-    yield from mixed_startup(quick)
+    yield from mixed_startup(quick, one)
 
 
 if __name__ == "__main__":  # python -m benchmarks.scale_routing [--quick]: these rows alone
