@@ -80,6 +80,14 @@ async def test_a_built_trigger_keeps_its_state_until_its_definition_changes(
         assert svc.manager.routes_webhook("limited")
         assert (await svc.http.post(HOOK + "limited", json={})).status_code == 202
         assert svc.manager.ingress_trigger("limited") is not built
+        # Another type under the same trigger id: no longer on demand.
+        cron = {"type": "cron", "id": "webhook", "cron": "* * * * *"}
+        await svc.deploy({"id": "limited", "triggers": [cron]})
+        assert not svc.manager.routes_webhook("limited")
+        assert (svc.manager.started(), svc.manager.is_live("limited", "webhook")) == (0, True)
+        await svc.deploy(hook("limited", rate_limit=0.02))
+        assert svc.manager.routes_webhook("limited")
+        assert not svc.manager.is_live("limited", "webhook")
         # Paused: gone from every index, built or not.
         await svc.deployments.pause(["limited"])
         await svc.manager.reconcile()

@@ -259,6 +259,7 @@ class TriggerManager(Lookups):
         """
         if on_demand(self.registry.get(spec.type)):
             return await self._start_idle(key, spec, health)
+        self._idle.pop(key, None)  # (its type changed)
         try:
             trigger, ctx = self._instance(key[0], spec)
             timer = trigger.timer()
@@ -302,7 +303,6 @@ class TriggerManager(Lookups):
         old = self.running.get(key)
         if old is not None and old.hash == h:
             return "running"
-        self._idle.pop(key, None)
         run = Running(trigger=trigger, ctx=ctx, hash=h)
         if health not in ("healthy", ""):
             # The store still shows what an earlier instance reported: once this one has
