@@ -11,6 +11,10 @@ Workloads (registered in :mod:`benchmarks.scale` beside the retention ones):
   so each records an event) to a repository one github workflow listens on, with that
   workflow alone deployed and with M others spread over R other repositories. Figure: req/s
   (ratio against the single workflow).
+* ``mixed_startup``: N workflows, a quarter each cron, webhook, manual and github (over 1k
+  repositories); figures: ``wfsched deploy`` time, start-up time (process start to ``/health``
+  answering 200, which it does once every trigger is started) and RSS per workflow once ready
+  (over the daemon with one workflow).
 """
 
 from __future__ import annotations
@@ -65,9 +69,10 @@ def _deploy(workdir: Path, env: dict[str, str], folder: Path) -> float:
     return time.perf_counter() - began
 
 
-def _serve(workdir: Path, env: dict[str, str]) -> tuple[srv.Server, float]:
+def _serve(workdir: Path, env: dict[str, str], *, health: bool = False) -> tuple[srv.Server, float]:
     """Start ``wfsched serve``; return it and the seconds until the bench webhook answered
-    (401 to an unsigned POST: its trigger runs)."""
+    (401 to an unsigned POST: its trigger runs), or with ``health`` until ``/health``
+    answered 200 (the daemon serves HTTP once its triggers are started)."""
     import urllib.error
     import urllib.request
 
@@ -81,12 +86,16 @@ def _serve(workdir: Path, env: dict[str, str]) -> tuple[srv.Server, float]:
             stdout=sink,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{env['PORT']}{srv.PATH}"
+    url = f"http://127.0.0.1:{env['PORT']}{'/health' if health else srv.PATH}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"wfsched exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
+            if health:
+                urllib.request.urlopen(url, timeout=5).close()
+                took = time.perf_counter() - began
+                return srv.Server("wfsched", proc, int(env["PORT"]), workdir), took
             urllib.request.urlopen(urllib.request.Request(url, data=b"{}"), timeout=5)
         except urllib.error.HTTPError as exc:
             if exc.code == 401:
@@ -136,11 +145,15 @@ def _webhook_run(n: int, seconds: float) -> dict[str, float]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def webhook_fleet(quick: bool) -> Iterator[Row]:
+def _seconds(quick: bool) -> float:
+    return 2.0 if quick else 10.0
+
+
+def webhook_fleet(quick: bool, one: dict[str, float] | None = None) -> Iterator[Row]:
+    """``one``: the run with one workflow deployed, if already made."""
     sizes = (1, 2_000) if quick else (1, 10_000, 100_000)
-    seconds = 2.0 if quick else 10.0
-    runs = {n: _webhook_run(n, seconds) for n in sizes}
-    one = runs[1]
+    runs = {n: _webhook_run(n, _seconds(quick)) for n in sizes[1:]}
+    one = one or _webhook_run(1, _seconds(quick))
     for n in sizes[1:]:
         got = runs[n]
         workload = f"webhook, {n} webhook workflows"
@@ -254,7 +267,7 @@ def _wait_github(port: int, path: str) -> None:
 
 def github_fleet(quick: bool) -> Iterator[Row]:
     others, repositories = (1_000, 100) if quick else (10_000, 1_000)
-    seconds = 2.0 if quick else 10.0
+    seconds = _seconds(quick)
     one = _github_run(0, 1, seconds)
     many = _github_run(others, repositories, seconds)
     workload = f"github, {others} workflows over {repositories} repos"
@@ -268,10 +281,55 @@ def github_fleet(quick: bool) -> Iterator[Row]:
     )  # fmt: skip
 
 
+def _mixed(i: int) -> dict[str, Any]:
+    kind = i % 4
+    if kind == 0:
+        trigger: dict[str, Any] = {"type": "cron", "cron": "H * * * *"}
+    elif kind == 1:
+        trigger = {"type": "webhook"}
+    elif kind == 2:
+        trigger = {"type": "manual"}
+    else:
+        trigger = {"type": "github", "repository": f"org/repo-{i % 1000}"}
+    return {"id": f"mixed-{i:06d}", "triggers": [trigger]}
+
+
+def _mixed_run(n: int) -> dict[str, float]:
+    workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-mixed-"))
+    try:
+        port = srv.free_port()
+        env = srv.wfsched_env(f"sqlite:///{workdir}/wfsched.db", port, workdir)
+        env["GITHUB_WEBHOOK_SECRET"] = GITHUB_SECRET
+        _write_specs(workdir / "specs", [_mixed(i) for i in range(n)])
+        deploy_s = _deploy(workdir, env, workdir / "specs")
+        server, startup_s = _serve(workdir, env, health=True)
+        try:
+            rss = _rss_kib(server.proc.pid)
+        finally:
+            server.stop()
+        return {"rss_kib": rss, "deploy_s": deploy_s, "startup_s": startup_s}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def mixed_startup(quick: bool, one: dict[str, float] | None = None) -> Iterator[Row]:
+    """``one``: a daemon with one workflow deployed (its RSS is the baseline), if already run."""
+    n = 1_000 if quick else 100_000
+    got = _mixed_run(n)
+    one = one or _mixed_run(1)
+    workload = f"start-up, {n} mixed workflows (cron, webhook, manual, github)"
+    yield Row(SUITE, "wfsched", workload, n, "deploy_time", round(got["deploy_s"], 2), "s")
+    yield Row(SUITE, "wfsched", workload, n, "startup_time", round(got["startup_s"], 2), "s")
+    per = (got["rss_kib"] - one["rss_kib"]) * 1024 / (n - 1)
+    yield Row(SUITE, "wfsched", workload, n, "rss_per_workflow", round(per), "B")
+
+
 def run(quick: bool) -> Iterator[Row]:
     """Every routing row (for :func:`benchmarks.scale.run`)."""
-    yield from webhook_fleet(quick)
+    one = _webhook_run(1, _seconds(quick))  # the baseline of both webhook_fleet and RSS
+    yield from webhook_fleet(quick, one)
     yield from github_fleet(quick)
+    yield from mixed_startup(quick, one)
 
 
 if __name__ == "__main__":  # python -m benchmarks.scale_routing [--quick]: these rows alone

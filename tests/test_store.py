@@ -71,6 +71,14 @@ async def test_it_creates_updates_and_reports_unchanged(store: Any) -> None:
     assert deployments[0].state == "active"
 
 
+async def test_it_reads_a_page_of_deployments_by_id(store: Any) -> None:
+    await store.apply([make_spec(w) for w in ("c", "a", "b")])
+    page = await store.get_deployments(["c", "missing", "a"])
+    assert [d.workflow_id for d in page] == ["a", "c"]
+    assert page == [await store.get_deployment("a"), await store.get_deployment("c")]
+    assert await store.get_deployments([]) == []
+
+
 async def test_it_bumps_the_revision_on_every_change(store: Any) -> None:
     r0 = await store.revision()
     await store.apply([make_spec("a")])

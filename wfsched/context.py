@@ -36,6 +36,19 @@ class _Adapter(logging.LoggerAdapter[logging.Logger]):
 class TriggerCtx:
     """The TriggerContext the core hands each trigger."""
 
+    __slots__ = (
+        "_health",
+        "_ledger",
+        "_locks",
+        "_log",
+        "_pending_health",
+        "_recorder",
+        "_settings",
+        "_spec",
+        "_store",
+        "_workflow_id",
+    )
+
     def __init__(
         self,
         *,
@@ -55,12 +68,8 @@ class TriggerCtx:
         self._settings = settings
         self._locks = locks
         self._health: tuple[Health, str | None] = ("healthy", None)
-        self._fields = {
-            "workflow_id": workflow_id,
-            "trigger_id": spec.id,
-            "trigger_type": spec.type,
-        }
-        self._log = _Adapter(log, self._fields)
+        self._log: _Adapter | None = None  # made by the first log line
+        self._pending_health = False
 
     @property
     def workflow_id(self) -> str:
@@ -76,6 +85,15 @@ class TriggerCtx:
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._log is None:
+            self._log = _Adapter(
+                log,
+                {
+                    "workflow_id": self._workflow_id,
+                    "trigger_id": self._spec.id,
+                    "trigger_type": self._spec.type,
+                },
+            )
         return self._log
 
     @property
@@ -103,7 +121,13 @@ class TriggerCtx:
             log,
             logging.INFO,
             "fired" if created else "duplicate fire ignored",
-            {**self._fields, "execution_id": event.execution_id, "status": event.status},
+            {
+                "workflow_id": self._workflow_id,
+                "trigger_id": self._spec.id,
+                "trigger_type": self._spec.type,
+                "execution_id": event.execution_id,
+                "status": event.status,
+            },
         )
         if not created:
             self.record_occurrence(
@@ -134,7 +158,7 @@ class TriggerCtx:
         TRIGGER_HEALTH.labels(self._workflow_id, self._spec.id, old).set(0)
         TRIGGER_HEALTH.labels(self._workflow_id, self._spec.id, health).set(1)
         level = logging.INFO if health == "healthy" else logging.WARNING
-        self._log.log(level, f"trigger {health}", extra={"status": health, "error": error})
+        self.log.log(level, f"trigger {health}", extra={"status": health, "error": error})
         self._pending_health = True
 
     def record_occurrence(
@@ -170,8 +194,6 @@ class TriggerCtx:
         if self._locks is None:
             raise WfschedError("locks are only available inside the daemon")
         return self._locks.hold(name, ttl=ttl)
-
-    _pending_health = False
 
     async def flush_health(self) -> None:
         """Write a changed health to the store (so the CLI's ``status`` sees it)."""

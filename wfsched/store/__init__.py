@@ -151,6 +151,10 @@ class Store(Protocol):
     async def list_deployments(self) -> list[Deployment]:
         """Return every deployment, sorted by id."""
 
+    async def get_deployments(self, workflow_ids: Sequence[str]) -> list[Deployment]:
+        """Return the deployments of ``workflow_ids`` that exist, sorted by id (one page of
+        documents: a reader of many holds only a page of them at a time)."""
+
     async def revision(self) -> int:
         """Return a number that grows with every deployment change."""
 

@@ -116,7 +116,7 @@ async def trigger_health(request: Request) -> Response:
     return JSONResponse(
         {
             "status": "ok" if not failing else "degraded",
-            "running": len(manager.running),
+            "running": manager.started(),
             "timers": len(manager.timer),
             "unhealthy": failing,
             # Every daemon on the store, from the heartbeats (what `wfsched list` shows).
@@ -127,21 +127,20 @@ async def trigger_health(request: Request) -> Response:
 
 async def webhook_status(request: Request) -> Response:
     """Every running trigger that serves an ingress route, with the route's path."""
-    routes = []
-    for (workflow_id, trigger_id), run in sorted(services_of(request.app).manager.running.items()):
-        if run.trigger.ingress is not None:
-            path = (
+    routes = [
+        {
+            "workflow_id": workflow_id,
+            "trigger_id": trigger_id,
+            "type": kind,
+            "path": (
                 f"{PREFIX}{workflow_id}"
-                if run.trigger.ingress == "workflow"
-                else f"/api/v1/public/webhooks/{run.trigger.ingress}"
-            )
-            routes.append(
-                {
-                    "workflow_id": workflow_id,
-                    "trigger_id": trigger_id,
-                    "type": run.trigger.type,
-                    "path": path,
-                    "health": run.ctx.health[0],
-                }
-            )
+                if ingress == "workflow"
+                else f"/api/v1/public/webhooks/{ingress}"
+            ),
+            "health": health,
+        }
+        for workflow_id, trigger_id, kind, ingress, health in services_of(
+            request.app
+        ).manager.ingress_routes()
+    ]
     return JSONResponse({"status": "ok", "webhooks": routes})

@@ -91,19 +91,16 @@ async def shared_webhook(request: Request) -> Response:
 
 def trigger_rows(manager: TriggerManager) -> list[dict[str, Any]]:
     """Every running trigger's health, in workflow and trigger order."""
-    out = []
-    for (workflow_id, trigger_id), run in sorted(manager.running.items()):
-        health, error = run.ctx.health
-        out.append(
-            {
-                "workflow_id": workflow_id,
-                "trigger_id": trigger_id,
-                "type": run.trigger.type,
-                "health": health,
-                "last_error": error,
-            }
-        )
-    return out
+    return [
+        {
+            "workflow_id": workflow_id,
+            "trigger_id": trigger_id,
+            "type": kind,
+            "health": health,
+            "last_error": error,
+        }
+        for workflow_id, trigger_id, kind, health, error in manager.instances()
+    ]
 
 
 def writable_of(request: Request) -> WriteCheck:

@@ -209,6 +209,16 @@ class PgDeployments(PgConnections):
             rows = await cur.fetchall()
         return [deployment_from_row(r) for r in rows]
 
+    async def get_deployments(self, workflow_ids: Sequence[str]) -> list[Deployment]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                f"SELECT {DEPLOYMENT_COLS} FROM wfsched_deployments WHERE workflow_id = ANY(%s)"
+                " ORDER BY workflow_id",
+                (list(workflow_ids),),
+            )
+            rows = await cur.fetchall()
+        return [deployment_from_row(r) for r in rows]
+
     async def revision(self) -> int:
         async with self._conn() as conn:
             cur = await conn.execute("SELECT value FROM wfsched_meta WHERE key = 'revision'")

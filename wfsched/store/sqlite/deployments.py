@@ -166,6 +166,17 @@ class SqliteDeployments(SqliteConnection):
         )
         return [_deployment(r) for r in rows]
 
+    async def get_deployments(self, workflow_ids: Sequence[str]) -> list[Deployment]:
+        ids = dumps(list(workflow_ids))
+        rows = await self._run(
+            lambda c: c.execute(
+                f"SELECT {DEPLOYMENT_COLS} FROM deployments WHERE workflow_id IN"
+                " (SELECT value FROM json_each(?)) ORDER BY workflow_id",
+                (ids,),
+            ).fetchall()
+        )
+        return [_deployment(r) for r in rows]
+
     async def revision(self) -> int:
         return int(
             await self._run(

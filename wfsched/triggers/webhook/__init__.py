@@ -26,8 +26,6 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import anyio
-
 from wfsched import (
     AuthError,
     BadBody,
@@ -86,8 +84,6 @@ class WebhookTrigger(BaseTrigger):
 
     type = "webhook"
     ingress = "workflow"
-    # run() resolves the auth secrets at start so a missing one shows as "failing" at once.
-    has_run = True
 
     def __init__(self, spec: TriggerSpec, ctx: TriggerContext) -> None:
         super().__init__(spec, ctx)
@@ -169,19 +165,19 @@ class WebhookTrigger(BaseTrigger):
         }
 
     # run time -------------------------------------------------------------------------------
-    async def run(self) -> None:
-        # A SpecError (unset env:, unreadable file:) makes the supervisor report "failing" and
-        # retry with backoff; requests meanwhile get 503 so senders retry too.
-        self._verifier = Verifier(self._auth)
-        self.ctx.report_health("healthy")
-        await anyio.sleep_forever()
-
     def _get_verifier(self) -> Verifier | None:
+        """The auth secrets, resolved by the first request (and by ``wfsched check``).
+
+        One that cannot be resolved (unset env:, unreadable file:) reports "failing" and is
+        tried again by each request; requests meanwhile get 503 so senders retry.
+        """
         if self._verifier is None:
             try:
                 self._verifier = Verifier(self._auth)
-            except SpecError:
+            except SpecError as exc:
+                self.ctx.report_health("failing", str(exc))
                 return None
+            self.ctx.report_health("healthy")
         return self._verifier
 
     @property
