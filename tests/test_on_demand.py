@@ -113,3 +113,25 @@ async def test_a_secret_that_cannot_be_resolved_fails_its_first_request(tmp_path
         # A disabled trigger is not started, so not routed.
         assert not svc.manager.routes_webhook("disabled")
         assert (await svc.http.post(HOOK + "disabled", json={})).status_code == 404
+
+
+async def test_a_secret_that_cannot_be_resolved_shows_failing_before_any_request(
+    tmp_path: Path,
+) -> None:
+    """Built on demand or not, a webhook whose secret reference will never resolve says so as
+    soon as it is started: nobody should learn it from a sender's 503s."""
+    async with service(tmp_path) as svc:
+        await svc.deploy(
+            hook("broken", auth={"type": "hmac", "secret": "env:WFSCHED_UNSET_ON_DEMAND"}),
+            hook("fine", auth={"type": "hmac", "secret": "s3cret"}),
+        )
+        health, error = svc.manager.health("broken", "webhook") or ("", "")
+        assert health == "failing"
+        assert "WFSCHED_UNSET_ON_DEMAND" in (error or "")
+        await svc.manager.flush_health()
+        [state] = await svc.store.trigger_states("broken")
+        assert (state.health, "WFSCHED_UNSET_ON_DEMAND" in (state.last_error or "")) == (
+            "failing",
+            True,
+        )
+        assert svc.manager.health("fine", "webhook") is None  # still idle: nothing built

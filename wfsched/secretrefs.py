@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from wfsched.errors import SpecError
@@ -101,6 +101,21 @@ def api_refusals(config: Mapping[str, Any], secret_fields: Iterable[str]) -> lis
         for name in secret_fields
         if any(is_reference(v) for v in values_at(config, name))
     ]
+
+
+def unresolved_secret(
+    config: Mapping[str, Any], secret_fields: Callable[[Mapping[str, Any]], Iterable[str]]
+) -> str | None:
+    """Why the first ``env:``/``file:`` reference in a secret field of ``config`` cannot be
+    resolved now (``secret_fields``: the trigger type's), or None when every one resolves."""
+    for name in secret_fields(config):
+        for value in values_at(config, name):
+            if is_reference(value):
+                try:
+                    resolve_secret(value, field=name)
+                except SpecError as exc:
+                    return str(exc)
+    return None
 
 
 def values_at(config: Mapping[str, Any], dotted: str) -> list[Any]:

@@ -161,18 +161,23 @@ class Lookups(ABC):
         spec = next((t for t in self._triggers_of(deployment) if t.id == trigger_id), None)
         if spec is None or spec.type != self._idle[key]:
             return None
+        run = await self._build_idle(key, spec)
+        return None if run is None else run.trigger
+
+    async def _build_idle(self, key: tuple[str, str], spec: TriggerSpec) -> Running | None:
+        """Build the idle trigger ``key`` from ``spec`` and keep it (routed, running)."""
         try:
-            trigger, ctx = self._instance(workflow_id, spec)
+            trigger, ctx = self._instance(key[0], spec)
         except Exception as exc:  # as when a trigger fails to start
             log.exception(
-                "trigger failed to start", extra={"workflow_id": workflow_id, "trigger_id": spec.id}
+                "trigger failed to start", extra={"workflow_id": key[0], "trigger_id": spec.id}
             )
-            await self.store.set_health(workflow_id, spec.id, "failing", str(exc))
+            await self.store.set_health(key[0], spec.id, "failing", str(exc))
             return None
         del self._idle[key]
-        self.running[key] = Running(trigger=trigger, ctx=ctx, hash=trigger_hash(spec))
+        run = self.running[key] = Running(trigger=trigger, ctx=ctx, hash=trigger_hash(spec))
         self._routing.put(key, trigger)
-        return trigger
+        return run
 
     def _instance(self, workflow_id: str, spec: TriggerSpec) -> tuple[BaseTrigger, TriggerCtx]:
         return build_trigger(

@@ -29,6 +29,7 @@ from wfsched.models import Deployment, TriggerSpec
 from wfsched.occurrences import OccurrenceLog
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
+from wfsched.secretrefs import unresolved_secret
 from wfsched.store import Store
 from wfsched.timer import Timer
 from wfsched.timer.cursors import CURSOR_FIELDS, restore
@@ -347,7 +348,14 @@ class TriggerManager(Lookups):
             del self.running[key]
             self._routing.discard(key, old.trigger)
             await retire(old)
-        if health not in ("healthy", ""):
+        problem = unresolved_secret(spec.config, self.registry.get(spec.type).secret_fields)
+        if problem is not None:
+            # A secret that will never resolve is said at once, not by a sender's first 503:
+            # the trigger is built now and reports failing (its requests get 503 until fixed).
+            run = await self._build_idle(key, spec)
+            if run is not None:
+                run.ctx.report_health("failing", problem)
+        elif health not in ("healthy", ""):
             # What an earlier instance reported; this one has said nothing yet.
             await self.store.set_health(key[0], spec.id, "healthy", None)
         if not self._cold:
