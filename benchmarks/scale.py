@@ -472,6 +472,7 @@ def dashboard_pages(quick: bool) -> Iterator[Row]:
                 for metric, value in (
                     ("render_cold", timings[0]),
                     ("render_p50", statistics.median(timings[1:])),
+                    ("render_p95", percentile(timings[1:], 95)),
                     ("render_max", max(timings[1:])),
                 ):
                     yield Row(

@@ -142,7 +142,7 @@ def test_a_missing_secret_is_one_line_per_change_not_a_traceback_per_retry(
     with daemon:
         started = time.monotonic()
         wait_for(lambda: "WFSCHED_TEST_NEVER_SET" in daemon.logs(), message="the first report")
-        # The supervisor retries after 1 s, 2 s, 4 s: by 3.5 s it has failed three times.
+        # A watcher retrying after 1 s, 2 s, 4 s would have failed three times by 3.5 s.
         wait_for(
             lambda: (
                 time.monotonic() - started > 3.5
