@@ -108,6 +108,10 @@ class PgRetention(PgConnections):
         self._keys_done.discard(span.name)
         self._key_cursor.pop(span.name, None)
         log.info(f"dropped expired partition {span.name}", extra={"status": "pruned"})
+        # Its keys were deleted row by row: vacuumed now, their space is reused by the next
+        # keys, whether autovacuum is on, off or behind (else the table would only grow).
+        # Once per dropped partition; it blocks neither inserts nor deletes.
+        await conn.execute("VACUUM wfsched_event_keys")
         return Pruned(0, True)
 
     @staticmethod
