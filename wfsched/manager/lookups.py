@@ -34,6 +34,7 @@ from wfsched.routing import Routing, SharedTriggers
 from wfsched.spec import parse_spec
 from wfsched.store import Store
 from wfsched.timer import Timer
+from wfsched.timer.rearm import environment
 from wfsched.trigger import BaseTrigger
 
 log = logging.getLogger("wfsched.triggers")
@@ -85,6 +86,20 @@ class Lookups(ABC):
         self._asked = False
         self._passed = anyio.Event()
         self._failed = False
+        self._envs: dict[str, str | None] = {}
+        self._cold = False
+        """In a cold pass, which logs one line for all on-demand triggers, not one each."""
+        timer.arm_env = self.environment
+
+    def environment(self, kind: str) -> str | None:
+        """Digest of what besides the spec shapes a trigger of type ``kind`` (for arm records)."""
+        if kind not in self._envs:
+            self._envs[kind] = (
+                environment(self.settings, self.registry.get(kind))
+                if kind in self.registry
+                else None
+            )
+        return self._envs[kind]
 
     def ingress_trigger(self, workflow_id: str) -> BaseTrigger:
         """Return the built trigger of a workflow served on the per-workflow ingress

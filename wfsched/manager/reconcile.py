@@ -20,20 +20,13 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from wfsched.config import Settings
-from wfsched.locks import LockManager
 from wfsched.manager.instances import Running, on_demand, retire, supervise, trigger_hash
 from wfsched.manager.lookups import NOTHING, Lookups
 from wfsched.metrics import DEPLOYMENTS
 from wfsched.models import Deployment, TriggerSpec
-from wfsched.occurrences import OccurrenceLog
-from wfsched.plugins import Registry
-from wfsched.recorder import Recorder
 from wfsched.secretrefs import unresolved_secret
-from wfsched.store import Store
-from wfsched.timer import Timer
 from wfsched.timer.cursors import CURSOR_FIELDS, restore
-from wfsched.timer.rearm import PAGE, Head, environment, scan
+from wfsched.timer.rearm import PAGE, Head, scan
 
 log = logging.getLogger("wfsched.triggers")
 BULK = 10_000
@@ -46,44 +39,9 @@ STOP_LOCK_WAIT = 10.0
 class TriggerManager(Lookups):
     """Runs the triggers of active deployments inside the daemon's task group."""
 
-    def __init__(
-        self,
-        *,
-        registry: Registry,
-        store: Store,
-        recorder: Recorder,
-        settings: Settings,
-        locks: LockManager,
-        timer: Timer,
-        ledger: OccurrenceLog | None = None,
-    ) -> None:
-        super().__init__(
-            registry=registry,
-            store=store,
-            recorder=recorder,
-            settings=settings,
-            locks=locks,
-            timer=timer,
-            ledger=ledger,
-        )
-        self._envs: dict[str, str | None] = {}
-        self._cold = False
-        """In a cold pass, which logs one line for all on-demand triggers, not one each."""
-        timer.arm_env = self.environment
-
     def attach(self, tg: TaskGroup) -> None:
         """Give the manager the task group its watchers run in."""
         self._tg = tg
-
-    def environment(self, kind: str) -> str | None:
-        """Digest of what besides the spec shapes a trigger of type ``kind`` (for arm records)."""
-        if kind not in self._envs:
-            self._envs[kind] = (
-                environment(self.settings, self.registry.get(kind))
-                if kind in self.registry
-                else None
-            )
-        return self._envs[kind]
 
     async def reconcile(self) -> None:
         """Bring running triggers in line with the store.
