@@ -18,11 +18,9 @@ from wfsched.occurrences import OccurrenceLog
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder, new_event
 from wfsched.store import Store
-from wfsched.trigger import BaseTrigger, FireRequest, FireResult
+from wfsched.trigger import RECORDABLE, BaseTrigger, FireRequest, FireResult
 
 log = logging.getLogger("wfsched.triggers")
-RECORDABLE = ("refused", "filtered", "deduplicated")
-"""The outcomes a trigger reports itself; the core knows the others."""
 
 
 class _Adapter(logging.LoggerAdapter[logging.Logger]):

@@ -32,7 +32,7 @@ import anyio
 
 from wfsched.errors import StoreError
 from wfsched.models import Health, TriggerSpec
-from wfsched.trigger import BaseTrigger, FireRequest, FireResult
+from wfsched.trigger import RECORDABLE, BaseTrigger, FireRequest, FireResult
 
 T = TypeVar("T", bound=BaseTrigger)
 __all__ = ["FakeContext", "Fired", "Recorded"]
@@ -183,8 +183,8 @@ class FakeContext:
         at: datetime | None = None,
         execution_id: str | None = None,
     ) -> None:
-        if outcome not in ("refused", "filtered", "deduplicated"):
-            raise ValueError(f"outcome {outcome!r} is not refused, filtered or deduplicated")
+        if outcome not in RECORDABLE:
+            raise ValueError(f"outcome {outcome!r} is not one of {', '.join(RECORDABLE)}")
         self.occurrences.append(Recorded(outcome, reason, at, execution_id))
         self._notify()
 

@@ -118,6 +118,10 @@ class Check:
     probe: Callable[[], Awaitable[str]]
 
 
+RECORDABLE = ("refused", "filtered", "deduplicated")
+"""The outcomes a trigger reports itself (``ctx.record_occurrence``); the core knows the others."""
+
+
 class Lease(Protocol):
     """A held lock; ``fence`` grows with every grant so stale holders can be refused."""
 
