@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 from wfsched.deployments import DeploymentService
 from wfsched.errors import WfschedError
-from wfsched.manager import build_trigger
 from wfsched.models import Deployment, TriggerSpec
 from wfsched.schedules.series import EverySeries
 from wfsched.spec import parse_spec
@@ -182,14 +181,7 @@ def _time_trigger(
     service: DeploymentService, workflow_id: str, spec: TriggerSpec
 ) -> TimeTrigger | None:
     try:
-        trigger, _ = build_trigger(
-            service.registry,
-            workflow_id,
-            spec,
-            store=service.store,
-            recorder=service.recorder,
-            settings=service.settings,
-        )
+        trigger = service.instance(workflow_id, spec)
         timer = trigger.timer()
         if timer is None:
             return None

@@ -211,7 +211,7 @@ class DeploymentService(DeploymentViews):
                     trigger = await self.manager.built(workflow_id, spec.id)
                     if trigger is not None:
                         return trigger
-                return self._instance(workflow_id, spec)
+                return self.instance(workflow_id, spec)
         what = f"trigger {trigger_id!r}" if trigger_id else f"{kind} trigger"
         raise NotFound(f"workflow {workflow_id!r} has no {what}")
 

@@ -77,7 +77,7 @@ class DeploymentViews:
         except WfschedError:
             return ()
 
-    def _instance(self, workflow_id: str, spec: TriggerSpec) -> BaseTrigger:
+    def instance(self, workflow_id: str, spec: TriggerSpec) -> BaseTrigger:
         """A throwaway trigger instance working on the store (views and manual fires)."""
         trigger, _ = build_trigger(
             self.registry,
@@ -92,7 +92,7 @@ class DeploymentViews:
     def timer_spec(self, workflow_id: str, spec: TriggerSpec) -> TimerSpec | None:
         """The schedule of a time trigger (None: not a time trigger, or it cannot start)."""
         try:
-            return self._instance(workflow_id, spec).timer()
+            return self.instance(workflow_id, spec).timer()
         except Exception:  # noqa: BLE001 - a view must not fail on one bad trigger
             return None
 
@@ -135,7 +135,7 @@ class DeploymentViews:
         if self.manager is not None and self.manager.is_live(deployment.workflow_id, spec.id):
             return self.manager.next_fire(deployment.workflow_id, spec.id)
         try:
-            trigger = self._instance(deployment.workflow_id, spec)
+            trigger = self.instance(deployment.workflow_id, spec)
             timer = trigger.timer()
         except Exception:  # noqa: BLE001 - a view must not fail on one bad trigger
             return None
@@ -245,7 +245,7 @@ class DeploymentViews:
         if self.manager is not None and (deployment.workflow_id, spec.id) in self.manager.running:
             return self.manager.describe(deployment.workflow_id, spec.id)
         try:
-            trigger = self._instance(deployment.workflow_id, spec)
+            trigger = self.instance(deployment.workflow_id, spec)
             return trigger.describe()
         except Exception:  # noqa: BLE001
             return {}
