@@ -438,3 +438,56 @@ async def test_a_cut_off_or_garbled_answer_is_an_error_to_retry(
     assert error.retry and "invalid HTTP response" in str(error)
     server.script = lambda seen, n: Reply(answer())
     await sender.send(event())
+
+
+async def test_an_informational_answer_before_the_final_one_is_skipped(
+    server: RawServer, sender: EngineSender
+) -> None:
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+    server.script = lambda seen, n: Reply(early + answer(202, "Accepted"))
+    await sender.send(event())
+    await sender.send(event())
+    assert [s.connection for s in server.seen] == [1, 1]
+
+
+async def test_sends_timing_out_while_they_wait_for_a_connection_free_their_places(
+    server: RawServer,
+) -> None:
+    server.script = lambda seen, n: Reply(answer(), delay=0.5)
+    sender = EngineSender(f"http://127.0.0.1:{server.port}", timeout=0.2, max_connections=1)
+    try:
+        results = await asyncio.gather(
+            *(sender.send(event()) for _ in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, DispatchError) for r in results), results
+        assert [str(r).endswith("did not answer within 0.2s") for r in results] == [True] * 3
+        pool = sender._pool
+        assert pool is not None and pool.connections == 0
+        server.script = lambda seen, n: Reply(answer())
+        await asyncio.gather(*(sender.send(event()) for _ in range(3)))
+        assert pool.connections == 1
+    finally:
+        await sender.aclose()
+    assert server.max_open == 1
+
+
+async def test_an_unrequested_protocol_switch_is_an_error(
+    server: RawServer, sender: EngineSender
+) -> None:
+    switch = b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\nxx"
+    server.script = lambda seen, n: Reply(switch if n == 1 else answer())
+    error = await failure(sender.send(event()))
+    assert error.retry and "unrequested protocol upgrade" in str(error)
+    await sender.send(event())
+    assert [s.connection for s in server.seen] == [1, 2]
+
+
+def test_a_user_name_with_a_colon_is_a_config_error() -> None:
+    from wfsched.dispatch.engine import parse_engine_url
+    from wfsched.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"dispatch.engine_url: a user name may not contain"):
+        parse_engine_url("http://a%3Ab:pw@engine.example")
+    _, auth, shown = parse_engine_url("http://b%C3%A9a:p%C3%A4ss@engine.example")
+    assert auth == "Basic YulhOnDkc3M="  # Latin-1, as aiohttp encoded it
+    assert shown == "http://engine.example"

@@ -138,6 +138,8 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(HTTPError(f"invalid HTTP response: {exc}"))
+        except httptools.HttpParserUpgrade:  # nothing asked for one
+            self._fail(HTTPError("invalid HTTP response: an unrequested protocol upgrade"))
 
     def eof_received(self) -> bool:
         return False  # close; connection_lost settles a pending exchange
