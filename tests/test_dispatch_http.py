@@ -491,3 +491,16 @@ def test_a_user_name_with_a_colon_is_a_config_error() -> None:
     _, auth, shown = parse_engine_url("http://b%C3%A9a:p%C3%A4ss@engine.example")
     assert auth == "Basic YulhOnDkc3M="  # Latin-1, as aiohttp encoded it
     assert shown == "http://engine.example"
+
+
+async def test_https_senders_share_one_tls_context_per_trust_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A context holds the parsed CA certificates: one per trust store, not one per target.
+    monkeypatch.setenv("SSL_CERT_FILE", str(_self_signed(tmp_path)[0]))
+    a, b = EngineSender("https://a.example"), EngineSender("https://b.example/x")
+    pool_a, pool_b = a._open(), b._open()
+    assert pool_a.ssl is not None and pool_a.ssl is pool_b.ssl
+    assert pool_a.ssl.verify_mode == ssl.CERT_REQUIRED and pool_a.ssl.check_hostname
+    await a.aclose()
+    await b.aclose()

@@ -14,6 +14,8 @@ A connection goes back to the pool only after a complete response the server did
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import socket
 import ssl
 import zlib
@@ -232,7 +234,11 @@ class ConnectionPool:
         self.loop = asyncio.get_running_loop()
         self.host = url.raw_host or ""
         self.port = url.port or (443 if url.scheme == "https" else 80)
-        self.ssl = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
+        self.ssl = None
+        if url.scheme == "https":
+            self.ssl = ssl_context or _trust(
+                os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+            )
         self.limit = limit
         self.keepalive = keepalive
         self._fixed = f"Host: {url.host_port_subcomponent}\r\n" + _lines(headers)
@@ -384,6 +390,14 @@ class ConnectionPool:
             idle[0].close()  # removes it from ``idle``
         if idle:
             self._sweeper = self.loop.call_at(idle[0].idle_since + self.keepalive, self._sweep)
+
+
+@functools.cache
+def _trust(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+    """The system trust store's verifying context, shared by every pool: a context holds the
+    parsed CA certificates, and a daemon may dispatch to many https URLs. OpenSSL reads
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR`` itself; they key the cache only."""
+    return ssl.create_default_context()
 
 
 def _lines(headers: Mapping[str, Any]) -> str:
