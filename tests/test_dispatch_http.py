@@ -504,3 +504,18 @@ async def test_https_senders_share_one_tls_context_per_trust_store(
     assert pool_a.ssl.verify_mode == ssl.CERT_REQUIRED and pool_a.ssl.check_hostname
     await a.aclose()
     await b.aclose()
+
+
+async def test_aclose_closes_every_connection_and_ends_pending_sends(server: RawServer) -> None:
+    server.script = lambda seen, n: Reply(answer(), delay=30)
+    sender = EngineSender(f"http://127.0.0.1:{server.port}", max_connections=1)
+    sends = [asyncio.ensure_future(sender.send(event())) for _ in range(2)]
+    await until(lambda: len(server.seen) == 1, "the first request at the server")
+    started = time.monotonic()
+    await sender.aclose()
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    assert time.monotonic() - started < 2
+    assert all(isinstance(r, DispatchError) and r.retry for r in results), results
+    assert "the connection pool is closed" in str(results[1])
+    await until(lambda: server.open_now == 0, "the server to see the connection closed")
+    assert len(server.seen) == 1

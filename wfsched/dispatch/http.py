@@ -373,7 +373,7 @@ class ConnectionPool:
 
     def _wake(self) -> None:
         """Give a free place to the first waiter, which opens a connection in it."""
-        if self._open >= self.limit:
+        if self._open >= self.limit or self._closed:
             return
         while self._waiters:
             waiter = self._waiters.popleft()
