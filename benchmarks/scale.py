@@ -18,8 +18,13 @@ Workloads (each its own function; later rows of this suite add theirs beside the
 * ``dashboard_pages``: render time of each dashboard page (the fleet, a search, a deep page,
   one workflow with history and, in the full form, its history filters, fire density) served
   by the real daemon over HTTP, on a SQLite store seeded with many deployments (a cron and a
-  manual trigger each) and events (10 million in the full form, inserted by SQL): the first
-  request after start (cold) and the median and maximum of the warm ones.
+  manual trigger each) and events (10 million in the full form, inserted by SQL). One in
+  five deployments (one in four, quick) also has an ``every`` trigger that fires with all the
+  others of its kind (``Bursts``): 20,000 fires at :30 of every minute (2,500 every 20 s,
+  quick). Two phases, each with a fresh daemon: the pages requested in turn only while a
+  burst is being dispatched, and only while none is (from its window on, once the counter of
+  dispatched events has stopped moving): the first request after start (cold) and the
+  median, p95 and maximum of the warm ones, per phase.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -338,7 +344,49 @@ FILTERED = {
 }
 
 
-async def _seed_fleet(url: str, deployments: int) -> None:
+@dataclass(frozen=True)
+class Bursts:
+    """One deployment in ``share`` also has an ``every`` trigger of ``period`` seconds, offset
+    ``offset`` from the epoch: they all fire at once, away from the crons' minute boundary.
+    Pages are measured during a burst from its instant for ``window`` seconds, and quiet from
+    ``quiet_from`` seconds after it (and once the burst is dispatched) to ``quiet_to``."""
+
+    share: int
+    period: float
+    offset: float
+    window: float
+    quiet_from: float
+    quiet_to: float
+
+    def trigger(self) -> dict[str, str]:
+        return {
+            "type": "cron",
+            "id": "b",
+            "every": f"{self.period:g}s",
+            "offset": f"{self.offset:g}s",
+        }
+
+    def size(self, deployments: int) -> int:
+        return len(range(0, deployments, self.share))
+
+    def window_of(self, phase: str, now: float) -> tuple[float, float]:
+        """The window of ``phase`` (``burst`` or ``quiet``) open at ``now`` or next (Unix s)."""
+        start, end = (0.0, self.window) if phase == "burst" else (self.quiet_from, self.quiet_to)
+        last = now - (now - self.offset) % self.period  # the latest burst instant
+        for instant in (last, last + self.period):
+            if now < instant + end:
+                return max(instant + start, now), instant + end
+        raise AssertionError("unreachable")
+
+
+QUICK_BURSTS = Bursts(share=4, period=20, offset=10, window=4, quiet_from=6, quiet_to=9.5)
+"""2,500 of 10,000 deployments fire together every 20 s, at :10, :30 and :50 (the crons fire
+at :00: after the quiet window of the :50 burst)."""
+FULL_BURSTS = Bursts(share=5, period=60, offset=30, window=10, quiet_from=15, quiet_to=28)
+"""20,000 of 100,000 deployments fire together at :30 of every minute (the crons at :00)."""
+
+
+async def _seed_fleet(url: str, deployments: int, bursts: Bursts | None = None) -> None:
     from wfsched.backends import open_store
     from wfsched.plugins import configure
     from wfsched.spec import parse_spec
@@ -351,11 +399,10 @@ async def _seed_fleet(url: str, deployments: int) -> None:
             specs = []
             for i in range(start, min(deployments, start + 5000)):
                 cron = {"type": "cron", "id": "c", "cron": CRONS[i % len(CRONS)]}
-                document = {
-                    "id": f"wf-{i:06d}",
-                    "name": f"Workflow {i}",
-                    "triggers": [cron, {"type": "manual", "id": "m"}],
-                }
+                triggers = [cron, {"type": "manual", "id": "m"}]
+                if bursts is not None and i % bursts.share == 0:
+                    triggers.append(bursts.trigger())
+                document = {"id": f"wf-{i:06d}", "name": f"Workflow {i}", "triggers": triggers}
                 specs.append(parse_spec(document, registry))
             await store.apply(specs)
     finally:
@@ -418,29 +465,70 @@ def _seed_events(path: Path, events: int, workflows: int = 1000) -> None:
 
 
 def dashboard_pages(quick: bool) -> Iterator[Row]:
-    import statistics
-    import subprocess
-
     import anyio
-    import httpx
 
-    deployments, events, repeats = (10_000, 100_000, 10) if quick else (100_000, 10_000_000, 30)
+    deployments, events, repeats = (10_000, 100_000, 5) if quick else (100_000, 10_000_000, 20)
+    bursts = QUICK_BURSTS if quick else FULL_BURSTS
     workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-ui-"))
     url = f"sqlite:///{workdir}/wfsched.db"
-    began = time.perf_counter()
-    anyio.run(_seed_fleet, url, deployments)
-    _seed_events(workdir / "wfsched.db", events)
-    sys.stderr.write(f"scale: dashboard store seeded in {time.perf_counter() - began:.0f} s\n")
+    pages = {
+        name: template.format(deep=deployments // 50 // 2)
+        for name, template in (PAGES if quick else {**PAGES, **FILTERED}).items()
+    }
+    try:
+        began = time.perf_counter()
+        anyio.run(_seed_fleet, url, deployments, bursts)
+        _seed_events(workdir / "wfsched.db", events)
+        sys.stderr.write(f"scale: dashboard store seeded in {time.perf_counter() - began:.0f} s\n")
+        size = bursts.size(deployments)
+        for phase in ("quiet", "burst"):
+            # A fresh daemon per phase: the first request of each page (cold) falls in it.
+            timings = _dashboard_phase(workdir, url, deployments, pages, repeats, bursts, phase)
+            label = "during a burst of " + f"{size:,}" + " fires" if phase == "burst" else "quiet"
+            for name, values in timings.items():
+                workload = (
+                    f"dashboard {name}, {label} (SQLite, {deployments} deployments,"
+                    f" {events} events)"
+                )
+                for metric, value in (
+                    ("render_cold", values[0]),
+                    ("render_p50", median(values[1:])),
+                    ("render_p95", percentile(values[1:], 95)),
+                    ("render_max", max(values[1:])),
+                ):
+                    yield Row(
+                        SUITE, "wfsched", workload, deployments, metric, round(value, 1), "ms"
+                    )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _dashboard_phase(
+    workdir: Path,
+    url: str,
+    deployments: int,
+    pages: dict[str, str],
+    repeats: int,
+    bursts: Bursts,
+    phase: str,
+) -> dict[str, list[float]]:
+    """Start the daemon, wait until every cron trigger is armed, then request the pages in
+    turn (one after another) within ``phase``'s windows until each has 1 + ``repeats``
+    timings (ms); the first is the page's first request since the start."""
+    import subprocess
+
+    import httpx
+
     port = _free_port()
     env = {**os.environ, "DATABASE_URL": url, "HOST": "127.0.0.1", "PORT": str(port)}
     env.pop("WFSCHED_CONFIG", None)
-    log = open(workdir / "daemon.log", "wb")  # noqa: SIM115 - owned by the child
+    log = open(workdir / f"daemon-{phase}.log", "wb")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen(
         [sys.executable, "-m", "wfsched", "serve"], cwd=workdir, env=env, stdout=log, stderr=log
     )
-    base = f"http://127.0.0.1:{port}"
+    timings: dict[str, list[float]] = {name: [] for name in pages}
     try:
-        with httpx.Client(base_url=base, timeout=120) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
             deadline = time.monotonic() + 300
             while True:
                 try:
@@ -449,40 +537,62 @@ def dashboard_pages(quick: bool) -> Iterator[Row]:
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"the daemon did not start (log: {workdir}/daemon.log)")
+                    raise RuntimeError(f"the daemon did not start (log: {log.name})")
                 time.sleep(0.2)
             # Measure the settled daemon: every cron trigger armed.
             while client.get("/api/v1/triggers/health").json()["timers"] < deployments:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the daemon did not arm every trigger in time")
                 time.sleep(0.2)
-            for name, template in (PAGES if quick else {**PAGES, **FILTERED}).items():
-                path = template.format(deep=deployments // 50 // 2)
-                timings, at = [], []
-                for _ in range(repeats + 1):
-                    at.append(time.strftime("%H:%M:%S", time.gmtime()))
+            turn = itertools.cycle(pages)
+            size = bursts.size(deployments)
+            while any(len(t) <= repeats for t in timings.values()):
+                opens, closes = bursts.window_of(phase, time.time())
+                time.sleep(max(0.0, opens - time.time()))
+                if phase == "quiet":
+                    # Quiet once the burst before is dispatched (and its log written).
+                    _wait_dispatched(client, size, closes)
+                before = _dispatched(client) if phase == "burst" else 0
+                while time.time() < closes and any(len(t) <= repeats for t in timings.values()):
+                    name = next(turn)
+                    if len(timings[name]) > repeats:
+                        continue
                     began = time.perf_counter()
-                    answer = client.get(path)
-                    timings.append((time.perf_counter() - began) * 1000)
-                    answer.raise_for_status()
-                # When the slowest warm request began (UTC): the fleet's fires come in bursts.
-                slowest = max(range(1, len(timings)), key=timings.__getitem__)
-                sys.stderr.write(f"scale: {name}: slowest at {at[slowest]} UTC\n")
-                workload = f"dashboard {name} (SQLite, {deployments} deployments, {events} events)"
-                for metric, value in (
-                    ("render_cold", timings[0]),
-                    ("render_p50", statistics.median(timings[1:])),
-                    ("render_p95", percentile(timings[1:], 95)),
-                    ("render_max", max(timings[1:])),
-                ):
-                    yield Row(
-                        SUITE, "wfsched", workload, deployments, metric, round(value, 1), "ms"
+                    client.get(pages[name]).raise_for_status()
+                    timings[name].append((time.perf_counter() - began) * 1000)
+                if phase == "burst":
+                    # The window was a burst only if the burst was still being dispatched.
+                    dispatched = _dispatched(client) - before
+                    sys.stderr.write(
+                        f"scale: burst window: {dispatched} of {size} fires dispatched by its"
+                        " last request\n"
                     )
     finally:
         proc.terminate()
         proc.wait(60)
         log.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+    return timings
+
+
+def _dispatched(client: Any) -> int:
+    """Events dispatched so far (the daemon's ``wfsched_trigger_events`` counter)."""
+    total = 0.0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("wfsched_trigger_events_total{") and 'status="dispatched"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return int(total)
+
+
+def _wait_dispatched(client: Any, size: int, until: float) -> None:
+    """Poll until a burst of ``size`` fires has been dispatched (the counter moves by less
+    than a tenth of it in a second), or until ``until`` (Unix s)."""
+    last = _dispatched(client)
+    while time.time() < until:
+        time.sleep(1.0)
+        now = _dispatched(client)
+        if now - last < size / 10:
+            return
+        last = now
 
 
 def _free_port() -> int:

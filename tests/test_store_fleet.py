@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from wfsched.errors import StoreError
 from wfsched.models import TriggerSpec, WorkflowSpec
 from wfsched.spec import spec_hash
 
@@ -166,3 +167,154 @@ async def test_history_by_status_reads_failed_and_pending_by_their_own_indexes(s
                 assert expected  # every combination has rows to find
     with pytest.raises(ValueError):
         await store.history("a", status="lost")
+
+
+async def test_last_events_of_and_trigger_states_of_read_a_page_of_workflows_at_once(
+    store: Any,
+) -> None:
+    """The fleet page's statuses in one read each: the same answers as one workflow at a
+    time, for the workflows asked only."""
+    from wfsched.models import NewEvent, new_execution_id, utcnow
+
+    def event(workflow_id: str, trigger_id: str) -> NewEvent:
+        return NewEvent(
+            execution_id=new_execution_id(),
+            workflow_id=workflow_id,
+            trigger_id=trigger_id,
+            trigger_type="manual",
+            dedupe_key=new_execution_id(),
+            payload={},
+            fired_at=utcnow(),
+        )
+
+    await store.apply(FLEET)
+    await store.set_health("alpha", "c", "failing", "boom")
+    for _ in range(3):
+        await store.record([event(w, t) for w in ("alpha", "beta", "gamma") for t in ("x", "m")])
+    asked = ["alpha", "beta", "delta", "nobody"]
+    found = await store.last_events_of(asked)
+    assert set(found) == {"alpha", "beta"}  # delta and nobody have no events; gamma not asked
+    for workflow_id in ("alpha", "beta"):
+        one = await store.last_events(workflow_id)
+        assert {t: e.execution_id for t, e in found[workflow_id].items()} == {
+            t: e.execution_id for t, e in one.items()
+        }
+        assert set(one) == {"x", "m"}
+    assert await store.last_events_of([]) == {}
+    states = await store.trigger_states_of(asked)
+    assert states == [s for s in await store.trigger_states() if s.workflow_id in asked]
+    first = states[0]
+    assert (first.workflow_id, first.trigger_id, first.health, first.last_error) == (
+        "alpha",
+        "c",
+        "failing",
+        "boom",
+    )
+    assert await store.trigger_states_of([]) == []
+
+
+async def test_reader_sees_every_commit_and_does_not_wait_behind_the_writer(store: Any) -> None:
+    """The dashboard's reads go through ``reader()``: it reads what the store committed,
+    while the store's own connection (SQLite: its one worker) or pool (PostgreSQL: every
+    connection) is held by writes."""
+    import anyio
+    import anyio.to_thread
+
+    reader = store.reader()
+    assert reader is not store
+    assert store.reader() is reader and reader.reader() is reader
+    await store.apply(FLEET)
+    assert await reader.find_deployments("", offset=0, limit=2) == (["alpha", "beta"], 5)
+    assert [d.workflow_id for d in await reader.get_deployments(["gamma", "zzz"])] == ["gamma"]
+    if hasattr(store, "_pool"):  # PostgreSQL: every connection of the store's pool taken
+        held = [await store._pool.getconn() for _ in range(store._pool.max_size)]
+        try:
+            with anyio.fail_after(5):
+                assert (await reader.find_deployments("report", offset=0, limit=5))[1] == 2
+        finally:
+            for conn in held:
+                await store._pool.putconn(conn)
+        return
+    # SQLite: the writer's worker is inside a write transaction until released.
+    import threading
+
+    entered, release = threading.Event(), threading.Event()
+
+    def write(conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE meta SET value = value WHERE key = 'revision'")
+        entered.set()
+        release.wait(10)
+        conn.execute("COMMIT")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store._run, write)
+        await anyio.to_thread.run_sync(entered.wait, 10)
+        try:
+            with anyio.fail_after(5):
+                assert (await reader.find_deployments("report", offset=0, limit=5))[1] == 2
+        finally:
+            release.set()
+    with pytest.raises(StoreError):
+        await reader.set_state(["alpha"], "paused")  # read-only
+    assert (await store.get_deployment("alpha")).state == "active"
+
+
+async def test_an_in_memory_sqlite_store_reads_through_itself() -> None:
+    from wfsched.backends import open_store
+
+    store = open_store("sqlite:///:memory:")
+    await store.open()
+    try:
+        assert store.reader() is store
+    finally:
+        await store.close()
+
+
+async def test_statuses_of_a_page_are_each_workflows_status(store: Any, tmp_path: Any) -> None:
+    """The fleet page's rows (``DeploymentViews.statuses``: four reads for the page) say what
+    ``status`` says of each workflow, in the order asked; None for one not deployed."""
+    from wfsched.config import load_settings
+    from wfsched.deployments.views import DeploymentViews
+    from wfsched.models import DaemonRun, NewEvent, new_execution_id, utcnow
+    from wfsched.plugins import load_registry
+    from wfsched.spec import parse_spec
+
+    config = tmp_path / "wfsched.toml"
+    config.write_text("")
+    registry = load_registry(None)
+    views = DeploymentViews(
+        store=store, registry=registry, settings=load_settings(str(config), environ={})
+    )
+    documents = [
+        {"id": "a", "triggers": [{"type": "cron", "id": "c", "cron": "* * * * *"}]},
+        {"id": "b", "triggers": [{"type": "manual", "id": "m"}, {"type": "manual", "id": "n"}]},
+        {"id": "c", "triggers": []},
+    ]
+    await store.apply([parse_spec(d, registry) for d in documents])
+    await store.set_health("b", "n", "failing", "boom")
+    now = utcnow()
+    await store.beat(DaemonRun(replica_id="r", started_at=now, last_seen=now))
+    await store.record(
+        [
+            NewEvent(
+                execution_id=new_execution_id(),
+                workflow_id="b",
+                trigger_id="m",
+                trigger_type="manual",
+                dedupe_key=new_execution_id(),
+                payload={},
+                fired_at=utcnow(),
+            )
+        ]
+    )
+    asked = ["c", "gone", "b", "a"]
+    got = await views.statuses(asked)
+    assert got[1] is None
+    assert got == [None if w == "gone" else await views.status(w) for w in asked]
+    b = got[2]
+    assert b is not None
+    assert [(t["id"], t["health"], t["last_event"] is not None) for t in b["triggers"]] == [
+        ("m", "healthy", True),
+        ("n", "failing", False),
+    ]

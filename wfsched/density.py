@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from wfsched.deployments import DeploymentService
+from wfsched.deployments.views import DeploymentViews
 from wfsched.errors import WfschedError
 from wfsched.models import Deployment, TriggerSpec
 from wfsched.schedules.series import EverySeries
@@ -153,7 +153,7 @@ def _even_list(minute: str) -> str | None:
 
 
 # -- collecting the fleet's time triggers ----------------------------------------------------
-async def time_triggers(service: DeploymentService) -> list[TimeTrigger]:
+async def time_triggers(service: DeploymentViews) -> list[TimeTrigger]:
     """Every enabled time-based trigger of every active deployment."""
     found: list[TimeTrigger] = []
     for deployment in await service.store.list_deployments():
@@ -162,7 +162,7 @@ async def time_triggers(service: DeploymentService) -> list[TimeTrigger]:
     return found
 
 
-def triggers_of(service: DeploymentService, deployment: Deployment) -> list[TimeTrigger]:
+def triggers_of(service: DeploymentViews, deployment: Deployment) -> list[TimeTrigger]:
     """The enabled time-based triggers of one deployment (paused or not)."""
     try:
         specs = parse_spec(deployment.document, service.registry).triggers
@@ -178,7 +178,7 @@ def triggers_of(service: DeploymentService, deployment: Deployment) -> list[Time
 
 
 def _time_trigger(
-    service: DeploymentService, workflow_id: str, spec: TriggerSpec
+    service: DeploymentViews, workflow_id: str, spec: TriggerSpec
 ) -> TimeTrigger | None:
     try:
         trigger = service.instance(workflow_id, spec)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from wfsched.deployments import DeploymentService
+from wfsched.deployments.views import DeploymentViews
 from wfsched.errors import NotFound, SpecError
 from wfsched.heartbeat import LOOK_BACK, summarize
 from wfsched.ledger import Activity, Downtime, Explainer, TimeTrigger, clock
@@ -74,7 +74,7 @@ def window(
 class ExplainService:
     """Answers ``explain`` from the store (the daemon need not run)."""
 
-    def __init__(self, deployments: DeploymentService) -> None:
+    def __init__(self, deployments: DeploymentViews) -> None:
         self.deployments = deployments
         self.store = deployments.store
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+import builtins
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +16,15 @@ from wfsched.errors import InvalidInput, WfschedError
 from wfsched.heartbeat import LOOK_BACK, summarize
 from wfsched.ledger import Downtime
 from wfsched.manager import TriggerManager, build_trigger
-from wfsched.models import Deployment, TriggerEvent, TriggerSpec, iso, utcnow
+from wfsched.models import (
+    DaemonRun,
+    Deployment,
+    TriggerEvent,
+    TriggerSpec,
+    TriggerState,
+    iso,
+    utcnow,
+)
 from wfsched.plugins import Registry
 from wfsched.recorder import Recorder
 from wfsched.secretrefs import is_reference
@@ -198,15 +207,55 @@ class DeploymentViews:
             "next_cursor": encode_cursor(rows[limit - 1].workflow_id) if more else None,
         }
 
+    def reading(self) -> DeploymentViews:
+        """These views reading through the store's reader (``Store.reader``), which does not
+        wait behind the store's writes: for pages, never for changes."""
+        return DeploymentViews(
+            store=self.store.reader(),
+            registry=self.registry,
+            settings=self.settings,
+            recorder=self.recorder,
+            manager=self.manager,
+        )
+
     async def status(self, workflow_id: str) -> dict[str, Any]:
         """The ``status ID --json`` shape: the list shape plus health and last events."""
         deployment = await self.store.get_deployment(workflow_id)
-        view = self._view(deployment)
-        states = {s.trigger_id: s for s in await self.store.trigger_states(workflow_id)}
+        states = await self.store.trigger_states(workflow_id)
         last = await self.store.last_events(workflow_id)
-        specs = {s.id: s for s in self._triggers(deployment)}
         now = utcnow()
         runs = await self.store.daemon_runs(now - LOOK_BACK)
+        return await self._status(deployment, states, last, runs, now)
+
+    async def statuses(self, workflow_ids: Sequence[str]) -> builtins.list[dict[str, Any] | None]:
+        """``status`` of each workflow (None for one not deployed), in the order given, from
+        four reads of the store whatever their number."""
+        found = {d.workflow_id: d for d in await self.store.get_deployments(workflow_ids)}
+        states: dict[str, list[TriggerState]] = {}
+        for state in await self.store.trigger_states_of(workflow_ids):
+            states.setdefault(state.workflow_id, []).append(state)
+        last = await self.store.last_events_of(workflow_ids)
+        now = utcnow()
+        runs = await self.store.daemon_runs(now - LOOK_BACK)
+        return [
+            await self._status(found[w], states.get(w, []), last.get(w, {}), runs, now)
+            if w in found
+            else None
+            for w in workflow_ids
+        ]
+
+    async def _status(
+        self,
+        deployment: Deployment,
+        trigger_states: Sequence[TriggerState],
+        last: Mapping[str, TriggerEvent],
+        runs: Sequence[DaemonRun],
+        now: datetime,
+    ) -> dict[str, Any]:
+        workflow_id = deployment.workflow_id
+        view = self._view(deployment)
+        states = {s.trigger_id: s for s in trigger_states}
+        specs = {s.id: s for s in self._triggers(deployment)}
         daemon = summarize(runs, now)
         view["daemon"] = daemon
         running_since = _running_since(Downtime(runs, now), now)

@@ -187,6 +187,24 @@ class Store(Protocol):
         empty: every deployment), sorted, from ``offset`` on (at most ``limit``), and how
         many match in all. Reads no document."""
 
+    def reader(self) -> Store:
+        """This store for reads that must not wait behind its writes (the dashboard's pages
+        during a burst of fires): SQLite, a read-only connection in its own worker thread
+        (WAL lets it read beside the writer); PostgreSQL, a small pool of its own, apart from
+        the one the group commit and the dispatcher draw from. The same object on every
+        call, opened and closed with this store (itself while this store is not open, or
+        where a second connection cannot see the data: an in-memory SQLite). Only reads go
+        through it (SQLite's reader refuses writes)."""
+
+    async def last_events_of(
+        self, workflow_ids: Sequence[str]
+    ) -> dict[str, dict[str, TriggerEvent]]:
+        """``last_events`` of several workflows in one read: workflow id → trigger id → its
+        newest event (a workflow without events is left out)."""
+
+    async def trigger_states_of(self, workflow_ids: Sequence[str]) -> list[TriggerState]:
+        """``trigger_states`` of several workflows in one read, by workflow and trigger id."""
+
     async def scan_trigger_field(
         self, name: str, after: str, limit: int, *, changed_since: int | None = None
     ) -> list[tuple[Any, ...]]:

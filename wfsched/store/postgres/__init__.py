@@ -18,11 +18,11 @@ import psycopg
 
 from wfsched.errors import StoreError
 from wfsched.models import utcnow
-from wfsched.store import ChangeFeed, Sync
+from wfsched.store import ChangeFeed, Store, Sync
 from wfsched.store.common import migrations
 from wfsched.store.postgres import partitions
 from wfsched.store.postgres.changes import NotifyFeed
-from wfsched.store.postgres.connection import Conn
+from wfsched.store.postgres.connection import READER_POOL_SIZE, Conn
 from wfsched.store.postgres.deployments import PgDeployments
 from wfsched.store.postgres.events import PgEvents
 from wfsched.store.postgres.fleet import PgFleet
@@ -43,6 +43,8 @@ class PostgresStore(PgDeployments, PgEvents, PgLedger, PgFleet):
     ) -> None:
         super().__init__(url, sync=sync)
         self._init_partitions(partition_seconds)
+        self._url = url
+        self._reader: PostgresStore | None = None
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -56,6 +58,18 @@ class PostgresStore(PgDeployments, PgEvents, PgLedger, PgFleet):
             await conn.close()
         await self._open_pool()
         await self._ensure_partitions(partitions.ahead(utcnow(), self.partition_seconds))
+        reader = _Reader(self._url, partition_seconds=self.partition_seconds)
+        await reader.open()
+        self._reader = reader
+
+    def reader(self) -> Store:
+        return self._reader or self
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.close()
+        await super().close()
 
     async def _migrate(self, conn: Conn) -> None:
         async with conn.transaction():
@@ -99,3 +113,14 @@ class PostgresStore(PgDeployments, PgEvents, PgLedger, PgFleet):
         if row is None or row[0] or row[1] == "on":
             why = "is a standby in recovery" if row and row[0] else "is read-only"
             raise StoreError(f"PostgreSQL {self.where} cannot write: the server {why}")
+
+
+class _Reader(PostgresStore):
+    """The store's reader: the same database through a pool of its own (READER_POOL_SIZE
+    connections, none until a read needs one), so a page's reads never wait for a connection
+    behind the group commit's and the dispatcher's. Opened and closed by the store it reads
+    for; migrations and partitions are that store's business."""
+
+    async def open(self) -> None:
+        if self._pool is None:
+            await self._open_pool(min_size=0, max_size=READER_POOL_SIZE, name="wfsched-reader")

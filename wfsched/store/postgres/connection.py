@@ -46,6 +46,10 @@ per attempt (1, 2, 4 ... s); a short window keeps that backoff from delaying rec
 the next call that finds the pool empty starts a fresh attempt at once."""
 PROBE_TIMEOUT = 2  # libpq's smallest connect_timeout
 POOL_MAX_SIZE = 10
+READER_POOL_SIZE = 2
+"""Connections of the store's reader (``Store.reader``: the dashboard's pages), a pool apart
+from the POOL_MAX_SIZE the group commit, the dispatcher and the rest share; opened as the
+first page needs them (none while no page is read)."""
 DEPLOYMENTS_CHANNEL = "wfsched_deployments"
 EVENTS_CHANNEL = "wfsched_events"
 
@@ -260,19 +264,22 @@ class PgConnections:
         finally:
             self._probing = False
 
-    async def _open_pool(self) -> None:
-        """Fill the pool with its first connection; raise StoreError if none comes."""
+    async def _open_pool(
+        self, *, min_size: int = 1, max_size: int = POOL_MAX_SIZE, name: str = "wfsched"
+    ) -> None:
+        """Fill the pool with its first ``min_size`` connections; raise StoreError if none
+        comes."""
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._conninfo,
             kwargs={"autocommit": True},
-            min_size=1,
-            max_size=POOL_MAX_SIZE,
+            min_size=min_size,
+            max_size=max_size,
             open=False,
             check=self._check,
             configure=self._configure,
             timeout=POOL_TIMEOUT,
             reconnect_timeout=RECONNECT_TIMEOUT,
-            name="wfsched",
+            name=name,
         )
         try:
             await pool.open(wait=True, timeout=POOL_TIMEOUT)

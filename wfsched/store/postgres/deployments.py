@@ -35,6 +35,22 @@ ON CONFLICT (workflow_id) DO UPDATE SET name = EXCLUDED.name, document = EXCLUDE
 """
 
 
+STATE_COLS = "workflow_id, trigger_id, type, cursor, health, last_error, fence"
+
+
+def trigger_state(r: Sequence[Any]) -> TriggerState:
+    """A row of ``STATE_COLS`` of ``wfsched_trigger_state`` (the cursor decoded by psycopg)."""
+    return TriggerState(
+        workflow_id=r[0],
+        trigger_id=r[1],
+        type=r[2],
+        cursor=r[3],
+        health=r[4],
+        last_error=r[5],
+        fence=r[6],
+    )
+
+
 class PgDeployments(PgConnections):
     """Deployments and trigger state of the Store protocol."""
 
@@ -229,10 +245,7 @@ class PgDeployments(PgConnections):
 
     # trigger state -----------------------------------------------------------------------
     async def trigger_states(self, workflow_id: str | None = None) -> list[TriggerState]:
-        query = (
-            "SELECT workflow_id, trigger_id, type, cursor, health, last_error, fence"
-            " FROM wfsched_trigger_state"
-        )
+        query = f"SELECT {STATE_COLS} FROM wfsched_trigger_state"
         args: tuple[Any, ...] = ()
         if workflow_id is not None:
             query += " WHERE workflow_id = %s"
@@ -240,18 +253,7 @@ class PgDeployments(PgConnections):
         async with self._conn() as conn:
             cur = await conn.execute(query + " ORDER BY workflow_id, trigger_id", args)
             rows = await cur.fetchall()
-        return [
-            TriggerState(
-                workflow_id=r[0],
-                trigger_id=r[1],
-                type=r[2],
-                cursor=r[3],
-                health=r[4],
-                last_error=r[5],
-                fence=r[6],
-            )
-            for r in rows
-        ]
+        return [trigger_state(r) for r in rows]
 
     async def get_cursor(self, workflow_id: str, trigger_id: str) -> Any:
         async with self._conn() as conn:

@@ -1,4 +1,6 @@
-"""SQLite store: the embedded default. WAL, one connection, calls run in one worker thread.
+"""SQLite store: the embedded default. WAL, one connection, calls run in one worker thread;
+the dashboard reads through a second, read-only connection in a thread of its own
+(``reader``), which WAL lets read while the first one writes.
 
 Durability: ``sync="full"`` (the default, ``store.sync``) runs ``synchronous=FULL``, so a
 commit, and the 202 that follows it, survives a power loss; ``"normal"`` is the opt-out.
@@ -20,7 +22,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from wfsched.errors import StoreError
-from wfsched.store import ChangeFeed, Sync
+from wfsched.store import ChangeFeed, Store, Sync
 from wfsched.store.common import migrations
 from wfsched.store.sqlite.changes import FilePoll
 from wfsched.store.sqlite.deployments import SqliteDeployments
@@ -43,6 +45,7 @@ class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger
 
     def __init__(self, url: str, *, sync: Sync = "full") -> None:
         super().__init__(path_from_url(url), sync=sync)
+        self._reader: SqliteStore | None = None
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self._open)
@@ -55,6 +58,19 @@ class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger
             self._guarded(self._migrate)
         except sqlite3.Error as exc:  # a damaged file: "file is not a database", "malformed"
             raise self.unusable(exc) from exc
+        if str(self.path) != ":memory:":  # a second connection would see another database
+            reader = _Reader(self.path)
+            reader._connect_reader()
+            self._reader = reader
+
+    def reader(self) -> Store:
+        return self._reader or self
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.close()
+        await super().close()
 
     def _check_length(self) -> None:
         """Refuse a database file shorter than its header says, before SQLite reads garbage.
@@ -118,3 +134,12 @@ class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger
             if conn.in_transaction:
                 conn.rollback()
             raise StoreError(f"SQLite store {self.path} cannot write: {exc}") from exc
+
+
+class _Reader(SqliteStore):
+    """The store's reader: the same file through a read-only connection, whose calls run in
+    a worker thread of their own (its own one-slot limiter), never queued behind the
+    writer's. Opened and closed by the store it reads for."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"sqlite:///{path}")

@@ -1,7 +1,8 @@
 """SQLite connection plumbing under ``SqliteStore``: one connection, one worker thread.
 
 Every call runs in a worker thread behind a one-slot limiter, so statements never interleave
-and the event loop never blocks on disk. The daemon also holds a per-file lock.
+and the event loop never blocks on disk. The daemon also holds a per-file lock. The store's
+reader (``Store.reader``) is a second, read-only connection with a limiter of its own.
 
 The database holds webhook secrets in clear, so its files are private to their owner: the
 database is created mode 0600 whatever the umask (SQLite then gives its ``-wal`` and ``-shm``
@@ -102,6 +103,22 @@ class SqliteConnection:
         conn.execute("PRAGMA busy_timeout=10000")
         self._conn = conn
         self._tighten()
+
+    def _connect_reader(self) -> None:
+        """Open the file read-only (the store's reader, beside the writer); runs in a worker
+        thread. It reads the WAL the writer keeps, so it sees every committed write."""
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.absolute().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=10.0,
+            )
+            conn.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {self.path} to read: {exc}") from exc
+        self._conn = conn
 
     def unusable(self, exc: BaseException) -> StoreError:
         """The one-line error for a store that cannot be used: the file, and SQLite's reason."""

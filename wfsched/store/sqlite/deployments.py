@@ -44,6 +44,22 @@ def _deployment(row: Sequence[Any]) -> Deployment:
     )
 
 
+STATE_COLS = "workflow_id, trigger_id, type, cursor, health, last_error, fence"
+
+
+def trigger_state(r: Sequence[Any]) -> TriggerState:
+    """A row of ``STATE_COLS`` of ``trigger_state``."""
+    return TriggerState(
+        workflow_id=r[0],
+        trigger_id=r[1],
+        type=r[2],
+        cursor=loads(r[3]) if r[3] is not None else None,
+        health=r[4],
+        last_error=r[5],
+        fence=r[6],
+    )
+
+
 class SqliteDeployments(SqliteConnection):
     """Deployments and trigger state of the Store protocol, plus the bulk start-up scan."""
 
@@ -186,27 +202,13 @@ class SqliteDeployments(SqliteConnection):
 
     # trigger state -----------------------------------------------------------------------
     async def trigger_states(self, workflow_id: str | None = None) -> list[TriggerState]:
-        sql = (
-            "SELECT workflow_id, trigger_id, type, cursor, health, last_error, fence"
-            " FROM trigger_state"
-        )
+        sql = f"SELECT {STATE_COLS} FROM trigger_state"
         args: tuple[Any, ...] = ()
         if workflow_id is not None:
             sql += " WHERE workflow_id=?"
             args = (workflow_id,)
         rows = await self._run(lambda c: c.execute(sql + " ORDER BY 1, 2", args).fetchall())
-        return [
-            TriggerState(
-                workflow_id=r[0],
-                trigger_id=r[1],
-                type=r[2],
-                cursor=loads(r[3]) if r[3] is not None else None,
-                health=r[4],
-                last_error=r[5],
-                fence=r[6],
-            )
-            for r in rows
-        ]
+        return [trigger_state(r) for r in rows]
 
     async def get_cursor(self, workflow_id: str, trigger_id: str) -> Any:
         row = await self._run(

@@ -1,14 +1,35 @@
 """SQLite SQL for the dashboard's reads of the fleet (a mixin of ``SqliteStore``): one page of
-deployments found by id or name, and the trigger tables of deployments read in SQL, so a
-page at fleet size decodes no document."""
+deployments found by id or name, the trigger tables of deployments read in SQL, so a page at
+fleet size decodes no document, and the last events and trigger states of a page's
+workflows in one query each."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
-from wfsched.store.common import like_pattern
+from wfsched.jsontext import dumps
+from wfsched.models import TriggerEvent, TriggerState
+from wfsched.store.common import EVENT_COLS, like_pattern
 from wfsched.store.sqlite.connection import SqliteConnection
+from wfsched.store.sqlite.deployments import STATE_COLS, trigger_state
+from wfsched.store.sqlite.events import _event
+
+# Index seeks only (``events_trigger``: workflow, trigger, execution id): each workflow's
+# trigger ids in turn (a skip scan), then each trigger's newest event, however many events
+# the workflows have.
+_LAST_EVENTS = (
+    "WITH RECURSIVE t(workflow_id, trigger_id) AS ("
+    " SELECT w.value, (SELECT min(trigger_id) FROM events WHERE workflow_id=w.value)"
+    " FROM json_each(?) AS w"
+    " UNION ALL SELECT t.workflow_id, (SELECT min(trigger_id) FROM events"
+    " WHERE workflow_id=t.workflow_id AND trigger_id>t.trigger_id) FROM t"
+    " WHERE t.trigger_id IS NOT NULL)"
+    f" SELECT {EVENT_COLS} FROM events WHERE execution_id IN (SELECT (SELECT max(execution_id)"
+    " FROM events WHERE workflow_id=t.workflow_id AND trigger_id=t.trigger_id) FROM t"
+    " WHERE t.trigger_id IS NOT NULL)"
+)
 
 
 def _casefold(text: str | None) -> str | None:
@@ -16,7 +37,8 @@ def _casefold(text: str | None) -> str | None:
 
 
 class SqliteFleet(SqliteConnection):
-    """``find_deployments`` and ``scan_trigger_field`` of the Store protocol."""
+    """``find_deployments``, ``scan_trigger_field``, ``last_events_of`` and
+    ``trigger_states_of`` of the Store protocol."""
 
     async def find_deployments(
         self, needle: str, *, offset: int, limit: int
@@ -60,3 +82,24 @@ class SqliteFleet(SqliteConnection):
             lambda c: c.execute(sql, (after, since, limit)).fetchall()
         )
         return rows
+
+    async def last_events_of(
+        self, workflow_ids: Sequence[str]
+    ) -> dict[str, dict[str, TriggerEvent]]:
+        """See ``Store.last_events_of``."""
+        ids = dumps(list(workflow_ids))
+        rows = await self._run(lambda c: c.execute(_LAST_EVENTS, (ids,)).fetchall())
+        found: dict[str, dict[str, TriggerEvent]] = {}
+        for row in rows:
+            found.setdefault(row[1], {})[row[2]] = _event(row)
+        return found
+
+    async def trigger_states_of(self, workflow_ids: Sequence[str]) -> list[TriggerState]:
+        """See ``Store.trigger_states_of``."""
+        sql = (
+            f"SELECT {STATE_COLS} FROM trigger_state WHERE workflow_id IN"
+            " (SELECT value FROM json_each(?)) ORDER BY 1, 2"
+        )
+        ids = dumps(list(workflow_ids))
+        rows = await self._run(lambda c: c.execute(sql, (ids,)).fetchall())
+        return [trigger_state(r) for r in rows]

@@ -12,13 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from wfsched.density import next_fires, triggers_of
-from wfsched.deployments.views import DeploymentViews
-from wfsched.errors import NotFound
 from wfsched.explain import ExplainService, window
 from wfsched.models import EventStatus
 from wfsched.web.access import access_of
@@ -129,13 +126,14 @@ async def favicon(request: Request) -> Response:
 async def fleet(request: Request) -> Response:
     """Deployments whose id or name contains ``q``, 50 a page, with health and next fire."""
     services = services_of(request.app)
+    # Pages read through the store's reader: never queued behind a burst's writes.
+    views = services.deployments.reading()
     query = request.query_params.get("q", "").strip()
     number = _page_number(request)
     # One page from the store (no document read for the search): as fast first as later.
-    shown, total = await services.store.find_deployments(
-        query, offset=(number - 1) * PAGE, limit=PAGE
-    )
-    statuses = await _statuses(services.deployments, shown)
+    shown, total = await views.store.find_deployments(query, offset=(number - 1) * PAGE, limit=PAGE)
+    # The rows' statuses in a few reads for the whole page, not a few per row.
+    statuses = await views.statuses(shown)
     rows = [_fleet_row(status) for status in statuses if status is not None]
     return page(
         request,
@@ -149,38 +147,6 @@ async def fleet(request: Request) -> Response:
             "pages": max(1, -(-total // PAGE)),
         },
     )
-
-
-STATUS_READS = 10
-"""Rows of a fleet page whose status is read at once. A status is a few store reads; one row
-after another, each read of 50 rows would queue behind whatever the store is writing (a burst
-of fires), 200 waits per page; side by side, a few."""
-
-
-async def _statuses(
-    deployments: DeploymentViews, workflow_ids: list[str]
-) -> list[dict[str, Any] | None]:
-    """The status of each workflow (None for one undeployed since the page was read), read
-    ``STATUS_READS`` at a time, in the order given."""
-    found: list[dict[str, Any] | None] = [None] * len(workflow_ids)
-    failed: list[Exception] = []
-    limiter = anyio.CapacityLimiter(STATUS_READS)
-
-    async def read(index: int, workflow_id: str) -> None:
-        async with limiter:
-            try:
-                found[index] = await deployments.status(workflow_id)
-            except NotFound:
-                pass
-            except Exception as exc:  # noqa: BLE001 - raised below, unwrapped
-                failed.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        for index, workflow_id in enumerate(workflow_ids):
-            tg.start_soon(read, index, workflow_id)
-    if failed:
-        raise failed[0]
-    return found
 
 
 def _fleet_row(view: dict[str, Any]) -> dict[str, Any]:
@@ -206,14 +172,14 @@ def _instant(text: str) -> datetime:
 # -- one workflow --------------------------------------------------------------------------
 async def workflow(request: Request) -> Response:
     """Triggers, the next 10 fires of each time trigger, history (filtered, 50 a page)."""
-    services = services_of(request.app)
+    views = services_of(request.app).deployments.reading()
     workflow_id = request.path_params["id"]
-    view = await services.deployments.status(workflow_id)
-    deployment = await services.store.get_deployment(workflow_id)
+    view = await views.status(workflow_id)
+    deployment = await views.store.get_deployment(workflow_id)
     now = datetime.now(UTC)
     upcoming = [
         {"trigger": t.trigger_id, "expression": t.expression, "fires": next_fires(t.timer, now)}
-        for t in triggers_of(services.deployments, deployment)
+        for t in triggers_of(views, deployment)
     ]
     status_filter = request.query_params.get("status", "")
     trigger_filter = request.query_params.get("trigger", "")
@@ -221,12 +187,12 @@ async def workflow(request: Request) -> Response:
     number = _page_number(request)
     # Newest first by limit, filters in the query (index-backed): fetch through this page,
     # one row more to know whether a next page exists.
-    events = await services.store.history(
+    events = await views.store.history(
         workflow_id, limit=number * PAGE + 1, status=status, trigger_id=trigger_filter or None
     )
     shown = events[(number - 1) * PAGE : number * PAGE]
     # The explain timeline: every occurrence of the last hour, newest first.
-    explained = await ExplainService(services.deployments).explain(
+    explained = await ExplainService(views).explain(
         workflow_id, window(), trigger_id=trigger_filter or None
     )
     return page(
@@ -252,7 +218,7 @@ async def workflow(request: Request) -> Response:
 
 # -- fire density --------------------------------------------------------------------------
 async def density(request: Request) -> Response:
-    await expressions_of(request.app).refresh(services_of(request.app).store)
+    await expressions_of(request.app).refresh(services_of(request.app).store.reader())
     result = density_now(request.app, datetime.now(UTC))
     peaks = [int((p.minute - result.start).total_seconds() // 60) for p in result.peaks]
     return page(
