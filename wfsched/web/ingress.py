@@ -81,7 +81,8 @@ class WorkflowWebhookRoute(BaseRoute):
         COUNTS.inc(status)
         data = dumpb(body)
         raw = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
-        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if headers:  # a 202 has none
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": data})
 
