@@ -5,6 +5,7 @@ written at once, and an app that fails after starting its answer still gets its 
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 import uvicorn
 import uvloop
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from tests.daemon_proc import wait_for
 from wfsched.httplimits import HttpLimits, protocol_class
@@ -155,3 +157,23 @@ def test_an_app_failing_after_its_head_still_sends_the_head(
         answer = receive_until(sock, b"\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 200 ")
         assert sock.recv(65536) == b""  # then uvicorn closes the connection
+
+
+def test_answered_cycles_are_freed_without_the_cyclic_gc(
+    served: tuple[int, App, list[bytes]],
+) -> None:
+    # The held head's transport lets go of its cycle: no reference cycle keeps each request's
+    # cycle (scope, headers, body) alive until a collection.
+    port, _, writes = served
+    gc.collect()
+    gc.disable()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            for _ in range(5):
+                sock.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+                receive_until(sock, BODY)
+            wait_for(lambda: len(writes) == 5, message="five answers written")
+            alive = [o for o in gc.get_objects() if isinstance(o, RequestResponseCycle)]
+            assert len(alive) == 1  # the connection's current one
+    finally:
+        gc.enable()

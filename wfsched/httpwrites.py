@@ -29,21 +29,23 @@ class Cycle(Protocol):
 class HeldHead:
     """The transport of one request's cycle, writing the response head with its body."""
 
-    __slots__ = ("_cycle", "_held", "_loop", "_seen_head", "_transport")
+    __slots__ = ("_cycle", "_held", "_loop", "_transport")
 
     def __init__(
         self, transport: asyncio.Transport, cycle: Cycle, loop: asyncio.AbstractEventLoop
     ) -> None:
         self._transport = transport
-        self._cycle = cycle
+        self._cycle: Cycle | None = cycle  # until its head is written
         self._loop = loop
         self._held: bytes | None = None
-        self._seen_head = False
 
     def write(self, data: bytes) -> None:
-        if not self._seen_head and self._cycle.response_started:
+        cycle = self._cycle
+        if cycle is not None and cycle.response_started:
             # The cycle's first write since its response started: the status line and headers.
-            self._seen_head = True
+            # The cycle is let go: it holds this transport, and a reference cycle would leave
+            # every request's cycle, scope and body to the cyclic GC instead of freeing them.
+            self._cycle = None
             self._held = data
             self._loop.call_soon(self.flush)
             return
@@ -62,6 +64,7 @@ class HeldHead:
                 self._transport.write(held)
 
     def close(self) -> None:
+        self._cycle = None
         self.flush()
         self._transport.close()
 
