@@ -140,6 +140,20 @@ def test_an_idle_keep_alive_connection_is_closed(daemon: Daemon) -> None:
         assert closed_within(sock, KEEP_ALIVE + 2) > KEEP_ALIVE - 0.2
 
 
+def test_a_connection_in_use_is_closed_keep_alive_after_its_last_answer(daemon: Daemon) -> None:
+    # Requests 0.6 x KEEP_ALIVE apart: the connection outlives one keep-alive period after its
+    # first answer (its timer re-arms for the idle time left), then idles out after the last.
+    with connect(daemon) as sock:
+        started = time.monotonic()
+        for i in range(3):
+            if i:
+                time.sleep(KEEP_ALIVE * 0.6)  # the client's pause between requests
+            sock.sendall(request())
+            assert read_response(sock).startswith(b"HTTP/1.1 200 ")
+        assert time.monotonic() - started > KEEP_ALIVE
+        assert closed_within(sock, KEEP_ALIVE + 2) > KEEP_ALIVE - 0.2
+
+
 def test_past_max_connections_new_ones_are_refused_until_some_close(tmp_path: Path) -> None:
     with Daemon(tmp_path, env={"WFSCHED_MAX_CONNECTIONS": "20"}) as d:
         held = [connect(d) for _ in range(20)]

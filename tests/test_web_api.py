@@ -21,7 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.daemon_proc import Daemon, free_port, wait_for
-from wfsched.web.requests import HttpError, error_response, read_body
+from wfsched.httplimits import HttpLimits, protocol_class
+from wfsched.web.requests import BODY_RECEIVED, HttpError, error_response, read_body
 
 TOKEN = "mgmt-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -314,22 +315,27 @@ def test_it_accepts_only_loopback_clients_without_a_token(open_daemon: Daemon) -
 # --- slow clients, on a real uvicorn with a short read deadline ----------------------------
 
 
-@pytest.fixture
-def slow_server() -> Iterator[int]:
+@pytest.fixture(params=["uvicorn's protocol", "the daemon's protocol"])
+def slow_server(request: pytest.FixtureRequest) -> Iterator[int]:
+    """An echo of the body's size; the daemon's protocol says when the body is all there
+    (``BODY_RECEIVED``), and then it is read without a deadline."""
+
     async def echo(request: Request) -> Response:
         try:
             body = await read_body(request, 1024, timeout=0.5)
         except HttpError as exc:
             return error_response(exc.status, exc.code, exc.detail)
-        return JSONResponse({"size": len(body)})
+        return JSONResponse({"size": len(body), "received": BODY_RECEIVED in request.scope})
 
     port = free_port()
+    daemons = request.param == "the daemon's protocol"
     config = uvicorn.Config(
         Starlette(routes=[Route("/", echo, methods=["POST"])]),
         host="127.0.0.1",
         port=port,
         log_config=None,
         lifespan="off",
+        http=protocol_class(HttpLimits()) if daemons else "auto",
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: anyio.run(server.serve), daemon=True)
@@ -362,7 +368,19 @@ def test_it_answers_408_to_a_client_that_sends_its_body_too_slowly(slow_server: 
     assert b"request_timeout" in answer
     assert elapsed < 3
     r = httpx.post(f"http://127.0.0.1:{slow_server}/", content=b"x" * 100)
-    assert r.json() == {"size": 100}
+    assert r.json()["size"] == 100
+
+
+def test_the_daemons_protocol_says_when_the_body_is_all_there(
+    slow_server: int, request: pytest.FixtureRequest
+) -> None:
+    # The request in one packet: the daemon's protocol holds the whole body when the app runs.
+    with socket.create_connection(("127.0.0.1", slow_server), timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello")
+        whole = json.loads(read_response(sock).partition(b"\r\n\r\n")[2])
+    assert whole["size"] == 5
+    daemons = request.node.callspec.params["slow_server"] == "the daemon's protocol"
+    assert whole["received"] is daemons
 
 
 def test_it_records_nothing_for_refused_requests(daemon: Daemon, tmp_path: Path) -> None:

@@ -115,18 +115,19 @@ class TriggerCtx:
 
     async def fire(self, request: FireRequest) -> FireResult:
         [(event, created)] = await self._recorder.record([self.new_event(request)])
-        log_fields(
-            log,
-            logging.INFO,
-            "fired" if created else "duplicate fire ignored",
-            {
-                "workflow_id": self._workflow_id,
-                "trigger_id": self._spec.id,
-                "trigger_type": self._spec.type,
-                "execution_id": event.execution_id,
-                "status": event.status,
-            },
-        )
+        if log.isEnabledFor(logging.INFO):  # the line's fields only when it is written
+            log_fields(
+                log,
+                logging.INFO,
+                "fired" if created else "duplicate fire ignored",
+                {
+                    "workflow_id": self._workflow_id,
+                    "trigger_id": self._spec.id,
+                    "trigger_type": self._spec.type,
+                    "execution_id": event.execution_id,
+                    "status": event.status,
+                },
+            )
         if not created:
             self.record_occurrence(
                 "deduplicated",

@@ -56,8 +56,9 @@ def _finite(text: str) -> float:
     return value
 
 
-# Digits to "0", the rest to "x": a run of 19 digits becomes a cheap substring search.
-_DIGITS = bytes(48 if 48 <= b <= 57 else 120 for b in range(256))
+# The body's shape in one translate: digits to "0" (a run of 19 digits becomes a cheap
+# substring search), "[" and "{" to "[" (one count of the opening brackets), the rest to "x".
+_SHAPE = bytes(48 if 48 <= b <= 57 else 91 if b in b"[{" else 120 for b in range(256))
 _LONG_RUN = b"0" * 19
 # One decoder for every request: json.loads with options builds a new one per call.
 _DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
@@ -110,7 +111,8 @@ def parse_json(body: bytes) -> Any:
     surrogates. orjson reads the common case several times faster than ``json``; the standard
     library reads bodies orjson refuses (to name the fault exactly) and bodies with a run of 19
     or more digits, whose integers orjson would turn into floats once past 64 bits."""
-    if _LONG_RUN not in body.translate(_DIGITS):
+    shape = body.translate(_SHAPE)
+    if _LONG_RUN not in shape:
         try:
             value = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -118,7 +120,7 @@ def parse_json(body: bytes) -> Any:
     else:
         value = _parse_exactly(body)
     # Counting brackets is C-fast; the exact (Python) depth walk only runs when it could matter.
-    if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and too_deep(value, MAX_JSON_DEPTH):
+    if shape.count(b"[") > MAX_JSON_DEPTH and too_deep(value, MAX_JSON_DEPTH):
         raise BadBody(f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels")
     if b"\\u" in body:
         problem = _unstorable(value)

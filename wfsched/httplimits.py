@@ -10,11 +10,15 @@ once a request has been read. Here, per connection:
   request pipelined behind another may get up to one socket read (256 KiB) more;
 - a request head must be complete within ``header_timeout`` of its first byte (408 and a
   close), and a new connection must send one within ``header_timeout`` (closed);
-- an idle keep-alive connection is closed after ``keep_alive`` seconds (uvicorn's own timer);
+- an idle keep-alive connection is closed after ``keep_alive`` seconds (uvicorn's setting, but
+  one timer per connection that re-arms itself for what is left of the idle time, instead of
+  uvicorn's new timer after every answer, cancelled by the next request);
 - at most ``max_connections`` are open at once: one more is answered 503 and closed as soon as
   it is accepted, so it costs neither a request read nor a slot.
 
-The common case pays nothing extra: a request that arrives in one read arms no timer.
+The common case pays nothing extra: a request that arrives in one read arms no timer, not even
+the body's deadline (the scope says the body is all there, ``BODY_RECEIVED``). Each answer's
+head is written with its body (:mod:`wfsched.httpwrites`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from wfsched.config import Settings
+from wfsched.httpwrites import HeldHead
+from wfsched.web.requests import BODY_RECEIVED
 
 log = logging.getLogger("wfsched.http")
 MAX_HEADER_BYTES = 64 * 1024
@@ -100,6 +106,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._heads = 0
         """Request heads completed on this connection."""
         self._head_timer: asyncio.TimerHandle | None = None
+        self._idle_since: float | None = None
+        """Loop time of the last answer while idle between requests; None while busy."""
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # connection -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -114,8 +123,42 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if not self._refused:
             super().connection_lost(exc)
+
+    # keep-alive: one timer per connection -----------------------------------------------
+    def on_response_complete(self) -> None:
+        # uvicorn's, except for the keep-alive timer (``_idle_check``).
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(
+                self._idle_since + self.timeout_keep_alive, self._idle_check
+            )
+
+    def _unset_keepalive_if_required(self) -> None:
+        # Called by uvicorn as bytes arrive: the connection is busy, its timer stays armed.
+        self._idle_since = None
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._idle_since is None or self.transport.is_closing():
+            return  # busy: the next answer arms the timer again
+        deadline = self._idle_since + self.timeout_keep_alive
+        if self.loop.time() >= deadline:
+            self.timeout_keep_alive_handler()
+        else:
+            self._idle_timer = self.loop.call_at(deadline, self._idle_check)
 
     def _warn_refused(self) -> None:
         now = time.monotonic()
@@ -164,12 +207,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._head_started = False
         self._cancel_head_timer()
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not previous:
+            # One write per answer (head and body together); see wfsched.httpwrites.
+            self.cycle.transport = HeldHead(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._head_bytes = 0
         super().on_message_complete()
+        if self.cycle is not None:
+            # The whole body is here: the app reads it without arming a deadline.
+            self.cycle.scope[BODY_RECEIVED] = True  # type: ignore[literal-required]
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timeout)

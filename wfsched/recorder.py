@@ -26,8 +26,9 @@ web layer answers 503 with Retry-After), never a late success:
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -119,7 +120,7 @@ class _Batch:
         self.size = 0
         self.deadline = deadline
         self.started = False
-        self.done = anyio.Event()
+        self.done = asyncio.Event()
         self.error: BaseException | None = None  # for every caller (outage, deadline, stop)
 
     def events(self) -> list[NewEvent]:
@@ -146,17 +147,18 @@ class GroupCommitRecorder:
         self._max_batch = max_batch
         self._commit_timeout = commit_timeout
         self._queue: deque[_Batch] = deque()
-        self._wake = anyio.Event()
+        self._wake = asyncio.Event()
         # Open batches in opening order, so their deadlines are in order too; the watchdog
         # sleeps until the first one's, however many batches there are.
         self._watched: deque[_Batch] = deque()
-        self._watch_wake = anyio.Event()
+        self._watch_wake = asyncio.Event()
         self._running = False
 
-    async def record(self, events: Sequence[NewEvent]) -> Recorded:
+    def record(self, events: Sequence[NewEvent]) -> Coroutine[Any, Any, Recorded]:
+        # Not a coroutine itself: every fire would pay for one more frame to await through.
         if otel.ENABLED:  # a span per caller, in the caller's trace
-            return await otel.record_span(self._record, events)
-        return await self._record(events)
+            return otel.record_span(self._record, events)
+        return self._record(events)
 
     async def _record(self, events: Sequence[NewEvent]) -> Recorded:
         if not self._running:
@@ -193,7 +195,7 @@ class GroupCommitRecorder:
         try:
             while True:
                 await self._wake.wait()
-                self._wake = anyio.Event()
+                self._wake = asyncio.Event()
                 while self._queue:
                     batch = self._queue.popleft()
                     await self._flush(batch)
@@ -221,7 +223,7 @@ class GroupCommitRecorder:
                 watched.popleft()
             if not watched:
                 await self._watch_wake.wait()
-                self._watch_wake = anyio.Event()
+                self._watch_wake = asyncio.Event()
                 continue
             deadline = watched[0].deadline
             if anyio.current_time() < deadline:

@@ -21,7 +21,13 @@ from wfsched.errors import NotFound
 from wfsched.jsontext import dumpb
 from wfsched.trigger import Inbound
 from wfsched.web.errors import COUNTS, http_error_of, no_route
-from wfsched.web.requests import BODY_READ_TIMEOUT, HttpError, fold_headers, receive_body
+from wfsched.web.requests import (
+    BODY_READ_TIMEOUT,
+    BODY_RECEIVED,
+    HttpError,
+    fold_headers,
+    receive_body,
+)
 from wfsched.web.services import services_of
 
 PREFIX = "/api/v1/public/webhook/workflow/"
@@ -75,7 +81,8 @@ class WorkflowWebhookRoute(BaseRoute):
         COUNTS.inc(status)
         data = dumpb(body)
         raw = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
-        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if headers:  # a 202 has none
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": data})
 
@@ -104,6 +111,7 @@ class WorkflowWebhookRoute(BaseRoute):
                 headers.get("content-length"),
                 trigger.max_body_bytes,
                 timeout=self.body_timeout,
+                received=scope.get(BODY_RECEIVED, False),
             )
         except HttpError as exc:
             # Too large, too slow: the trigger never sees it, so the route notes it.

@@ -22,6 +22,10 @@ from wfsched.httpjson import parse_json as strict_json
 
 BODY_READ_TIMEOUT = 10.0
 """Seconds a client may take to send a whole body (slow-body clients get 408)."""
+BODY_RECEIVED = "wfsched.body_received"
+"""Scope key a server sets (true) once it holds a request's whole body: the daemon's protocol,
+:mod:`wfsched.httplimits`. Reading such a body cannot wait, so it is read without a deadline
+(a timer costs more than the rest of the read)."""
 SINGLE_HEADERS = (b"authorization", b"content-type", b"content-length", b"host")
 """Headers whose repetition makes a request ambiguous: refused with 400."""
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
@@ -76,48 +80,64 @@ def require_json(request: Request) -> None:
 
 
 async def receive_body(
-    receive: Receive, declared: str | None, limit: int, *, timeout: float = BODY_READ_TIMEOUT
+    receive: Receive,
+    declared: str | None,
+    limit: int,
+    *,
+    timeout: float = BODY_READ_TIMEOUT,
+    received: bool = False,
 ) -> bytes:
     """Read a request body from ASGI ``receive``: the one body reader of every route.
 
     ``declared`` is the Content-Length header, if sent. Refused: a malformed or too large
     declared length (400, 413), a body past ``limit`` bytes (413 as soon as it is past, not
     once it is all read) and one not received within ``timeout`` seconds (408). A client that
-    disconnects mid-body raises :class:`ClientDisconnect`.
+    disconnects mid-body raises :class:`ClientDisconnect`. ``received``: the server already
+    holds the whole body (the daemon's protocol says so in the scope, :data:`BODY_RECEIVED`),
+    so reading it cannot wait and needs no deadline.
     """
     if declared is not None:
         if not declared.isdigit():
             raise HttpError(400, "bad_request", "invalid Content-Length header")
         if int(declared) > limit:
             raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    # asyncio.timeout rather than an anyio cancel scope: this runs once per webhook on
-    # uvicorn's own asyncio task, and costs a third as much.
+    if received:
+        return await _receive_chunks(receive, limit)
+    # asyncio.timeout rather than an anyio cancel scope: it costs a third as much.
     try:
         async with asyncio.timeout(timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientDisconnect()
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
+            return await _receive_chunks(receive, limit)
     except TimeoutError:
         raise HttpError(
             408, "request_timeout", f"the body was not received within {timeout:g} s"
         ) from None
+
+
+async def _receive_chunks(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def read_body(request: Request, limit: int, *, timeout: float = BODY_READ_TIMEOUT) -> bytes:
     """:func:`receive_body` for a Starlette request (whose body nothing else has read)."""
     return await receive_body(
-        request.receive, request.headers.get("content-length"), limit, timeout=timeout
+        request.receive,
+        request.headers.get("content-length"),
+        limit,
+        timeout=timeout,
+        received=request.scope.get(BODY_RECEIVED, False),
     )
 
 

@@ -88,6 +88,7 @@ class WebhookTrigger(BaseTrigger):
     def __init__(self, spec: TriggerSpec, ctx: TriggerContext) -> None:
         super().__init__(spec, ctx)
         self._methods = frozenset(self.config.get("methods", ("POST",)))
+        self._max_body = int(self.config.get("max_body_bytes", DEFAULT_MAX_BODY))
         self._auth: WebhookAuth = parse_auth(self.config.get("auth"))
         self._dropped = self._auth.auth_headers() | ALWAYS_DROPPED
         self._dedupe_header: str | None = self.config.get("dedupe_header")
@@ -182,7 +183,7 @@ class WebhookTrigger(BaseTrigger):
 
     @property
     def max_body_bytes(self) -> int:
-        return int(self.config.get("max_body_bytes", DEFAULT_MAX_BODY))
+        return self._max_body
 
     def allows_method(self, method: str) -> bool:
         return method in self._methods

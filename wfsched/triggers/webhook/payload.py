@@ -123,4 +123,4 @@ def has_nul(values: Iterable[str]) -> bool:
 
     Values reach us decoded as latin-1 (headers) or UTF-8 with replacement (query strings),
     so NUL is the one character in them a store cannot hold."""
-    return any("\x00" in v for v in values)
+    return "\x00" in "".join(values)

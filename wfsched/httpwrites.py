@@ -1,0 +1,75 @@
+"""One socket write per HTTP answer: a response's head waits for the first part of its body.
+
+uvicorn writes a response's status line and headers as soon as the app sends
+``http.response.start``, and its body on ``http.response.body``: two ``send`` system calls and,
+with ``TCP_NODELAY``, two TCP segments for every small JSON answer. On loopback and on a busy
+server each such write costs as much as a good part of a webhook's own work.
+
+:class:`HeldHead` stands between a request's uvicorn cycle and the connection's transport: it
+holds the head until the next write, which then carries head and body together, so the bytes
+on the wire are the same, in the same order, in one segment. A response whose body does not
+follow in the same turn of the event loop (a stream that waits for its first chunk) gets its
+head written at the end of that turn, as before. Nothing else is held: a ``100 Continue``
+comes before the response starts and is written at once, and a close writes the held head
+first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+
+class Cycle(Protocol):
+    """What :class:`HeldHead` reads of uvicorn's ``RequestResponseCycle``."""
+
+    response_started: bool
+
+
+class HeldHead:
+    """The transport of one request's cycle, writing the response head with its body."""
+
+    __slots__ = ("_cycle", "_held", "_loop", "_transport")
+
+    def __init__(
+        self, transport: asyncio.Transport, cycle: Cycle, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._transport = transport
+        self._cycle: Cycle | None = cycle  # until its head is written
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        cycle = self._cycle
+        if cycle is not None and cycle.response_started:
+            # The cycle's first write since its response started: the status line and headers.
+            # The cycle is let go: it holds this transport, and a reference cycle would leave
+            # every request's cycle, scope and body to the cyclic GC instead of freeing them.
+            self._cycle = None
+            self._held = data
+            self._loop.call_soon(self.flush)
+            return
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write the held head, if still held (its body did not follow in the same turn)."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self._cycle = None
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
