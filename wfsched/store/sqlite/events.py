@@ -31,6 +31,14 @@ _INSERT_EVENT = (
     " ON CONFLICT (workflow_id, dedupe_key) DO NOTHING"
 )
 
+# Each element of the JSON array: [status, error, next_attempt_at, dispatched_at, execution_id].
+_FINISH = (
+    "UPDATE events SET status=o.value->>0, attempts=attempts+1, last_error=o.value->>1,"
+    " next_attempt_at=o.value->>2, dispatched_at=o.value->>3, claimed_by=NULL,"
+    " claimed_until=NULL FROM json_each(?) AS o"
+    " WHERE events.execution_id=o.value->>4 AND events.claimed_by=?"
+)
+
 
 def _event(row: Sequence[Any]) -> TriggerEvent:
     return TriggerEvent(
@@ -152,15 +160,10 @@ class SqliteEvents(SqliteConnection):
         return await self._shared_tx(body)
 
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
-        rows = finish_rows(owner, outcomes, fmt_ts)
-        await self._shared_tx(
-            lambda conn: conn.executemany(
-                "UPDATE events SET status=?, attempts=attempts+1, last_error=?,"
-                " next_attempt_at=?, dispatched_at=?, claimed_by=NULL, claimed_until=NULL"
-                " WHERE execution_id=? AND claimed_by=?",
-                rows,
-            )
-        )
+        # One statement for the batch, its rows as one JSON array: binding six parameters
+        # per row through ``executemany`` cost about twice the instructions (callgrind).
+        rows = dumps([row[:5] for row in finish_rows(owner, outcomes, fmt_ts)])
+        await self._shared_tx(lambda conn: conn.execute(_FINISH, (rows, owner)))
 
     async def next_due(self) -> datetime | None:
         row = await self._run(
