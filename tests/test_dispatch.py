@@ -164,6 +164,50 @@ async def test_events_recorded_in_the_daemon_go_to_its_dispatcher_without_a_clai
     assert counting.claimed == 20 - 3
 
 
+async def test_a_burst_beyond_the_queue_goes_out_from_the_reserve_without_a_claim(
+    store: Any, engine: Engine
+) -> None:
+    counting = CountingClaims(store)
+    d = dispatcher(counting, engine.url, max_workers=3, reserve=50)
+    recorder = GroupCommitRecorder(counting, on_created=d.wake, handoff=d)
+    async with running(d), anyio.create_task_group() as tg:
+        recorder.start(tg)
+        results = await recorder.record([new_event() for _ in range(20)])
+        final = [await settled(store, e.execution_id) for e, _ in results]
+        tg.cancel_scope.cancel()
+    assert {e.status for e in final} == {"dispatched"}
+    assert sorted(engine.keys()) == sorted(e.execution_id for e, _ in results)
+    assert counting.claimed == 0
+
+
+async def test_a_reserved_event_is_renewed_before_it_is_sent_unless_claimed_since(
+    store: Any, engine: Engine
+) -> None:
+    # Leases of 0.5 s: a reserved event is aged before its turn. One of the three is claimed
+    # by another dispatcher once the leases lapse: it must not be sent by this one as well.
+    d = dispatcher(store, engine.url, timeout=0.1, max_workers=1, claim_ttl=0.5, reserve=10)
+    claim = d.lease(3)
+    assert claim is not None and claim.limit == 3
+    first, second, third = (new_event() for _ in range(3))
+    # Recorded newest first: the newest is queued, the two older ones are reserved, and the
+    # other dispatcher's claim (oldest first) takes a reserved one.
+    events = [e for e, _ in await store.record([third, first, second], claim)]
+    d.adopt(events)
+
+    async def taken() -> list[TriggerEvent]:
+        got: list[TriggerEvent] = await store.claim("other", 1, 60, utcnow())
+        return got
+
+    [theirs] = await until(taken, what="a lapsed lease to be claimed by another dispatcher")
+    assert theirs.execution_id == first.execution_id
+    ours = [e.execution_id for e in events if e.execution_id != theirs.execution_id]
+    async with running(d):
+        final = [await settled(store, execution_id) for execution_id in ours]
+    assert {e.status for e in final} == {"dispatched"}
+    assert sorted(engine.keys()) == sorted(ours)
+    assert (await store.get_event(theirs.execution_id)).status == "pending"
+
+
 async def test_it_fails_a_400_after_one_attempt(store: Any, engine: Engine) -> None:
     engine.script(Reply(400, body='{"error": "unknown workflow input"}'))
     [event] = await record(store)

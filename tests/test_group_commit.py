@@ -25,7 +25,14 @@ import pytest
 
 from tests.daemon_proc import Daemon, wait_for
 from wfsched.errors import StoreError
-from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id, utcnow
+from wfsched.models import (
+    Claim,
+    DispatchOutcome,
+    NewEvent,
+    TriggerEvent,
+    new_execution_id,
+    utcnow,
+)
 from wfsched.recorder import GroupCommitRecorder
 
 HOOK = "/api/v1/public/webhook/workflow/"
@@ -183,6 +190,68 @@ async def test_callers_get_a_store_error_when_the_commit_misses_its_deadline(
     # The stalled commit went through once the lock was released: acceptable, since its
     # callers were told 503 (retry), never 2xx without a record.
     assert stored == {first.execution_id, after.execution_id}
+
+
+@pytest.mark.anyio
+async def test_sqlite_event_writes_queued_together_share_one_commit(sqlite_url: str) -> None:
+    # One fsync for a batch of new events and the outcomes written meanwhile; a rejected row
+    # still fails only its caller, and every caller returns once its own rows are committed.
+    from wfsched.store.sqlite import SqliteStore
+
+    store = SqliteStore(sqlite_url)
+    await store.open()
+    try:
+        [(leased, _)] = await store.record([event({"n": 0})], Claim("me", utcnow(), 1))
+        assert store._conn is not None
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        first, second, third = event({"n": 1}), event({"n": 2}), event({"n": 3})
+        bad = event({"s": "\ud800"})
+        outcomes: dict[str, Any] = {}
+
+        async def record(e: NewEvent) -> None:
+            try:
+                outcomes[e.execution_id] = await store.record([e])
+            except Exception as exc:  # noqa: BLE001 - the outcome is what is checked
+                outcomes[e.execution_id] = exc
+
+        async def finish() -> None:
+            done = DispatchOutcome(execution_id=leased.execution_id, status="dispatched")
+            await store.finish("me", [done])
+            outcomes["finish"] = "written"
+
+        with stalled(sqlite_url) as release:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(record, first)  # waits for the lock in the worker thread
+                await anyio.sleep(0.2)
+                for e in (second, bad, third):
+                    tg.start_soon(record, e)
+                tg.start_soon(finish)
+                await anyio.sleep(0.2)
+                release()
+        assert isinstance(outcomes[bad.execution_id], Exception)
+        for e in (first, second, third):
+            assert outcomes[e.execution_id][0][1] is True
+        assert outcomes["finish"] == "written"
+        # ``first`` alone; then the four queued together fail on the bad row and are told
+        # apart: each of the three good ones commits on its own.
+        assert statements.count("COMMIT") == 4
+        statements.clear()
+        fourth, fifth = event({"n": 4}), event({"n": 5})
+        with stalled(sqlite_url) as release:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(record, fourth)
+                await anyio.sleep(0.2)
+                tg.start_soon(record, fifth)
+                tg.start_soon(record, event({"n": 6}))
+                await anyio.sleep(0.2)
+                release()
+        assert statements.count("COMMIT") == 2  # ``fourth``, then the two queued behind it
+        stored = {e.execution_id: e for e in await store.history("wf", limit=-1)}
+        assert len(stored) == 7 and bad.execution_id not in stored
+        assert stored[leased.execution_id].status == "dispatched"
+    finally:
+        await store.close()
 
 
 def _deploy(d: Daemon, tmp_path: Path) -> None:

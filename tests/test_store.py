@@ -199,6 +199,23 @@ async def test_record_can_lease_what_it_creates_to_a_dispatcher(store: Any) -> N
     ]
 
 
+async def test_renew_extends_only_a_lease_still_held(store: Any) -> None:
+    now = utcnow() + timedelta(seconds=1)
+    held = now + timedelta(seconds=5)
+    results = await store.record([new_event() for _ in range(3)], Claim("me", held, 3))
+    a, b, c = (e for e, _ in results)
+    await store.finish("me", [DispatchOutcome(execution_id=c.execution_id, status="dispatched")])
+    later = now + timedelta(seconds=6)  # the lease has lapsed: another dispatcher takes one
+    [taken] = await store.claim("other", 1, 10, later)
+    until = later + timedelta(seconds=10)
+    ids = [a.execution_id, b.execution_id, c.execution_id]
+    mine = {a.execution_id, b.execution_id} - {taken.execution_id}
+    assert await store.renew("me", ids, held, until) == mine
+    assert await store.claim("third", 10, 10, later + timedelta(seconds=5)) == []
+    assert await store.renew("me", ids, held, until) == set()  # no longer the lease held
+    assert await store.renew("me", ids, until, until + timedelta(seconds=1)) == mine
+
+
 async def test_finish_writes_attempts_and_only_for_the_owner(store: Any) -> None:
     [(e1, _), (e2, _), (e3, _)] = await store.record([new_event() for _ in range(3)])
     now = utcnow() + timedelta(seconds=1)

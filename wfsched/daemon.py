@@ -23,7 +23,7 @@ import anyio
 from wfsched.backends import connected, make_sender, open_locks
 from wfsched.config import IPNetwork, Settings
 from wfsched.deployments import DeploymentService
-from wfsched.dispatch import Dispatcher
+from wfsched.dispatch import RESERVE_PER_WORKER, Dispatcher
 from wfsched.errors import ConfigError, StoreError, WfschedError
 from wfsched.heartbeat import Heartbeat
 from wfsched.locks import LocalLocks, LockError, LockManager, replica_info
@@ -310,6 +310,11 @@ async def serve(
             # Commits wake the dispatcher (locally, by NOTIFY, or by the SQLite file watch);
             # the poll is only a safety net.
             poll_interval=5.0,
+            # One daemon per SQLite file: a burst's backlog stays leased to it (no claim
+            # queries); PostgreSQL replicas share unleased events, so none is held there.
+            reserve=RESERVE_PER_WORKER * settings.get("scheduler.max_workers")
+            if settings.store_url.startswith("sqlite")
+            else 0,
         )
         recorder = GroupCommitRecorder(
             store,

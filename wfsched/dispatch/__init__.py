@@ -24,7 +24,15 @@ from wfsched.models import Claim, DispatchOutcome, TriggerEvent, utcnow
 from wfsched.store import Store
 from wfsched.target import DispatchError, Sender, event_document
 
-__all__ = ["DispatchError", "Dispatcher", "LogSender", "Sender", "backoff", "event_document"]
+__all__ = [
+    "RESERVE_PER_WORKER",
+    "DispatchError",
+    "Dispatcher",
+    "LogSender",
+    "Sender",
+    "backoff",
+    "event_document",
+]
 
 log = logging.getLogger("wfsched.dispatch")
 
@@ -61,7 +69,10 @@ class Dispatcher:
     are), so a worker that finishes takes the next event without waiting for a store round
     trip; it claims again once the queue is half empty, in batches. Events recorded in this
     process arrive already leased, with no claim query (``lease``/``adopt``, from the
-    group-commit recorder). Outcomes are written in batches by one finisher; while too many
+    group-commit recorder); with a ``reserve``, events recorded beyond the queue's room are
+    leased too and held in memory until there is room, so a burst goes out without claim
+    queries (a reserved event whose lease has aged is renewed before it is queued). Outcomes
+    are written in batches by one finisher; while too many
     wait for the store, nothing more is claimed. Claims happen when woken (a fire committed,
     a retry came due, room freed) and every ``poll_interval`` for work that other processes
     queued (CLI, other replicas).
@@ -78,6 +89,7 @@ class Dispatcher:
         retry_max: float = 300.0,
         claim_ttl: float = 10.0,
         poll_interval: float = 0.5,
+        reserve: int = 0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
@@ -88,6 +100,7 @@ class Dispatcher:
         self.retry_max = retry_max
         self.claim_ttl = claim_ttl
         self.poll_interval = poll_interval
+        self.reserve = max(0, reserve)
         self.clock = clock
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._active = 0
@@ -96,6 +109,8 @@ class Dispatcher:
         """Outcomes not yet written back (their events are still leased to this owner)."""
         self._max_unwritten = max(UNWRITTEN_PER_WORKER * self.max_workers, 1000)
         self._queue: deque[tuple[TriggerEvent, float]] = deque()
+        self._reserve: deque[tuple[TriggerEvent, float, datetime]] = deque()
+        """Leased events waiting for room in the queue: (event, leased at, lease until)."""
         self._wake = anyio.Event()
         self._room = anyio.Event()
         self._work = anyio.Event()
@@ -106,6 +121,7 @@ class Dispatcher:
         self._idle = False
         """Earliest retry this dispatcher scheduled: it wakes for it instead of polling."""
         self._leased_at = 0.0
+        self._lease_until = clock()
         # Sending must end well inside the lease, or another dispatcher may claim the event
         # while it is still in flight.
         self._send_budget = max(claim_ttl - sender.timeout, claim_ttl / 5)
@@ -126,18 +142,30 @@ class Dispatcher:
         for (the group-commit recorder records them leased to this dispatcher)."""
         if not self._accepting or self._unwritten >= self._max_unwritten:
             return None
-        room = min(wanted, self.max_workers + self._prefetch() - self._active)
+        room = min(wanted, self._queue_room() + self.reserve - len(self._reserve))
         if room <= 0:
             return None
         self._leased_at = time.monotonic()  # the lease runs from before the commit
-        return Claim(self.owner, self.clock() + timedelta(seconds=self.claim_ttl), room)
+        self._lease_until = self.clock() + timedelta(seconds=self.claim_ttl)
+        return Claim(self.owner, self._lease_until, room)
 
     def adopt(self, events: list[TriggerEvent]) -> None:
-        """Queue events recorded under the last ``lease``, with no store round trip."""
-        if events:
-            self._active += len(events)
-            self._queue.extend((event, self._leased_at) for event in events)
+        """Queue events recorded under the last ``lease``, with no store round trip; those
+        beyond the queue's room wait in the reserve."""
+        room = self._queue_room()
+        if events[:room]:
+            self._active += len(events[:room])
+            self._queue.extend((event, self._leased_at) for event in events[:room])
             self._work.set()
+        if events[room:]:
+            self._reserve.extend((e, self._leased_at, self._lease_until) for e in events[room:])
+            self._wake.set()
+
+    def _queue_room(self) -> int:
+        """Events the queue takes now: none while older ones wait in the reserve."""
+        if self._reserve:
+            return 0
+        return max(0, self.max_workers + self._prefetch() - self._active)
 
     async def run(self, tg: TaskGroup) -> None:
         """Claim and deliver until cancelled or drained."""
@@ -154,6 +182,9 @@ class Dispatcher:
             ):
                 await self._room.wait()
                 self._room = anyio.Event()
+                continue
+            if self._reserve:
+                await self._from_reserve(room)
                 continue
             now = self.clock()
             if self._soonest is not None and self._soonest <= now:
@@ -175,6 +206,33 @@ class Dispatcher:
             if events and len(events) == room:
                 continue  # a full batch: more may be due right now
             self._idle = not events and not await self._sleep_until_due(now)
+
+    async def _from_reserve(self, room: int) -> None:
+        """Queue up to ``room`` reserved events. One leased more than a quarter of the send
+        budget ago is renewed first (lest it wait out its lease in the queue); only the
+        events still leased to this dispatcher under the same lease are renewed and queued,
+        the rest (the store unreachable) are left to their lease and the next claim."""
+        taken = [self._reserve.popleft() for _ in range(min(room, len(self._reserve)))]
+        aged_before = time.monotonic() - self._send_budget / 4
+        ready = [(event, at) for event, at, _ in taken if at >= aged_before]
+        aged = [(event, until) for event, at, until in taken if at < aged_before]
+        if aged:
+            renewed_at = time.monotonic()
+            until = self.clock() + timedelta(seconds=self.claim_ttl)
+            for held in sorted({held for _, held in aged}):
+                events = [event for event, u in aged if u == held]
+                try:
+                    ids = await self.store.renew(
+                        self.owner, [e.execution_id for e in events], held, until
+                    )
+                except Exception as exc:  # noqa: BLE001 - left to their lease and a claim
+                    log.warning("renewing leases failed", extra={"error": str(exc)})
+                    continue
+                ready += [(event, renewed_at) for event in events if event.execution_id in ids]
+        if ready:
+            self._active += len(ready)
+            self._queue.extend(ready)
+            self._work.set()
 
     def _prefetch(self) -> int:
         """Events to hold ahead of free workers. With ``n`` queued per worker, an event waits
@@ -344,6 +402,11 @@ class Dispatcher:
     async def drain(self, timeout: float) -> None:
         """Stop claiming; wait up to ``timeout`` for claimed events to be sent and written."""
         self._accepting = False
+        # Reserved events are leased to this dispatcher: sent in the drain like queued ones.
+        self._active += len(self._reserve)
+        self._queue.extend((event, at) for event, at, _ in self._reserve)
+        self._reserve.clear()
+        self._work.set()
         self._wake.set()
         self._room.set()
         with anyio.move_on_after(timeout):
@@ -356,3 +419,6 @@ MAX_AHEAD = 64
 """Claimed events queued per worker at most, while sends are quick (fewer, larger claims)."""
 UNWRITTEN_PER_WORKER = 50
 """Outcomes that may wait for the store per worker before claiming pauses (back-pressure)."""
+RESERVE_PER_WORKER = 1000
+"""Leased events the daemon holds per worker beyond its queue (on SQLite): a burst of this
+many goes out with no claim query; past it, the rest waits in the store for a claim."""

@@ -250,6 +250,13 @@ class Store(Protocol):
         """Lease up to ``limit`` due pending events to ``owner`` for ``ttl`` seconds; two
         owners never hold the same event."""
 
+    async def renew(
+        self, owner: str, execution_ids: Sequence[str], held_until: datetime, until: datetime
+    ) -> set[str]:
+        """Extend to ``until`` the leases ``owner`` holds until exactly ``held_until`` on these
+        pending events; return the ids renewed (an event claimed again since, by anyone, or
+        settled is left out)."""
+
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         """Write attempt results (attempts + 1) and release the claims ``owner`` holds."""
 

@@ -231,6 +231,18 @@ class PgEvents(PgRetention):
             rows = await cur.fetchall()
         return [event_from_row(r) for r in rows]
 
+    async def renew(
+        self, owner: str, execution_ids: Sequence[str], held_until: datetime, until: datetime
+    ) -> set[str]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "UPDATE wfsched_events SET claimed_until = %s WHERE execution_id = ANY(%s)"
+                " AND claimed_by = %s AND claimed_until = %s AND status = 'pending'"
+                " RETURNING execution_id",
+                (utc(until), list(execution_ids), owner, utc(held_until)),
+            )
+            return {r[0] for r in await cur.fetchall()}
+
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         if not outcomes:
             return

@@ -4,6 +4,10 @@ Every call runs in a worker thread behind a one-slot limiter, so statements neve
 and the event loop never blocks on disk. The daemon also holds a per-file lock. The store's
 reader (``Store.reader``) is a second, read-only connection with a limiter of its own.
 
+The event outbox's writes (record, claim, outcomes) share a transaction when they queue
+together (``_shared_tx``): one commit, one fsync, for a batch of new events and the outcomes
+of the batch before. Each caller still returns only once its own writes are committed.
+
 The database holds webhook secrets in clear, so its files are private to their owner: the
 database is created mode 0600 whatever the umask (SQLite then gives its ``-wal`` and ``-shm``
 files the database's mode), and files found with wider modes are tightened to 0600 at open.
@@ -19,7 +23,7 @@ import stat
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -35,6 +39,18 @@ SUFFIXES = ("", "-wal", "-shm")
 """The database and the two files SQLite keeps next to it in WAL mode."""
 
 
+class _Write(Generic[T]):
+    """One caller's body for a shared write transaction, and what it gets back."""
+
+    __slots__ = ("body", "done", "error", "result")
+
+    def __init__(self, body: Callable[[sqlite3.Connection], T]) -> None:
+        self.body = body
+        self.done = False
+        self.result: T | None = None
+        self.error: Exception | None = None
+
+
 class SqliteConnection:
     """The connection to one SQLite file; the base the store's query mixins share.
 
@@ -48,6 +64,9 @@ class SqliteConnection:
         self._conn: sqlite3.Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
         self._lockfile: IO[str] | None = None
+        self._writes: list[_Write[Any]] = []
+        """Bodies queued for the next shared write transaction."""
+        self._write_turn = anyio.Lock()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await anyio.to_thread.run_sync(
@@ -73,6 +92,54 @@ class SqliteConnection:
             raise
         conn.execute("COMMIT")
         return result
+
+    async def _shared_tx(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in a write transaction together with the bodies queued meanwhile.
+
+        Whoever holds the turn takes every body queued so far and commits them at once; a
+        caller whose body an earlier turn already committed just collects its result. When
+        one body fails, each is run again in its own transaction, so only its caller sees
+        the error (a bad row, or an outage that fails them all alike).
+        """
+        write = _Write(body)
+        self._writes.append(write)
+        try:
+            async with self._write_turn:
+                if not write.done:
+                    writes, self._writes = self._writes, []
+                    try:
+                        await self._run(self._commit_writes, writes)
+                    except Exception as exc:  # noqa: BLE001 - the store's error: everyone's
+                        for w in writes:
+                            if not w.done:
+                                w.error, w.done = exc, True
+        except BaseException:
+            if not write.done and write in self._writes:
+                self._writes.remove(write)  # cancelled before its turn: never written
+            raise
+        if write.error is not None:
+            raise write.error
+        return write.result  # type: ignore[return-value]
+
+    def _commit_writes(self, conn: sqlite3.Connection, writes: list[_Write[Any]]) -> None:
+        if len(writes) > 1:
+            try:
+                results = self._tx(conn, lambda c: [w.body(c) for w in writes])
+            except sqlite3.OperationalError:
+                raise  # the store's fault (locked, I/O, full): every caller's, not retried
+            except Exception:  # noqa: BLE001 - one caller's rows: told apart below
+                if conn.in_transaction:
+                    conn.rollback()
+            else:
+                for w, result in zip(writes, results, strict=True):
+                    w.result, w.done = result, True
+                return
+        for w in writes:
+            try:
+                w.result = self._guarded(partial(self._tx, body=w.body))
+            except Exception as exc:  # noqa: BLE001 - this caller's answer
+                w.error = exc
+            w.done = True
 
     def _connect(self) -> None:
         """Open the file in WAL mode; runs in a worker thread.

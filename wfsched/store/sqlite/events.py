@@ -31,6 +31,14 @@ _INSERT_EVENT = (
     " ON CONFLICT (workflow_id, dedupe_key) DO NOTHING"
 )
 
+# Each element of the JSON array: [status, error, next_attempt_at, dispatched_at, execution_id].
+_FINISH = (
+    "UPDATE events SET status=o.value->>0, attempts=attempts+1, last_error=o.value->>1,"
+    " next_attempt_at=o.value->>2, dispatched_at=o.value->>3, claimed_by=NULL,"
+    " claimed_until=NULL FROM json_each(?) AS o"
+    " WHERE events.execution_id=o.value->>4 AND events.claimed_by=?"
+)
+
 
 def _event(row: Sequence[Any]) -> TriggerEvent:
     return TriggerEvent(
@@ -56,7 +64,7 @@ class SqliteEvents(SqliteConnection):
     async def record(
         self, events: Sequence[NewEvent], claim: Claim | None = None
     ) -> list[tuple[TriggerEvent, bool]]:
-        return await self._run(lambda c: self._tx(c, partial(self._record, events, claim)))
+        return await self._shared_tx(partial(self._record, events, claim))
 
     def _record(
         self, events: Sequence[NewEvent], claim: Claim | None, conn: sqlite3.Connection
@@ -128,21 +136,34 @@ class SqliteEvents(SqliteConnection):
             )
             return [_event(r) for r in rows]
 
-        return await self._run(lambda c: self._tx(c, body))
+        return await self._shared_tx(body)
+
+    async def renew(
+        self, owner: str, execution_ids: Sequence[str], held_until: datetime, until: datetime
+    ) -> set[str]:
+        def body(conn: sqlite3.Connection) -> set[str]:
+            renewed: set[str] = set()
+            for i in range(0, len(execution_ids), 500):
+                chunk = execution_ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                renewed.update(
+                    r[0]
+                    for r in conn.execute(
+                        f"UPDATE events SET claimed_until=? WHERE execution_id IN ({marks})"
+                        " AND claimed_by=? AND claimed_until=? AND status='pending'"
+                        " RETURNING execution_id",
+                        (fmt_ts(until), *chunk, owner, fmt_ts(held_until)),
+                    )
+                )
+            return renewed
+
+        return await self._shared_tx(body)
 
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
-        rows = finish_rows(owner, outcomes, fmt_ts)
-        await self._run(
-            lambda c: self._tx(
-                c,
-                lambda conn: conn.executemany(
-                    "UPDATE events SET status=?, attempts=attempts+1, last_error=?,"
-                    " next_attempt_at=?, dispatched_at=?, claimed_by=NULL, claimed_until=NULL"
-                    " WHERE execution_id=? AND claimed_by=?",
-                    rows,
-                ),
-            )
-        )
+        # One statement for the batch, its rows as one JSON array: binding six parameters
+        # per row through ``executemany`` cost about twice the instructions (callgrind).
+        rows = dumps([row[:5] for row in finish_rows(owner, outcomes, fmt_ts)])
+        await self._shared_tx(lambda conn: conn.execute(_FINISH, (rows, owner)))
 
     async def next_due(self) -> datetime | None:
         row = await self._run(
