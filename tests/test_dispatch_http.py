@@ -270,6 +270,21 @@ async def test_a_connection_the_engine_closes_while_idle_leaves_the_pool(
     assert [s.connection for s in server.seen] == [1, 2]
 
 
+async def test_a_connection_dropped_before_its_release_is_not_kept_idle(
+    server: RawServer, sender: EngineSender
+) -> None:
+    # A dropped connection kept idle would never leave it: the sweep would close it forever.
+    await sender.send(event())
+    pool = sender._pool
+    assert pool is not None and len(pool._idle) == 1
+    connection = pool._idle.pop()
+    connection.close()
+    pool._release(connection)
+    assert pool._idle == [] and pool.connections == 0
+    await sender.send(event())
+    assert [s.connection for s in server.seen] == [1, 2]
+
+
 async def test_idle_connections_close_after_the_keepalive(
     server: RawServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -491,6 +506,15 @@ def test_a_user_name_with_a_colon_is_a_config_error() -> None:
     _, auth, shown = parse_engine_url("http://b%C3%A9a:p%C3%A4ss@engine.example")
     assert auth == "Basic YulhOnDkc3M="  # Latin-1, as aiohttp encoded it
     assert shown == "http://engine.example"
+
+
+def test_the_basic_authorization_value_is_a_secret() -> None:
+    from wfsched.dispatch.engine import parse_engine_url
+    from wfsched.logs import redact
+
+    _, auth, _ = parse_engine_url("http://bot:hunter22@engine.example")
+    assert auth is not None
+    assert redact(f"sent Authorization: {auth}") == "sent Authorization: ***"
 
 
 async def test_https_senders_share_one_tls_context_per_trust_store(

@@ -21,8 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.daemon_proc import Daemon, free_port, wait_for
-from wfsched.httplimits import HttpLimits, protocol_class
-from wfsched.web.requests import BODY_RECEIVED, HttpError, error_response, read_body
+from wfsched.httplimits import BODY_RECEIVED, HttpLimits, protocol_class
+from wfsched.web.requests import HttpError, error_response, read_body
 
 TOKEN = "mgmt-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -35,9 +35,12 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from wfsched.config import Settings
 from wfsched.httpwrites import HeldHead
-from wfsched.web.requests import BODY_RECEIVED
 
 log = logging.getLogger("wfsched.http")
+BODY_RECEIVED = "wfsched.body_received"
+"""Scope key this protocol sets (true) once it holds a request's whole body. Reading such a
+body cannot wait, so the app's body reader reads it without a deadline (a timer costs more
+than the rest of the read)."""
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT = 10.0
 KEEP_ALIVE = 30

@@ -51,6 +51,7 @@ def parse_engine_url(
         if ":" in url.user:
             raise ConfigError(f"{setting}: a user name may not contain ':'")
         auth = basic_auth(url.user, password)
+        register_secret(auth)  # the whole header value, as a request's headers may be logged
     base = url.with_user(None).with_password(None).with_fragment(None)
     return base, auth, str(base.with_query(None))
 

@@ -337,7 +337,7 @@ class ConnectionPool:
 
     def _release(self, connection: _Connection) -> None:
         """Return a connection whose exchange completed and may be reused."""
-        if self._closed:
+        if self._closed or connection.dropped:
             connection.close()
             return
         while self._waiters:
@@ -387,7 +387,7 @@ class ConnectionPool:
         idle = self._idle
         now = self.loop.time()
         while idle and now - idle[0].idle_since >= self.keepalive:
-            idle[0].close()  # removes it from ``idle``
+            idle.pop(0).close()
         if idle:
             self._sweeper = self.loop.call_at(idle[0].idle_since + self.keepalive, self._sweep)
 

@@ -18,12 +18,12 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from wfsched.errors import NotFound
+from wfsched.httplimits import BODY_RECEIVED
 from wfsched.jsontext import dumpb
 from wfsched.trigger import Inbound
 from wfsched.web.errors import COUNTS, http_error_of, no_route
 from wfsched.web.requests import (
     BODY_READ_TIMEOUT,
-    BODY_RECEIVED,
     HttpError,
     fold_headers,
     receive_body,

@@ -19,13 +19,10 @@ from starlette.types import Receive
 
 from wfsched.httpjson import BadBody, error_body
 from wfsched.httpjson import parse_json as strict_json
+from wfsched.httplimits import BODY_RECEIVED
 
 BODY_READ_TIMEOUT = 10.0
 """Seconds a client may take to send a whole body (slow-body clients get 408)."""
-BODY_RECEIVED = "wfsched.body_received"
-"""Scope key a server sets (true) once it holds a request's whole body: the daemon's protocol,
-:mod:`wfsched.httplimits`. Reading such a body cannot wait, so it is read without a deadline
-(a timer costs more than the rest of the read)."""
 SINGLE_HEADERS = (b"authorization", b"content-type", b"content-length", b"host")
 """Headers whose repetition makes a request ambiguous: refused with 400."""
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
