@@ -1,6 +1,8 @@
 """One socket write per answer (wfsched.httpwrites), on a real uvicorn server with the daemon's
 protocol: the head goes with its body, a stream's head is not held back, ``100 Continue`` is
-written at once, and an app that fails after starting its answer still gets its head out."""
+written at once, an app that fails after starting its answer still gets its head out, and a
+head held to the end of a loop turn (a ``HEAD`` answer) is written before whatever the protocol
+writes or closes on its own in that turn."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import asyncio
 import gc
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from tests.daemon_proc import wait_for
 from wfsched.httplimits import HttpLimits, protocol_class
+from wfsched.httpwrites import HeldHead
 
 BODY = b'{"status":"accepted"}'
 
@@ -38,11 +42,13 @@ class Spy:
 
 
 class App:
-    """``/small``: one JSON answer; ``/stream``: the head, then a chunk once ``go`` is set;
+    """``/small``: one JSON answer, then ``after`` is called (in the same loop turn); ``/wait``:
+    the same once ``go`` is set; ``/stream``: the head, then a chunk once ``go`` is set;
     ``/fail``: the head, then an exception; anything else echoes the body's length."""
 
     def __init__(self) -> None:
         self.go = threading.Event()
+        self.after: Callable[[], None] = lambda: None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -58,8 +64,11 @@ class App:
             headers = [(b"content-length", b"10")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             raise RuntimeError("the app failed after starting its answer")
+        if path == "/wait":
+            while not self.go.is_set():
+                await asyncio.sleep(0.01)
         body = BODY
-        if path != "/small":
+        if path not in ("/small", "/wait"):
             size = 0
             while True:
                 message = await receive()
@@ -70,11 +79,12 @@ class App:
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         await send({"type": "http.response.start", "status": 202, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        self.after()
 
 
-@pytest.fixture
-def served() -> Iterator[tuple[int, App, list[bytes]]]:
-    writes: list[bytes] = []
+@contextmanager
+def serve(app: App, writes: list[bytes], **options: Any) -> Iterator[uvicorn.Server]:
+    """A uvicorn server with the daemon's protocol on uvloop (as the daemon runs it)."""
     base = protocol_class(HttpLimits())
 
     class Recording(base):  # type: ignore[valid-type,misc]
@@ -84,20 +94,38 @@ def served() -> Iterator[tuple[int, App, list[bytes]]]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = App()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, http=Recording, log_config=None, lifespan="off"
+        app,
+        host="127.0.0.1",
+        port=port,
+        http=Recording,
+        log_config=None,
+        lifespan="off",
+        **options,
     )
     server = uvicorn.Server(config)
     loop = uvloop.new_event_loop()
     thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve()))
     thread.start()
-    wait_for(lambda: server.started, message="uvicorn started")
-    yield port, app, writes
-    app.go.set()
-    server.should_exit = True
-    thread.join(10)
-    loop.close()
+    try:
+        wait_for(lambda: server.started, message="uvicorn started")
+        yield server
+    finally:
+        app.go.set()
+        server.should_exit = True
+        thread.join(10)
+        loop.close()
+
+
+def port_of(server: uvicorn.Server) -> int:
+    return int(server.config.port)
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[int, App, list[bytes]]]:
+    app, writes = App(), []
+    with serve(app, writes) as server:
+        yield port_of(server), app, writes
 
 
 def receive_until(sock: socket.socket, marker: bytes) -> bytes:
@@ -177,3 +205,88 @@ def test_answered_cycles_are_freed_without_the_cyclic_gc(
             assert len(alive) == 1  # the connection's current one
     finally:
         gc.enable()
+
+
+HEAD_SMALL = b"HEAD /small HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def receive_all(sock: socket.socket) -> bytes:
+    """Everything until the server closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("ending", ["shutdown", "timeout_keep_alive_handler"])
+def test_a_head_answer_then_the_connection_ending_in_the_same_turn_still_gets_its_head_out(
+    ending: str,
+) -> None:
+    # A HEAD answer writes no body: its head is held to the end of the loop turn. A shutdown or
+    # the keep-alive timeout closing the (idle) connection in that turn writes it first.
+    app, writes = App(), []
+    with serve(app, writes) as server:
+
+        def end_connections() -> None:
+            for connection in list(server.server_state.connections):
+                getattr(connection, ending)()
+
+        app.after = end_connections
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=5) as sock:
+            sock.sendall(HEAD_SMALL)
+            answer = receive_all(sock)
+    assert answer.startswith(b"HTTP/1.1 202 ")
+    assert answer.endswith(b"\r\n\r\n") and BODY not in answer
+
+
+def test_a_bad_request_pipelined_after_a_head_answer_is_answered_after_it() -> None:
+    app, writes = App(), []
+    with serve(app, writes) as server:
+        with socket.create_connection(("127.0.0.1", port_of(server)), timeout=5) as sock:
+            sock.sendall(b"HEAD /wait HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+            # The GET waits its turn, and the server reads nothing more meanwhile: the bad
+            # request is read in the turn that answers the HEAD.
+            wait_for(
+                lambda: any(c.pipeline for c in server.server_state.connections),
+                message="the GET queued behind the HEAD",
+            )
+            sock.sendall(b"NOT HTTP\r\n\r\n")
+            app.go.set()
+            answer = receive_all(sock)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 202 ")
+    assert rest.startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_head_held_while_its_connection_closes_with_bytes_buffered_still_goes_out() -> None:
+    # As uvicorn's own write would have: a closing transport sends what it still buffers, and
+    # what is written to it before it is done.
+    async def exchange() -> bytes:
+        loop = asyncio.get_running_loop()
+        made: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+        class Server(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                made.set_result(transport)  # type: ignore[arg-type]
+
+        listener = await loop.create_server(Server, "127.0.0.1", 0)
+        port = listener.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        transport = await made
+
+        class Cycle:
+            response_started = True
+
+        held = HeldHead(transport, Cycle(), loop, [])
+        transport.write(b"x" * 8_000_000)  # more than the sockets' buffers take
+        held.write(b"HEAD")
+        assert transport.get_write_buffer_size() > 0
+        transport.close()
+        held.flush()
+        data = await reader.read()
+        writer.close()
+        listener.close()
+        return data[-4:]
+
+    assert uvloop.run(exchange()) == b"HEAD"

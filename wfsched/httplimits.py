@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from wfsched.config import Settings
-from wfsched.httpwrites import HeldHead
+from wfsched.httpwrites import HeldHead, flush_held
 
 log = logging.getLogger("wfsched.http")
 BODY_RECEIVED = "wfsched.body_received"
@@ -112,6 +112,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._idle_since: float | None = None
         """Loop time of the last answer while idle between requests; None while busy."""
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._holding: list[HeldHead] = []
+        """Answer heads held (:mod:`wfsched.httpwrites`): written before the protocol's own
+        writes and closes (``_reject``, uvicorn's 400, keep-alive timeout and shutdown)."""
 
     # connection -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -152,6 +155,22 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _unset_keepalive_if_required(self) -> None:
         # Called by uvicorn as bytes arrive: the connection is busy, its timer stays armed.
         self._idle_since = None
+
+    def timeout_keep_alive_handler(self) -> None:
+        flush_held(self._holding)
+        super().timeout_keep_alive_handler()
+
+    def shutdown(self) -> None:
+        flush_held(self._holding)
+        super().shutdown()
+
+    def send_400_response(self, msg: str) -> None:
+        flush_held(self._holding)
+        super().send_400_response(msg)
+
+    def handle_websocket_upgrade(self) -> None:
+        flush_held(self._holding)
+        super().handle_websocket_upgrade()
 
     def _idle_check(self) -> None:
         self._idle_timer = None
@@ -214,7 +233,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not previous:
             # One write per answer (head and body together); see wfsched.httpwrites.
-            self.cycle.transport = HeldHead(self.transport, self.cycle, self.loop)  # type: ignore[assignment]
+            self.cycle.transport = HeldHead(  # type: ignore[assignment]
+                self.transport, self.cycle, self.loop, self._holding
+            )
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -243,11 +264,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_started:
             self._reject(TOO_SLOW)
         else:
+            flush_held(self._holding)
             self.transport.close()  # connected and silent: nobody to answer
 
     def _reject(self, response: bytes) -> None:
         self._in_head = False
         self._cancel_head_timer()
+        flush_held(self._holding)
         self.transport.write(response)
         self.transport.close()
 

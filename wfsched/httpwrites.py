@@ -9,9 +9,11 @@ server each such write costs as much as a good part of a webhook's own work.
 holds the head until the next write, which then carries head and body together, so the bytes
 on the wire are the same, in the same order, in one segment. A response whose body does not
 follow in the same turn of the event loop (a stream that waits for its first chunk) gets its
-head written at the end of that turn, as before. Nothing else is held: a ``100 Continue``
-comes before the response starts and is written at once, and a close writes the held head
-first.
+head written at the end of that turn, as before; so does a ``HEAD`` answer (uvicorn writes no
+body for it). Nothing else is held: a ``100 Continue`` comes before the response starts and is
+written at once, and a close writes the held head first. The connection's protocol writes and
+closes on its own too (a 400, a timeout, a shutdown): it calls :func:`flush_held` first, so a
+held head still goes out, and before what the protocol writes.
 """
 
 from __future__ import annotations
@@ -29,15 +31,21 @@ class Cycle(Protocol):
 class HeldHead:
     """The transport of one request's cycle, writing the response head with its body."""
 
-    __slots__ = ("_cycle", "_held", "_loop", "_transport")
+    __slots__ = ("_cycle", "_held", "_holding", "_loop", "_transport")
 
     def __init__(
-        self, transport: asyncio.Transport, cycle: Cycle, loop: asyncio.AbstractEventLoop
+        self,
+        transport: asyncio.Transport,
+        cycle: Cycle,
+        loop: asyncio.AbstractEventLoop,
+        holding: list[HeldHead],
     ) -> None:
         self._transport = transport
         self._cycle: Cycle | None = cycle  # until its head is written
         self._loop = loop
         self._held: bytes | None = None
+        self._holding = holding
+        """The connection's heads held now (this one while it holds), oldest first."""
 
     def write(self, data: bytes) -> None:
         cycle = self._cycle
@@ -47,11 +55,13 @@ class HeldHead:
             # every request's cycle, scope and body to the cyclic GC instead of freeing them.
             self._cycle = None
             self._held = data
+            self._holding.append(self)
             self._loop.call_soon(self.flush)
             return
         held = self._held
         if held is not None:
             self._held = None
+            self._holding.remove(self)
             data = held + data
         self._transport.write(data)
 
@@ -60,8 +70,13 @@ class HeldHead:
         held = self._held
         if held is not None:
             self._held = None
-            if not self._transport.is_closing():
-                self._transport.write(held)
+            self._holding.remove(self)
+            transport = self._transport
+            # Closing with bytes still buffered, the transport sends what is written before it
+            # closes (asyncio's and uvloop's alike), as it sent a head uvicorn wrote at once;
+            # closing with nothing buffered, a write is dropped.
+            if not transport.is_closing() or transport.get_write_buffer_size():
+                transport.write(held)
 
     def close(self) -> None:
         self._cycle = None
@@ -73,3 +88,9 @@ class HeldHead:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def flush_held(holding: list[HeldHead]) -> None:
+    """Write a connection's held heads, oldest first: before the protocol's own write or close."""
+    for head in holding.copy():  # each flush takes itself out of ``holding``
+        head.flush()
