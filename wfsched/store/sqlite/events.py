@@ -33,10 +33,11 @@ _INSERT_EVENT = (
 
 # Each element of the JSON array: [status, error, next_attempt_at, dispatched_at, execution_id].
 _FINISH = (
-    "UPDATE events SET status=o.value->>0, attempts=attempts+1, last_error=o.value->>1,"
-    " next_attempt_at=o.value->>2, dispatched_at=o.value->>3, claimed_by=NULL,"
-    " claimed_until=NULL FROM json_each(?) AS o"
-    " WHERE events.execution_id=o.value->>4 AND events.claimed_by=?"
+    "UPDATE events SET status=json_extract(o.value,'$[0]'), attempts=attempts+1,"
+    " last_error=json_extract(o.value,'$[1]'), next_attempt_at=json_extract(o.value,'$[2]'),"
+    " dispatched_at=json_extract(o.value,'$[3]'), claimed_by=NULL, claimed_until=NULL"
+    " FROM json_each(?) AS o"
+    " WHERE events.execution_id=json_extract(o.value,'$[4]') AND events.claimed_by=?"
 )
 
 
