@@ -208,6 +208,26 @@ async def test_a_reserved_event_is_renewed_before_it_is_sent_unless_claimed_sinc
     assert (await store.get_event(theirs.execution_id)).status == "pending"
 
 
+async def test_a_drain_gives_the_reserve_back_unsent_and_quietly(
+    store: Any, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Reserved events are not sent in the drain (nor warned about one by one): their leases
+    # are released, so they are claimable at once.
+    caplog.set_level(logging.WARNING, logger="wfsched.dispatch")
+    d = dispatcher(store, engine.url, max_workers=1, reserve=500)
+    claim = d.lease(300)
+    assert claim is not None and claim.limit == 300
+    events = [e for e, _ in await store.record([new_event() for _ in range(300)], claim)]
+    d.adopt(events)
+    reserved = {e.execution_id for e, _, _ in d._reserve}
+    assert reserved
+    async with running(d):
+        await d.drain(10.0)
+    claimed = await store.claim("other", 1000, 60, utcnow())
+    assert {e.execution_id for e in claimed} == reserved
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def test_it_fails_a_400_after_one_attempt(store: Any, engine: Engine) -> None:
     engine.script(Reply(400, body='{"error": "unknown workflow input"}'))
     [event] = await record(store)

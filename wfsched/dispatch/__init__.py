@@ -402,11 +402,16 @@ class Dispatcher:
     async def drain(self, timeout: float) -> None:
         """Stop claiming; wait up to ``timeout`` for claimed events to be sent and written."""
         self._accepting = False
-        # Reserved events are leased to this dispatcher: sent in the drain like queued ones.
-        self._active += len(self._reserve)
-        self._queue.extend((event, at) for event, at, _ in self._reserve)
-        self._reserve.clear()
-        self._work.set()
+        # Reserved events are not sent in the drain (most have waited past the send budget):
+        # their leases are given back in one write, so the next start claims them at once.
+        # Should that write fail, the leases expire and the events are claimed all the same.
+        if self._reserve:
+            ids = [event.execution_id for event, _, _ in self._reserve]
+            self._reserve.clear()
+            try:
+                await self.store.release(self.owner, ids)
+            except Exception as exc:  # noqa: BLE001 - left to their leases
+                log.warning("releasing reserved events failed", extra={"error": str(exc)})
         self._wake.set()
         self._room.set()
         with anyio.move_on_after(timeout):

@@ -257,6 +257,10 @@ class Store(Protocol):
         pending events; return the ids renewed (an event claimed again since, by anyone, or
         settled is left out)."""
 
+    async def release(self, owner: str, execution_ids: Sequence[str]) -> None:
+        """Give up the leases ``owner`` holds on these events, unsent (claimable at once);
+        an event leased to anyone else is left alone."""
+
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         """Write attempt results (attempts + 1) and release the claims ``owner`` holds."""
 

@@ -243,6 +243,14 @@ class PgEvents(PgRetention):
             )
             return {r[0] for r in await cur.fetchall()}
 
+    async def release(self, owner: str, execution_ids: Sequence[str]) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE wfsched_events SET claimed_by = NULL, claimed_until = NULL"
+                " WHERE execution_id = ANY(%s) AND claimed_by = %s",
+                (list(execution_ids), owner),
+            )
+
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         if not outcomes:
             return

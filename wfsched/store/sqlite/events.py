@@ -160,6 +160,19 @@ class SqliteEvents(SqliteConnection):
 
         return await self._shared_tx(body)
 
+    async def release(self, owner: str, execution_ids: Sequence[str]) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            for i in range(0, len(execution_ids), 500):
+                chunk = execution_ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE events SET claimed_by=NULL, claimed_until=NULL"
+                    f" WHERE execution_id IN ({marks}) AND claimed_by=?",
+                    (*chunk, owner),
+                )
+
+        await self._shared_tx(body)
+
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         # One statement for the batch, its rows as one JSON array: binding six parameters
         # per row through ``executemany`` cost about twice the instructions (callgrind).
