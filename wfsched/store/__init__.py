@@ -135,6 +135,11 @@ class Store(Protocol):
     def changes(self) -> ChangeFeed:
         """The feed that reports changes made through any connection to this store."""
 
+    @property
+    def single_daemon(self) -> bool:
+        """True when one daemon alone dispatches this store's events (SQLite: the file lock):
+        its dispatcher may keep a burst's backlog leased in memory, as no replica shares it."""
+
     # deployments -------------------------------------------------------------------------
     async def apply(self, specs: Sequence[WorkflowSpec]) -> list[DeployAction]:
         """Create or update every spec in one transaction; return an action per spec."""

@@ -63,6 +63,10 @@ class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger
             reader._connect_reader()
             self._reader = reader
 
+    @property
+    def single_daemon(self) -> bool:
+        return True
+
     def reader(self) -> Store:
         return self._reader or self
 

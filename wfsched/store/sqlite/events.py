@@ -248,20 +248,3 @@ class SqliteEvents(SqliteConnection):
             return out
 
         return await self._run(lambda c: self._tx(c, body))
-
-    async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
-        # Index seeks only: each trigger id in turn (a skip scan), then its newest event,
-        # however many events the workflow has.
-        rows = await self._run(
-            lambda c: c.execute(
-                "WITH RECURSIVE t(trigger_id) AS (SELECT (SELECT min(trigger_id) FROM events"
-                " WHERE workflow_id=?1) UNION ALL SELECT (SELECT min(trigger_id) FROM events"
-                " WHERE workflow_id=?1 AND trigger_id>t.trigger_id) FROM t"
-                f" WHERE t.trigger_id IS NOT NULL) SELECT {EVENT_COLS} FROM events"
-                " WHERE execution_id IN (SELECT (SELECT max(execution_id) FROM events"
-                " WHERE workflow_id=?1 AND trigger_id=t.trigger_id) FROM t"
-                " WHERE t.trigger_id IS NOT NULL)",
-                (workflow_id,),
-            ).fetchall()
-        )
-        return {r[2]: _event(r) for r in rows}
