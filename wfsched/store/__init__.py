@@ -194,8 +194,9 @@ class Store(Protocol):
 
     def reader(self) -> Store:
         """This store for reads that must not wait behind its writes (the dashboard's pages
-        during a burst of fires): SQLite, a read-only connection in its own worker thread
-        (WAL lets it read beside the writer); PostgreSQL, a small pool of its own, apart from
+        during a burst of fires): SQLite, a read-only connection whose calls run in worker
+        threads behind a one-slot limiter of its own, not the writer's (WAL lets it read
+        beside the writer); PostgreSQL, a small pool of its own, apart from
         the one the group commit and the dispatcher draw from. The same object on every
         call, opened and closed with this store (itself while this store is not open, or
         where a second connection cannot see the data: an in-memory SQLite). Only reads go
@@ -345,6 +346,12 @@ class Store(Protocol):
 
     async def pending_events(self, workflow_id: str | None = None) -> tuple[int, datetime | None]:
         """How many events wait for dispatch, and the oldest one's ``fired_at``."""
+
+    async def pending_events_of(
+        self, workflow_ids: Sequence[str]
+    ) -> dict[str, tuple[int, datetime | None]]:
+        """``pending_events`` of several workflows in one read (a workflow with none waiting
+        is left out)."""
 
     async def prune_ledger(self, older_than: datetime, keep_per_trigger: int) -> int:
         """Delete ledger entries before ``older_than`` beyond the newest ``keep_per_trigger``

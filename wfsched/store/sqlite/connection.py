@@ -1,4 +1,4 @@
-"""SQLite connection plumbing under ``SqliteStore``: one connection, one worker thread.
+"""SQLite connection plumbing under ``SqliteStore``: one connection, one call at a time.
 
 Every call runs in a worker thread behind a one-slot limiter, so statements never interleave
 and the event loop never blocks on disk. The daemon also holds a per-file lock. The store's
