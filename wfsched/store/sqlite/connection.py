@@ -146,7 +146,8 @@ class SqliteConnection:
             try:
                 results = self._tx(conn, lambda c: [w.body(c) for w in writes])
             except sqlite3.OperationalError as exc:
-                if (exc.sqlite_errorcode & 0xFF) in _STORE_FAULTS:
+                code = getattr(exc, "sqlite_errorcode", None)  # none when Python raised it
+                if code is None or (code & 0xFF) in _STORE_FAULTS:
                     raise  # the store's fault (locked, I/O, full): every caller's
                 if conn.in_transaction:
                     conn.rollback()
