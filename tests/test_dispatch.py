@@ -208,6 +208,49 @@ async def test_a_reserved_event_is_renewed_before_it_is_sent_unless_claimed_sinc
     assert (await store.get_event(theirs.execution_id)).status == "pending"
 
 
+async def test_the_reserve_stops_taking_events_past_its_byte_budget(
+    store: Any, engine: Engine
+) -> None:
+    # 50 events of about 1 KB each against a budget of 10 KB: once the reserve holds more
+    # than the budget, a lease covers only the queue's room (none while events are reserved),
+    # and the rest is recorded unleased for a claim, as past the count.
+    d = dispatcher(store, engine.url, max_workers=1, reserve=1000, reserve_bytes=10_000)
+    claim = d.lease(200)
+    assert claim is not None and claim.limit == 200
+    body = {"body": "x" * 1000}
+    events = [
+        e for e, _ in await store.record([new_event(payload=body) for _ in range(200)], claim)
+    ]
+    d.adopt(events)
+    assert d._reserve and d._reserved_bytes > 10_000
+    assert d.lease(10) is None
+    async with running(d):
+        final = [await settled(store, e.execution_id) for e in events]
+        assert d.lease(10) is not None  # the reserve sent, its bytes counted out
+    assert {e.status for e in final} == {"dispatched"}
+    assert d._reserved_bytes == 0
+
+
+async def test_a_drain_gives_the_reserve_back_unsent_and_quietly(
+    store: Any, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Reserved events are not sent in the drain (nor warned about one by one): their leases
+    # are released, so they are claimable at once.
+    caplog.set_level(logging.WARNING, logger="wfsched.dispatch")
+    d = dispatcher(store, engine.url, max_workers=1, reserve=500)
+    claim = d.lease(300)
+    assert claim is not None and claim.limit == 300
+    events = [e for e, _ in await store.record([new_event() for _ in range(300)], claim)]
+    d.adopt(events)
+    reserved = {e.execution_id for e, *_ in d._reserve}
+    assert reserved
+    async with running(d):
+        await d.drain(10.0)
+    claimed = await store.claim("other", 1000, 60, utcnow())
+    assert {e.execution_id for e in claimed} == reserved
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def test_it_fails_a_400_after_one_attempt(store: Any, engine: Engine) -> None:
     engine.script(Reply(400, body='{"error": "unknown workflow input"}'))
     [event] = await record(store)

@@ -313,3 +313,101 @@ def test_one_factory_makes_every_event_row() -> None:
     assert timed.payload is static  # a time fire shares the static table, never copies it
     assert (timed.dedupe_key, timed.scheduled_at) == ("t@2030-01-01T00:00:00Z", when)
     assert timed.execution_id != merged.execution_id
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 5
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_a_sqlite_batch_taken_by_a_cancelled_caller_is_still_committed(
+    sqlite_url: str,
+) -> None:
+    # The caller holding the turn takes the queued writes of others, then is cancelled while
+    # it waits for the worker thread: the others' rows are committed and their results real.
+    from wfsched.store.sqlite import SqliteStore
+
+    store = SqliteStore(sqlite_url)
+    await store.open()
+    try:
+        holder, other = event({"n": 1}), event({"n": 2})
+        got: dict[str, Any] = {}
+
+        async def record(e: NewEvent) -> None:
+            got[e.execution_id] = await store.record([e])
+
+        await store._write_turn.acquire()
+        await store._limiter.acquire()
+        async with anyio.create_task_group() as tg:
+            async with anyio.create_task_group() as holding:
+                holding.start_soon(record, holder)
+                await _until(lambda: len(store._writes) == 1, "the holder's write queued")
+                tg.start_soon(record, other)
+                await _until(lambda: len(store._writes) == 2, "the other write queued")
+                store._write_turn.release()  # the holder takes both writes, waits for a thread
+                await _until(
+                    lambda: store._limiter.statistics().tasks_waiting == 1,
+                    "the holder waiting for the worker thread",
+                )
+                holding.cancel_scope.cancel()
+                store._limiter.release()
+        [(recorded, created)] = got[other.execution_id]
+        assert created and recorded.execution_id == other.execution_id
+        stored = {e.execution_id for e in await store.history("wf", limit=-1)}
+        assert other.execution_id in stored
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_a_sqlite_error_of_one_callers_statement_fails_only_that_caller(
+    sqlite_url: str,
+) -> None:
+    # "no such table" is an OperationalError of one caller's SQL, not the store's fault: the
+    # others queued with it are committed.
+    from wfsched.store.sqlite import SqliteStore
+
+    store = SqliteStore(sqlite_url)
+    await store.open()
+    try:
+        first, second = event({"n": 1}), event({"n": 2})
+        got: dict[str, Any] = {}
+
+        async def record(e: NewEvent) -> None:
+            got[e.execution_id] = await store.record([e])
+
+        async def faulty() -> None:
+            try:
+                await store._shared_tx(lambda c: c.execute("SELECT * FROM no_such_table"))
+            except StoreError as exc:
+                got["faulty"] = exc
+
+        await store._write_turn.acquire()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(record, first)
+            tg.start_soon(faulty)
+            tg.start_soon(record, second)
+            await _until(lambda: len(store._writes) == 3, "three writes queued")
+            store._write_turn.release()
+        assert "no such table" in str(got["faulty"])
+        for e in (first, second):
+            assert got[e.execution_id][0][1] is True
+    finally:
+        await store.close()
+
+
+@pytest.mark.anyio
+async def test_an_sqlite_library_older_than_the_minimum_is_refused(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wfsched.store.sqlite import SqliteStore
+
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
+    store = SqliteStore(sqlite_url)
+    with pytest.raises(StoreError, match=r"3\.34\.1; wfsched needs 3\.35\.0 or newer"):
+        await store.open()
+    await store.close()

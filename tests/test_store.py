@@ -216,6 +216,17 @@ async def test_renew_extends_only_a_lease_still_held(store: Any) -> None:
     assert await store.renew("me", ids, until, until + timedelta(seconds=1)) == mine
 
 
+async def test_release_frees_only_the_owners_leases(store: Any) -> None:
+    now = utcnow() + timedelta(seconds=1)
+    results = await store.record([new_event() for _ in range(3)], Claim("me", now, 2))
+    a, b, c = (e for e, _ in results)
+    [theirs] = await store.claim("other", 10, 60, now)  # ``c``, recorded unleased
+    await store.release("me", [a.execution_id, b.execution_id, c.execution_id])
+    claimed = await store.claim("third", 10, 60, now)
+    assert theirs.execution_id == c.execution_id
+    assert {e.execution_id for e in claimed} == {a.execution_id, b.execution_id}
+
+
 async def test_finish_writes_attempts_and_only_for_the_owner(store: Any) -> None:
     [(e1, _), (e2, _), (e3, _)] = await store.record([new_event() for _ in range(3)])
     now = utcnow() + timedelta(seconds=1)
@@ -394,6 +405,7 @@ async def test_lock_exclusive_claims_a_sqlite_file_and_lets_postgres_replicas_sh
     first, second = open_store(store_url), open_store(store_url)
     first.lock_exclusive()
     try:
+        assert first.single_daemon is store_url.startswith("sqlite")
         if store_url.startswith("sqlite"):
             with pytest.raises(StoreError, match="another wfsched daemon already serves"):
                 second.lock_exclusive()

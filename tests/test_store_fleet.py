@@ -318,3 +318,10 @@ async def test_statuses_of_a_page_are_each_workflows_status(store: Any, tmp_path
         ("m", "healthy", True),
         ("n", "failing", False),
     ]
+    # No daemon running: each row says what waits, read for the page at once.
+    await store.end_beat(DaemonRun(replica_id="r", started_at=now, last_seen=now))
+    got = await views.statuses(asked)
+    assert got == [None if w == "gone" else await views.status(w) for w in asked]
+    pending = {w: s["pending"]["count"] for w, s in zip(asked, got, strict=True) if s}
+    assert pending == {"c": 0, "b": 1, "a": 0}
+    assert await store.pending_events_of(["b", "a"]) == {"b": await store.pending_events("b")}

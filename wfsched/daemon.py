@@ -310,10 +310,10 @@ async def serve(
             # Commits wake the dispatcher (locally, by NOTIFY, or by the SQLite file watch);
             # the poll is only a safety net.
             poll_interval=5.0,
-            # One daemon per SQLite file: a burst's backlog stays leased to it (no claim
-            # queries); PostgreSQL replicas share unleased events, so none is held there.
+            # A store no replica shares: a burst's backlog stays leased to this daemon (no
+            # claim queries); where replicas share unleased events, none is held back.
             reserve=RESERVE_PER_WORKER * settings.get("scheduler.max_workers")
-            if settings.store_url.startswith("sqlite")
+            if store.single_daemon
             else 0,
         )
         recorder = GroupCommitRecorder(

@@ -225,11 +225,15 @@ class DeploymentViews:
         last = await self.store.last_events(workflow_id)
         now = utcnow()
         runs = await self.store.daemon_runs(now - LOOK_BACK)
-        return await self._status(deployment, states, last, runs, now)
+        pending = None
+        if not summarize(runs, now)["running"]:
+            pending = await self.store.pending_events(workflow_id)
+        return self._status(deployment, states, last, runs, now, pending)
 
     async def statuses(self, workflow_ids: Sequence[str]) -> builtins.list[dict[str, Any] | None]:
         """``status`` of each workflow (None for one not deployed), in the order given, from
-        four reads of the store whatever their number."""
+        four reads of the store whatever their number (five with no daemon running: the
+        pending events too)."""
         found = {d.workflow_id: d for d in await self.store.get_deployments(workflow_ids)}
         states: dict[str, list[TriggerState]] = {}
         for state in await self.store.trigger_states_of(workflow_ids):
@@ -237,21 +241,34 @@ class DeploymentViews:
         last = await self.store.last_events_of(workflow_ids)
         now = utcnow()
         runs = await self.store.daemon_runs(now - LOOK_BACK)
+        pending = None
+        if not summarize(runs, now)["running"]:
+            pending = await self.store.pending_events_of(workflow_ids)
         return [
-            await self._status(found[w], states.get(w, []), last.get(w, {}), runs, now)
+            self._status(
+                found[w],
+                states.get(w, []),
+                last.get(w, {}),
+                runs,
+                now,
+                None if pending is None else pending.get(w, (0, None)),
+            )
             if w in found
             else None
             for w in workflow_ids
         ]
 
-    async def _status(
+    def _status(
         self,
         deployment: Deployment,
         trigger_states: Sequence[TriggerState],
         last: Mapping[str, TriggerEvent],
         runs: Sequence[DaemonRun],
         now: datetime,
+        pending: tuple[int, datetime | None] | None,
     ) -> dict[str, Any]:
+        """One workflow's status; ``pending`` (its waiting events) is read only while no
+        daemon runs, and shown then."""
         workflow_id = deployment.workflow_id
         view = self._view(deployment)
         states = {s.trigger_id: s for s in trigger_states}
@@ -259,9 +276,9 @@ class DeploymentViews:
         daemon = summarize(runs, now)
         view["daemon"] = daemon
         running_since = _running_since(Downtime(runs, now), now)
-        if not daemon["running"]:
+        if pending is not None:
             # Nothing dispatches without a daemon: say what waits, and since when.
-            count, oldest = await self.store.pending_events(workflow_id)
+            count, oldest = pending
             view["pending"] = {"count": count, "since": iso(oldest)}
         for trigger in view["triggers"]:
             tid = trigger["id"]

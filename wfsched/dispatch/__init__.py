@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 import anyio
 from anyio.abc import TaskGroup
 
+from wfsched.jsontext import dumps
 from wfsched.logs import log_fields
 from wfsched.metrics import DISPATCH_ATTEMPTS, DISPATCH_DURATION, event_counter
 from wfsched.models import Claim, DispatchOutcome, TriggerEvent, utcnow
@@ -35,6 +36,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("wfsched.dispatch")
+RESERVE_BYTES = 64 * 1024 * 1024
+"""Payload bytes (JSON text) the reserve holds at most: past them, events are recorded
+unleased. A lease is checked before its events are recorded, so one group commit's events may
+go past it (by at most one batch)."""
 
 
 class LogSender:
@@ -71,7 +76,8 @@ class Dispatcher:
     process arrive already leased, with no claim query (``lease``/``adopt``, from the
     group-commit recorder); with a ``reserve``, events recorded beyond the queue's room are
     leased too and held in memory until there is room, so a burst goes out without claim
-    queries (a reserved event whose lease has aged is renewed before it is queued). Outcomes
+    queries (a reserved event whose lease has aged is renewed before it is queued); once the
+    reserve holds ``reserve_bytes`` of payloads, further events are recorded unleased. Outcomes
     are written in batches by one finisher; while too many
     wait for the store, nothing more is claimed. Claims happen when woken (a fire committed,
     a retry came due, room freed) and every ``poll_interval`` for work that other processes
@@ -90,6 +96,7 @@ class Dispatcher:
         claim_ttl: float = 10.0,
         poll_interval: float = 0.5,
         reserve: int = 0,
+        reserve_bytes: int = RESERVE_BYTES,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
@@ -101,6 +108,7 @@ class Dispatcher:
         self.claim_ttl = claim_ttl
         self.poll_interval = poll_interval
         self.reserve = max(0, reserve)
+        self.reserve_bytes = reserve_bytes
         self.clock = clock
         self.owner = f"dispatcher-{uuid.uuid4().hex[:12]}"
         self._active = 0
@@ -109,8 +117,10 @@ class Dispatcher:
         """Outcomes not yet written back (their events are still leased to this owner)."""
         self._max_unwritten = max(UNWRITTEN_PER_WORKER * self.max_workers, 1000)
         self._queue: deque[tuple[TriggerEvent, float]] = deque()
-        self._reserve: deque[tuple[TriggerEvent, float, datetime]] = deque()
-        """Leased events waiting for room in the queue: (event, leased at, lease until)."""
+        self._reserve: deque[tuple[TriggerEvent, float, datetime, int]] = deque()
+        """Leased events waiting for room in the queue: (event, leased at, lease until, size
+        of its payload's JSON text)."""
+        self._reserved_bytes = 0
         self._wake = anyio.Event()
         self._room = anyio.Event()
         self._work = anyio.Event()
@@ -142,7 +152,10 @@ class Dispatcher:
         for (the group-commit recorder records them leased to this dispatcher)."""
         if not self._accepting or self._unwritten >= self._max_unwritten:
             return None
-        room = min(wanted, self._queue_room() + self.reserve - len(self._reserve))
+        room = self._queue_room()
+        if self._reserved_bytes < self.reserve_bytes:
+            room += self.reserve - len(self._reserve)
+        room = min(wanted, room)
         if room <= 0:
             return None
         self._leased_at = time.monotonic()  # the lease runs from before the commit
@@ -158,7 +171,11 @@ class Dispatcher:
             self._queue.extend((event, self._leased_at) for event in events[:room])
             self._work.set()
         if events[room:]:
-            self._reserve.extend((e, self._leased_at, self._lease_until) for e in events[room:])
+            for e in events[room:]:
+                # The payload's JSON text as the store holds it: a webhook's body dominates it.
+                size = len(dumps(e.payload))
+                self._reserve.append((e, self._leased_at, self._lease_until, size))
+                self._reserved_bytes += size
             self._wake.set()
 
     def _queue_room(self) -> int:
@@ -213,9 +230,10 @@ class Dispatcher:
         events still leased to this dispatcher under the same lease are renewed and queued,
         the rest (the store unreachable) are left to their lease and the next claim."""
         taken = [self._reserve.popleft() for _ in range(min(room, len(self._reserve)))]
+        self._reserved_bytes -= sum(size for *_, size in taken)
         aged_before = time.monotonic() - self._send_budget / 4
-        ready = [(event, at) for event, at, _ in taken if at >= aged_before]
-        aged = [(event, until) for event, at, until in taken if at < aged_before]
+        ready = [(event, at) for event, at, _, _ in taken if at >= aged_before]
+        aged = [(event, until) for event, at, until, _ in taken if at < aged_before]
         if aged:
             renewed_at = time.monotonic()
             until = self.clock() + timedelta(seconds=self.claim_ttl)
@@ -402,11 +420,17 @@ class Dispatcher:
     async def drain(self, timeout: float) -> None:
         """Stop claiming; wait up to ``timeout`` for claimed events to be sent and written."""
         self._accepting = False
-        # Reserved events are leased to this dispatcher: sent in the drain like queued ones.
-        self._active += len(self._reserve)
-        self._queue.extend((event, at) for event, at, _ in self._reserve)
-        self._reserve.clear()
-        self._work.set()
+        # Reserved events are not sent in the drain (most have waited past the send budget):
+        # their leases are given back in one write, so the next start claims them at once.
+        # Should that write fail, the leases expire and the events are claimed all the same.
+        if self._reserve:
+            ids = [event.execution_id for event, *_ in self._reserve]
+            self._reserve.clear()
+            self._reserved_bytes = 0
+            try:
+                await self.store.release(self.owner, ids)
+            except Exception as exc:  # noqa: BLE001 - left to their leases
+                log.warning("releasing reserved events failed", extra={"error": str(exc)})
         self._wake.set()
         self._room.set()
         with anyio.move_on_after(timeout):

@@ -135,6 +135,11 @@ class Store(Protocol):
     def changes(self) -> ChangeFeed:
         """The feed that reports changes made through any connection to this store."""
 
+    @property
+    def single_daemon(self) -> bool:
+        """True when one daemon alone dispatches this store's events (SQLite: the file lock):
+        its dispatcher may keep a burst's backlog leased in memory, as no replica shares it."""
+
     # deployments -------------------------------------------------------------------------
     async def apply(self, specs: Sequence[WorkflowSpec]) -> list[DeployAction]:
         """Create or update every spec in one transaction; return an action per spec."""
@@ -189,8 +194,9 @@ class Store(Protocol):
 
     def reader(self) -> Store:
         """This store for reads that must not wait behind its writes (the dashboard's pages
-        during a burst of fires): SQLite, a read-only connection in its own worker thread
-        (WAL lets it read beside the writer); PostgreSQL, a small pool of its own, apart from
+        during a burst of fires): SQLite, a read-only connection whose calls run in worker
+        threads behind a one-slot limiter of its own, not the writer's (WAL lets it read
+        beside the writer); PostgreSQL, a small pool of its own, apart from
         the one the group commit and the dispatcher draw from. The same object on every
         call, opened and closed with this store (itself while this store is not open, or
         where a second connection cannot see the data: an in-memory SQLite). Only reads go
@@ -256,6 +262,10 @@ class Store(Protocol):
         """Extend to ``until`` the leases ``owner`` holds until exactly ``held_until`` on these
         pending events; return the ids renewed (an event claimed again since, by anyone, or
         settled is left out)."""
+
+    async def release(self, owner: str, execution_ids: Sequence[str]) -> None:
+        """Give up the leases ``owner`` holds on these events, unsent (claimable at once);
+        an event leased to anyone else is left alone."""
 
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         """Write attempt results (attempts + 1) and release the claims ``owner`` holds."""
@@ -336,6 +346,12 @@ class Store(Protocol):
 
     async def pending_events(self, workflow_id: str | None = None) -> tuple[int, datetime | None]:
         """How many events wait for dispatch, and the oldest one's ``fired_at``."""
+
+    async def pending_events_of(
+        self, workflow_ids: Sequence[str]
+    ) -> dict[str, tuple[int, datetime | None]]:
+        """``pending_events`` of several workflows in one read (a workflow with none waiting
+        is left out)."""
 
     async def prune_ledger(self, older_than: datetime, keep_per_trigger: int) -> int:
         """Delete ledger entries before ``older_than`` beyond the newest ``keep_per_trigger``

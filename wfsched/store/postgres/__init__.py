@@ -62,6 +62,10 @@ class PostgresStore(PgDeployments, PgEvents, PgLedger, PgFleet):
         await reader.open()
         self._reader = reader
 
+    @property
+    def single_daemon(self) -> bool:
+        return False  # replicas share the events
+
     def reader(self) -> Store:
         return self._reader or self
 

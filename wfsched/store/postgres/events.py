@@ -243,6 +243,14 @@ class PgEvents(PgRetention):
             )
             return {r[0] for r in await cur.fetchall()}
 
+    async def release(self, owner: str, execution_ids: Sequence[str]) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "UPDATE wfsched_events SET claimed_by = NULL, claimed_until = NULL"
+                " WHERE execution_id = ANY(%s) AND claimed_by = %s",
+                (list(execution_ids), owner),
+            )
+
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         if not outcomes:
             return
@@ -317,21 +325,3 @@ class PgEvents(PgRetention):
             found = {r[0]: event_from_row(r) for r in await cur.fetchall()}
             require_all(execution_ids, set(found), no_event)
         return [found[execution_id] for execution_id in execution_ids]
-
-    async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
-        async with self._conn() as conn:
-            # Index seeks only: each trigger id in turn (a skip scan), then its newest event,
-            # however many events the workflow has.
-            cur = await conn.execute(
-                "WITH RECURSIVE t(trigger_id) AS (SELECT (SELECT min(trigger_id)"
-                " FROM wfsched_events WHERE workflow_id = %(w)s) UNION ALL SELECT (SELECT"
-                " min(trigger_id) FROM wfsched_events WHERE workflow_id = %(w)s"
-                " AND trigger_id > t.trigger_id) FROM t WHERE t.trigger_id IS NOT NULL)"
-                f" SELECT {EVENT_COLS} FROM wfsched_events WHERE workflow_id = %(w)s"
-                " AND execution_id IN (SELECT (SELECT max(execution_id) FROM wfsched_events"
-                " WHERE workflow_id = %(w)s AND trigger_id = t.trigger_id) FROM t"
-                " WHERE t.trigger_id IS NOT NULL)",
-                {"w": workflow_id},
-            )
-            rows = await cur.fetchall()
-        return {r[2]: event_from_row(r) for r in rows}

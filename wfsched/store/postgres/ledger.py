@@ -178,6 +178,19 @@ class PgLedger(PgConnections):
             return 0, None
         return int(row[0]), None if row[1] is None else utc(row[1])
 
+    async def pending_events_of(
+        self, workflow_ids: Sequence[str]
+    ) -> dict[str, tuple[int, datetime | None]]:
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT workflow_id, count(*), min(fired_at) FROM wfsched_events"
+                " WHERE status = 'pending' AND workflow_id = ANY(%s::text[])"
+                " GROUP BY workflow_id",
+                (list(workflow_ids),),
+            )
+            rows = await cur.fetchall()
+        return {r[0]: (int(r[1]), None if r[2] is None else utc(r[2])) for r in rows}
+
     async def prune_ledger(self, older_than: datetime, keep_per_trigger: int) -> int:
         cutoff = utc(older_than)
         keep = max(0, keep_per_trigger)

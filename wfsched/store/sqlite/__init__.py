@@ -1,6 +1,7 @@
-"""SQLite store: the embedded default. WAL, one connection, calls run in one worker thread;
-the dashboard reads through a second, read-only connection in a thread of its own
-(``reader``), which WAL lets read while the first one writes.
+"""SQLite store: the embedded default. WAL, one connection, its calls one at a time in
+worker threads; the dashboard reads through a second, read-only connection (``reader``) whose
+calls run behind a one-slot limiter of its own, not the writer's; WAL lets it read while the
+first one writes.
 
 Durability: ``sync="full"`` (the default, ``store.sync``) runs ``synchronous=FULL``, so a
 commit, and the 202 that follows it, survives a power loss; ``"normal"`` is the opt-out.
@@ -25,6 +26,7 @@ from wfsched.errors import StoreError
 from wfsched.store import ChangeFeed, Store, Sync
 from wfsched.store.common import migrations
 from wfsched.store.sqlite.changes import FilePoll
+from wfsched.store.sqlite.connection import SqliteConnection
 from wfsched.store.sqlite.deployments import SqliteDeployments
 from wfsched.store.sqlite.events import SqliteEvents
 from wfsched.store.sqlite.fleet import SqliteFleet
@@ -62,6 +64,10 @@ class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger
             reader = _Reader(self.path)
             reader._connect_reader()
             self._reader = reader
+
+    @property
+    def single_daemon(self) -> bool:
+        return True
 
     def reader(self) -> Store:
         return self._reader or self
@@ -138,8 +144,9 @@ class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger
 
 class _Reader(SqliteStore):
     """The store's reader: the same file through a read-only connection, whose calls run in
-    a worker thread of their own (its own one-slot limiter), never queued behind the
+    anyio's worker threads behind a one-slot limiter of its own, never queued behind the
     writer's. Opened and closed by the store it reads for."""
 
     def __init__(self, path: Path) -> None:
-        super().__init__(f"sqlite:///{path}")
+        SqliteConnection.__init__(self, path)  # the writer's path as is, no URL to parse
+        self._reader = None

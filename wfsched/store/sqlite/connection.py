@@ -1,4 +1,4 @@
-"""SQLite connection plumbing under ``SqliteStore``: one connection, one worker thread.
+"""SQLite connection plumbing under ``SqliteStore``: one connection, one call at a time.
 
 Every call runs in a worker thread behind a one-slot limiter, so statements never interleave
 and the event loop never blocks on disk. The daemon also holds a per-file lock. The store's
@@ -32,6 +32,21 @@ from wfsched.errors import StoreError
 from wfsched.store import Sync
 
 T = TypeVar("T")
+MIN_SQLITE = (3, 35, 0)
+"""The oldest SQLite library the store runs on (``UPDATE … RETURNING`` came in 3.35)."""
+_STORE_FAULTS = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+"""Primary result codes that fail the store itself (every caller), not one caller's rows."""
 _PRAGMA_SYNC: dict[Sync, str] = {"full": "FULL", "normal": "NORMAL"}
 log = logging.getLogger("wfsched.store")
 FILE_MODE = 0o600
@@ -106,13 +121,18 @@ class SqliteConnection:
         try:
             async with self._write_turn:
                 if not write.done:
+                    if write not in self._writes:
+                        raise StoreError(f"SQLite {self.path}: a queued write was lost")
                     writes, self._writes = self._writes, []
-                    try:
-                        await self._run(self._commit_writes, writes)
-                    except Exception as exc:  # noqa: BLE001 - the store's error: everyone's
-                        for w in writes:
-                            if not w.done:
-                                w.error, w.done = exc, True
+                    # Once taken, the batch completes even if this caller is cancelled
+                    # meanwhile: the other callers' writes are theirs to see committed.
+                    with anyio.CancelScope(shield=True):
+                        try:
+                            await self._run(self._commit_writes, writes)
+                        except Exception as exc:  # noqa: BLE001 - the store's: everyone's
+                            for w in writes:
+                                if not w.done:
+                                    w.error, w.done = exc, True
         except BaseException:
             if not write.done and write in self._writes:
                 self._writes.remove(write)  # cancelled before its turn: never written
@@ -125,8 +145,12 @@ class SqliteConnection:
         if len(writes) > 1:
             try:
                 results = self._tx(conn, lambda c: [w.body(c) for w in writes])
-            except sqlite3.OperationalError:
-                raise  # the store's fault (locked, I/O, full): every caller's, not retried
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", None)  # none when Python raised it
+                if code is None or (code & 0xFF) in _STORE_FAULTS:
+                    raise  # the store's fault (locked, I/O, full): every caller's
+                if conn.in_transaction:
+                    conn.rollback()
             except Exception:  # noqa: BLE001 - one caller's rows: told apart below
                 if conn.in_transaction:
                     conn.rollback()
@@ -150,6 +174,11 @@ class SqliteConnection:
             raise StoreError(
                 f"SQLite store {self.path}: folder {self.path.parent} does not exist; "
                 "create it or fix store.url"
+            )
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(
+                f"SQLite store {self.path}: the SQLite library is {sqlite3.sqlite_version}; "
+                f"wfsched needs {'.'.join(map(str, MIN_SQLITE))} or newer"
             )
         try:
             if str(self.path) != ":memory:":

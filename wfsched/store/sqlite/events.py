@@ -33,10 +33,11 @@ _INSERT_EVENT = (
 
 # Each element of the JSON array: [status, error, next_attempt_at, dispatched_at, execution_id].
 _FINISH = (
-    "UPDATE events SET status=o.value->>0, attempts=attempts+1, last_error=o.value->>1,"
-    " next_attempt_at=o.value->>2, dispatched_at=o.value->>3, claimed_by=NULL,"
-    " claimed_until=NULL FROM json_each(?) AS o"
-    " WHERE events.execution_id=o.value->>4 AND events.claimed_by=?"
+    "UPDATE events SET status=json_extract(o.value,'$[0]'), attempts=attempts+1,"
+    " last_error=json_extract(o.value,'$[1]'), next_attempt_at=json_extract(o.value,'$[2]'),"
+    " dispatched_at=json_extract(o.value,'$[3]'), claimed_by=NULL, claimed_until=NULL"
+    " FROM json_each(?) AS o"
+    " WHERE events.execution_id=json_extract(o.value,'$[4]') AND events.claimed_by=?"
 )
 
 
@@ -159,6 +160,19 @@ class SqliteEvents(SqliteConnection):
 
         return await self._shared_tx(body)
 
+    async def release(self, owner: str, execution_ids: Sequence[str]) -> None:
+        def body(conn: sqlite3.Connection) -> None:
+            for i in range(0, len(execution_ids), 500):
+                chunk = execution_ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE events SET claimed_by=NULL, claimed_until=NULL"
+                    f" WHERE execution_id IN ({marks}) AND claimed_by=?",
+                    (*chunk, owner),
+                )
+
+        await self._shared_tx(body)
+
     async def finish(self, owner: str, outcomes: Sequence[DispatchOutcome]) -> None:
         # One statement for the batch, its rows as one JSON array: binding six parameters
         # per row through ``executemany`` cost about twice the instructions (callgrind).
@@ -234,20 +248,3 @@ class SqliteEvents(SqliteConnection):
             return out
 
         return await self._run(lambda c: self._tx(c, body))
-
-    async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
-        # Index seeks only: each trigger id in turn (a skip scan), then its newest event,
-        # however many events the workflow has.
-        rows = await self._run(
-            lambda c: c.execute(
-                "WITH RECURSIVE t(trigger_id) AS (SELECT (SELECT min(trigger_id) FROM events"
-                " WHERE workflow_id=?1) UNION ALL SELECT (SELECT min(trigger_id) FROM events"
-                " WHERE workflow_id=?1 AND trigger_id>t.trigger_id) FROM t"
-                f" WHERE t.trigger_id IS NOT NULL) SELECT {EVENT_COLS} FROM events"
-                " WHERE execution_id IN (SELECT (SELECT max(execution_id) FROM events"
-                " WHERE workflow_id=?1 AND trigger_id=t.trigger_id) FROM t"
-                " WHERE t.trigger_id IS NOT NULL)",
-                (workflow_id,),
-            ).fetchall()
-        )
-        return {r[2]: _event(r) for r in rows}

@@ -83,6 +83,9 @@ class SqliteFleet(SqliteConnection):
         )
         return rows
 
+    async def last_events(self, workflow_id: str) -> dict[str, TriggerEvent]:
+        return (await self.last_events_of([workflow_id])).get(workflow_id, {})
+
     async def last_events_of(
         self, workflow_ids: Sequence[str]
     ) -> dict[str, dict[str, TriggerEvent]]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from wfsched.jsontext import dumps
 from wfsched.models import (
     DaemonRun,
     DeploymentState,
@@ -160,6 +161,17 @@ class SqliteLedger(SqliteConnection):
             args = (workflow_id,)
         row = await self._run(lambda c: c.execute(sql, args).fetchone())
         return int(row[0]), parse_ts(row[1])
+
+    async def pending_events_of(
+        self, workflow_ids: Sequence[str]
+    ) -> dict[str, tuple[int, datetime | None]]:
+        sql = (
+            "SELECT workflow_id, count(*), min(fired_at) FROM events WHERE status='pending'"
+            " AND workflow_id IN (SELECT value FROM json_each(?)) GROUP BY workflow_id"
+        )
+        ids = dumps(list(workflow_ids))
+        rows = await self._run(lambda c: c.execute(sql, (ids,)).fetchall())
+        return {r[0]: (int(r[1]), parse_ts(r[2])) for r in rows}
 
     async def prune_ledger(self, older_than: datetime, keep_per_trigger: int) -> int:
         cutoff = fmt_ts(older_than)
