@@ -220,42 +220,39 @@ class DeploymentViews:
 
     async def status(self, workflow_id: str) -> dict[str, Any]:
         """The ``status ID --json`` shape: the list shape plus health and last events."""
-        deployment = await self.store.get_deployment(workflow_id)
-        states = await self.store.trigger_states(workflow_id)
-        last = await self.store.last_events(workflow_id)
-        now = utcnow()
-        runs = await self.store.daemon_runs(now - LOOK_BACK)
-        pending = None
-        if not summarize(runs, now)["running"]:
-            pending = await self.store.pending_events(workflow_id)
-        return self._status(deployment, states, last, runs, now, pending)
+        deployment = await self.store.get_deployment(workflow_id)  # NotFound names it
+        [view] = await self._statuses([deployment])
+        return view
 
     async def statuses(self, workflow_ids: Sequence[str]) -> builtins.list[dict[str, Any] | None]:
-        """``status`` of each workflow (None for one not deployed), in the order given, from
-        four reads of the store whatever their number (five with no daemon running: the
-        pending events too)."""
+        """``status`` of each workflow (None for one not deployed), in the order given."""
         found = {d.workflow_id: d for d in await self.store.get_deployments(workflow_ids)}
+        views = iter(await self._statuses([found[w] for w in workflow_ids if w in found]))
+        return [next(views) if w in found else None for w in workflow_ids]
+
+    async def _statuses(self, deployments: Sequence[Deployment]) -> builtins.list[dict[str, Any]]:
+        """The status of each deployment, from four reads of the store whatever their number
+        (five with no daemon running: the pending events too)."""
+        ids = [d.workflow_id for d in deployments]
         states: dict[str, list[TriggerState]] = {}
-        for state in await self.store.trigger_states_of(workflow_ids):
+        for state in await self.store.trigger_states_of(ids):
             states.setdefault(state.workflow_id, []).append(state)
-        last = await self.store.last_events_of(workflow_ids)
+        last = await self.store.last_events_of(ids)
         now = utcnow()
         runs = await self.store.daemon_runs(now - LOOK_BACK)
         pending = None
         if not summarize(runs, now)["running"]:
-            pending = await self.store.pending_events_of(workflow_ids)
+            pending = await self.store.pending_events_of(ids)
         return [
             self._status(
-                found[w],
-                states.get(w, []),
-                last.get(w, {}),
+                d,
+                states.get(d.workflow_id, []),
+                last.get(d.workflow_id, {}),
                 runs,
                 now,
-                None if pending is None else pending.get(w, (0, None)),
+                None if pending is None else pending.get(d.workflow_id, (0, None)),
             )
-            if w in found
-            else None
-            for w in workflow_ids
+            for d in deployments
         ]
 
     def _status(

@@ -166,12 +166,13 @@ class Dispatcher:
         """Queue events recorded under the last ``lease``, with no store round trip; those
         beyond the queue's room wait in the reserve."""
         room = self._queue_room()
-        if events[:room]:
-            self._active += len(events[:room])
-            self._queue.extend((event, self._leased_at) for event in events[:room])
+        queued, reserved = events[:room], events[room:]
+        if queued:
+            self._active += len(queued)
+            self._queue.extend((event, self._leased_at) for event in queued)
             self._work.set()
-        if events[room:]:
-            for e in events[room:]:
+        if reserved:
+            for e in reserved:
                 # The payload's JSON text as the store holds it: a webhook's body dominates it.
                 size = len(dumps(e.payload))
                 self._reserve.append((e, self._leased_at, self._lease_until, size))

@@ -344,8 +344,8 @@ class Store(Protocol):
     async def deployment_log(self, workflow_id: str) -> list[tuple[datetime, DeploymentState]]:
         """When the workflow was deployed or resumed (``active``) and paused, oldest first."""
 
-    async def pending_events(self, workflow_id: str | None = None) -> tuple[int, datetime | None]:
-        """How many events wait for dispatch, and the oldest one's ``fired_at``."""
+    async def pending_events(self, workflow_id: str) -> tuple[int, datetime | None]:
+        """How many events of a workflow wait for dispatch, and the oldest one's ``fired_at``."""
 
     async def pending_events_of(
         self, workflow_ids: Sequence[str]

@@ -165,18 +165,8 @@ class PgLedger(PgConnections):
             rows = await cur.fetchall()
         return [(utc(r[0]), r[1]) for r in rows]
 
-    async def pending_events(self, workflow_id: str | None = None) -> tuple[int, datetime | None]:
-        query = "SELECT count(*), min(fired_at) FROM wfsched_events WHERE status = 'pending'"
-        args: tuple[Any, ...] = ()
-        if workflow_id is not None:
-            query += " AND workflow_id = %s"
-            args = (workflow_id,)
-        async with self._conn() as conn:
-            cur = await conn.execute(query, args)
-            row = await cur.fetchone()
-        if row is None:
-            return 0, None
-        return int(row[0]), None if row[1] is None else utc(row[1])
+    async def pending_events(self, workflow_id: str) -> tuple[int, datetime | None]:
+        return (await self.pending_events_of([workflow_id])).get(workflow_id, (0, None))
 
     async def pending_events_of(
         self, workflow_ids: Sequence[str]

@@ -66,6 +66,14 @@ class _Write(Generic[T]):
         self.error: Exception | None = None
 
 
+def _store_fault(exc: Exception) -> bool:
+    """An error of the store itself, which fails every caller of a shared write alike."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)  # none when Python raised it
+    return code is None or (code & 0xFF) in _STORE_FAULTS
+
+
 class SqliteConnection:
     """The connection to one SQLite file; the base the store's query mixins share.
 
@@ -145,13 +153,9 @@ class SqliteConnection:
         if len(writes) > 1:
             try:
                 results = self._tx(conn, lambda c: [w.body(c) for w in writes])
-            except sqlite3.OperationalError as exc:
-                code = getattr(exc, "sqlite_errorcode", None)  # none when Python raised it
-                if code is None or (code & 0xFF) in _STORE_FAULTS:
+            except Exception as exc:  # one caller's rows: told apart below, or the store's
+                if _store_fault(exc):
                     raise  # the store's fault (locked, I/O, full): every caller's
-                if conn.in_transaction:
-                    conn.rollback()
-            except Exception:  # noqa: BLE001 - one caller's rows: told apart below
                 if conn.in_transaction:
                     conn.rollback()
             else:

@@ -153,14 +153,8 @@ class SqliteLedger(SqliteConnection):
         )
         return [(parse_ts(r[0]) or utcnow(), r[1]) for r in rows]
 
-    async def pending_events(self, workflow_id: str | None = None) -> tuple[int, datetime | None]:
-        sql = "SELECT count(*), min(fired_at) FROM events WHERE status='pending'"
-        args: tuple[Any, ...] = ()
-        if workflow_id is not None:
-            sql += " AND workflow_id=?"
-            args = (workflow_id,)
-        row = await self._run(lambda c: c.execute(sql, args).fetchone())
-        return int(row[0]), parse_ts(row[1])
+    async def pending_events(self, workflow_id: str) -> tuple[int, datetime | None]:
+        return (await self.pending_events_of([workflow_id])).get(workflow_id, (0, None))
 
     async def pending_events_of(
         self, workflow_ids: Sequence[str]
