@@ -261,8 +261,11 @@ class Dovecot:
         return result.stdout.decode(errors="replace")
 
     def save(self, user: str, message: bytes, folder: str = "INBOX") -> None:
-        """Deliver a message straight into a folder (no SMTP)."""
+        """Deliver a message straight into a folder (no SMTP), with its UID assigned before
+        this returns: a maildir message saved beside a watcher's session could otherwise get
+        its UID after a message saved later (the status read syncs the folder)."""
         self.doveadm("save", "-u", user, "-m", folder, input=message)
+        self.status(user, folder)
 
     def kick(self, user: str) -> None:
         """Drop every IMAP session of ``user``."""
