@@ -15,7 +15,7 @@ import pytest
 from tests.daemon_proc import free_port
 from tests.engine_app import Engine, Reply
 from wfsched.backends import open_store
-from wfsched.dispatch import Dispatcher, DispatchError, backoff
+from wfsched.dispatch import Dispatcher, DispatchError, LogSender, backoff
 from wfsched.dispatch.engine import (
     EngineSender,
     classify,
@@ -23,8 +23,9 @@ from wfsched.dispatch.engine import (
     parse_engine_url,
     parse_retry_after,
 )
+from wfsched.dispatch.router import TargetRouter
 from wfsched.errors import ConfigError
-from wfsched.metrics import render
+from wfsched.metrics import REGISTRY, render
 from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id, utcnow
 from wfsched.recorder import GroupCommitRecorder
 
@@ -422,6 +423,75 @@ async def test_it_logs_every_attempt_and_exports_metrics(
     assert 'wfsched_dispatch_duration_seconds_count{mode="engine",outcome="retry"}' in text
     assert 'wfsched_dispatch_attempts_total{mode="engine",outcome="ok"}' in text
     assert 'wfsched_trigger_events_total{status="retried",trigger_type="cron"}' in text
+
+
+class RefusingLog(LogSender):
+    """A log sender whose ``send`` must never run: its events are settled as handed over."""
+
+    async def send(self, event: TriggerEvent) -> None:
+        raise AssertionError("send called for an instant sender's event")
+
+
+async def test_log_mode_events_are_settled_as_recorded_without_a_send_or_a_claim(
+    store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    counting = CountingClaims(store)
+    d = Dispatcher(counting, RefusingLog(), max_workers=2, reserve=0)
+    recorder = GroupCommitRecorder(counting, on_created=d.wake, handoff=d)
+    before = _sample("wfsched_dispatch_attempts_total", {"mode": "log", "outcome": "ok"})
+    with caplog.at_level(logging.INFO, logger="wfsched.dispatch"):
+        async with running(d), anyio.create_task_group() as tg:
+            recorder.start(tg)
+            # More than the two workers' queue takes: those are recorded unleased and claimed,
+            # and settled as claimed; none goes to a worker.
+            results = await recorder.record([new_event() for _ in range(50)])
+            final = [await settled(store, e.execution_id) for e, _ in results]
+            tg.cancel_scope.cancel()
+    assert {e.status for e in final} == {"dispatched"}
+    assert all(e.attempts == 1 and e.dispatched_at is not None for e in final)
+    assert counting.claimed == 48
+    lines = [r.__dict__ for r in caplog.records if r.getMessage() == "dispatch attempt"]
+    assert sorted(x["execution_id"] for x in lines) == sorted(e.execution_id for e in final)
+    assert {(x["status"], x["attempt"], x["mode"]) for x in lines} == {("dispatched", 1, "log")}
+    after = _sample("wfsched_dispatch_attempts_total", {"mode": "log", "outcome": "ok"})
+    assert after - before == 50
+
+
+async def test_the_router_settles_only_workflows_it_knows_go_to_log(
+    store: Any, engine: Engine
+) -> None:
+    # The default target is the engine; one workflow chose log. Its first event is sent the
+    # usual way (the router learns its route), the rest are settled as recorded; the engine's
+    # workflow is always sent.
+    choices = {"quiet": ("log", {})}
+
+    async def lookup(workflow_id: str) -> Any:
+        return choices.get(workflow_id)
+
+    def open_target(mode: str, options: Any) -> Any:
+        if mode == "log":
+            return LogSender()
+        return EngineSender(engine.url, timeout=5.0, max_connections=4)
+
+    router = TargetRouter(("engine", {}), open_target=open_target, lookup=lookup)
+    d = Dispatcher(store, router, max_workers=4, retry_base=0.05, retry_max=0.2)
+    assert not router.instant("quiet")  # not routed yet
+    recorder = GroupCommitRecorder(store, on_created=d.wake, handoff=d)
+    async with running(d), anyio.create_task_group() as tg:
+        recorder.start(tg)
+        [(first, _)] = await recorder.record([new_event("quiet")])
+        await settled(store, first.execution_id)
+        assert router.instant("quiet") and not router.instant("nightly-report")
+        rest = await recorder.record([new_event("quiet") for _ in range(5)])
+        loud = await recorder.record([new_event("nightly-report") for _ in range(3)])
+        final = [await settled(store, e.execution_id) for e, _ in rest + loud]
+        tg.cancel_scope.cancel()
+    assert {e.status for e in final} == {"dispatched"}
+    assert sorted(engine.keys()) == sorted(e.execution_id for e, _ in loud)
+
+
+def _sample(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_it_redelivers_a_failed_event_with_the_same_key(store: Any, engine: Engine) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from itertools import pairwise
 
+import pytest
+
+from wfsched import models
 from wfsched.models import new_execution_id
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -37,3 +41,28 @@ def test_execution_ids_sort_in_the_order_they_were_made() -> None:
     same_ms = [(a, b) for a, b in pairwise(values) if a >> 80 == b >> 80]
     assert same_ms
     assert all(b == a + 1 for a, b in same_ms)
+
+
+def test_a_forked_child_makes_ids_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The random bits come from a pool: a child that kept its parent's pool, or counted up
+    # from its parent's last id in the same millisecond, would repeat the parent's ids.
+    now = time.time_ns()
+    monkeypatch.setattr(models.time, "time_ns", lambda: now)  # every id in one millisecond
+    new_execution_id()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, ",".join(new_execution_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split(","))
+    parent = {new_execution_id() for _ in range(50)}
+    assert len(child) == 50
+    assert not child & parent
+
+
+def test_ids_stay_unique_across_refills_of_the_random_pool() -> None:
+    ids = [new_execution_id() for _ in range(2000)]  # several refills of the 400-id pool
+    assert len(set(ids)) == len(ids)

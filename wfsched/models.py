@@ -243,6 +243,33 @@ _last_ms = 0
 _last_rand = 0
 
 
+_POOL_BYTES = 4000
+_pool = b""
+_pool_at = 0
+
+
+def _random_bits() -> int:
+    """79 random bits from a pool of ``os.urandom`` bytes: one system call per 400 ids. A call
+    each would also let go of the GIL every time (CPython does around ``getrandom``): on a
+    busy daemon that handed the event loop's thread to the store's worker thread and back."""
+    global _pool, _pool_at
+    at = _pool_at
+    if at + 10 > len(_pool):
+        _pool, at = os.urandom(_POOL_BYTES), 0
+    _pool_at = at + 10
+    return int.from_bytes(_pool[at : at + 10], "big") >> 1
+
+
+def _forget_pool() -> None:
+    global _pool, _pool_at, _last_ms
+    _pool, _pool_at, _last_ms = b"", 0, 0
+
+
+# A forked child must not hand out its parent's bytes again, nor count up from its parent's
+# last id within the same millisecond.
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def new_execution_id() -> str:
     """Return a ULID: 48-bit milliseconds then 80 bits, monotonic within this process."""
     global _last_ms, _last_rand
@@ -252,7 +279,7 @@ def new_execution_id() -> str:
         ms = _last_ms
         rand = _last_rand + 1
     else:
-        rand = int.from_bytes(os.urandom(10), "big") >> 1
+        rand = _random_bits()
     _last_ms, _last_rand = ms, rand
     value = (ms << 80) | (rand & ((1 << 80) - 1))
     pairs = _PAIRS

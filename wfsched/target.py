@@ -98,7 +98,11 @@ def http_failure(
 
 class Sender(Protocol):
     """Delivers one event; raises DispatchError on failure (what :meth:`DispatchTarget.open`
-    returns: usually the target instance itself)."""
+    returns: usually the target instance itself).
+
+    Optional: a sender whose ``send`` does nothing at all (the built-in ``log``) may have
+    ``instant(workflow_id) -> bool`` answer True; the dispatcher then marks such events
+    dispatched as they are recorded, without calling ``send``."""
 
     @property
     def mode(self) -> str:

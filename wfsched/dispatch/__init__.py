@@ -11,7 +11,7 @@ import logging
 import random
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -49,6 +49,10 @@ class LogSender:
 
     mode = "log"
     timeout = 0.0
+
+    def instant(self, workflow_id: str) -> bool:
+        """Sending is nothing: the dispatcher settles each event as it is handed over."""
+        return True
 
     async def send(self, event: TriggerEvent) -> None:
         return None
@@ -139,9 +143,12 @@ class Dispatcher:
         """Moving average of send durations: no prefetching until sends prove quick."""
         mode = sender.mode
         self._observe = {
-            r: (DISPATCH_DURATION.labels(mode, r).observe, DISPATCH_ATTEMPTS.labels(mode, r).inc)
+            r: (DISPATCH_DURATION.labels(mode, r), DISPATCH_ATTEMPTS.labels(mode, r))
             for r in ("ok", "retry", "failed")
         }
+        self._instant: Callable[[str], bool] | None = getattr(sender, "instant", None)
+        """Whether a workflow's events go to a sender that sends nothing (``log``), which the
+        dispatcher then settles as they are handed over, without a worker's round."""
 
     def wake(self) -> None:
         """Tell the dispatcher new events may be due (called after a commit)."""
@@ -164,7 +171,9 @@ class Dispatcher:
 
     def adopt(self, events: list[TriggerEvent]) -> None:
         """Queue events recorded under the last ``lease``, with no store round trip; those
-        beyond the queue's room wait in the reserve."""
+        beyond the queue's room wait in the reserve. Events for a sender that sends nothing
+        are settled at once instead."""
+        events = self._settle_instant(events)
         room = self._queue_room()
         queued, reserved = events[:room], events[room:]
         if queued:
@@ -178,6 +187,59 @@ class Dispatcher:
                 self._reserve.append((e, self._leased_at, self._lease_until, size))
                 self._reserved_bytes += size
             self._wake.set()
+
+    def _settle_instant(self, events: list[TriggerEvent]) -> list[TriggerEvent]:
+        """Settle the events whose sender sends nothing; return the others."""
+        instant = self._instant
+        if instant is None or not events:
+            return events
+        now = [e for e in events if instant(e.workflow_id)]
+        if not now:
+            return events
+        self._settle(now)
+        return [] if len(now) == len(events) else [e for e in events if not instant(e.workflow_id)]
+
+    def _settle(self, events: list[TriggerEvent]) -> None:
+        """Mark events dispatched whose sender sends nothing (``log`` mode): what a worker
+        would do for each after a send that returns at once, for the whole batch in one step
+        (the outcomes are written by the finisher as usual; the log has each one's line)."""
+        at = self.clock()
+        self._outcomes.extend(
+            DispatchOutcome(
+                execution_id=e.execution_id,
+                status="dispatched",
+                error=e.last_error,
+                dispatched_at=at,
+                fired_at=e.fired_at,
+            )
+            for e in events
+        )
+        self._unwritten += len(events)
+        self._outcome_ready.set()
+        duration, attempts = self._observe["ok"]
+        duration.observe(0.0, len(events))
+        attempts.inc(len(events))
+        for trigger_type, n in Counter(e.trigger_type for e in events).items():
+            event_counter(trigger_type, "dispatched").inc(n)
+        if log.isEnabledFor(logging.INFO):
+            for e in events:
+                log_fields(
+                    log,
+                    logging.INFO,
+                    "dispatch attempt",
+                    {
+                        "workflow_id": e.workflow_id,
+                        "trigger_type": e.trigger_type,
+                        "trigger_id": e.trigger_id,
+                        "execution_id": e.execution_id,
+                        "duration_ms": 0.0,
+                        "status": "dispatched",
+                        "attempt": e.attempts + 1,
+                        "error": e.last_error,
+                        "code": None,
+                        "mode": self.sender.mode,
+                    },
+                )
 
     def _queue_room(self) -> int:
         """Events the queue takes now: none while older ones wait in the reserve."""
@@ -217,9 +279,10 @@ class Dispatcher:
                 log.warning("claiming events failed", extra={"error": str(exc)})
                 await anyio.sleep(1.0)
                 continue
-            if events:
-                self._active += len(events)
-                self._queue.extend((event, claimed_at) for event in events)
+            to_send = self._settle_instant(events)
+            if to_send:
+                self._active += len(to_send)
+                self._queue.extend((event, claimed_at) for event in to_send)
                 self._work.set()
             if events and len(events) == room:
                 continue  # a full batch: more may be due right now
@@ -336,9 +399,9 @@ class Dispatcher:
         self._outcome_ready.set()
         self._room.set()
         result = _RESULTS[outcome.status]
-        observe, count = self._observe[result]
-        observe(elapsed)
-        count()
+        duration, attempts = self._observe[result]
+        duration.observe(elapsed)
+        attempts.inc()
         event_counter(event.trigger_type, "retried" if result == "retry" else outcome.status).inc()
         level = logging.INFO if result == "ok" else logging.WARNING
         if not log.isEnabledFor(level):

@@ -84,6 +84,16 @@ class TargetRouter:
             self._routes[workflow_id] = sender
         return sender
 
+    def instant(self, workflow_id: str) -> bool:
+        """True when the workflow's events go to a sender that sends nothing (``log``), as
+        far as the routes already known say (the first event of a workflow is sent the usual
+        way, which learns its route); never with OpenTelemetry on (a span per attempt)."""
+        if otel.ENABLED or self._revision() != self._seen:
+            return False
+        sender = self._routes.get(workflow_id)
+        probe = getattr(sender, "instant", None)
+        return probe is not None and probe(workflow_id)
+
     async def send(self, event: TriggerEvent) -> None:
         sender = self._routes.get(event.workflow_id) if self._revision() == self._seen else None
         if sender is None:

@@ -6,7 +6,6 @@ Signing and comparison primitives shared by the request verifier, the github tri
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import re
 from collections.abc import Sequence
@@ -55,12 +54,14 @@ def standard_webhooks_key(secret: str) -> bytes:
 def standard_webhooks_digest(key: bytes, msg_id: str, timestamp: str, body: bytes) -> bytes:
     """The raw HMAC-SHA256 of ``{msg_id}.{timestamp}.{body}``."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    return hmac.new(key, signed, hashlib.sha256).digest()
+    return hmac.digest(key, signed, "sha256")
 
 
 def hmac_sha256_hex(key: bytes, body: bytes) -> bytes:
-    """The lower-case hex HMAC-SHA256 of ``body``, as ASCII bytes."""
-    return hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+    """The lower-case hex HMAC-SHA256 of ``body``, as ASCII bytes.
+
+    ``hmac.digest`` is OpenSSL's one-shot HMAC: no HMAC object and its Python methods."""
+    return hmac.digest(key, body, "sha256").hex().encode("ascii")
 
 
 def hmac_hex_candidate(value: str) -> bytes | None:
