@@ -691,3 +691,72 @@ def test_it_records_on_postgres_and_answers_503_when_it_is_unreachable(
         ).fetchall()
     bodies = sorted(json.dumps(r[0]["body"]) for r in rows)
     assert bodies == ['{"a": 1}', '{"a": 3}']
+
+
+def _answers(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` whole answers (head and Content-Length body) read off a raw connection."""
+    data, answers = b"", []
+    while len(answers) < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+        while b"\r\n\r\n" in data:
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(rest) < length:
+                break
+            answers.append(head + b"\r\n\r\n" + rest[:length])
+            data = rest[length:]
+    return answers
+
+
+def _raw(d: Daemon, payload: bytes) -> socket.socket:
+    host, port = d.url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(payload)
+    return sock
+
+
+def test_pipelined_webhook_requests_are_answered_in_order_on_one_connection(
+    daemon: Daemon,
+) -> None:
+    # Answers are written whole by the webhook route itself: three requests sent at once, a
+    # 202, a 405 (with its Allow) and a 202, come back in order, each with its own body.
+    request = (
+        "{method} " + HOOK + "open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: {n}\r\n\r\n{body}"
+    )
+    sent = "".join(
+        request.format(method=m, n=len(b), body=b)
+        for m, b in (("POST", '{"n":1}'), ("PUT", '{"n":2}'), ("POST", '{"n":3}'))
+    )
+    with _raw(daemon, sent.encode()) as sock:
+        first, refused, third = _answers(sock, 3)
+    assert first.startswith(b"HTTP/1.1 202 ") and third.startswith(b"HTTP/1.1 202 ")
+    assert refused.startswith(b"HTTP/1.1 405 ") and b"\r\nallow: GET, POST\r\n" in refused
+    ids = [json.loads(a.split(b"\r\n\r\n", 1)[1])["execution_id"] for a in (first, third)]
+    stored = [e for e in sqlite_events(daemon, "open") if e["execution_id"] in ids]
+    assert [e["payload"]["body"]["n"] for e in stored] == [1, 3]
+    for answer in (first, refused, third):
+        head = answer.split(b"\r\n\r\n")[0].lower()
+        assert b"\r\ncontent-type: application/json\r\n" in head
+        assert b"\r\ndate: " in head and b"connection: close" not in head
+
+
+@pytest.mark.parametrize(
+    "version, extra", [("HTTP/1.0", ""), ("HTTP/1.1", "Connection: close\r\n")]
+)
+def test_a_webhook_answer_on_a_connection_not_kept_alive_says_close_and_closes(
+    daemon: Daemon, version: str, extra: str
+) -> None:
+    body = '{"n":1}'
+    request = (
+        f"POST {HOOK}open {version}\r\nHost: x\r\n{extra}Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+    with _raw(daemon, request.encode()) as sock:
+        [answer] = _answers(sock, 1)
+        assert sock.recv(1) == b""  # closed by the server
+    assert answer.startswith(b"HTTP/1.1 202 ")
+    assert b"\r\nconnection: close" in answer.split(b"\r\n\r\n")[0].lower()

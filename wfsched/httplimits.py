@@ -28,6 +28,7 @@ import logging
 import os
 import resource
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -41,6 +42,10 @@ BODY_RECEIVED = "wfsched.body_received"
 """Scope key this protocol sets (true) once it holds a request's whole body. Reading such a
 body cannot wait, so the app's body reader reads it without a deadline (a timer costs more
 than the rest of the read)."""
+CYCLE = "wfsched.cycle"
+"""Scope key this protocol sets to a weak reference to the request's uvicorn cycle, for the
+webhook route to read a whole body (:func:`whole_body`) and write its answer at once
+(``httpwrites.answer_at_once``)."""
 MAX_HEADER_BYTES = 64 * 1024
 HEADER_TIMEOUT = 10.0
 KEEP_ALIVE = 30
@@ -236,6 +241,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.transport = HeldHead(  # type: ignore[assignment]
                 self.transport, self.cycle, self.loop, self._holding
             )
+            # Weakly: a scope holding its cycle (which holds the scope) would be a reference
+            # cycle, every request's scope, headers and body left to the cyclic GC.
+            self.cycle.scope[CYCLE] = weakref.ref(self.cycle)  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -273,6 +281,16 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         flush_held(self._holding)
         self.transport.write(response)
         self.transport.close()
+
+
+def whole_body(cycle: Any) -> bytes | None:
+    """The request's body if the protocol holds all of it (None: read it through ``receive``),
+    taken as uvicorn's ``receive`` takes it."""
+    if cycle.more_body or cycle.disconnected or cycle.response_complete:
+        return None
+    body = bytes(cycle.body)
+    cycle.body = bytearray()
+    return body
 
 
 def protocol_class(limits: HttpLimits) -> type[LimitedHttpToolsProtocol]:

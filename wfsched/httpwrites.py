@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
 
 class Cycle(Protocol):
     """What :class:`HeldHead` reads of uvicorn's ``RequestResponseCycle``."""
@@ -94,3 +96,37 @@ def flush_held(holding: list[HeldHead]) -> None:
     """Write a connection's held heads, oldest first: before the protocol's own write or close."""
     for head in holding.copy():  # each flush takes itself out of ``holding``
         head.flush()
+
+
+def answer_at_once(
+    cycle: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> bool:
+    """Write a whole answer (``status``, ``headers``, ``body``) for uvicorn's request ``cycle``
+    in one write, as its ``http.response.start`` and ``http.response.body`` would, without the
+    two ASGI messages, their checks and the held head. The headers are the caller's own (valid
+    names and values, a ``content-length``, no ``connection``); uvicorn's default headers and,
+    on a connection that is not kept alive, ``connection: close`` are added as uvicorn does.
+
+    Returns False, having done nothing, where this does not apply (the answer has started, the
+    transport is paused for writing, an access log is on): the caller then sends through ASGI.
+    """
+    if cycle.response_started or cycle.flow.write_paused or cycle.access_log:
+        return False
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    if cycle.disconnected:
+        return True  # nobody to answer, as uvicorn's send
+    parts = [STATUS_LINE[status]]
+    for name, value in (*cycle.default_headers, *headers):
+        parts += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts += (b"\r\n", body)
+    transport = cycle.transport
+    transport.write(b"".join(parts))  # before the answer started: a HeldHead writes it at once
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        transport.close()
+    cycle.on_response()
+    return True

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
 from wfsched import otel
+from wfsched.httplimits import CYCLE
 from wfsched.web import management as api
 from wfsched.web import operations as ops
 from wfsched.web.access import Access, managed, public_bind_without_token
@@ -127,13 +128,17 @@ class Edge(Starlette):
         self.state.write_check = WriteCheck(services.store)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The protocol's cycle (weakly held), for the webhook route's one-write answer.
+        ref = scope.pop(CYCLE, None)
+        cycle = None if ref is None else ref()
         if otel.ENABLED and scope["type"] == "http" and otel.SCOPE_KEY not in scope:
             # Ingress requests in a SERVER span (wfsched[otel] configured); calls back in, marked.
+            # The span reads the answer from ``send``: the cycle is not used.
             await otel.receive_span(self, scope, receive, send)
             return
         if self.hot.matches(scope)[0] is Match.FULL:
             scope["app"] = self
-            await self.hot.handle(scope, receive, send)
+            await self.hot.handle(scope, receive, send, cycle)
         else:
             await super().__call__(scope, receive, send)
 

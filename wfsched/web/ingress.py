@@ -18,7 +18,8 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from wfsched.errors import NotFound
-from wfsched.httplimits import BODY_RECEIVED
+from wfsched.httplimits import BODY_RECEIVED, whole_body
+from wfsched.httpwrites import answer_at_once
 from wfsched.jsontext import dumpb
 from wfsched.trigger import Inbound
 from wfsched.web.errors import COUNTS, http_error_of, no_route
@@ -63,14 +64,17 @@ class WorkflowWebhookRoute(BaseRoute):
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
         raise NoMatchFound(name, path_params)
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send, cycle: Any = None) -> None:
+        """Answer one request; ``cycle``: the daemon's HTTP protocol's (see
+        :data:`wfsched.httplimits.CYCLE`), to read a whole body and write the answer at once
+        (without it, through ``receive`` and ``send``)."""
         workflow_id = scope["path"][len(PREFIX) :]
         if "/" in workflow_id:
             # Not counted as a webhook answer: no webhook route has this path.
             await no_route(URL(scope=scope).path)(scope, receive, send)
             return
         try:
-            status, body, headers = await self._handle(scope, receive, workflow_id)
+            status, body, headers = await self._handle(scope, receive, workflow_id, cycle)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
             err = http_error_of(exc, path=scope["path"], method=scope["method"])
             status, body, headers = (
@@ -83,11 +87,13 @@ class WorkflowWebhookRoute(BaseRoute):
         raw = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
         if headers:  # a 202 has none
             raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        if cycle is not None and answer_at_once(cycle, status, raw, data):
+            return
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": data})
 
     async def _handle(
-        self, scope: Scope, receive: Receive, workflow_id: str
+        self, scope: Scope, receive: Receive, workflow_id: str, cycle: Any
     ) -> tuple[int, Any, Mapping[str, str]]:
         headers, raw = fold_headers(scope["headers"])
         manager = services_of(scope["app"]).manager
@@ -112,6 +118,7 @@ class WorkflowWebhookRoute(BaseRoute):
                 trigger.max_body_bytes,
                 timeout=self.body_timeout,
                 received=scope.get(BODY_RECEIVED, False),
+                whole=None if cycle is None else whole_body(cycle),
             )
         except HttpError as exc:
             # Too large, too slow: the trigger never sees it, so the route notes it.

@@ -83,6 +83,7 @@ async def receive_body(
     *,
     timeout: float = BODY_READ_TIMEOUT,
     received: bool = False,
+    whole: bytes | None = None,
 ) -> bytes:
     """Read a request body from ASGI ``receive``: the one body reader of every route.
 
@@ -91,13 +92,18 @@ async def receive_body(
     once it is all read) and one not received within ``timeout`` seconds (408). A client that
     disconnects mid-body raises :class:`ClientDisconnect`. ``received``: the server already
     holds the whole body (the daemon's protocol says so in the scope, :data:`BODY_RECEIVED`),
-    so reading it cannot wait and needs no deadline.
+    so reading it cannot wait and needs no deadline. ``whole``: the whole body, already taken
+    from the server (``receive`` is then not called).
     """
     if declared is not None:
         if not declared.isdigit():
             raise HttpError(400, "bad_request", "invalid Content-Length header")
         if int(declared) > limit:
             raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+    if whole is not None:
+        if len(whole) > limit:
+            raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+        return whole
     first = None
     if received:
         # Trusted only because this is the body's one reader: the first receive() returns the
