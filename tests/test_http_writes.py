@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from tests.daemon_proc import wait_for
 from wfsched.httplimits import HttpLimits, protocol_class
-from wfsched.httpwrites import HeldHead
+from wfsched.httpwrites import HeldHead, answer_at_once
 
 BODY = b'{"status":"accepted"}'
 
@@ -290,3 +291,55 @@ def test_a_head_held_while_its_connection_closes_with_bytes_buffered_still_goes_
         return data[-4:]
 
     assert uvloop.run(exchange()) == b"HEAD"
+
+
+def test_a_whole_answer_written_at_once_is_not_held_back() -> None:
+    # answer_at_once writes through the cycle's HeldHead: the bytes must reach the transport
+    # before it returns (a head-and-body written as a started answer's first write was held
+    # to the end of the loop turn, one more callback per request).
+    loop = asyncio.new_event_loop()
+    writes: list[bytes] = []
+    completed: list[bool] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            writes.append(data)
+
+        def close(self) -> None:
+            writes.append(b"<closed>")
+
+    cycle = SimpleNamespace(
+        response_started=False,
+        response_complete=False,
+        flow=SimpleNamespace(write_paused=False),
+        access_log=False,
+        waiting_for_100_continue=False,
+        disconnected=False,
+        default_headers=[(b"server", b"wfsched")],
+        keep_alive=True,
+        message_event=asyncio.Event(),
+        on_response=lambda: completed.append(True),
+    )
+    holding: list[HeldHead] = []
+    cycle.transport = HeldHead(Transport(), cycle, loop, holding)  # type: ignore[arg-type]
+    try:
+        assert answer_at_once(cycle, 202, [(b"content-length", b"2")], b"{}")
+    finally:
+        loop.close()
+    assert writes == [b"HTTP/1.1 202 Accepted\r\nserver: wfsched\r\ncontent-length: 2\r\n\r\n{}"]
+    assert holding == [] and completed == [True]
+    assert cycle.response_started and cycle.response_complete
+    # Not kept alive: the answer says so and the connection is closed after it.
+    writes.clear()
+    cycle.response_started = cycle.response_complete = False
+    cycle.keep_alive = False
+    loop = asyncio.new_event_loop()
+    cycle.transport = HeldHead(Transport(), cycle, loop, holding)  # type: ignore[arg-type]
+    try:
+        assert answer_at_once(cycle, 202, [(b"content-length", b"2")], b"{}")
+    finally:
+        loop.close()
+    closing = (
+        b"HTTP/1.1 202 Accepted\r\nserver: wfsched\r\ncontent-length: 2\r\nconnection: close\r\n"
+    )
+    assert writes == [closing + b"\r\n{}", b"<closed>"]

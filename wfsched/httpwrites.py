@@ -112,9 +112,9 @@ def answer_at_once(
     """
     if cycle.response_started or cycle.flow.write_paused or cycle.access_log:
         return False
-    cycle.response_started = True
     cycle.waiting_for_100_continue = False
     if cycle.disconnected:
+        cycle.response_started = True
         return True  # nobody to answer, as uvicorn's send
     parts = [STATUS_LINE[status]]
     for name, value in (*cycle.default_headers, *headers):
@@ -123,7 +123,10 @@ def answer_at_once(
         parts.append(b"connection: close\r\n")
     parts += (b"\r\n", body)
     transport = cycle.transport
-    transport.write(b"".join(parts))  # before the answer started: a HeldHead writes it at once
+    # Written before the cycle counts as started: a HeldHead holds only a started answer's
+    # first write (a head waiting for its body); this one is whole.
+    transport.write(b"".join(parts))
+    cycle.response_started = True
     cycle.response_complete = True
     cycle.message_event.set()
     if not cycle.keep_alive:
