@@ -12,7 +12,7 @@ import json
 import sqlite3
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -57,8 +57,8 @@ class Leases:
     def __init__(self) -> None:
         self.adopted: list[TriggerEvent] = []
 
-    def lease(self, wanted: int) -> Claim | None:
-        return Claim("me", utcnow() + timedelta(minutes=5), wanted)
+    def lease(self, events: Sequence[NewEvent]) -> Claim | None:
+        return Claim("me", utcnow() + timedelta(minutes=5), len(events))
 
     def adopt(self, events: list[TriggerEvent]) -> None:
         self.adopted += events

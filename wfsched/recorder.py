@@ -87,8 +87,8 @@ class EventStore(Protocol):
 class Handoff(Protocol):
     """The local dispatcher, taking events recorded already leased to it."""
 
-    def lease(self, wanted: int) -> Claim | None:
-        """A claim for up to ``wanted`` events about to be recorded (None: no room)."""
+    def lease(self, events: Sequence[NewEvent]) -> Claim | None:
+        """A claim on the first of ``events``, about to be recorded (None: no room)."""
 
     def adopt(self, events: list[TriggerEvent]) -> None:
         """Take events recorded under the last ``lease``."""
@@ -280,7 +280,7 @@ class GroupCommitRecorder:
 
     async def _commit(self, events: Sequence[NewEvent]) -> Recorded:
         """One store transaction; new events leased to the dispatcher are handed over."""
-        claim = None if self._handoff is None else self._handoff.lease(len(events))
+        claim = None if self._handoff is None else self._handoff.lease(events)
         if claim is None:
             result = await self._store.record(events)
         else:

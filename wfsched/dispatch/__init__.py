@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import anyio
@@ -21,7 +21,7 @@ from anyio.abc import TaskGroup
 from wfsched.jsontext import dumps
 from wfsched.logs import log_fields
 from wfsched.metrics import DISPATCH_ATTEMPTS, DISPATCH_DURATION, event_counter
-from wfsched.models import Claim, DispatchOutcome, TriggerEvent, utcnow
+from wfsched.models import Claim, DispatchOutcome, NewEvent, TriggerEvent, utcnow
 from wfsched.store import Store
 from wfsched.target import DispatchError, Sender, event_document
 
@@ -154,20 +154,31 @@ class Dispatcher:
         """Tell the dispatcher new events may be due (called after a commit)."""
         self._wake.set()
 
-    def lease(self, wanted: int) -> Claim | None:
-        """A claim on up to ``wanted`` events about to be recorded, as much as there is room
-        for (the group-commit recorder records them leased to this dispatcher)."""
+    def lease(self, events: Sequence[NewEvent]) -> Claim | None:
+        """A claim on the first of ``events`` (about to be recorded), as many as there is room
+        for: the group-commit recorder records them leased to this dispatcher. Events whose
+        sender sends nothing take no room (they are settled as they are handed over)."""
         if not self._accepting or self._unwritten >= self._max_unwritten:
             return None
         room = self._queue_room()
         if self._reserved_bytes < self.reserve_bytes:
             room += self.reserve - len(self._reserve)
-        room = min(wanted, room)
-        if room <= 0:
+        instant = self._instant
+        if instant is None:
+            limit = min(len(events), room)
+        else:
+            limit = 0
+            for e in events:
+                if not instant(e.workflow_id):
+                    if room <= 0:
+                        break
+                    room -= 1
+                limit += 1
+        if limit <= 0:
             return None
         self._leased_at = time.monotonic()  # the lease runs from before the commit
         self._lease_until = self.clock() + timedelta(seconds=self.claim_ttl)
-        return Claim(self.owner, self._lease_until, room)
+        return Claim(self.owner, self._lease_until, limit)
 
     def adopt(self, events: list[TriggerEvent]) -> None:
         """Queue events recorded under the last ``lease``, with no store round trip; those
