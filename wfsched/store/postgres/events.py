@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from wfsched.errors import StoreError
+from wfsched.jsontext import dumps
 from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, TriggerEvent
 from wfsched.store.common import (
     EVENT_COLS,
@@ -26,7 +27,6 @@ from wfsched.store.postgres.rows import (
     opt_utc,
     sql_limit,
     stored_event,
-    to_json,
     utc,
 )
 
@@ -41,7 +41,7 @@ from wfsched.store.postgres.rows import (
 _RECORD_SQL = f"""
 WITH i AS MATERIALIZED (
     SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                         %b::timestamptz[], %b::timestamptz[], %b::jsonb[], %b::bool[])
+                         %b::timestamptz[], %b::timestamptz[], %b::text[], %b::bool[])
         AS i(execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,
              scheduled_at, fired_at, payload, claimed)
 ), k AS (
@@ -55,7 +55,7 @@ WITH i AS MATERIALIZED (
         dedupe_key, scheduled_at, fired_at, payload, status, next_attempt_at, claimed_by,
         claimed_until)
     SELECT i.execution_id, i.workflow_id, i.trigger_id, i.trigger_type, i.dedupe_key,
-        i.scheduled_at, i.fired_at, i.payload, 'pending', i.fired_at,
+        i.scheduled_at, i.fired_at, i.payload::jsonb, 'pending', i.fired_at,
         CASE WHEN i.claimed THEN %b::text END, CASE WHEN i.claimed THEN %b::timestamptz END
     FROM i JOIN k USING (execution_id)
     RETURNING execution_id, claimed_by
@@ -198,7 +198,9 @@ class PgEvents(PgRetention):
                 [e.dedupe_key for e in unique],
                 [opt_utc(e.scheduled_at) for e in unique],
                 list(fired),
-                [to_json(e.payload) for e in unique],
+                # JSON text, cast by the statement: the same jsonb as a Jsonb parameter,
+                # without psycopg's per-element Python dumper.
+                [dumps(e.payload) for e in unique],
                 [e.execution_id in claimed for e in unique],
                 claim.owner if claim is not None else None,
                 utc(claim.until) if claim is not None else None,
