@@ -15,6 +15,7 @@ from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, Trigge
 from wfsched.store.common import (
     EVENT_COLS,
     finish_rows,
+    fmt_ts,
     fresh_event,
     history_where,
     no_event,
@@ -40,10 +41,10 @@ from wfsched.store.postgres.rows import (
 # another one is inserting waits for it to commit, then skips the key.
 _RECORD_SQL = f"""
 WITH i AS MATERIALIZED (
-    SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],
-                         %b::timestamptz[], %b::timestamptz[], %b::text[], %b::bool[])
-        AS i(execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,
-             scheduled_at, fired_at, payload, claimed)
+    SELECT * FROM json_to_recordset(%s::json)
+        AS i(execution_id text, workflow_id text, trigger_id text, trigger_type text,
+             dedupe_key text, scheduled_at timestamptz, fired_at timestamptz, payload jsonb,
+             claimed bool)
 ), k AS (
     INSERT INTO wfsched_event_keys (workflow_id, dedupe_key, execution_id, fired_at)
     SELECT workflow_id, dedupe_key, execution_id, fired_at FROM i
@@ -55,8 +56,8 @@ WITH i AS MATERIALIZED (
         dedupe_key, scheduled_at, fired_at, payload, status, next_attempt_at, claimed_by,
         claimed_until)
     SELECT i.execution_id, i.workflow_id, i.trigger_id, i.trigger_type, i.dedupe_key,
-        i.scheduled_at, i.fired_at, i.payload::jsonb, 'pending', i.fired_at,
-        CASE WHEN i.claimed THEN %b::text END, CASE WHEN i.claimed THEN %b::timestamptz END
+        i.scheduled_at, i.fired_at, i.payload, 'pending', i.fired_at,
+        CASE WHEN i.claimed THEN %s::text END, CASE WHEN i.claimed THEN %s::timestamptz END
     FROM i JOIN k USING (execution_id)
     RETURNING execution_id, claimed_by
 ), wake AS (
@@ -188,20 +189,27 @@ class PgEvents(PgRetention):
     ) -> tuple[set[str], dict[tuple[str, str], TriggerEvent]]:
         """Insert events with new keys; return the ids created and the events found
         behind the keys already taken."""
+        # The batch as one JSON document the statement reads as rows (``json_to_recordset``):
+        # one text parameter, where an array per column had psycopg dump every element (and
+        # every payload as a Jsonb) through Python objects of its own.
+        rows = [
+            {
+                "execution_id": e.execution_id,
+                "workflow_id": e.workflow_id,
+                "trigger_id": e.trigger_id,
+                "trigger_type": e.trigger_type,
+                "dedupe_key": e.dedupe_key,
+                "scheduled_at": fmt_ts(e.scheduled_at),
+                "fired_at": fmt_ts(at),
+                "payload": e.payload,
+                "claimed": e.execution_id in claimed,
+            }
+            for e, at in zip(unique, fired, strict=True)
+        ]
         cur = await conn.execute(
             _RECORD_SQL,
             (
-                [e.execution_id for e in unique],
-                [e.workflow_id for e in unique],
-                [e.trigger_id for e in unique],
-                [e.trigger_type for e in unique],
-                [e.dedupe_key for e in unique],
-                [opt_utc(e.scheduled_at) for e in unique],
-                list(fired),
-                # JSON text, cast by the statement: the same jsonb as a Jsonb parameter,
-                # without psycopg's per-element Python dumper.
-                [dumps(e.payload) for e in unique],
-                [e.execution_id in claimed for e in unique],
+                dumps(rows),
                 claim.owner if claim is not None else None,
                 utc(claim.until) if claim is not None else None,
             ),
@@ -260,6 +268,9 @@ class PgEvents(PgRetention):
         unlocated = [o for o in outcomes if o.fired_at is None]
         async with self._conn() as conn:
             if located:
+                # Arrays, not one JSON document as ``record`` sends: the planner reads an array's
+                # length and looks each row up in its own partition, where it plans a JSON set
+                # of rows (estimated at 100) as a scan of every partition.
                 # finish_rows ends each row with the owner; here it is one parameter.
                 columns = list(zip(*finish_rows(owner, located, opt_utc), strict=True))
                 fired = [opt_utc(o.fired_at) for o in located]
