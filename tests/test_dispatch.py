@@ -147,6 +147,18 @@ class CountingClaims:
         return events
 
 
+async def fire_and_settle(store: Any, d: Dispatcher, via: Any, count: int) -> list[TriggerEvent]:
+    """Record ``count`` events by group commit through ``via`` (a view of ``store``), handed
+    to ``d`` while it runs; return them once every one has settled."""
+    recorder = GroupCommitRecorder(via, on_created=d.wake, handoff=d)
+    async with running(d), anyio.create_task_group() as tg:
+        recorder.start(tg)
+        results = await recorder.record([new_event() for _ in range(count)])
+        final = [await settled(store, e.execution_id) for e, _ in results]
+        tg.cancel_scope.cancel()
+    return final
+
+
 async def test_events_recorded_in_the_daemon_go_to_its_dispatcher_without_a_claim(
     store: Any, engine: Engine
 ) -> None:
@@ -155,17 +167,12 @@ async def test_events_recorded_in_the_daemon_go_to_its_dispatcher_without_a_clai
     leases: list[Claim | None] = []
     lease = d.lease
     d.lease = lambda events: leases.append(lease(events)) or leases[-1]  # type: ignore[method-assign]
-    recorder = GroupCommitRecorder(counting, on_created=d.wake, handoff=d)
-    async with running(d), anyio.create_task_group() as tg:
-        recorder.start(tg)
-        # More events than the dispatcher has room for: the rest it claims from the store.
-        results = await recorder.record([new_event() for _ in range(20)])
-        final = [await settled(store, e.execution_id) for e, _ in results]
-        tg.cancel_scope.cancel()
+    # More events than the dispatcher has room for: the rest it claims from the store.
+    final = await fire_and_settle(store, d, counting, 20)
     [claim] = leases
     assert claim is not None and claim.owner == d.owner and claim.limit == 3
     assert {e.status for e in final} == {"dispatched"}
-    assert sorted(engine.keys()) == sorted(e.execution_id for e, _ in results)
+    assert sorted(engine.keys()) == sorted(e.execution_id for e in final)
     assert counting.claimed == 20 - 3
 
 
@@ -174,14 +181,9 @@ async def test_a_burst_beyond_the_queue_goes_out_from_the_reserve_without_a_clai
 ) -> None:
     counting = CountingClaims(store)
     d = dispatcher(counting, engine.url, max_workers=3, reserve=50)
-    recorder = GroupCommitRecorder(counting, on_created=d.wake, handoff=d)
-    async with running(d), anyio.create_task_group() as tg:
-        recorder.start(tg)
-        results = await recorder.record([new_event() for _ in range(20)])
-        final = [await settled(store, e.execution_id) for e, _ in results]
-        tg.cancel_scope.cancel()
+    final = await fire_and_settle(store, d, counting, 20)
     assert {e.status for e in final} == {"dispatched"}
-    assert sorted(engine.keys()) == sorted(e.execution_id for e, _ in results)
+    assert sorted(engine.keys()) == sorted(e.execution_id for e in final)
     assert counting.claimed == 0
 
 
@@ -441,16 +443,11 @@ async def test_log_mode_events_are_settled_as_recorded_without_a_send_or_a_claim
 ) -> None:
     counting = CountingClaims(store)
     d = Dispatcher(counting, RefusingLog(), max_workers=2, reserve=0)
-    recorder = GroupCommitRecorder(counting, on_created=d.wake, handoff=d)
     before = _sample("wfsched_dispatch_attempts_total", {"mode": "log", "outcome": "ok"})
     with caplog.at_level(logging.INFO, logger="wfsched.dispatch"):
-        async with running(d), anyio.create_task_group() as tg:
-            recorder.start(tg)
-            # Far more than the two workers' queue takes, and no reserve (as on PostgreSQL):
-            # settled events need no room, so every one is leased, none waits for a claim.
-            results = await recorder.record([new_event() for _ in range(50)])
-            final = [await settled(store, e.execution_id) for e, _ in results]
-            tg.cancel_scope.cancel()
+        # Far more than the two workers' queue takes, and no reserve (as on PostgreSQL):
+        # settled events need no room, so every one is leased, none waits for a claim.
+        final = await fire_and_settle(store, d, counting, 50)
     assert {e.status for e in final} == {"dispatched"}
     assert all(e.attempts == 1 and e.dispatched_at is not None for e in final)
     assert counting.claimed == 0

@@ -34,6 +34,7 @@ from wfsched.models import (
     utcnow,
 )
 from wfsched.recorder import GroupCommitRecorder
+from wfsched.store.sqlite import SqliteStore
 
 HOOK = "/api/v1/public/webhook/workflow/"
 
@@ -196,8 +197,6 @@ async def test_callers_get_a_store_error_when_the_commit_misses_its_deadline(
 async def test_sqlite_event_writes_queued_together_share_one_commit(sqlite_url: str) -> None:
     # One fsync for a batch of new events and the outcomes written meanwhile; a rejected row
     # still fails only its caller, and every caller returns once its own rows are committed.
-    from wfsched.store.sqlite import SqliteStore
-
     store = SqliteStore(sqlite_url)
     await store.open()
     try:
@@ -322,89 +321,89 @@ async def _until(check: Callable[[], bool], what: str) -> None:
         await anyio.sleep(0.01)
 
 
-@pytest.mark.anyio
-async def test_a_sqlite_batch_taken_by_a_cancelled_caller_is_still_committed(
-    sqlite_url: str,
-) -> None:
-    # The caller holding the turn takes the queued writes of others, then is cancelled while
-    # it waits for the worker thread: the others' rows are committed and their results real.
-    from wfsched.store.sqlite import SqliteStore
-
+@pytest.fixture
+async def sqlite_store(sqlite_url: str) -> AsyncIterator[SqliteStore]:
     store = SqliteStore(sqlite_url)
     await store.open()
     try:
-        holder, other = event({"n": 1}), event({"n": 2})
-        got: dict[str, Any] = {}
-
-        async def record(e: NewEvent) -> None:
-            got[e.execution_id] = await store.record([e])
-
-        await store._write_turn.acquire()
-        await store._limiter.acquire()
-        async with anyio.create_task_group() as tg:
-            async with anyio.create_task_group() as holding:
-                holding.start_soon(record, holder)
-                await _until(lambda: len(store._writes) == 1, "the holder's write queued")
-                tg.start_soon(record, other)
-                await _until(lambda: len(store._writes) == 2, "the other write queued")
-                store._write_turn.release()  # the holder takes both writes, waits for a thread
-                await _until(
-                    lambda: store._limiter.statistics().tasks_waiting == 1,
-                    "the holder waiting for the worker thread",
-                )
-                holding.cancel_scope.cancel()
-                store._limiter.release()
-        [(recorded, created)] = got[other.execution_id]
-        assert created and recorded.execution_id == other.execution_id
-        stored = {e.execution_id for e in await store.history("wf", limit=-1)}
-        assert other.execution_id in stored
+        yield store
     finally:
         await store.close()
+
+
+def recording_into(store: SqliteStore, got: dict[str, Any]) -> Callable[[NewEvent], Any]:
+    """A task recording one event on its own, its result kept in ``got`` by execution id."""
+
+    async def record(e: NewEvent) -> None:
+        got[e.execution_id] = await store.record([e])
+
+    return record
+
+
+@pytest.mark.anyio
+async def test_a_sqlite_batch_taken_by_a_cancelled_caller_is_still_committed(
+    sqlite_store: SqliteStore,
+) -> None:
+    # The caller holding the turn takes the queued writes of others, then is cancelled while
+    # it waits for the worker thread: the others' rows are committed and their results real.
+    store = sqlite_store
+    holder, other = event({"n": 1}), event({"n": 2})
+    got: dict[str, Any] = {}
+    record = recording_into(store, got)
+    await store._write_turn.acquire()
+    await store._limiter.acquire()
+    async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as holding:
+            holding.start_soon(record, holder)
+            await _until(lambda: len(store._writes) == 1, "the holder's write queued")
+            tg.start_soon(record, other)
+            await _until(lambda: len(store._writes) == 2, "the other write queued")
+            store._write_turn.release()  # the holder takes both writes, waits for a thread
+            await _until(
+                lambda: store._limiter.statistics().tasks_waiting == 1,
+                "the holder waiting for the worker thread",
+            )
+            holding.cancel_scope.cancel()
+            store._limiter.release()
+    [(recorded, created)] = got[other.execution_id]
+    assert created and recorded.execution_id == other.execution_id
+    stored = {e.execution_id for e in await store.history("wf", limit=-1)}
+    assert other.execution_id in stored
 
 
 @pytest.mark.anyio
 async def test_a_sqlite_error_of_one_callers_statement_fails_only_that_caller(
-    sqlite_url: str,
+    sqlite_store: SqliteStore,
 ) -> None:
     # "no such table" is an OperationalError of one caller's SQL, not the store's fault: the
     # others queued with it are committed.
-    from wfsched.store.sqlite import SqliteStore
+    store = sqlite_store
+    first, second = event({"n": 1}), event({"n": 2})
+    got: dict[str, Any] = {}
+    record = recording_into(store, got)
 
-    store = SqliteStore(sqlite_url)
-    await store.open()
-    try:
-        first, second = event({"n": 1}), event({"n": 2})
-        got: dict[str, Any] = {}
+    async def faulty() -> None:
+        try:
+            await store._shared_tx(lambda c: c.execute("SELECT * FROM no_such_table"))
+        except StoreError as exc:
+            got["faulty"] = exc
 
-        async def record(e: NewEvent) -> None:
-            got[e.execution_id] = await store.record([e])
-
-        async def faulty() -> None:
-            try:
-                await store._shared_tx(lambda c: c.execute("SELECT * FROM no_such_table"))
-            except StoreError as exc:
-                got["faulty"] = exc
-
-        await store._write_turn.acquire()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(record, first)
-            tg.start_soon(faulty)
-            tg.start_soon(record, second)
-            await _until(lambda: len(store._writes) == 3, "three writes queued")
-            store._write_turn.release()
-        assert "no such table" in str(got["faulty"])
-        for e in (first, second):
-            assert got[e.execution_id][0][1] is True
-    finally:
-        await store.close()
+    await store._write_turn.acquire()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(record, first)
+        tg.start_soon(faulty)
+        tg.start_soon(record, second)
+        await _until(lambda: len(store._writes) == 3, "three writes queued")
+        store._write_turn.release()
+    assert "no such table" in str(got["faulty"])
+    for e in (first, second):
+        assert got[e.execution_id][0][1] is True
 
 
 @pytest.mark.anyio
 async def test_an_sqlite_library_older_than_the_minimum_is_refused(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wfsched.store.sqlite import SqliteStore
-
     monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 34, 1))
     monkeypatch.setattr(sqlite3, "sqlite_version", "3.34.1")
     store = SqliteStore(sqlite_url)

@@ -13,14 +13,15 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
-from typing import Any
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.metrics_core import Metric
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+S = TypeVar("S")
 
 
 class Tally:
@@ -52,6 +53,11 @@ class Spread:
         self.sum = 0.0
         self.created = time.time()
 
+    def snapshot(self) -> tuple[list[int], float]:
+        """The bucket counts and the sum, read together."""
+        with self._lock:
+            return list(self.buckets), self.sum
+
     def observe(self, amount: float, times: int = 1) -> None:
         """Count ``amount`` (``times`` times: a batch of equal values in one call)."""
         at = bisect_left(self._bounds, amount)  # the first bucket whose ``le`` holds it
@@ -60,25 +66,29 @@ class Spread:
             self.sum += amount * times
 
 
-class _Family:
-    """Series by label values, exported through ``registry`` (``labels`` as prometheus')."""
+class _Family(Generic[S]):
+    """Series made by ``new``, by label values, exported through ``registry`` (``labels`` as
+    prometheus')."""
 
     kind = ""
 
     def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        new: Callable[[], S],
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._new = new
+        self._children: dict[tuple[str, ...], S] = {}
         self._lock = threading.Lock()
         registry.register(self)  # type: ignore[arg-type]
 
-    def _new(self) -> Any:
-        raise NotImplementedError
-
-    def labels(self, *values: str) -> Any:
+    def labels(self, *values: str) -> S:
         key = tuple(str(v) for v in values)
         if len(key) != len(self.labelnames):
             raise ValueError(f"{self.name} takes {len(self.labelnames)} label values")
@@ -88,7 +98,7 @@ class _Family:
                 child = self._children.setdefault(key, self._new())
         return child
 
-    def _series(self) -> list[tuple[dict[str, str], Any]]:
+    def _series(self) -> list[tuple[dict[str, str], S]]:
         with self._lock:
             items = list(self._children.items())
         return [(dict(zip(self.labelnames, key, strict=True)), child) for key, child in items]
@@ -97,13 +107,15 @@ class _Family:
         yield Metric(self.name, self.documentation, self.kind)
 
 
-class Tallies(_Family):
+class Tallies(_Family[Tally]):
     """A counter (``prometheus_client.Counter`` with labels) of :class:`Tally` series."""
 
     kind = "counter"
 
-    def _new(self) -> Tally:
-        return Tally()
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        super().__init__(name, documentation, labelnames, registry, Tally)
 
     def collect(self) -> Iterator[Metric]:
         metric = Metric(self.name, self.documentation, self.kind)
@@ -113,7 +125,7 @@ class Tallies(_Family):
         yield metric
 
 
-class Spreads(_Family):
+class Spreads(_Family[Spread]):
     """A histogram (``prometheus_client.Histogram`` with labels) of :class:`Spread` series."""
 
     kind = "histogram"
@@ -129,16 +141,15 @@ class Spreads(_Family):
         self.bounds = (*sorted(float(b) for b in buckets), float("inf"))
         # Each bound as prometheus writes it: ``0.005``, ``1.0``, ``+Inf``.
         self._les = [repr(b) for b in self.bounds[:-1]] + ["+Inf"]
-        super().__init__(name, documentation, labelnames, registry)
+        super().__init__(name, documentation, labelnames, registry, self._spread)
 
-    def _new(self) -> Spread:
+    def _spread(self) -> Spread:
         return Spread(self.bounds)
 
     def collect(self) -> Iterator[Metric]:
         metric = Metric(self.name, self.documentation, self.kind)
         for labels, child in self._series():
-            with child._lock:
-                counts, total = list(child.buckets), child.sum
+            counts, total = child.snapshot()
             running = 0
             for le, count in zip(self._les, counts, strict=True):
                 running += count
@@ -196,20 +207,20 @@ TRIGGER_HEALTH = Gauge(
 
 
 @cache
-def event_counter(trigger_type: str, status: str) -> Any:
+def event_counter(trigger_type: str, status: str) -> Tally:
     """The ``TRIGGER_EVENTS`` child of a label pair, looked up once (``labels`` costs more
     than the increment on the per-event paths)."""
     return TRIGGER_EVENTS.labels(trigger_type, status)
 
 
 @cache
-def occurrence_counter(trigger_type: str, outcome: str) -> Any:
+def occurrence_counter(trigger_type: str, outcome: str) -> Tally:
     """The ``OCCURRENCES`` child of a label pair, looked up once."""
     return OCCURRENCES.labels(trigger_type, outcome)
 
 
 @cache
-def lateness(trigger_type: str) -> Any:
+def lateness(trigger_type: str) -> Spread:
     """The ``FIRE_LATENESS`` child of a trigger type, looked up once."""
     return FIRE_LATENESS.labels(trigger_type)
 

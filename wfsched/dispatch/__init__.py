@@ -8,19 +8,17 @@ and every attempt carries the execution id as Idempotency-Key.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import anyio
 from anyio.abc import TaskGroup
 
+from wfsched.dispatch.attempts import Attempts, backoff
 from wfsched.jsontext import dumps
-from wfsched.logs import log_fields
-from wfsched.metrics import DISPATCH_ATTEMPTS, DISPATCH_DURATION, event_counter
 from wfsched.models import Claim, DispatchOutcome, NewEvent, TriggerEvent, utcnow
 from wfsched.store import Store
 from wfsched.target import DispatchError, Sender, event_document
@@ -59,15 +57,6 @@ class LogSender:
 
     async def aclose(self) -> None:
         return None
-
-
-def backoff(attempt: int, base: float, cap: float, retry_after: float | None = None) -> float:
-    """Seconds before attempt ``attempt + 1``: exponential, full jitter within [base, cap]."""
-    ceiling = min(cap, base * (2 ** (attempt - 1)))
-    delay = random.uniform(base, max(base, ceiling))
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, cap))
-    return delay
 
 
 class Dispatcher:
@@ -141,11 +130,13 @@ class Dispatcher:
         self._send_budget = max(claim_ttl - sender.timeout, claim_ttl / 5)
         self._send_ewma = self._send_budget / 2
         """Moving average of send durations: no prefetching until sends prove quick."""
-        mode = sender.mode
-        self._observe = {
-            r: (DISPATCH_DURATION.labels(mode, r), DISPATCH_ATTEMPTS.labels(mode, r))
-            for r in ("ok", "retry", "failed")
-        }
+        self._attempts = Attempts(
+            sender.mode,
+            max_attempts=max_attempts,
+            retry_base=retry_base,
+            retry_max=retry_max,
+            clock=clock,
+        )
         self._instant: Callable[[str], bool] | None = getattr(sender, "instant", None)
         """Whether a workflow's events go to a sender that sends nothing (``log``), which the
         dispatcher then settles as they are handed over, without a worker's round."""
@@ -202,55 +193,26 @@ class Dispatcher:
     def _settle_instant(self, events: list[TriggerEvent]) -> list[TriggerEvent]:
         """Settle the events whose sender sends nothing; return the others."""
         instant = self._instant
-        if instant is None or not events:
+        if instant is None:
             return events
-        now = [e for e in events if instant(e.workflow_id)]
-        if not now:
-            return events
-        self._settle(now)
-        return [] if len(now) == len(events) else [e for e in events if not instant(e.workflow_id)]
+        now: list[TriggerEvent] = []
+        rest: list[TriggerEvent] = []
+        for e in events:
+            (now if instant(e.workflow_id) else rest).append(e)
+        if now:
+            self._settle(now)
+        return rest
 
     def _settle(self, events: list[TriggerEvent]) -> None:
         """Mark events dispatched whose sender sends nothing (``log`` mode): what a worker
         would do for each after a send that returns at once, for the whole batch in one step
         (the outcomes are written by the finisher as usual; the log has each one's line)."""
         at = self.clock()
-        self._outcomes.extend(
-            DispatchOutcome(
-                execution_id=e.execution_id,
-                status="dispatched",
-                error=e.last_error,
-                dispatched_at=at,
-                fired_at=e.fired_at,
-            )
-            for e in events
-        )
+        outcomes = [self._attempts.delivered(e, at) for e in events]
+        self._outcomes += outcomes
         self._unwritten += len(events)
         self._outcome_ready.set()
-        duration, attempts = self._observe["ok"]
-        duration.observe(0.0, len(events))
-        attempts.inc(len(events))
-        for trigger_type, n in Counter(e.trigger_type for e in events).items():
-            event_counter(trigger_type, "dispatched").inc(n)
-        if log.isEnabledFor(logging.INFO):
-            for e in events:
-                log_fields(
-                    log,
-                    logging.INFO,
-                    "dispatch attempt",
-                    {
-                        "workflow_id": e.workflow_id,
-                        "trigger_type": e.trigger_type,
-                        "trigger_id": e.trigger_id,
-                        "execution_id": e.execution_id,
-                        "duration_ms": 0.0,
-                        "status": "dispatched",
-                        "attempt": e.attempts + 1,
-                        "error": e.last_error,
-                        "code": None,
-                        "mode": self.sender.mode,
-                    },
-                )
+        self._attempts.count_settled(events, outcomes)
 
     def _queue_room(self) -> int:
         """Events the queue takes now: none while older ones wait in the reserve."""
@@ -381,27 +343,19 @@ class Dispatcher:
 
     async def _deliver(self, event: TriggerEvent) -> None:
         started = time.perf_counter()
-        attempt = event.attempts + 1
         code: int | None = None
         outcome: DispatchOutcome
         try:
             await self.sender.send(event)
         except DispatchError as exc:
             code = exc.code
-            outcome = self._failed(event, attempt, exc)
+            outcome = self._attempts.failed(event, exc)
         except Exception as exc:  # noqa: BLE001 - a sender bug must not lose the event
-            outcome = self._failed(
-                event, attempt, DispatchError(f"{type(exc).__name__}: {exc}", retry=True)
+            outcome = self._attempts.failed(
+                event, DispatchError(f"{type(exc).__name__}: {exc}", retry=True)
             )
         else:
-            # The last error stays on a delivered event: it tells why it took retries.
-            outcome = DispatchOutcome(
-                execution_id=event.execution_id,
-                status="dispatched",
-                error=event.last_error,
-                dispatched_at=self.clock(),
-                fired_at=event.fired_at,
-            )
+            outcome = self._attempts.delivered(event, self.clock())
         elapsed = time.perf_counter() - started
         self._send_ewma += (elapsed - self._send_ewma) * 0.2
         self._active -= 1
@@ -409,51 +363,7 @@ class Dispatcher:
         self._outcomes.append(outcome)
         self._outcome_ready.set()
         self._room.set()
-        result = _RESULTS[outcome.status]
-        duration, attempts = self._observe[result]
-        duration.observe(elapsed)
-        attempts.inc()
-        event_counter(event.trigger_type, "retried" if result == "retry" else outcome.status).inc()
-        level = logging.INFO if result == "ok" else logging.WARNING
-        if not log.isEnabledFor(level):
-            return
-        log_fields(
-            log,
-            level,
-            "dispatch attempt",
-            {
-                "workflow_id": event.workflow_id,
-                "trigger_type": event.trigger_type,
-                "trigger_id": event.trigger_id,
-                "execution_id": event.execution_id,
-                "duration_ms": round(elapsed * 1000, 2),
-                "status": outcome.status,
-                "attempt": attempt,
-                "error": outcome.error,
-                "code": code,
-                "mode": self.sender.mode,
-            },
-        )
-
-    def _failed(self, event: TriggerEvent, attempt: int, exc: DispatchError) -> DispatchOutcome:
-        # ``attempts`` keeps counting across redeliveries, so history shows every attempt;
-        # each max_attempts of them are one round, and a redelivery starts the next round.
-        in_round = (attempt - 1) % self.max_attempts + 1
-        if exc.retry and in_round < self.max_attempts:
-            delay = backoff(in_round, self.retry_base, self.retry_max, exc.retry_after)
-            return DispatchOutcome(
-                execution_id=event.execution_id,
-                status="pending",
-                error=str(exc),
-                next_attempt_at=self.clock() + timedelta(seconds=delay),
-                fired_at=event.fired_at,
-            )
-        error = str(exc)
-        if exc.retry:
-            error = f"gave up after {attempt} attempts: {error}"
-        return DispatchOutcome(
-            execution_id=event.execution_id, status="failed", error=error, fired_at=event.fired_at
-        )
+        self._attempts.count(event, outcome, elapsed, code)
 
     async def _finisher(self) -> None:
         """Write outcomes in batches: whatever arrived while the previous batch was written.
@@ -513,7 +423,6 @@ class Dispatcher:
                 await anyio.sleep(0.05)
 
 
-_RESULTS = {"dispatched": "ok", "pending": "retry", "failed": "failed"}
 MAX_AHEAD = 64
 """Claimed events queued per worker at most, while sends are quick (fewer, larger claims)."""
 UNWRITTEN_PER_WORKER = 50
