@@ -39,6 +39,7 @@ from wfsched.timer import Timer
 from wfsched.timer.shards import ShardKeeper
 
 if TYPE_CHECKING:
+    from wfsched.httpdirect import DirectRoute
     from wfsched.httplimits import HttpLimits
 
 log = logging.getLogger("wfsched.daemon")
@@ -104,6 +105,7 @@ def _server(
     *,
     trusted_proxies: Sequence[IPNetwork] = (),
     limits: HttpLimits | None = None,
+    direct: DirectRoute | None = None,
 ) -> Any:
     """A uvicorn server without its own signal handling: the daemon owns SIGINT/SIGTERM.
 
@@ -111,11 +113,13 @@ def _server(
     uvicorn would otherwise trust 127.0.0.1 or an inherited FORWARDED_ALLOW_IPS. Its middleware
     wraps the whole app, so every route, raw or Starlette, sees the same client address.
     ``limits`` (default: the defaults of :class:`HttpLimits`) bound header size and read time,
-    idle keep-alive and open connections.
+    idle keep-alive and open connections. ``direct``: the requests the protocol serves without
+    ASGI (:mod:`wfsched.httpdirect`), unless a trusted proxy is configured.
     """
     import uvicorn
 
-    from wfsched.httplimits import HttpLimits, protocol_class
+    from wfsched.httpdirect import protocol_class
+    from wfsched.httplimits import HttpLimits
 
     limits = limits or HttpLimits()
 
@@ -143,7 +147,9 @@ def _server(
         timeout_graceful_shutdown=5,
         proxy_headers=bool(trusted_proxies),
         forwarded_allow_ips=[str(net) for net in trusted_proxies],
-        http=protocol_class(limits),
+        # uvicorn's proxy-headers middleware wraps the app: with it, every request goes
+        # through ASGI, so that every route sees the client it rewrites.
+        http=protocol_class(limits, None if trusted_proxies else direct),
         timeout_keep_alive=limits.keep_alive,
     )
     return Server(config)
@@ -354,6 +360,7 @@ async def serve(
             port or settings.port,
             trusted_proxies=settings.trusted_proxies,
             limits=limits,
+            direct=app,
         )
         config = server.config
         heartbeat = Heartbeat(

@@ -230,10 +230,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
+        self._head_complete()
+        self._start_cycle()
+
+    def _head_complete(self) -> None:
         self._heads += 1
         self._in_head = False
         self._head_started = False
         self._cancel_head_timer()
+
+    def _start_cycle(self) -> None:
+        """uvicorn's: the request's ASGI cycle, its app started (or queued behind the one
+        under way), its answer written in one write."""
         previous = self.cycle
         super().on_headers_complete()
         if self.cycle is not None and self.cycle is not previous:
@@ -246,12 +254,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.scope[CYCLE] = weakref.ref(self.cycle)  # type: ignore[literal-required]
 
     def on_message_complete(self) -> None:
-        self._in_head = True
-        self._head_bytes = 0
+        self._message_complete()
         super().on_message_complete()
         if self.cycle is not None:
             # The whole body is here: the app reads it without arming a deadline.
             self.cycle.scope[BODY_RECEIVED] = True  # type: ignore[literal-required]
+
+    def _message_complete(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timeout)

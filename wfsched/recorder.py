@@ -111,17 +111,27 @@ class _Entry:
 
 
 class _Batch:
-    """Entries committed together; every caller in it waits on one Event."""
+    """Entries committed together; each caller waits on a future of its own, all of them
+    resolved by :meth:`finish` (a caller cancelled while waiting cancels only its own)."""
 
-    __slots__ = ("deadline", "done", "entries", "error", "size", "started")
+    __slots__ = ("deadline", "done", "entries", "error", "size", "started", "waiters")
 
     def __init__(self, deadline: float) -> None:
         self.entries: list[_Entry] = []
         self.size = 0
         self.deadline = deadline
         self.started = False
-        self.done = asyncio.Event()
+        self.done = False
+        self.waiters: list[asyncio.Future[None]] = []
         self.error: BaseException | None = None  # for every caller (outage, deadline, stop)
+
+    def finish(self) -> None:
+        """The batch is over (committed, failed or expired): wake every caller."""
+        self.done = True
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
 
     def events(self) -> list[NewEvent]:
         if len(self.entries) == 1:
@@ -176,8 +186,10 @@ class GroupCommitRecorder:
         entry = _Entry(events)
         batch.entries.append(entry)
         batch.size += len(events)
+        done = asyncio.get_running_loop().create_future()
+        batch.waiters.append(done)
         self._wake.set()
-        await batch.done.wait()
+        await done
         if batch.error is not None:
             raise batch.error
         if entry.error is not None:
@@ -204,22 +216,22 @@ class GroupCommitRecorder:
             self._running = False
             # Shutdown: callers get an error they can answer (503), not a cancellation.
             # A batch cancelled mid-commit may have been written: its callers are told so.
-            if batch is not None and not batch.done.is_set():
+            if batch is not None and not batch.done:
                 batch.error = StoreError(
                     "the daemon stopped while the event was being "
                     "recorded; it may or may not have been stored"
                 )
-                batch.done.set()
+                batch.finish()
             for waiting in self._queue:
                 waiting.error = StoreError("the daemon is stopping; nothing was recorded")
-                waiting.done.set()
+                waiting.finish()
             self._queue.clear()
 
     async def _watch(self) -> None:
         """Fail the callers of every batch that has not committed by its deadline."""
         watched = self._watched
         while True:
-            while watched and watched[0].done.is_set():
+            while watched and watched[0].done:
                 watched.popleft()
             if not watched:
                 await self._watch_wake.wait()
@@ -242,7 +254,7 @@ class GroupCommitRecorder:
         else:
             self._queue.remove(batch)  # never sent: nothing of it will be written
             batch.error = StoreError(f"{timeout}; nothing was recorded")
-        batch.done.set()
+        batch.finish()
 
     async def _flush(self, batch: _Batch) -> None:
         batch.started = True
@@ -258,12 +270,12 @@ class GroupCommitRecorder:
             for entry in batch.entries:
                 entry.result = result[start : start + len(entry.events)]
                 start += len(entry.events)
-        batch.done.set()
+        batch.finish()
         # Batches commit in the order they opened: the watchdog lets go of this one now, not
         # at its deadline (it would hold every event of the last few seconds, payloads and
         # all, for the cyclic GC to walk again and again).
         watched = self._watched
-        while watched and watched[0].done.is_set():
+        while watched and watched[0].done:
             watched.popleft()
 
     async def _commit_apart(self, entries: list[_Entry]) -> None:

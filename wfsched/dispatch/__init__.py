@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 import anyio
@@ -154,13 +154,12 @@ class Dispatcher:
         room = self._queue_room()
         if self._reserved_bytes < self.reserve_bytes:
             room += self.reserve - len(self._reserve)
-        instant = self._instant
-        if instant is None:
+        if self._instant is None:
             limit = min(len(events), room)
         else:
             limit = 0
-            for e in events:
-                if not instant(e.workflow_id):
+            for is_instant in self._instants(events):
+                if not is_instant:
                     if room <= 0:
                         break
                     room -= 1
@@ -190,15 +189,25 @@ class Dispatcher:
                 self._reserved_bytes += size
             self._wake.set()
 
+    def _instants(self, events: Sequence[NewEvent | TriggerEvent]) -> Iterator[bool]:
+        """Whether each event's sender sends nothing, asked once per run of one workflow's
+        events (a group commit is mostly one webhook's)."""
+        instant = self._instant
+        assert instant is not None
+        last_id, last = None, False
+        for e in events:
+            if e.workflow_id != last_id:
+                last_id, last = e.workflow_id, instant(e.workflow_id)
+            yield last
+
     def _settle_instant(self, events: list[TriggerEvent]) -> list[TriggerEvent]:
         """Settle the events whose sender sends nothing; return the others."""
-        instant = self._instant
-        if instant is None:
+        if self._instant is None:
             return events
         now: list[TriggerEvent] = []
         rest: list[TriggerEvent] = []
-        for e in events:
-            (now if instant(e.workflow_id) else rest).append(e)
+        for e, is_instant in zip(events, self._instants(events), strict=True):
+            (now if is_instant else rest).append(e)
         if now:
             self._settle(now)
         return rest

@@ -9,12 +9,16 @@ or ``shared_ingress``.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Receive, Scope, Send
 
 from wfsched import otel
+from wfsched.httpdirect import Exchange
 from wfsched.httplimits import CYCLE
 from wfsched.web import management as api
 from wfsched.web import operations as ops
@@ -141,6 +145,14 @@ class Edge(Starlette):
             await self.hot.handle(scope, receive, send, cycle)
         else:
             await super().__call__(scope, receive, send)
+
+    def takes(self, method: bytes, target: bytes) -> bool:
+        """The requests the daemon's protocol serves without ASGI (:mod:`wfsched.httpdirect`):
+        the per-workflow webhook route's, unless OpenTelemetry wants a span for each."""
+        return not otel.ENABLED and self.hot.takes(method, target)
+
+    def serve(self, exchange: Exchange) -> Coroutine[Any, Any, None]:
+        return self.hot.serve(exchange, self)
 
 
 def create_app(services: WebServices) -> Edge:

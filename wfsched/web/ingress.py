@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
 from wfsched.errors import NotFound
+from wfsched.httpdirect import Exchange
 from wfsched.httplimits import BODY_RECEIVED, whole_body
 from wfsched.httpwrites import answer_at_once
 from wfsched.jsontext import dumpb
@@ -33,6 +34,8 @@ from wfsched.web.services import services_of
 
 PREFIX = "/api/v1/public/webhook/workflow/"
 INGRESS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_DIRECT_METHODS = frozenset(m.encode() for m in INGRESS_METHODS)
+_PREFIX_BYTES = PREFIX.encode()
 _JSON_TYPE = (b"content-type", b"application/json")
 # Prebuilt answers of ``matches``, which runs on every request (no path parameters: the
 # handler takes the id from the path itself).
@@ -64,19 +67,77 @@ class WorkflowWebhookRoute(BaseRoute):
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
         raise NoMatchFound(name, path_params)
 
+    def takes(self, method: bytes, target: bytes) -> bool:
+        """A request to serve without ASGI (:mod:`wfsched.httpdirect`): an ingress method on a
+        workflow's webhook path (no ``/`` in the id, no fragment)."""
+        return (
+            method in _DIRECT_METHODS
+            and target.startswith(_PREFIX_BYTES)
+            and len(target) > len(_PREFIX_BYTES)
+            and b"/" not in target.partition(b"?")[0][len(_PREFIX_BYTES) :]
+            and b"#" not in target
+        )
+
+    async def serve(self, exchange: Exchange, app: Any) -> None:
+        """Answer a request the daemon's protocol read itself (:mod:`wfsched.httpdirect`)."""
+        status, headers, data = await self._reply(
+            app,
+            exchange.method,
+            exchange.path,
+            exchange.headers,
+            exchange.query_string,
+            exchange.client,
+            None,
+            False,
+            bytes(exchange.body),
+        )
+        await exchange.answer(status, headers, data)
+
     async def handle(self, scope: Scope, receive: Receive, send: Send, cycle: Any = None) -> None:
         """Answer one request; ``cycle``: the daemon's HTTP protocol's (see
         :data:`wfsched.httplimits.CYCLE`), to read a whole body and write the answer at once
         (without it, through ``receive`` and ``send``)."""
-        workflow_id = scope["path"][len(PREFIX) :]
-        if "/" in workflow_id:
+        path: str = scope["path"]
+        if "/" in path[len(PREFIX) :]:
             # Not counted as a webhook answer: no webhook route has this path.
             await no_route(URL(scope=scope).path)(scope, receive, send)
             return
+        status, headers, data = await self._reply(
+            scope["app"],
+            scope["method"],
+            path,
+            scope["headers"],
+            scope.get("query_string", b""),
+            scope.get("client"),
+            receive,
+            scope.get(BODY_RECEIVED, False),
+            None if cycle is None else whole_body(cycle),
+        )
+        if cycle is not None and answer_at_once(cycle, status, headers, data):
+            return
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _reply(
+        self,
+        app: Any,
+        method: str,
+        path: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        query_string: bytes,
+        client: tuple[str, int] | None,
+        receive: Receive | None,
+        received: bool,
+        whole: bytes | None,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The answer to a request on ``path``: status, headers and body, every failure a JSON
+        error; the body is ``whole`` if already read, else read through ``receive``."""
         try:
-            status, body, headers = await self._handle(scope, receive, workflow_id, cycle)
+            status, body, headers = await self._handle(
+                app, method, path, raw_headers, query_string, client, receive, received, whole
+            )
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
-            err = http_error_of(exc, path=scope["path"], method=scope["method"])
+            err = http_error_of(exc, path=path, method=method)
             status, body, headers = (
                 err.status,
                 {"error": err.code, "detail": err.detail},
@@ -87,16 +148,23 @@ class WorkflowWebhookRoute(BaseRoute):
         raw = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
         if headers:  # a 202 has none
             raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        if cycle is not None and answer_at_once(cycle, status, raw, data):
-            return
-        await send({"type": "http.response.start", "status": status, "headers": raw})
-        await send({"type": "http.response.body", "body": data})
+        return status, raw, data
 
     async def _handle(
-        self, scope: Scope, receive: Receive, workflow_id: str, cycle: Any
+        self,
+        app: Any,
+        method: str,
+        path: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        query_string: bytes,
+        client: tuple[str, int] | None,
+        receive: Receive | None,
+        received: bool,
+        whole: bytes | None,
     ) -> tuple[int, Any, Mapping[str, str]]:
-        headers, raw = fold_headers(scope["headers"])
-        manager = services_of(scope["app"]).manager
+        workflow_id = path[len(PREFIX) :]
+        headers, raw = fold_headers(raw_headers)
+        manager = services_of(app).manager
         try:
             trigger = manager.ingress_trigger(workflow_id)
         except NotFound:
@@ -104,7 +172,6 @@ class WorkflowWebhookRoute(BaseRoute):
             # tells a workflow that is not deployed (404) from one whose trigger is not running
             # yet or any more (503), or returns the trigger once it runs.
             trigger = await manager.ingress_after_miss(workflow_id)
-        method: str = scope["method"]
         if not trigger.allows_method(method):
             allowed = ", ".join(m for m in INGRESS_METHODS if trigger.allows_method(m))
             trigger.ctx.record_occurrence(
@@ -113,40 +180,54 @@ class WorkflowWebhookRoute(BaseRoute):
             raise HttpError(405, "method_not_allowed", f"allowed: {allowed}", {"Allow": allowed})
         try:
             body = await receive_body(
-                receive,
+                receive,  # type: ignore[arg-type]  # not called when ``whole`` is given
                 headers.get("content-length"),
                 trigger.max_body_bytes,
                 timeout=self.body_timeout,
-                received=scope.get(BODY_RECEIVED, False),
-                whole=None if cycle is None else whole_body(cycle),
+                received=received,
+                whole=whole,
             )
         except HttpError as exc:
             # Too large, too slow: the trigger never sees it, so the route notes it.
             trigger.ctx.record_occurrence("refused", f"{exc.status} {exc.code}: {exc.detail}")
             raise
-        out = await trigger.receive(_inbound(scope, body, headers, raw))
+        out = await trigger.receive(
+            _inbound(method, path, query_string, client, body, headers, raw)
+        )
         return out.status, out.body, out.headers
 
 
 def inbound_of(scope: Scope, body: bytes) -> Inbound:
     """The request a trigger sees, from an ASGI scope and the body read from it."""
     headers, raw = fold_headers(scope["headers"])
-    return _inbound(scope, body, headers, raw)
+    return _inbound(
+        scope["method"],
+        scope["path"],
+        scope.get("query_string", b""),
+        scope.get("client"),
+        body,
+        headers,
+        raw,
+    )
 
 
 def _inbound(
-    scope: Scope, body: bytes, headers: dict[str, str], raw: list[tuple[str, str]]
+    method: str,
+    path: str,
+    raw_query: bytes,
+    client: tuple[str, int] | None,
+    body: bytes,
+    headers: dict[str, str],
+    raw: list[tuple[str, str]],
 ) -> Inbound:
     # The query as Starlette's QueryParams: latin-1 bytes, percent-escapes decoded as UTF-8,
     # the last of a repeated name winning.
-    raw_query: bytes = scope.get("query_string", b"")
     query = (
         dict(parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True)) if raw_query else {}
     )
-    client = scope.get("client")
     return Inbound(
-        method=scope["method"],
-        path=scope["path"],
+        method=method,
+        path=path,
         query=query,
         headers=headers,
         raw_headers=raw,

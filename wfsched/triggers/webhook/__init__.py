@@ -224,7 +224,9 @@ class WebhookTrigger(BaseTrigger):
         if problem is not None:
             return self._refuse(400, "bad_request", problem)
         query = request.query
-        if has_nul(query) or has_nul(query.values()) or has_nul(request.headers.values()):
+        if (query and (has_nul(query) or has_nul(query.values()))) or has_nul(
+            request.headers.values()
+        ):
             return self._refuse(
                 400, "bad_request", "the query or a header contains a NUL character"
             )

@@ -41,10 +41,24 @@ _WELL_FORMED = frozenset(
 _REFUSED_CODECS = frozenset({"utf-7"})
 
 
+_MEDIA_TYPES: dict[str, tuple[str, str | None]] = {}
+"""Content-Type values seen, parsed; a sender sends the same one every time."""
+_MEDIA_TYPES_KEPT = 256
+
+
 def media_type(content_type: str | None) -> tuple[str, str | None]:
     """Return the lower-case media type and the charset parameter (or None)."""
     if not content_type:
         return "", None
+    parsed = _MEDIA_TYPES.get(content_type)
+    if parsed is None:
+        parsed = _parse_media_type(content_type)
+        if len(_MEDIA_TYPES) < _MEDIA_TYPES_KEPT:  # bounded: the header is the sender's
+            _MEDIA_TYPES[content_type] = parsed
+    return parsed
+
+
+def _parse_media_type(content_type: str) -> tuple[str, str | None]:
     kind, _, params = content_type.partition(";")
     charset = None
     for param in params.split(";"):
