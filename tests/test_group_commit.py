@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -351,20 +352,22 @@ async def test_a_sqlite_batch_taken_by_a_cancelled_caller_is_still_committed(
     got: dict[str, Any] = {}
     record = recording_into(store, got)
     await store._write_turn.acquire()
-    await store._limiter.acquire()
+    release = threading.Event()
+    busy = store._worker.call(release.wait)  # the connection's thread held until released
     async with anyio.create_task_group() as tg:
         async with anyio.create_task_group() as holding:
             holding.start_soon(record, holder)
             await _until(lambda: len(store._writes) == 1, "the holder's write queued")
             tg.start_soon(record, other)
             await _until(lambda: len(store._writes) == 2, "the other write queued")
-            store._write_turn.release()  # the holder takes both writes, waits for a thread
+            store._write_turn.release()  # the holder takes both writes, waits for the thread
             await _until(
-                lambda: store._limiter.statistics().tasks_waiting == 1,
-                "the holder waiting for the worker thread",
+                lambda: store._worker._calls.qsize() == 1,
+                "the holder's batch queued behind the busy thread",
             )
             holding.cancel_scope.cancel()
-            store._limiter.release()
+            release.set()
+    await busy
     [(recorded, created)] = got[other.execution_id]
     assert created and recorded.execution_id == other.execution_id
     stored = {e.execution_id for e in await store.history("wf", limit=-1)}

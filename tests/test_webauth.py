@@ -193,6 +193,7 @@ def test_it_accepts_github_signatures_from_any_rotated_secret_and_upper_case_hex
         f"sha256={GITHUB_DIGEST[:-1]}g",
         f"sha256={GITHUB_DIGEST},sha256={GITHUB_DIGEST}",
         f"sha256= {GITHUB_DIGEST[1:]}",
+        f"sha256={GITHUB_DIGEST[:30]} {GITHUB_DIGEST[30:62]} ",  # 64 characters, 31 bytes
     ],
 )
 def test_it_rejects_missing_or_malformed_github_signatures(header: str | None) -> None:

@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, ClassVar, Protocol
 
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
 from wfsched.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from wfsched.httpwrites import answer_at_once
 
@@ -121,6 +123,22 @@ class DirectProtocol(LimitedHttpToolsProtocol):
     served without ASGI."""
 
     route: ClassVar[DirectRoute | None] = None
+
+    def on_message_begin(self) -> None:
+        # uvicorn's, without the ASGI scope: only a request going through ASGI needs one
+        # (``_start_cycle`` makes it).
+        self._head_started = True
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
+    def _start_cycle(self) -> None:
+        # The scope uvicorn would have made at the request's start, with the head read since.
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        HttpToolsProtocol.on_message_begin(self)
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
+        super()._start_cycle()
 
     def on_headers_complete(self) -> None:
         route = self.route

@@ -241,6 +241,7 @@ _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 _SHIFTS = range(120, -1, -10)
 _last_ms = 0
 _last_rand = 0
+_time_part = ""
 
 
 _POOL_BYTES = 4000
@@ -272,18 +273,33 @@ os.register_at_fork(after_in_child=_forget_pool)
 
 def new_execution_id() -> str:
     """Return a ULID: 48-bit milliseconds then 80 bits, monotonic within this process."""
-    global _last_ms, _last_rand
+    global _last_ms, _last_rand, _time_part
     ms = time.time_ns() // 1_000_000
     if ms <= _last_ms:
         # Same millisecond (or a clock step back): keep the order by counting up.
-        ms = _last_ms
         rand = _last_rand + 1
     else:
         rand = _random_bits()
-    _last_ms, _last_rand = ms, rand
-    value = (ms << 80) | (rand & ((1 << 80) - 1))
+        _last_ms = ms
+        # The first 10 characters are the milliseconds alone (48 bits in 50): once per ms.
+        value = ms << 80
+        _time_part = "".join([_PAIRS[(value >> shift) & 1023] for shift in _SHIFTS[:5]])
+    _last_rand = rand
+    # The last 16 are the 80 random bits, eight pairs of characters.
     pairs = _PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])
+    return "".join(
+        (
+            _time_part,
+            pairs[(rand >> 70) & 1023],
+            pairs[(rand >> 60) & 1023],
+            pairs[(rand >> 50) & 1023],
+            pairs[(rand >> 40) & 1023],
+            pairs[(rand >> 30) & 1023],
+            pairs[(rand >> 20) & 1023],
+            pairs[(rand >> 10) & 1023],
+            pairs[rand & 1023],
+        )
+    )
 
 
 def execution_id_floor(t: datetime) -> str:

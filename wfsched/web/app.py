@@ -10,6 +10,7 @@ or ``shared_ingress``.
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -128,6 +129,9 @@ class Edge(Starlette):
         )
         [self.hot] = [r for r in routes if isinstance(r, WorkflowWebhookRoute)]
         self.services = services
+        # The DirectRoute of the daemon's protocol: the hot route's own, one call less each.
+        self.takes = self.hot.takes  # type: ignore[method-assign]
+        self.serve = partial(self.hot.serve, app=self)  # type: ignore[method-assign]
         self.state.access = Access.of(services)
         self.state.write_check = WriteCheck(services.store)
 
@@ -148,11 +152,11 @@ class Edge(Starlette):
 
     def takes(self, method: bytes, target: bytes) -> bool:
         """The requests the daemon's protocol serves without ASGI (:mod:`wfsched.httpdirect`):
-        the per-workflow webhook route's, unless OpenTelemetry wants a span for each."""
-        return not otel.ENABLED and self.hot.takes(method, target)
+        the per-workflow webhook route's."""
+        return self.hot.takes(method, target)  # replaced by the route's own in __init__
 
     def serve(self, exchange: Exchange) -> Coroutine[Any, Any, None]:
-        return self.hot.serve(exchange, self)
+        return self.hot.serve(exchange, self)  # replaced by the route's own in __init__
 
 
 def create_app(services: WebServices) -> Edge:

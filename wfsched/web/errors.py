@@ -67,17 +67,13 @@ def http_error_of(exc: Exception, *, path: str = "", method: str = "") -> HttpEr
     return HttpError(500, "internal_error", "unexpected server error; it has been logged")
 
 
-class _Counts:
-    """``wfsched_webhook_requests_total`` children by status, looked up once each."""
+class _Counts(dict[int, Any]):
+    """``wfsched_webhook_requests_total`` children by status (``COUNTS[status].inc()``),
+    looked up once each."""
 
-    def __init__(self) -> None:
-        self._children: dict[int, Any] = {}
-
-    def inc(self, status: int) -> None:
-        child = self._children.get(status)
-        if child is None:
-            child = self._children[status] = WEBHOOK_REQUESTS.labels(str(status))
-        child.inc()
+    def __missing__(self, status: int) -> Any:
+        child = self[status] = WEBHOOK_REQUESTS.labels(str(status))
+        return child
 
 
 COUNTS = _Counts()
@@ -98,7 +94,7 @@ def answering(handler: Handler, *, counted: bool = False) -> Handler:
             err = http_error_of(exc, path=request.url.path, method=request.method)
             response = error_response(err.status, err.code, err.detail, err.headers)
         if counted:
-            COUNTS.inc(response.status_code)
+            COUNTS[response.status_code].inc()
         return response
 
     return endpoint

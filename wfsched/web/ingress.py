@@ -17,6 +17,7 @@ from starlette.datastructures import URL
 from starlette.routing import BaseRoute, Match, NoMatchFound
 from starlette.types import Receive, Scope, Send
 
+from wfsched import otel
 from wfsched.errors import NotFound
 from wfsched.httpdirect import Exchange
 from wfsched.httplimits import BODY_RECEIVED, whole_body
@@ -69,9 +70,11 @@ class WorkflowWebhookRoute(BaseRoute):
 
     def takes(self, method: bytes, target: bytes) -> bool:
         """A request to serve without ASGI (:mod:`wfsched.httpdirect`): an ingress method on a
-        workflow's webhook path (no ``/`` in the id, no fragment)."""
+        workflow's webhook path (no ``/`` in the id, no fragment); none while OpenTelemetry
+        wants a span for each."""
         return (
-            method in _DIRECT_METHODS
+            not otel.ENABLED
+            and method in _DIRECT_METHODS
             and target.startswith(_PREFIX_BYTES)
             and len(target) > len(_PREFIX_BYTES)
             and b"/" not in target.partition(b"?")[0][len(_PREFIX_BYTES) :]
@@ -143,7 +146,7 @@ class WorkflowWebhookRoute(BaseRoute):
                 {"error": err.code, "detail": err.detail},
                 err.headers,
             )
-        COUNTS.inc(status)
+        COUNTS[status].inc()
         data = dumpb(body)
         raw = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
         if headers:  # a 202 has none

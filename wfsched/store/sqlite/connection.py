@@ -1,7 +1,7 @@
 """SQLite connection plumbing under ``SqliteStore``: one connection, one call at a time.
 
-Every call runs in a worker thread behind a one-slot limiter, so statements never interleave
-and the event loop never blocks on disk. The daemon also holds a per-file lock. The store's
+Every call runs in the connection's own thread, one at a time (:mod:`.worker`), so statements
+never interleave and the event loop never blocks on disk. The daemon also holds a per-file lock. The store's
 reader (``Store.reader``) is a second, read-only connection with a limiter of its own.
 
 The event outbox's writes (record, claim, outcomes) share a transaction when they queue
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
 import anyio
-import anyio.to_thread
 
 from wfsched.errors import StoreError
 from wfsched.store import Sync
+from wfsched.store.sqlite.worker import Worker
 
 T = TypeVar("T")
 MIN_SQLITE = (3, 35, 0)
@@ -85,16 +85,14 @@ class SqliteConnection:
         self.path = path
         self.sync = sync
         self._conn: sqlite3.Connection | None = None
-        self._limiter = anyio.CapacityLimiter(1)
+        self._worker = Worker(f"sqlite {path.name}")
         self._lockfile: IO[str] | None = None
         self._writes: list[_Write[Any]] = []
         """Bodies queued for the next shared write transaction."""
         self._write_turn = anyio.Lock()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(
-            partial(self._guarded, fn, *args), limiter=self._limiter
-        )
+        return await self._worker.call(partial(self._guarded, fn, *args))
 
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         if self._conn is None:
@@ -267,7 +265,8 @@ class SqliteConnection:
         """Release the connection and the daemon lock."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+            await self._worker.call(conn.close)  # after every call queued before it
+            self._worker.stop()
         if self._lockfile is not None:
             self._lockfile.close()
             self._lockfile = None

@@ -26,8 +26,8 @@ from wfsched.triggers.webhook.auth.keys import (
 )
 from wfsched.triggers.webhook.auth.sign import (
     any_equal,
-    hmac_hex_candidate,
-    hmac_sha256_hex,
+    hmac_sha256,
+    hmac_sha256_candidate,
     standard_webhooks_digest,
 )
 
@@ -178,10 +178,10 @@ class Verifier:
 
     def _check_hmac(self, headers: Mapping[str, str], body: bytes, now: float) -> dict[str, Any]:
         name = self.auth.header or DEFAULT_HEADERS["hmac"]
-        candidate = hmac_hex_candidate(_require(headers, name))
+        candidate = hmac_sha256_candidate(_require(headers, name))
         if candidate is None:
             raise AuthError(f"{name} header is not of the form sha256=<64 hex digits>")
-        if not any_equal(candidate, [hmac_sha256_hex(key, body) for key in self._hmac_keys]):
+        if not any_equal(candidate, [hmac_sha256(key, body) for key in self._hmac_keys]):
             raise AuthError(f"{name} header does not match the body")
         return {}
 
