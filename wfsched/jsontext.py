@@ -44,6 +44,6 @@ def dumpb(value: Any) -> bytes:
 def loads(text: str | bytes) -> Any:
     """Parse JSON text exactly (integers of any size stay integers)."""
     data = text.encode() if isinstance(text, str) else text
-    if _LONG_RUN in data.translate(_DIGITS):
+    if data.translate(_DIGITS).find(_LONG_RUN) >= 0:  # find: see wfsched.httpjson
         return json.loads(data)
     return orjson.loads(data)

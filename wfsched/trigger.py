@@ -2,6 +2,10 @@
 
 A trigger never talks to a workflow engine. It asks the core to *fire*; the core records
 the event durably under its dedupe key (a repeated fire is a no-op) and dispatches it later.
+
+The values exchanged per request and per fire (:class:`Inbound`, :class:`Outbound`,
+:class:`FireRequest`, :class:`FireResult`) are read-only by contract, not frozen: a frozen
+dataclass costs twice as much to create, and the webhook path makes one of each per request.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ if TYPE_CHECKING:
 CatchUp = Literal["skip", "latest", "all"]
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class FireRequest:
     """Ask the core to record one event.
 
@@ -39,7 +43,7 @@ class FireRequest:
     scheduled_at: datetime | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class FireResult:
     """The recorded event: ``created`` is false when the dedupe key had already fired."""
 
@@ -71,7 +75,7 @@ class TimerSpec:
     end_at: datetime | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class Inbound:
     """An HTTP request handed to an ingress trigger, body already read within its limit."""
 
@@ -85,7 +89,7 @@ class Inbound:
     client: str | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(kw_only=True, slots=True)
 class Outbound:
     """The HTTP answer of an ingress trigger: JSON body, status, extra headers."""
 

@@ -77,8 +77,9 @@ class WorkflowWebhookRoute(BaseRoute):
             and method in _DIRECT_METHODS
             and target.startswith(_PREFIX_BYTES)
             and len(target) > len(_PREFIX_BYTES)
-            and b"/" not in target.partition(b"?")[0][len(_PREFIX_BYTES) :]
-            and b"#" not in target
+            # find, not "in": see wfsched.httpjson
+            and target.partition(b"?")[0].find(b"/", len(_PREFIX_BYTES)) < 0
+            and target.find(b"#") < 0
         )
 
     async def serve(self, exchange: Exchange, app: Any) -> None:

@@ -12,7 +12,15 @@ from functools import partial
 from typing import Any
 
 from wfsched.jsontext import dumps, loads
-from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, TriggerEvent, utcnow
+from wfsched.models import (
+    Claim,
+    DispatchOutcome,
+    EventStatus,
+    NewEvent,
+    TriggerEvent,
+    utc_text,
+    utcnow,
+)
 from wfsched.store.common import (
     EVENT_COLS,
     finish_rows,
@@ -24,10 +32,12 @@ from wfsched.store.common import (
 )
 from wfsched.store.sqlite.connection import SqliteConnection
 
+# The columns that are often NULL are sent as '' and turned back by NULLIF: sqlite3 binds a
+# None through its adapter lookup (raising and dropping an AttributeError), a str at once.
 _INSERT_EVENT = (
     "INSERT INTO events (execution_id, workflow_id, trigger_id, trigger_type, dedupe_key,"
     " scheduled_at, fired_at, payload, status, next_attempt_at, claimed_by, claimed_until)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
+    " VALUES (?, ?, ?, ?, ?, NULLIF(?, ''), ?, ?, 'pending', ?, NULLIF(?, ''), NULLIF(?, ''))"
     " ON CONFLICT (workflow_id, dedupe_key) DO NOTHING"
 )
 
@@ -71,13 +81,14 @@ class SqliteEvents(SqliteConnection):
         self, events: Sequence[NewEvent], claim: Claim | None, conn: sqlite3.Connection
     ) -> list[tuple[TriggerEvent, bool]]:
         rows = []
-        owner, until, claimed = None, None, 0
+        owner, until, claimed = "", "", 0
         if claim is not None:
-            owner, until, claimed = claim.owner, fmt_ts(claim.until), claim.limit
+            owner, until, claimed = claim.owner, utc_text(claim.until), claim.limit
         for i, e in enumerate(events):
             if i == claimed:
-                owner = until = None
-            fired = fmt_ts(e.fired_at)
+                owner = until = ""
+            fired = utc_text(e.fired_at)
+            scheduled = e.scheduled_at
             rows.append(
                 (
                     e.execution_id,
@@ -85,7 +96,7 @@ class SqliteEvents(SqliteConnection):
                     e.trigger_id,
                     e.trigger_type,
                     e.dedupe_key,
-                    fmt_ts(e.scheduled_at),
+                    "" if scheduled is None else utc_text(scheduled),
                     fired,
                     dumps(e.payload),
                     fired,
