@@ -8,9 +8,11 @@ answered by a Starlette app that says so.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
 import threading
+import weakref
 from collections.abc import Coroutine, Iterator
 from ipaddress import ip_network
 from pathlib import Path
@@ -38,6 +40,7 @@ class Direct:
         self.hold: asyncio.Event | None = None
         self.held = 0
         self.answered: list[bool] = []  # per exchange: written (False: client was gone)
+        self.exchanges: list[weakref.ref[Exchange]] = []
 
     def takes(self, method: bytes, target: bytes) -> bool:
         return target.startswith(b"/direct/")
@@ -46,6 +49,7 @@ class Direct:
         return self._serve(exchange)
 
     async def _serve(self, exchange: Exchange) -> None:
+        self.exchanges.append(weakref.ref(exchange))
         if self.hold is not None:
             self.held += 1
             await self.hold.wait()
@@ -168,6 +172,19 @@ def test_many_requests_on_one_connection_each_get_their_answer(served: Served) -
             sock.sendall(post(f"/direct/{i}", b"x" * i))
             _, body = read_answer(sock)
             assert (body["direct"], body["path"], body["size"]) == (True, f"/direct/{i}", i)
+
+
+def test_answered_exchanges_are_freed_on_a_kept_alive_connection(served: Served) -> None:
+    gc.disable()  # freed by reference counting alone, as uvicorn's own cycles are
+    try:
+        with served.connect() as sock:
+            for i in range(3):
+                sock.sendall(post(f"/direct/{i}", b"{}"))
+                read_answer(sock)
+            # The last one is the connection's current cycle until the next request.
+            assert [ref() is None for ref in served.route.exchanges] == [True, True, False]
+    finally:
+        gc.enable()
 
 
 def test_a_body_after_its_head_goes_through_asgi_whole(served: Served) -> None:

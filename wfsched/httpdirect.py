@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, ClassVar, Protocol
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from wfsched.httplimits import HttpLimits, LimitedHttpToolsProtocol
 from wfsched.httpwrites import answer_at_once
@@ -65,6 +65,7 @@ class Exchange:
     """
 
     __slots__ = (
+        "__weakref__",
         "access_log",
         "body",
         "client",
@@ -97,8 +98,9 @@ class Exchange:
         self.client: tuple[str, int] | None = protocol.client
         self.body = bytearray()
         self.more_body = True
-        self.previous = protocol.cycle
-        """The connection's cycle before this one (answered, or None)."""
+        self.previous: RequestResponseCycle | None = protocol.cycle
+        """The connection's cycle before this one (answered, or None), until the body is
+        complete."""
         # What uvicorn's protocol and ``answer_at_once`` read of a cycle.
         self.transport = protocol.transport
         self.flow = protocol.flow
@@ -167,6 +169,7 @@ class DirectProtocol(LimitedHttpToolsProtocol):
             return
         self._message_complete()
         exchange.more_body = False
+        exchange.previous = None  # no going back to ASGI now; nor a chain of every exchange
         route = self.route
         assert route is not None
         task = self.loop.create_task(route.serve(exchange))
@@ -183,7 +186,7 @@ class DirectProtocol(LimitedHttpToolsProtocol):
             and not self.transport.is_closing()
         ):
             # The body did not come with the head: ASGI reads the rest, with its deadline.
-            self.cycle = exchange.previous
+            self.cycle = exchange.previous  # type: ignore[assignment]  # uvicorn: None at start
             self._start_cycle()
             cycle = self.cycle
             if cycle is not None:

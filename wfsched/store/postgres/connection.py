@@ -1,8 +1,11 @@
 """PostgreSQL connection plumbing under ``PostgresStore``: URL, pool, outages, errors, LISTEN.
 
 Connections come from a ``psycopg_pool.AsyncConnectionPool`` in autocommit mode: a
-single-statement call is one round trip (plus the pool's liveness check), and multi-statement
-calls run inside an explicit ``conn.transaction()``.
+single-statement call is one round trip, and multi-statement calls run inside an explicit
+``conn.transaction()``. The pool checks a connection as it hands it out: one unused for
+``CHECK_IDLE_AFTER`` seconds with a round trip; one used more recently by looking at its
+socket, where a server that ended the connection (a restart, ``pg_terminate_backend``) has
+left its FATAL notice and end of stream. A round trip per call cost as much as the call.
 
 Outages: when a pooled connection turns out dead and a fresh connection attempt fails too, the
 server counts as down until a call gets a connection again; meanwhile calls wait
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+import select
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
@@ -45,6 +49,9 @@ RECONNECT_TIMEOUT = 2.0
 per attempt (1, 2, 4 ... s); a short window keeps that backoff from delaying recovery, since
 the next call that finds the pool empty starts a fresh attempt at once."""
 PROBE_TIMEOUT = 2  # libpq's smallest connect_timeout
+CHECK_IDLE_AFTER = 5.0
+"""Seconds after which a pooled connection is checked with a round trip instead of a look at
+its socket (a connection dropped silently on the way, by a NAT say, leaves nothing to read)."""
 POOL_MAX_SIZE = 10
 READER_POOL_SIZE = 2
 """Connections of the store's reader (``Store.reader``: the dashboard's pages), a pool apart
@@ -82,6 +89,15 @@ def redact(text: str, secret: str | None = None) -> str:
             text = text.replace(form, "***")
     text = _URL_PASSWORD.sub(r"\1***@", text)
     return _KW_PASSWORD.sub(r"\1***", text)
+
+
+def _has_input(conn: Conn) -> bool:
+    """True when an idle connection has something to read (or its socket cannot be looked
+    at): the server ended it, or it must be checked with a round trip to know."""
+    try:
+        return bool(select.select([conn.fileno()], [], [], 0)[0])
+    except (OSError, ValueError, psycopg.Error):
+        return True
 
 
 def _connection_params(url: str) -> dict[str, str]:
@@ -153,6 +169,8 @@ class PgConnections:
         self._down_since: float | None = None  # monotonic; set by a failed probe
         self._down_error = ""
         self._probing = False
+        self._returned: dict[int, float] = {}
+        """When each pooled connection (by id) was last given back, monotonic."""
 
     def _error(self, exc: BaseException) -> StoreError:
         text = " ".join(str(exc).split()) or type(exc).__name__
@@ -190,6 +208,10 @@ class PgConnections:
                 await self._probe()
             raise self._error(exc) from self._cause(exc)
         finally:
+            returned = self._returned
+            if len(returned) > 4 * POOL_MAX_SIZE:  # ids of connections long closed
+                returned.clear()
+            returned[id(conn)] = time.monotonic()
             await pool.putconn(conn)
 
     @asynccontextmanager
@@ -233,6 +255,13 @@ class PgConnections:
 
     async def _check(self, conn: Conn) -> None:
         """The pool's liveness check; a dead connection makes the store probe the server."""
+        returned = self._returned.get(id(conn))
+        if (
+            returned is not None
+            and time.monotonic() - returned < CHECK_IDLE_AFTER
+            and not _has_input(conn)
+        ):
+            return
         try:
             await AsyncConnectionPool.check_connection(conn)
         except psycopg.Error:
