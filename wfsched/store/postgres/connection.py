@@ -150,6 +150,35 @@ async def _configure_durable(conn: Conn) -> None:
     await conn.execute(_DURABLE_COMMIT_SQL)
 
 
+class _Pooled:
+    """``PgConnections._conn``: a connection from the pool for one ``async with`` block.
+
+    A class rather than an ``asynccontextmanager`` (a generator driven through two more
+    awaits), and without ``async with conn``: in autocommit mode psycopg's own exit only takes
+    the connection's lock to commit nothing (a block in ``conn.transaction()`` ends its
+    transaction itself, and the pool rolls back whatever a connection comes back in)."""
+
+    __slots__ = ("_conn", "_pool", "_store")
+
+    def __init__(self, store: PgConnections) -> None:
+        self._store = store
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._conn: Conn | None = None
+
+    async def __aenter__(self) -> Conn:
+        pool = self._pool = self._store._pool
+        if pool is None:
+            raise StoreError("store is not open")
+        self._conn = await self._store._acquire(pool)
+        return self._conn
+
+    async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        conn, pool = self._conn, self._pool
+        self._conn = self._pool = None
+        if conn is not None and pool is not None:
+            await self._store._give_back(pool, conn, exc)
+
+
 class PgConnections:
     """Connections to one PostgreSQL database; the base the store's query mixins share.
 
@@ -193,20 +222,21 @@ class PgConnections:
         await self._configure(conn)
         return conn
 
-    @asynccontextmanager
-    async def _conn(self) -> AsyncIterator[Conn]:
-        """A pooled autocommit connection; psycopg and pool errors become StoreError."""
-        pool = self._pool
-        if pool is None:
-            raise StoreError("store is not open")
-        conn = await self._acquire(pool)
+    def _conn(self) -> _Pooled:
+        """A pooled autocommit connection (``async with``); psycopg and pool errors become
+        StoreError."""
+        return _Pooled(self)
+
+    async def _give_back(
+        self, pool: AsyncConnectionPool[Conn], conn: Conn, exc: BaseException | None
+    ) -> None:
+        """The end of a ``_conn`` block: a psycopg error becomes a StoreError (probing the
+        server if the connection broke), and the connection goes back to the pool."""
         try:
-            async with conn:
-                yield conn
-        except psycopg.Error as exc:
-            if conn.broken:  # the server may have gone away mid-call
-                await self._probe()
-            raise self._error(exc) from self._cause(exc)
+            if isinstance(exc, psycopg.Error):
+                if conn.broken:  # the server may have gone away mid-call
+                    await self._probe()
+                raise self._error(exc) from self._cause(exc)
         finally:
             returned = self._returned
             if len(returned) > 4 * POOL_MAX_SIZE:  # ids of connections long closed
