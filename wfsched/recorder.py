@@ -163,6 +163,7 @@ class GroupCommitRecorder:
         self._watched: deque[_Batch] = deque()
         self._watch_wake = asyncio.Event()
         self._running = False
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     def record(self, events: Sequence[NewEvent]) -> Coroutine[Any, Any, Recorded]:
         # Not a coroutine itself: every fire would pay for one more frame to await through.
@@ -186,7 +187,9 @@ class GroupCommitRecorder:
         entry = _Entry(events)
         batch.entries.append(entry)
         batch.size += len(events)
-        done = asyncio.get_running_loop().create_future()
+        loop = self._event_loop
+        assert loop is not None  # set by start(), as _running
+        done = loop.create_future()
         batch.waiters.append(done)
         self._wake.set()
         await done
@@ -198,6 +201,9 @@ class GroupCommitRecorder:
 
     def start(self, tg: TaskGroup) -> None:
         """Start the committing task and its deadline watchdog in ``tg``."""
+        # The loop every fire runs on while the recorder runs: asking for it per fire costs
+        # a getpid system call (asyncio checks the running loop's process).
+        self._event_loop = asyncio.get_running_loop()
         self._running = True
         tg.start_soon(self._loop, name="group-commit")
         tg.start_soon(self._watch, name="group-commit-deadline")

@@ -197,6 +197,10 @@ class SqliteConnection:
         # In WAL mode FULL syncs the WAL at every commit (one fsync per group commit), so an
         # acknowledged event survives a power loss; NORMAL syncs only at checkpoints.
         conn.execute(f"PRAGMA synchronous={_PRAGMA_SYNC[self.sync]}")
+        # Statement journals (an UPDATE of many rows inside a shared write transaction) and
+        # temporary b-trees in memory: as files each was opened, written page by page, and
+        # unlinked again, one more write per event on a busy webhook.
+        conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
         self._conn = conn
