@@ -9,7 +9,6 @@ checks in the same order (:mod:`wfsched.web.requests`) and the same JSON errors
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -20,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 from wfsched import otel
 from wfsched.errors import NotFound
 from wfsched.httpdirect import Exchange
+from wfsched.httpjson import error_body
 from wfsched.httplimits import BODY_RECEIVED, whole_body
 from wfsched.httpwrites import answer_at_once
 from wfsched.jsontext import dumpb
@@ -137,68 +137,55 @@ class WorkflowWebhookRoute(BaseRoute):
         """The answer to a request on ``path``: status, headers and body, every failure a JSON
         error; the body is ``whole`` if already read, else read through ``receive``."""
         try:
-            status, body, headers = await self._handle(
-                app, method, path, raw_headers, query_string, client, receive, received, whole
+            headers, raw = fold_headers(raw_headers)
+            workflow_id = path[len(PREFIX) :]
+            manager = services_of(app).manager
+            try:
+                trigger = manager.ingress_trigger(workflow_id)
+            except NotFound:
+                # Off the hot path: only a request that found no running trigger gets here.
+                # It tells a workflow that is not deployed (404) from one whose trigger is not
+                # running yet or any more (503), or returns the trigger once it runs.
+                trigger = await manager.ingress_after_miss(workflow_id)
+            if not trigger.allows_method(method):
+                raise _not_allowed(trigger, method)
+            try:
+                body = await receive_body(
+                    receive,  # type: ignore[arg-type]  # not called when ``whole`` is given
+                    headers.get("content-length"),
+                    trigger.max_body_bytes,
+                    timeout=self.body_timeout,
+                    received=received,
+                    whole=whole,
+                )
+            except HttpError as exc:
+                # Too large, too slow: the trigger never sees it, so the route notes it.
+                trigger.ctx.record_occurrence("refused", f"{exc.status} {exc.code}: {exc.detail}")
+                raise
+            out = await trigger.receive(
+                _inbound(method, path, query_string, client, body, headers, raw)
             )
+            status, answer, extra = out.status, out.body, out.headers
         except Exception as exc:  # noqa: BLE001 - every failure becomes a JSON answer
             err = http_error_of(exc, path=path, method=method)
-            status, body, headers = (
-                err.status,
-                {"error": err.code, "detail": err.detail},
-                err.headers,
-            )
+            status, answer, extra = err.status, error_body(err.code, err.detail), err.headers
         COUNTS[status].inc()
-        data = dumpb(body)
-        raw = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
-        if headers:  # a 202 has none
-            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        return status, raw, data
+        data = dumpb(answer)
+        answer_headers = [_JSON_TYPE, (b"content-length", str(len(data)).encode())]
+        if extra:  # a 202 has none
+            answer_headers += [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()
+            ]
+        return status, answer_headers, data
 
-    async def _handle(
-        self,
-        app: Any,
-        method: str,
-        path: str,
-        raw_headers: list[tuple[bytes, bytes]],
-        query_string: bytes,
-        client: tuple[str, int] | None,
-        receive: Receive | None,
-        received: bool,
-        whole: bytes | None,
-    ) -> tuple[int, Any, Mapping[str, str]]:
-        workflow_id = path[len(PREFIX) :]
-        headers, raw = fold_headers(raw_headers)
-        manager = services_of(app).manager
-        try:
-            trigger = manager.ingress_trigger(workflow_id)
-        except NotFound:
-            # Off the hot path: only a request that found no running trigger gets here. It
-            # tells a workflow that is not deployed (404) from one whose trigger is not running
-            # yet or any more (503), or returns the trigger once it runs.
-            trigger = await manager.ingress_after_miss(workflow_id)
-        if not trigger.allows_method(method):
-            allowed = ", ".join(m for m in INGRESS_METHODS if trigger.allows_method(m))
-            trigger.ctx.record_occurrence(
-                "refused", f"405 method_not_allowed: {method} (allowed: {allowed})"
-            )
-            raise HttpError(405, "method_not_allowed", f"allowed: {allowed}", {"Allow": allowed})
-        try:
-            body = await receive_body(
-                receive,  # type: ignore[arg-type]  # not called when ``whole`` is given
-                headers.get("content-length"),
-                trigger.max_body_bytes,
-                timeout=self.body_timeout,
-                received=received,
-                whole=whole,
-            )
-        except HttpError as exc:
-            # Too large, too slow: the trigger never sees it, so the route notes it.
-            trigger.ctx.record_occurrence("refused", f"{exc.status} {exc.code}: {exc.detail}")
-            raise
-        out = await trigger.receive(
-            _inbound(method, path, query_string, client, body, headers, raw)
-        )
-        return out.status, out.body, out.headers
+
+def _not_allowed(trigger: Any, method: str) -> HttpError:
+    """The 405 of a method the trigger does not allow, noted in its ledger."""
+    allowed = ", ".join(m for m in INGRESS_METHODS if trigger.allows_method(m))
+    trigger.ctx.record_occurrence(
+        "refused", f"405 method_not_allowed: {method} (allowed: {allowed})"
+    )
+    return HttpError(405, "method_not_allowed", f"allowed: {allowed}", {"Allow": allowed})
 
 
 def inbound_of(scope: Scope, body: bytes) -> Inbound:
