@@ -852,3 +852,23 @@ async def test_pg_unknown_ids_and_stale_fences(pg_url: str) -> None:
         assert await store.revision() == r  # rolled back with the NotFound
     finally:
         await store.close()
+
+
+async def test_pg_an_idle_connection_the_server_ended_has_something_to_read(pg_url: str) -> None:
+    # What the pool's quick check looks for instead of a round trip (``_has_input``).
+    import psycopg
+
+    from tests.conftest import PG_DSN
+    from wfsched.store.postgres.connection import _has_input
+
+    conn = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+    try:
+        await conn.execute("SELECT 1")
+        assert not _has_input(conn)
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        with anyio.fail_after(5):
+            while not _has_input(conn):
+                await anyio.sleep(0.01)
+    finally:
+        await conn.close()

@@ -95,7 +95,9 @@ def _has_input(conn: Conn) -> bool:
     """True when an idle connection has something to read (or its socket cannot be looked
     at): the server ended it, or it must be checked with a round trip to know."""
     try:
-        return bool(select.select([conn.fileno()], [], [], 0)[0])
+        poller = select.poll()  # not select(): a daemon's descriptors may pass FD_SETSIZE
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.Error):
         return True
 
