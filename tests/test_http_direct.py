@@ -11,7 +11,6 @@ import asyncio
 import gc
 import json
 import socket
-import threading
 import weakref
 from collections.abc import Coroutine, Iterator
 from ipaddress import ip_network
@@ -20,13 +19,13 @@ from typing import Any
 
 import pytest
 import uvicorn
-import uvloop
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.daemon_proc import Daemon, wait_for
+from tests.uvicorn_thread import uvicorn_thread
 from wfsched.daemon import _server
 from wfsched.httpdirect import Exchange, protocol_class
 from wfsched.httplimits import HttpLimits
@@ -91,31 +90,18 @@ def served() -> Iterator[Served]:
     calls.clear()
     route = Direct()
     app = Starlette(routes=[Route("/{path:path}", through_asgi, methods=["POST", "GET"])])
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        http=protocol_class(HttpLimits(), route),
-        log_config=None,
-        lifespan="off",
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
-    loop = uvloop.new_event_loop()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve()))
-    thread.start()
-    try:
-        wait_for(lambda: server.started, message="uvicorn started")
-        yield Served(server, route, loop)
-    finally:
+
+    def release(loop: asyncio.AbstractEventLoop) -> None:
         if route.hold is not None:
             loop.call_soon_threadsafe(route.hold.set)
-        server.should_exit = True
-        thread.join(10)
-        loop.close()
+
+    with uvicorn_thread(
+        app,
+        protocol_class(HttpLimits(), route),
+        before_stop=release,
+        timeout_graceful_shutdown=10,
+    ) as (server, loop):
+        yield Served(server, route, loop)
 
 
 def read_answer(sock: socket.socket, buffered: bytearray | None = None) -> tuple[bytes, Any]:

@@ -21,6 +21,7 @@ import uvloop
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from tests.daemon_proc import wait_for
+from tests.uvicorn_thread import uvicorn_thread
 from wfsched.httplimits import HttpLimits, protocol_class
 from wfsched.httpwrites import HeldHead, answer_at_once
 
@@ -92,30 +93,11 @@ def serve(app: App, writes: list[bytes], **options: Any) -> Iterator[uvicorn.Ser
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(Spy(transport, writes))  # type: ignore[arg-type]
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        http=Recording,
-        log_config=None,
-        lifespan="off",
-        **options,
-    )
-    server = uvicorn.Server(config)
-    loop = uvloop.new_event_loop()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve()))
-    thread.start()
-    try:
-        wait_for(lambda: server.started, message="uvicorn started")
+    with uvicorn_thread(app, Recording, before_stop=lambda loop: app.go.set(), **options) as (
+        server,
+        _,
+    ):
         yield server
-    finally:
-        app.go.set()
-        server.should_exit = True
-        thread.join(10)
-        loop.close()
 
 
 def port_of(server: uvicorn.Server) -> int:

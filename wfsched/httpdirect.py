@@ -15,7 +15,8 @@ Everything else still goes through ASGI, unchanged: other paths, a request pipel
 one still being answered, ``Expect: 100-continue``, upgrades, a percent-encoded path, and a
 body that does not arrive in the same read as the end of its head (the ASGI route reads it
 with its deadline). With a trusted proxy configured (uvicorn's proxy-headers middleware wraps
-the app) or OpenTelemetry on, the daemon does not give the protocol a route at all.
+the app) the daemon gives the protocol no route at all; with OpenTelemetry on, the route takes
+no request (each gets its span through ASGI).
 
 The connection's own state stays uvicorn's: an exchange stands where a cycle would, with the
 attributes the protocol reads of one (``body``, ``more_body``, ``response_complete``,

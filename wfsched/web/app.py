@@ -9,7 +9,7 @@ or ``shared_ingress``.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
 
@@ -129,9 +129,12 @@ class Edge(Starlette):
         )
         [self.hot] = [r for r in routes if isinstance(r, WorkflowWebhookRoute)]
         self.services = services
-        # The DirectRoute of the daemon's protocol: the hot route's own, one call less each.
-        self.takes = self.hot.takes  # type: ignore[method-assign]
-        self.serve = partial(self.hot.serve, app=self)  # type: ignore[method-assign]
+        # The DirectRoute of the daemon's protocol (wfsched.httpdirect): the requests it serves
+        # without ASGI are the hot route's, answered by it for this app.
+        self.takes: Callable[[bytes, bytes], bool] = self.hot.takes
+        self.serve: Callable[[Exchange], Coroutine[Any, Any, None]] = partial(
+            self.hot.serve, app=self
+        )
         self.state.access = Access.of(services)
         self.state.write_check = WriteCheck(services.store)
 
@@ -149,14 +152,6 @@ class Edge(Starlette):
             await self.hot.handle(scope, receive, send, cycle)
         else:
             await super().__call__(scope, receive, send)
-
-    def takes(self, method: bytes, target: bytes) -> bool:
-        """The requests the daemon's protocol serves without ASGI (:mod:`wfsched.httpdirect`):
-        the per-workflow webhook route's."""
-        return self.hot.takes(method, target)  # replaced by the route's own in __init__
-
-    def serve(self, exchange: Exchange) -> Coroutine[Any, Any, None]:
-        return self.hot.serve(exchange, self)  # replaced by the route's own in __init__
 
 
 def create_app(services: WebServices) -> Edge:

@@ -1,8 +1,9 @@
 """SQLite connection plumbing under ``SqliteStore``: one connection, one call at a time.
 
 Every call runs in the connection's own thread, one at a time (:mod:`.worker`), so statements
-never interleave and the event loop never blocks on disk. The daemon also holds a per-file lock. The store's
-reader (``Store.reader``) is a second, read-only connection with a limiter of its own.
+never interleave and the event loop never blocks on disk. The daemon also holds a per-file
+lock. The store's reader (``Store.reader``) is a second, read-only connection with a thread of
+its own.
 
 The event outbox's writes (record, claim, outcomes) share a transaction when they queue
 together (``_shared_tx``): one commit, one fsync, for a batch of new events and the outcomes

@@ -10,11 +10,11 @@ import hmac
 from collections.abc import Callable, Sequence
 from typing import Any
 
-_hmac_new: Callable[..., Any] | None
-try:  # OpenSSL's HMAC, which hmac.new returns wrapped (absent from a CPython without OpenSSL)
-    from _hashlib import hmac_new as _hmac_new
-except ImportError:  # pragma: no cover
-    _hmac_new = None
+_new_hmac: Callable[..., Any]
+try:  # OpenSSL's HMAC, which hmac.new makes through three Python calls
+    from _hashlib import hmac_new as _new_hmac
+except ImportError:  # pragma: no cover - a CPython without OpenSSL
+    _new_hmac = hmac.new
 
 _SW_SECRET_PREFIX = "whsec_"
 _SW_ASYMMETRIC_PREFIXES = ("whsk_", "whpk_")
@@ -70,8 +70,7 @@ def hmac_sha256(key: bytes, body: bytes) -> bytes:
     worker thread and back; an HMAC object lets go of it only for bodies of 2 KiB or more.
     The object is OpenSSL's, made directly: ``hmac.new`` makes the same one through three
     Python calls."""
-    mac = hmac.new if _hmac_new is None else _hmac_new
-    digest: bytes = mac(key, body, "sha256").digest()
+    digest: bytes = _new_hmac(key, body, "sha256").digest()
     return digest
 
 
