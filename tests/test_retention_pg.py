@@ -56,6 +56,48 @@ async def test_partitions_are_ready_ahead_and_made_on_demand(pg_url: str) -> Non
         await store.close()
 
 
+async def test_a_batch_of_new_taken_repeated_and_stale_keys(pg_url: str) -> None:
+    """Every kind of key in one batch: new ones are created, a taken one returns the event
+    behind it, a repeat inside the batch the first copy, and a key whose event is gone (a
+    partition dropped after the key pass saw it) is taken again by the new event."""
+    store = await opened(pg_url)
+    try:
+        now = utcnow()
+        taken, stale = event(now, key="taken"), event(now, key="stale")
+        await store.record([taken, stale])
+        async with store._conn() as conn:
+            await conn.execute(
+                "DELETE FROM wfsched_events WHERE execution_id = %s", (stale.execution_id,)
+            )
+        new, again, twice, first = (
+            event(now),
+            event(now, key="taken"),
+            event(now, key="repeat"),
+            event(now, key="stale"),
+        )
+        repeat = event(now, key="repeat")
+        got = await store.record([new, again, twice, first, repeat])
+        assert [(e.execution_id, created) for e, created in got] == [
+            (new.execution_id, True),
+            (taken.execution_id, False),
+            (twice.execution_id, True),
+            (first.execution_id, True),
+            (twice.execution_id, False),
+        ]
+        assert got[1][0].payload == taken.payload
+        assert await remaining(store) == {
+            taken.execution_id,
+            new.execution_id,
+            twice.execution_id,
+            first.execution_id,
+        }
+        # All new again: the common case answers from the count alone.
+        fresh = [event(now) for _ in range(3)]
+        assert [c for _, c in await store.record(fresh)] == [True, True, True]
+    finally:
+        await store.close()
+
+
 async def test_midnight_utc_splits_partitions_and_both_sides_dedupe(pg_url: str) -> None:
     store = await opened(pg_url)
     try:

@@ -39,12 +39,17 @@ from wfsched.store.postgres.rows import (
 # is already in its dispatcher's hands). Keys go in key order so two batches with overlapping
 # keys lock the unique index in the same order and cannot deadlock; a batch that meets a key
 # another one is inserting waits for it to commit, then skips the key.
+# The batch is one JSON array of rows, each row an array with the payload last (``->>`` on
+# json reads up to the element it takes, so the fields before a large payload cost little);
+# the answer is the number of events created: when it is the batch's size, every key was new
+# and nothing more is read (the common case); when less, the events behind the batch's keys
+# are read in a second statement.
 _RECORD_SQL = f"""
 WITH i AS MATERIALIZED (
-    SELECT * FROM json_to_recordset(%s::json)
-        AS i(execution_id text, workflow_id text, trigger_id text, trigger_type text,
-             dedupe_key text, scheduled_at timestamptz, fired_at timestamptz, payload jsonb,
-             claimed bool)
+    SELECT r->>0 AS execution_id, r->>1 AS workflow_id, r->>2 AS trigger_id,
+        r->>3 AS trigger_type, r->>4 AS dedupe_key, (r->>5)::timestamptz AS scheduled_at,
+        (r->>6)::timestamptz AS fired_at, (r->>7)::bool AS claimed, (r->8)::jsonb AS payload
+    FROM json_array_elements(%s::json) AS r
 ), k AS (
     INSERT INTO wfsched_event_keys (workflow_id, dedupe_key, execution_id, fired_at)
     SELECT workflow_id, dedupe_key, execution_id, fired_at FROM i
@@ -64,17 +69,23 @@ WITH i AS MATERIALIZED (
     SELECT pg_notify('{EVENTS_CHANNEL}', '')
     FROM (SELECT 1 FROM ins WHERE claimed_by IS NULL LIMIT 1) AS unclaimed
 )
-SELECT execution_id FROM ins
-UNION ALL
-SELECT NULL FROM wake
+SELECT count(execution_id) FROM (
+    SELECT execution_id FROM ins
+    UNION ALL
+    SELECT NULL FROM wake
+) AS created
 """
 
 _E_COLS = ", ".join(f"e.{c.strip()}" for c in EVENT_COLS.split(","))
-# Through the key: its fired_at lets PostgreSQL look in one partition only.
-_EXISTING_SQL = f"""
-SELECT {_E_COLS} FROM unnest(%s::text[], %s::text[]) AS q(wid, dkey)
+# Whose each key of a batch is: the batch's own event (the key took its execution id: only the
+# id is read) or another's, read whole through the key (its fired_at lets PostgreSQL look in
+# one partition only); a key whose event is gone has the other id and no event.
+_KEYS_SQL = f"""
+SELECT q.eid, k.execution_id = q.eid, {_E_COLS}
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS q(wid, dkey, eid)
 JOIN wfsched_event_keys k ON k.workflow_id = q.wid AND k.dedupe_key = q.dkey
-JOIN wfsched_events e ON e.execution_id = k.execution_id AND e.fired_at = k.fired_at
+LEFT JOIN wfsched_events e ON k.execution_id <> q.eid
+    AND e.execution_id = k.execution_id AND e.fired_at = k.fired_at
 """
 
 # A key whose event is gone (pruned by a partition drop after the key pass saw it alive):
@@ -148,7 +159,10 @@ class PgEvents(PgRetention):
         if self._uncovered(fired):
             await self._ensure_partitions(fired)
         async with self._conn() as conn:
-            created, existing = await self._insert(conn, unique, fired, claim, claimed)
+            found = await self._insert(conn, unique, fired, claim, claimed)
+            if found is None and len(unique) == len(events):
+                return [(fresh_event(e), True) for e in events]  # every key new: the common case
+            created, existing = found or ({e.execution_id for e in unique}, {})
             stale = [e for e in unique if e.execution_id not in created]
             stale = [e for e in stale if (e.workflow_id, e.dedupe_key) not in existing]
             if stale:
@@ -156,11 +170,14 @@ class PgEvents(PgRetention):
                     _STALE_KEYS_SQL,
                     ([e.workflow_id for e in stale], [e.dedupe_key for e in stale]),
                 )
-                again, found = await self._insert(
+                again = await self._insert(
                     conn, stale, [utc(e.fired_at) for e in stale], claim, claimed
                 )
-                created |= again
-                existing.update(found)
+                if again is None:
+                    created.update(e.execution_id for e in stale)
+                else:
+                    created |= again[0]
+                    existing.update(again[1])
         out: list[tuple[TriggerEvent, bool]] = []
         for e in events:
             key = (e.workflow_id, e.dedupe_key)
@@ -186,24 +203,24 @@ class PgEvents(PgRetention):
         fired: Sequence[datetime],
         claim: Claim | None,
         claimed: set[str],
-    ) -> tuple[set[str], dict[tuple[str, str], TriggerEvent]]:
-        """Insert events with new keys; return the ids created and the events found
-        behind the keys already taken."""
-        # The batch as one JSON document the statement reads as rows (``json_to_recordset``):
-        # one text parameter, where an array per column had psycopg dump every element (and
-        # every payload as a Jsonb) through Python objects of its own.
+    ) -> tuple[set[str], dict[tuple[str, str], TriggerEvent]] | None:
+        """Insert events with new keys. None when every one was created; else the ids
+        created and the events found behind the keys already taken."""
+        # The batch as one JSON document, an array per row: one text parameter, where an
+        # array per column had psycopg dump every element (and every payload as a Jsonb)
+        # through Python objects of its own, and an object per row built a dict per event.
         rows = [
-            {
-                "execution_id": e.execution_id,
-                "workflow_id": e.workflow_id,
-                "trigger_id": e.trigger_id,
-                "trigger_type": e.trigger_type,
-                "dedupe_key": e.dedupe_key,
-                "scheduled_at": fmt_ts(e.scheduled_at),
-                "fired_at": fmt_ts(at),
-                "payload": e.payload,
-                "claimed": e.execution_id in claimed,
-            }
+            (
+                e.execution_id,
+                e.workflow_id,
+                e.trigger_id,
+                e.trigger_type,
+                e.dedupe_key,
+                fmt_ts(e.scheduled_at),
+                fmt_ts(at),
+                e.execution_id in claimed,
+                e.payload,
+            )
             for e, at in zip(unique, fired, strict=True)
         ]
         cur = await conn.execute(
@@ -214,18 +231,26 @@ class PgEvents(PgRetention):
                 utc(claim.until) if claim is not None else None,
             ),
         )
-        created = {r[0] for r in await cur.fetchall() if r[0] is not None}
+        row = await cur.fetchone()
+        if row is not None and row[0] == len(unique):
+            return None
+        # Some keys were taken. A separate statement: its snapshot sees rows that concurrent
+        # batches committed while the insert waited on them.
+        cur = await conn.execute(
+            _KEYS_SQL,
+            (
+                [e.workflow_id for e in unique],
+                [e.dedupe_key for e in unique],
+                [e.execution_id for e in unique],
+            ),
+        )
+        created: set[str] = set()
         existing: dict[tuple[str, str], TriggerEvent] = {}
-        taken = [e for e in unique if e.execution_id not in created]
-        if taken:
-            # A separate statement: its snapshot sees rows that concurrent batches
-            # committed while the insert waited on them.
-            cur = await conn.execute(
-                _EXISTING_SQL,
-                ([e.workflow_id for e in taken], [e.dedupe_key for e in taken]),
-            )
-            for row in await cur.fetchall():
-                event = event_from_row(row)
+        for execution_id, mine, *columns in await cur.fetchall():
+            if mine:
+                created.add(execution_id)
+            elif columns[0] is not None:
+                event = event_from_row(columns)
                 existing[(event.workflow_id, event.dedupe_key)] = event
         return created, existing
 
