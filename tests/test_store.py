@@ -259,6 +259,51 @@ async def test_finish_writes_attempts_and_only_for_the_owner(store: Any) -> None
     assert [e.execution_id for e in await store.history(status="failed")] == [e3.execution_id]
 
 
+async def test_finish_with_fired_at_deliveries_alone_and_mixed(store: Any) -> None:
+    """Outcomes that carry their event's fired_at (as the dispatcher's do): a batch of plain
+    deliveries, then a batch mixing a delivery that keeps its last error with a retry."""
+    events = [e for e, _ in await store.record([new_event() for _ in range(4)])]
+    now = utcnow() + timedelta(seconds=1)
+    await store.claim("me", 10, 10, now)
+    sent_at = now - timedelta(milliseconds=5)
+
+    def outcome(e: Any, status: Any, **kw: Any) -> DispatchOutcome:
+        return DispatchOutcome(
+            execution_id=e.execution_id, status=status, fired_at=e.fired_at, **kw
+        )
+
+    await store.finish("someone-else", [outcome(events[0], "dispatched", dispatched_at=sent_at)])
+    assert (await store.get_event(events[0].execution_id)).status == "pending"
+    await store.finish(
+        "me",
+        [outcome(events[0], "dispatched", dispatched_at=sent_at), outcome(events[1], "dispatched")],
+    )
+    first, second = [await store.get_event(e.execution_id) for e in events[:2]]
+    assert (first.status, first.attempts, first.last_error) == ("dispatched", 1, None)
+    assert first.dispatched_at == sent_at
+    assert second.status == "dispatched" and second.dispatched_at is not None
+    retry_at = now + timedelta(seconds=30)
+    await store.finish(
+        "me",
+        [
+            outcome(events[2], "dispatched", error="503 before", dispatched_at=sent_at),
+            outcome(events[3], "pending", error="503", next_attempt_at=retry_at),
+        ],
+    )
+    third, fourth = [await store.get_event(e.execution_id) for e in events[2:]]
+    assert (third.status, third.last_error, third.dispatched_at) == (
+        "dispatched",
+        "503 before",
+        sent_at,
+    )
+    assert (fourth.status, fourth.last_error, fourth.next_attempt_at) == (
+        "pending",
+        "503",
+        retry_at,
+    )
+    assert await store.claim("me", 10, 10, now) == []
+
+
 async def test_requeue_makes_failed_events_pending_again(store: Any) -> None:
     [(e, _)] = await store.record([new_event()])
     now = utcnow() + timedelta(seconds=1)
