@@ -183,6 +183,9 @@ class GroupCommitRecorder:
             queue.append(opened)
             self._watched.append(opened)
             self._watch_wake.set()
+            # Woken once per batch: while a batch is queued, the committing task is awake
+            # or already woken, and takes it (``_loop`` drains the queue).
+            self._wake.set()
         batch = queue[-1]
         entry = _Entry(events)
         batch.entries.append(entry)
@@ -191,7 +194,6 @@ class GroupCommitRecorder:
         assert loop is not None  # set by start(), as _running
         done = loop.create_future()
         batch.waiters.append(done)
-        self._wake.set()
         await done
         if batch.error is not None:
             raise batch.error

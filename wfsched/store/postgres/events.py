@@ -9,13 +9,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from psycopg.types.json import Json
+
 from wfsched.errors import StoreError
-from wfsched.jsontext import dumps
-from wfsched.models import Claim, DispatchOutcome, EventStatus, NewEvent, TriggerEvent, utcnow
+from wfsched.jsontext import dumpb
+from wfsched.models import (
+    Claim,
+    DispatchOutcome,
+    EventStatus,
+    NewEvent,
+    TriggerEvent,
+    utc_text,
+    utcnow,
+)
 from wfsched.store.common import (
     EVENT_COLS,
     finish_rows,
-    fmt_ts,
     fresh_event,
     history_where,
     no_event,
@@ -227,8 +236,8 @@ class PgEvents(PgRetention):
                 e.trigger_id,
                 e.trigger_type,
                 e.dedupe_key,
-                fmt_ts(e.scheduled_at),
-                fmt_ts(at),
+                None if e.scheduled_at is None else utc_text(e.scheduled_at),
+                utc_text(at),
                 e.execution_id in claimed,
                 e.payload,
             )
@@ -237,7 +246,7 @@ class PgEvents(PgRetention):
         cur = await conn.execute(
             _RECORD_SQL,
             (
-                dumps(rows),
+                Json(rows, dumpb),  # orjson's bytes as they are, no str in between
                 claim.owner if claim is not None else None,
                 utc(claim.until) if claim is not None else None,
             ),
@@ -303,7 +312,7 @@ class PgEvents(PgRetention):
         located = [o for o in outcomes if o.fired_at is not None]
         unlocated = [o for o in outcomes if o.fired_at is None]
         async with self._conn() as conn:
-            if located and all(_delivered(o) for o in located):
+            if located and _deliveries_only(located):
                 now = utcnow()
                 await conn.execute(
                     _DELIVERED_SQL,
@@ -387,8 +396,10 @@ class PgEvents(PgRetention):
         return [found[execution_id] for execution_id in execution_ids]
 
 
-def _delivered(outcome: DispatchOutcome) -> bool:
-    """A plain delivery: dispatched, no error kept, no retry (what ``_DELIVERED_SQL`` writes)."""
-    return (
-        outcome.status == "dispatched" and outcome.error is None and outcome.next_attempt_at is None
-    )
+def _deliveries_only(outcomes: Sequence[DispatchOutcome]) -> bool:
+    """Whether every outcome is a plain delivery: dispatched, no error kept, no retry (what
+    ``_DELIVERED_SQL`` writes)."""
+    for o in outcomes:
+        if o.status != "dispatched" or o.error is not None or o.next_attempt_at is not None:
+            return False
+    return True
