@@ -48,11 +48,11 @@ from wfsched.store.postgres.rows import (
 # is already in its dispatcher's hands). Keys go in key order so two batches with overlapping
 # keys lock the unique index in the same order and cannot deadlock; a batch that meets a key
 # another one is inserting waits for it to commit, then skips the key.
-# The batch is one JSON document, an array per row, read as jsonb: parsed
-# once, each field then taken by position (as json text, ``->>`` parsed each row again up to
-# the field it took: twice the server's CPU per event). The answer is the number of events
-# created: when it is the batch's size, every key was new and nothing more is read (the common
-# case); when less, the events behind the batch's keys are read in a second statement.
+# The batch is one JSON document, an array per row, read as jsonb: parsed once, each field
+# then taken by position (read as json text, ``->>`` parsed each row again up to the field it
+# took: twice the server's CPU per event). The answer is the number of events created: when
+# it is the batch's size, every key was new and nothing more is read (the common case); when
+# less, the events behind the batch's keys are read in a second statement.
 _RECORD_SQL = f"""
 WITH i AS MATERIALIZED (
     SELECT r->>0 AS execution_id, r->>1 AS workflow_id, r->>2 AS trigger_id,
@@ -226,9 +226,9 @@ class PgEvents(PgRetention):
     ) -> tuple[set[str], dict[tuple[str, str], TriggerEvent]] | None:
         """Insert events with new keys. None when every one was created; else the ids
         created and the events found behind the keys already taken."""
-        # The batch as one JSON document, an array per row: one text parameter, where an
-        # array per column had psycopg dump every element (and every payload as a Jsonb)
-        # through Python objects of its own, and an object per row built a dict per event.
+        # The batch as one JSON document, an array per row: one parameter, where an array per
+        # column had psycopg dump every element (and every payload as a Jsonb) through Python
+        # objects of its own, and an object per row built a dict per event.
         rows = [
             (
                 e.execution_id,
