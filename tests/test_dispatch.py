@@ -24,7 +24,7 @@ from wfsched.dispatch.engine import (
     parse_retry_after,
 )
 from wfsched.dispatch.router import TargetRouter
-from wfsched.errors import ConfigError
+from wfsched.errors import ConfigError, StoreError
 from wfsched.metrics import REGISTRY, render
 from wfsched.models import Claim, NewEvent, TriggerEvent, new_execution_id, utcnow
 from wfsched.recorder import GroupCommitRecorder
@@ -660,3 +660,60 @@ def test_it_keeps_engine_credentials_out_of_urls_and_refuses_bad_ones() -> None:
     for bad in ("ftp://engine", "engine:8080", ""):
         with pytest.raises(ConfigError, match="dispatch.engine_url"):
             parse_engine_url(bad)
+
+
+class FinishOnce:
+    """A store view whose ``finish`` fails ``fails`` times, then writes; counts the writes."""
+
+    def __init__(self, store: Any, fails: int = 0) -> None:
+        self.store, self.fails, self.finished = store, fails, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def finish(self, owner: str, outcomes: Any) -> None:
+        if self.fails:
+            self.fails -= 1
+            raise StoreError("down for a moment")
+        await self.store.finish(owner, outcomes)
+        self.finished += 1
+
+
+async def test_settled_outcomes_are_written_between_batches_when_writes_do_not_share(
+    store: Any,
+) -> None:
+    # On a store whose writes are statements of their own (PostgreSQL), the group commit
+    # writes the outcomes it settled before it takes the next batch: once the fire returns
+    # and the loop has had one turn, they are in the store, written by write_settled alone
+    # (the finisher is not running here).
+    view = FinishOnce(store)
+    d = Dispatcher(view, RefusingLog(), max_workers=2, reserve=0)
+    recorder = GroupCommitRecorder(view, on_created=d.wake, handoff=d, write_settled=True)
+    async with anyio.create_task_group() as tg:
+        recorder.start(tg)
+        for batch in range(1, 4):
+            results = await recorder.record([new_event() for _ in range(4)])
+            await _until_true(lambda: view.finished == batch)  # noqa: B023 - awaited here
+            rows = {e.execution_id: e for e in await store.history(limit=-1)}
+            assert {rows[e.execution_id].status for e, _ in results} == {"dispatched"}
+        tg.cancel_scope.cancel()
+    assert view.finished == 3
+
+
+async def test_settled_outcomes_that_fail_to_write_go_back_to_the_finisher(store: Any) -> None:
+    view = FinishOnce(store, fails=1)
+    d = Dispatcher(view, RefusingLog(), max_workers=2, reserve=0)
+    recorder = GroupCommitRecorder(view, on_created=d.wake, handoff=d, write_settled=True)
+    async with running(d), anyio.create_task_group() as tg:
+        recorder.start(tg)
+        results = await recorder.record([new_event() for _ in range(4)])
+        final = [await settled(store, e.execution_id) for e, _ in results]
+        tg.cancel_scope.cancel()
+    assert {e.status for e in final} == {"dispatched"}
+    assert view.fails == 0 and view.finished == 1  # the one failure, then the finisher's write
+
+
+async def _until_true(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.005)

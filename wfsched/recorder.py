@@ -3,7 +3,10 @@
 Concurrent fires share one transaction: while a batch is being committed, new fires queue
 and go out together in the next one. Nobody is acknowledged before their batch commits.
 As many events as the local dispatcher has room for are recorded already leased to it and
-handed over in memory; it wakes to claim from the store only for the rest.
+handed over in memory; it wakes to claim from the store only for the rest. On a store whose
+writes do not share transactions (PostgreSQL) the outcomes the dispatcher settled at once are
+written between two batches (``write_settled``), so that the next batch gathers every fire
+that arrived meanwhile instead of racing that write with half of them.
 
 One caller's bad row must not fail the others sharing its transaction. Callers validate
 what they record (the HTTP edge refuses what no store can hold), but when the store still
@@ -93,6 +96,12 @@ class Handoff(Protocol):
     def adopt(self, events: list[TriggerEvent]) -> None:
         """Take events recorded under the last ``lease``."""
 
+    async def write_settled(self) -> None:
+        """Write the outcomes waiting to be written, now (one try; the dispatcher keeps what
+        fails). Called between batches when the store's writes do not share transactions:
+        settled at once (``log`` mode), a batch's outcomes would otherwise be a statement of
+        their own racing the next batch, and every batch half as large."""
+
 
 def _rows_at_fault(exc: Exception) -> bool:
     """True when ``exc`` is about the rows sent rather than the store being unavailable."""
@@ -148,12 +157,14 @@ class GroupCommitRecorder:
         *,
         on_created: Callable[[], None] = lambda: None,
         handoff: Handoff | None = None,
+        write_settled: bool = False,
         max_batch: int = 1000,
         commit_timeout: float = DEFAULT_COMMIT_TIMEOUT,
     ) -> None:
         self._store = store
         self._on_created = on_created
         self._handoff = handoff
+        self._write_settled = write_settled and handoff is not None
         self._max_batch = max_batch
         self._commit_timeout = commit_timeout
         self._queue: deque[_Batch] = deque()
@@ -220,6 +231,9 @@ class GroupCommitRecorder:
                     batch = self._queue.popleft()
                     await self._flush(batch)
                     batch = None
+                    if self._write_settled:
+                        assert self._handoff is not None
+                        await self._handoff.write_settled()
         finally:
             self._running = False
             # Shutdown: callers get an error they can answer (503), not a cancellation.

@@ -385,19 +385,39 @@ class Dispatcher:
             while self._outcomes:
                 batch, self._outcomes = self._outcomes, []
                 await self._write(batch)
-                self._unwritten -= len(batch)
-                self._room.set()
-                retries = [
-                    o.next_attempt_at
-                    for o in batch
-                    if o.status == "pending" and o.next_attempt_at is not None
-                ]
-                if retries:
-                    # Only now is the retry claimable: its row is written and unclaimed.
-                    soonest = min(retries)
-                    if self._soonest is None or soonest < self._soonest:
-                        self._soonest = soonest
-                    self._wake.set()
+                self._written(batch)
+
+    async def write_settled(self) -> None:
+        """Write the outcomes waiting, now, in one try (the group commit calls this between
+        its batches when the store's writes do not share transactions); on failure they go
+        back to the finisher, which retries."""
+        if not self._outcomes:
+            return
+        batch, self._outcomes = self._outcomes, []
+        try:
+            await self.store.finish(self.owner, batch)
+        except BaseException as exc:
+            # The finisher writes them, with its retries; cancelled (shutdown), they are still
+            # the finisher's to write in the drain (a write that did land is not repeated:
+            # the event is no longer claimed by this dispatcher).
+            self._outcomes = batch + self._outcomes
+            self._outcome_ready.set()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._written(batch)
+
+    def _written(self, batch: list[DispatchOutcome]) -> None:
+        """Account for a batch of outcomes now in the store."""
+        self._unwritten -= len(batch)
+        self._room.set()
+        retries = [o.next_attempt_at for o in batch if o.status == "pending" and o.next_attempt_at]
+        if retries:
+            # Only now is the retry claimable: its row is written and unclaimed.
+            soonest = min(retries)
+            if self._soonest is None or soonest < self._soonest:
+                self._soonest = soonest
+            self._wake.set()
 
     async def _write(self, batch: list[DispatchOutcome]) -> None:
         delay = 0.5
