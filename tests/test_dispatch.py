@@ -713,6 +713,33 @@ async def test_settled_outcomes_that_fail_to_write_go_back_to_the_finisher(store
     assert view.fails == 0 and view.finished == 1  # the one failure, then the finisher's write
 
 
+class StalledFinish(FinishOnce):
+    """A store view whose ``finish`` hangs until cancelled (a write cut short at shutdown)."""
+
+    async def finish(self, owner: str, outcomes: Any) -> None:
+        self.fails += 1
+        await anyio.sleep_forever()
+
+
+async def test_settled_outcomes_whose_write_is_cancelled_go_back_to_the_finisher(
+    store: Any,
+) -> None:
+    # The group commit stops (shutdown) while it writes settled outcomes: they are the
+    # finisher's again, so the drain still writes them (they were lost before: taken out of
+    # the dispatcher's list and never put back).
+    view = StalledFinish(store)
+    d = Dispatcher(view, RefusingLog(), max_workers=2, reserve=0)
+    recorder = GroupCommitRecorder(view, on_created=d.wake, handoff=d, write_settled=True)
+    async with anyio.create_task_group() as tg:
+        recorder.start(tg)
+        results = await recorder.record([new_event() for _ in range(3)])
+        await _until_true(lambda: view.fails == 1)
+        tg.cancel_scope.cancel()
+    assert {o.execution_id for o in d._outcomes} == {e.execution_id for e, _ in results}
+    await store.finish(d.owner, d._outcomes)  # what the finisher would write
+    assert {(await store.get_event(e.execution_id)).status for e, _ in results} == {"dispatched"}
+
+
 async def _until_true(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
     with anyio.fail_after(timeout):
         while not predicate():
