@@ -679,6 +679,13 @@ class FinishOnce:
         self.finished += 1
 
 
+def settling(view: Any) -> tuple[Dispatcher, GroupCommitRecorder]:
+    """A log-mode dispatcher and a group commit that writes its settled outcomes between
+    batches, both on ``view``."""
+    d = Dispatcher(view, RefusingLog(), max_workers=2, reserve=0)
+    return d, GroupCommitRecorder(view, on_created=d.wake, handoff=d, write_settled=True)
+
+
 async def test_settled_outcomes_are_written_between_batches_when_writes_do_not_share(
     store: Any,
 ) -> None:
@@ -687,8 +694,7 @@ async def test_settled_outcomes_are_written_between_batches_when_writes_do_not_s
     # and the loop has had one turn, they are in the store, written by write_settled alone
     # (the finisher is not running here).
     view = FinishOnce(store)
-    d = Dispatcher(view, RefusingLog(), max_workers=2, reserve=0)
-    recorder = GroupCommitRecorder(view, on_created=d.wake, handoff=d, write_settled=True)
+    _, recorder = settling(view)
     async with anyio.create_task_group() as tg:
         recorder.start(tg)
         for batch in range(1, 4):
@@ -702,8 +708,7 @@ async def test_settled_outcomes_are_written_between_batches_when_writes_do_not_s
 
 async def test_settled_outcomes_that_fail_to_write_go_back_to_the_finisher(store: Any) -> None:
     view = FinishOnce(store, fails=1)
-    d = Dispatcher(view, RefusingLog(), max_workers=2, reserve=0)
-    recorder = GroupCommitRecorder(view, on_created=d.wake, handoff=d, write_settled=True)
+    d, recorder = settling(view)
     async with running(d), anyio.create_task_group() as tg:
         recorder.start(tg)
         results = await recorder.record([new_event() for _ in range(4)])
@@ -716,8 +721,10 @@ async def test_settled_outcomes_that_fail_to_write_go_back_to_the_finisher(store
 class StalledFinish(FinishOnce):
     """A store view whose ``finish`` hangs until cancelled (a write cut short at shutdown)."""
 
+    started = 0
+
     async def finish(self, owner: str, outcomes: Any) -> None:
-        self.fails += 1
+        self.started += 1
         await anyio.sleep_forever()
 
 
@@ -728,12 +735,11 @@ async def test_settled_outcomes_whose_write_is_cancelled_go_back_to_the_finisher
     # finisher's again, so the drain still writes them (they were lost before: taken out of
     # the dispatcher's list and never put back).
     view = StalledFinish(store)
-    d = Dispatcher(view, RefusingLog(), max_workers=2, reserve=0)
-    recorder = GroupCommitRecorder(view, on_created=d.wake, handoff=d, write_settled=True)
+    d, recorder = settling(view)
     async with anyio.create_task_group() as tg:
         recorder.start(tg)
         results = await recorder.record([new_event() for _ in range(3)])
-        await _until_true(lambda: view.fails == 1)
+        await _until_true(lambda: view.started == 1)
         tg.cancel_scope.cancel()
     assert {o.execution_id for o in d._outcomes} == {e.execution_id for e, _ in results}
     await store.finish(d.owner, d._outcomes)  # what the finisher would write
