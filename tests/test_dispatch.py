@@ -683,16 +683,14 @@ def settling(view: Any) -> tuple[Dispatcher, GroupCommitRecorder]:
     """A log-mode dispatcher and a group commit that writes its settled outcomes between
     batches, both on ``view``."""
     d = Dispatcher(view, RefusingLog(), max_workers=2, reserve=0)
-    return d, GroupCommitRecorder(view, on_created=d.wake, handoff=d, write_settled=True)
+    return d, GroupCommitRecorder(view, on_created=d.wake, handoff=d)
 
 
-async def test_settled_outcomes_are_written_between_batches_when_writes_do_not_share(
-    store: Any,
-) -> None:
-    # On a store whose writes are statements of their own (PostgreSQL), the group commit
-    # writes the outcomes it settled before it takes the next batch: once the fire returns
-    # and the loop has had one turn, they are in the store, written by write_settled alone
-    # (the finisher is not running here).
+async def test_settled_outcomes_are_written_between_batches(store: Any) -> None:
+    # On either store the group commit writes the outcomes it settled before it takes the
+    # next batch: once the fire returns and the loop has had one turn, they are in the store,
+    # written by write_settled alone (the finisher is not running here). On SQLite they used
+    # to wait for the next batch's transaction, which split a steady load into two halves.
     view = FinishOnce(store)
     _, recorder = settling(view)
     async with anyio.create_task_group() as tg:

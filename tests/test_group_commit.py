@@ -65,6 +65,9 @@ class Leases:
     def adopt(self, events: list[TriggerEvent]) -> None:
         self.adopted += events
 
+    async def write_settled(self) -> None:
+        pass  # settles nothing
+
 
 @asynccontextmanager
 async def running(recorder: GroupCommitRecorder) -> AsyncIterator[GroupCommitRecorder]:

@@ -326,7 +326,6 @@ async def serve(
             store,
             on_created=dispatcher.wake,
             handoff=dispatcher,
-            write_settled=not store.shares_writes,
             commit_timeout=settings.get("store.commit_timeout"),
         )
         timer = Timer(recorder, on_cursors=store.set_cursors)

@@ -389,8 +389,7 @@ class Dispatcher:
 
     async def write_settled(self) -> None:
         """Write the outcomes waiting, now, in one try (the group commit calls this between
-        its batches when the store's writes do not share transactions); on failure they go
-        back to the finisher, which retries."""
+        its batches); on failure they go back to the finisher, which retries."""
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []

@@ -140,13 +140,6 @@ class Store(Protocol):
         """True when one daemon alone dispatches this store's events (SQLite: the file lock):
         its dispatcher may keep a burst's backlog leased in memory, as no replica shares it."""
 
-    @property
-    def shares_writes(self) -> bool:
-        """True when writes that queue together share one transaction (SQLite): a batch of
-        outcomes then goes with the next group commit. False (PostgreSQL): each write is a
-        statement of its own, and the group commit writes the waiting outcomes between its
-        batches (:meth:`wfsched.recorder.Handoff.write_settled`) rather than race them."""
-
     # deployments -------------------------------------------------------------------------
     async def apply(self, specs: Sequence[WorkflowSpec]) -> list[DeployAction]:
         """Create or update every spec in one transaction; return an action per spec."""

@@ -66,10 +66,6 @@ class PostgresStore(PgDeployments, PgEvents, PgLedger, PgFleet):
     def single_daemon(self) -> bool:
         return False  # replicas share the events
 
-    @property
-    def shares_writes(self) -> bool:
-        return False
-
     def reader(self) -> Store:
         return self._reader or self
 

@@ -69,10 +69,6 @@ class SqliteStore(SqliteDeployments, SqliteEvents, SqliteRetention, SqliteLedger
     def single_daemon(self) -> bool:
         return True
 
-    @property
-    def shares_writes(self) -> bool:
-        return True
-
     def reader(self) -> Store:
         return self._reader or self
 

@@ -5,9 +5,9 @@ never interleave and the event loop never blocks on disk. The daemon also holds 
 lock. The store's reader (``Store.reader``) is a second, read-only connection with a thread of
 its own.
 
-The event outbox's writes (record, claim, outcomes) share a transaction when they queue
-together (``_shared_tx``): one commit, one fsync, for a batch of new events and the outcomes
-of the batch before. Each caller still returns only once its own writes are committed.
+The event outbox's writes (record, claim, outcomes, renewals) share a transaction when they
+queue together (``_shared_tx``): one commit, one fsync, for whatever queued while the last one
+was written. Each caller still returns only once its own writes are committed.
 
 The database holds webhook secrets in clear, so its files are private to their owner: the
 database is created mode 0600 whatever the umask (SQLite then gives its ``-wal`` and ``-shm``
