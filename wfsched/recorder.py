@@ -4,7 +4,7 @@ Concurrent fires share one transaction: while a batch is being committed, new fi
 and go out together in the next one. Nobody is acknowledged before their batch commits.
 As many events as the local dispatcher has room for are recorded already leased to it and
 handed over in memory; it wakes to claim from the store only for the rest. The outcomes the
-dispatcher has settled meanwhile (at once in ``log`` mode) are written between two batches
+dispatcher settled at once, without a send (``log`` mode), are written between two batches
 (``write_settled``), so that the next batch gathers every fire that arrived during both
 writes. Written alongside a batch instead (SQLite's shared transaction) or racing it
 (PostgreSQL), they split a steady load into two halves that take turns: batches half the
@@ -99,9 +99,9 @@ class Handoff(Protocol):
         """Take events recorded under the last ``lease``."""
 
     async def write_settled(self) -> None:
-        """Write the outcomes waiting to be written, now (one try; the dispatcher keeps what
-        fails). Called between batches: settled at once (``log`` mode), a batch's outcomes
-        would otherwise race the next batch or ride in it, and every batch be half as large."""
+        """Write the outcomes settled at once (``log`` mode), now (one try; the dispatcher
+        keeps what fails). Called between batches: a batch's outcomes would otherwise race
+        the next batch or ride in it, and every batch be half as large."""
 
 
 def _rows_at_fault(exc: Exception) -> bool:

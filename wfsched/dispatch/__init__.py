@@ -118,6 +118,10 @@ class Dispatcher:
         self._room = anyio.Event()
         self._work = anyio.Event()
         self._outcomes: list[DispatchOutcome] = []
+        """Outcomes of sends, waiting for the finisher."""
+        self._settled: list[DispatchOutcome] = []
+        """Outcomes settled without a send (``_settle``), waiting for ``write_settled`` or
+        the finisher, whichever comes first."""
         self._outcome_ready = anyio.Event()
         self._accepting = True
         self._soonest: datetime | None = None
@@ -215,10 +219,11 @@ class Dispatcher:
     def _settle(self, events: list[TriggerEvent]) -> None:
         """Mark events dispatched whose sender sends nothing (``log`` mode): what a worker
         would do for each after a send that returns at once, for the whole batch in one step
-        (the outcomes are written by the finisher as usual; the log has each one's line)."""
+        (their outcomes are written by the group commit before its next batch, or by the
+        finisher; the log has each one's line)."""
         at = self.clock()
         outcomes = [self._attempts.delivered(e, at) for e in events]
-        self._outcomes += outcomes
+        self._settled += outcomes
         self._unwritten += len(events)
         self._outcome_ready.set()
         self._attempts.count_settled(events, outcomes)
@@ -382,24 +387,30 @@ class Dispatcher:
         while True:
             await self._outcome_ready.wait()
             self._outcome_ready = anyio.Event()
-            while self._outcomes:
-                batch, self._outcomes = self._outcomes, []
+            while self._outcomes or self._settled:
+                batch = self._settled + self._outcomes
+                self._settled, self._outcomes = [], []
                 await self._write(batch)
                 self._written(batch)
 
     async def write_settled(self) -> None:
-        """Write the outcomes waiting, now, in one try (the group commit calls this between
-        its batches); on failure they go back to the finisher, which retries."""
-        if not self._outcomes:
+        """Write the outcomes settled without a send, now, in one try (the group commit calls
+        this between its batches); on failure they go back to the finisher, which retries.
+
+        Only those: a send's outcome arrives on its own time, and writing it here would hold
+        the next batch's fires behind one more commit (at 1,000 fires/s in ``engine`` mode on
+        SQLite, a p99 of 56 ms against 13). The finisher writes them; on SQLite a write that
+        queues beside a group commit shares its transaction."""
+        if not self._settled:
             return
-        batch, self._outcomes = self._outcomes, []
+        batch, self._settled = self._settled, []
         try:
             await self.store.finish(self.owner, batch)
         except BaseException as exc:
             # The finisher writes them, with its retries; cancelled (shutdown), they are still
             # the finisher's to write in the drain (a write that did land is not repeated:
             # the event is no longer claimed by this dispatcher).
-            self._outcomes = batch + self._outcomes
+            self._settled = batch + self._settled
             self._outcome_ready.set()
             if not isinstance(exc, Exception):
                 raise
