@@ -399,7 +399,7 @@ class Dispatcher:
 
         Only those: a send's outcome arrives on its own time, and writing it here would hold
         the next batch's fires behind one more commit (at 1,000 fires/s in ``engine`` mode on
-        SQLite, a p99 of 56 ms against 13). The finisher writes them; on SQLite a write that
+        SQLite, a p99 of 56 ms against 13). The finisher writes those; on SQLite a write that
         queues beside a group commit shares its transaction."""
         if not self._settled:
             return
