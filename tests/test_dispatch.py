@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -60,12 +61,14 @@ async def record(store: Any, n: int = 1, **kw: Any) -> list[TriggerEvent]:
 
 
 async def until(
-    predicate: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
 ) -> Any:
-    """Poll an async predicate until truthy; fail after ``timeout`` seconds."""
+    """Poll a predicate (plain or async) until truthy; fail after ``timeout`` seconds."""
     with anyio.move_on_after(timeout):
         while True:
-            value = await predicate()
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
             if value:
                 return value
             await anyio.sleep(0.02)
@@ -697,7 +700,7 @@ async def test_settled_outcomes_are_written_between_batches(store: Any) -> None:
         recorder.start(tg)
         for batch in range(1, 4):
             results = await recorder.record([new_event() for _ in range(4)])
-            await _until_true(lambda: view.finished == batch)  # noqa: B023 - awaited here
+            await until(lambda: view.finished == batch, 5.0, "the batch's outcomes")  # noqa: B023
             rows = {e.execution_id: e for e in await store.history(limit=-1)}
             assert {rows[e.execution_id].status for e, _ in results} == {"dispatched"}
         tg.cancel_scope.cancel()
@@ -737,7 +740,7 @@ async def test_settled_outcomes_whose_write_is_cancelled_go_back_to_the_finisher
     async with anyio.create_task_group() as tg:
         recorder.start(tg)
         results = await recorder.record([new_event() for _ in range(3)])
-        await _until_true(lambda: view.started == 1)
+        await until(lambda: view.started == 1, 5.0, "the settled outcomes' write")
         tg.cancel_scope.cancel()
     assert {o.execution_id for o in d._settled} == {e.execution_id for e, _ in results}
     await store.finish(d.owner, d._settled)  # what the finisher would write
@@ -757,9 +760,3 @@ async def test_a_sends_outcome_is_left_to_the_finisher_not_written_between_batch
     await d.write_settled()
     assert view.finished == 0
     assert [o.execution_id for o in d._outcomes] == [event.execution_id]
-
-
-async def _until_true(predicate: Callable[[], Any], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.005)
