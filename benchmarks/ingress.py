@@ -93,7 +93,7 @@ def wrk(port: int, seconds: float, lua: Path) -> dict[str, float]:
         cmd, capture_output=True, text=True, timeout=seconds + 30, check=True
     ).stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.MULTILINE))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     if rps is None or lat.keys() != {"50", "99"}:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)

@@ -304,6 +304,50 @@ async def test_finish_with_fired_at_deliveries_alone_and_mixed(store: Any) -> No
     assert await store.claim("me", 10, 10, now) == []
 
 
+async def test_finish_writes_outcomes_alike_and_each_its_own_in_one_batch(store: Any) -> None:
+    """A batch settled at once (one status, error and dispatch time: written as a group) and
+    a batch of sends' outcomes, each with its own dispatch time (written row by row)."""
+    events = [e for e, _ in await store.record([new_event() for _ in range(10)])]
+    now = utcnow() + timedelta(seconds=1)
+    await store.claim("me", 10, 10, now)
+    at = now - timedelta(seconds=1)
+    alike = [
+        DispatchOutcome(execution_id=e.execution_id, status="dispatched", dispatched_at=at)
+        for e in events[:4]
+    ]
+    await store.finish("me", alike)
+    own = [
+        DispatchOutcome(
+            execution_id=e.execution_id,
+            status="dispatched",
+            dispatched_at=at + timedelta(milliseconds=i),
+        )
+        for i, e in enumerate(events[4:9])
+    ]
+    retry_at = now + timedelta(seconds=30)
+    own.append(
+        DispatchOutcome(
+            execution_id=events[9].execution_id,
+            status="pending",
+            error="503",
+            next_attempt_at=retry_at,
+        )
+    )
+    await store.finish("me", own)
+    got = [await store.get_event(e.execution_id) for e in events]
+    assert [(g.status, g.attempts, g.dispatched_at) for g in got[:4]] == [("dispatched", 1, at)] * 4
+    assert [(g.status, g.dispatched_at) for g in got[4:9]] == [
+        ("dispatched", at + timedelta(milliseconds=i)) for i in range(5)
+    ]
+    assert (got[9].status, got[9].last_error, got[9].next_attempt_at) == (
+        "pending",
+        "503",
+        retry_at,
+    )
+    assert all(g.last_error is None for g in got[:9])
+    assert await store.claim("other", 10, 10, now) == []
+
+
 async def test_requeue_makes_failed_events_pending_again(store: Any) -> None:
     [(e, _)] = await store.record([new_event()])
     now = utcnow() + timedelta(seconds=1)

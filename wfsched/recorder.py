@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -82,7 +82,7 @@ def new_event(
 
 
 class Recorder(Protocol):
-    async def record(self, events: Sequence[NewEvent]) -> Recorded: ...
+    def record(self, events: Sequence[NewEvent]) -> Awaitable[Recorded]: ...
 
 
 class EventStore(Protocol):
@@ -110,21 +110,22 @@ def _rows_at_fault(exc: Exception) -> bool:
 
 
 class _Entry:
-    """The events of one ``record`` call and what that caller gets back."""
+    """The events of one ``record`` call and the future its caller awaits."""
 
-    __slots__ = ("error", "events", "result")
+    __slots__ = ("done", "error", "events", "result")
 
-    def __init__(self, events: Sequence[NewEvent]) -> None:
+    def __init__(self, events: Sequence[NewEvent], done: asyncio.Future[Recorded]) -> None:
         self.events = events
+        self.done = done
         self.result: Recorded = []
         self.error: Exception | None = None
 
 
 class _Batch:
-    """Entries committed together; each caller waits on a future of its own, all of them
+    """Entries committed together; each caller awaits its entry's future, all of them
     resolved by :meth:`finish` (a caller cancelled while waiting cancels only its own)."""
 
-    __slots__ = ("deadline", "done", "entries", "error", "size", "started", "waiters")
+    __slots__ = ("deadline", "done", "entries", "error", "size", "started")
 
     def __init__(self, deadline: float) -> None:
         self.entries: list[_Entry] = []
@@ -132,16 +133,22 @@ class _Batch:
         self.deadline = deadline
         self.started = False
         self.done = False
-        self.waiters: list[asyncio.Future[None]] = []
         self.error: BaseException | None = None  # for every caller (outage, deadline, stop)
 
     def finish(self) -> None:
-        """The batch is over (committed, failed or expired): wake every caller."""
+        """The batch is over (committed, failed or expired): answer every caller."""
         self.done = True
-        for waiter in self.waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-        self.waiters.clear()
+        error = self.error
+        for entry in self.entries:
+            done = entry.done
+            if done.done():  # its caller was cancelled
+                continue
+            if error is not None:
+                done.set_exception(error)
+            elif entry.error is not None:
+                done.set_exception(entry.error)
+            else:
+                done.set_result(entry.result)
 
     def events(self) -> list[NewEvent]:
         if len(self.entries) == 1:
@@ -175,18 +182,17 @@ class GroupCommitRecorder:
         self._running = False
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
-    def record(self, events: Sequence[NewEvent]) -> Coroutine[Any, Any, Recorded]:
-        # Not a coroutine itself: every fire would pay for one more frame to await through.
+    def record(self, events: Sequence[NewEvent]) -> Awaitable[Recorded]:
+        # Not a coroutine: the caller awaits its entry's future itself, so a fire pays for no
+        # frame between its own and the group commit.
         if otel.ENABLED:  # a span per caller, in the caller's trace
-            return otel.record_span(self._record, events)
-        return self._record(events)
+            return otel.record_span(self._enqueue, events)
+        return self._enqueue(events)
 
-    async def _record(self, events: Sequence[NewEvent]) -> Recorded:
+    def _enqueue(self, events: Sequence[NewEvent]) -> Awaitable[Recorded]:
         if not self._running:
             # Not started (CLI, tests): write straight through.
-            result = await self._store.record(events)
-            self._count(result)
-            return result
+            return self._write_through(events)
         queue = self._queue
         if not queue or queue[-1].size + len(events) > self._max_batch:
             opened = _Batch(anyio.current_time() + self._commit_timeout)
@@ -197,19 +203,17 @@ class GroupCommitRecorder:
             # or already woken, and takes it (``_loop`` drains the queue).
             self._wake.set()
         batch = queue[-1]
-        entry = _Entry(events)
-        batch.entries.append(entry)
-        batch.size += len(events)
         loop = self._event_loop
         assert loop is not None  # set by start(), as _running
-        done = loop.create_future()
-        batch.waiters.append(done)
-        await done
-        if batch.error is not None:
-            raise batch.error
-        if entry.error is not None:
-            raise entry.error
-        return entry.result
+        entry = _Entry(events, loop.create_future())
+        batch.entries.append(entry)
+        batch.size += len(events)
+        return entry.done
+
+    async def _write_through(self, events: Sequence[NewEvent]) -> Recorded:
+        result = await self._store.record(events)
+        self._count(result)
+        return result
 
     def start(self, tg: TaskGroup) -> None:
         """Start the committing task and its deadline watchdog in ``tg``."""

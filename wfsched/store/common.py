@@ -119,6 +119,30 @@ def finish_rows(
     ]
 
 
+def finish_groups(
+    outcomes: Sequence[DispatchOutcome], stamp: Callable[[datetime | None], Any]
+) -> dict[tuple[Any, ...], list[str]]:
+    """The execution ids of ``outcomes`` by what is written for each, ``(status, error,
+    next_attempt_at, dispatched_at)``, instants converted by ``stamp`` as in
+    :func:`finish_rows`. A batch settled at once (``log`` mode) is one group."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    now: datetime | None = None
+    for o in outcomes:
+        dispatched = None
+        if o.status == "dispatched":
+            dispatched = o.dispatched_at or now or (now := utcnow())
+        key = (o.status, o.error, o.next_attempt_at, dispatched)
+        ids = groups.get(key)
+        if ids is None:
+            groups[key] = [o.execution_id]
+        else:
+            ids.append(o.execution_id)
+    return {
+        (status, error, stamp(next_at), stamp(dispatched)): ids
+        for (status, error, next_at, dispatched), ids in groups.items()
+    }
+
+
 _STATUSES = ("pending", "dispatched", "failed")
 
 

@@ -30,6 +30,7 @@ from wfsched.web.requests import (
     HttpError,
     fold_headers,
     receive_body,
+    whole_body_within,
 )
 from wfsched.web.services import services_of
 
@@ -95,7 +96,8 @@ class WorkflowWebhookRoute(BaseRoute):
             False,
             bytes(exchange.body),
         )
-        await exchange.answer(status, headers, data)
+        if not answer_at_once(exchange, status, headers, data):
+            await exchange.answer(status, headers, data)  # paused for writing: wait for room
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, cycle: Any = None) -> None:
         """Answer one request; ``cycle``: the daemon's HTTP protocol's (see
@@ -150,14 +152,18 @@ class WorkflowWebhookRoute(BaseRoute):
             if not trigger.allows_method(method):
                 raise _not_allowed(trigger, method)
             try:
-                body = await receive_body(
-                    receive,  # type: ignore[arg-type]  # not called when ``whole`` is given
-                    headers.get("content-length"),
-                    trigger.max_body_bytes,
-                    timeout=self.body_timeout,
-                    received=received,
-                    whole=whole,
-                )
+                if whole is None:
+                    body = await receive_body(
+                        receive,  # type: ignore[arg-type]  # given when ``whole`` is not
+                        headers.get("content-length"),
+                        trigger.max_body_bytes,
+                        timeout=self.body_timeout,
+                        received=received,
+                    )
+                else:  # no coroutine to make and run for what is already read
+                    body = whole_body_within(
+                        whole, headers.get("content-length"), trigger.max_body_bytes
+                    )
             except HttpError as exc:
                 # Too large, too slow: the trigger never sees it, so the route notes it.
                 trigger.ctx.record_occurrence("refused", f"{exc.status} {exc.code}: {exc.detail}")

@@ -76,6 +76,24 @@ def require_json(request: Request) -> None:
     )
 
 
+def _check_declared(declared: str | None, limit: int) -> None:
+    """Refuse a malformed (400) or too large (413) Content-Length."""
+    if declared is not None:
+        if not declared.isdigit():
+            raise HttpError(400, "bad_request", "invalid Content-Length header")
+        if int(declared) > limit:
+            raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+
+
+def whole_body_within(whole: bytes, declared: str | None, limit: int) -> bytes:
+    """``whole``, a body already taken from the server, refused as :func:`receive_body` would
+    refuse it (``declared``: the Content-Length header, if sent)."""
+    _check_declared(declared, limit)
+    if len(whole) > limit:
+        raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+    return whole
+
+
 async def receive_body(
     receive: Receive,
     declared: str | None,
@@ -83,7 +101,6 @@ async def receive_body(
     *,
     timeout: float = BODY_READ_TIMEOUT,
     received: bool = False,
-    whole: bytes | None = None,
 ) -> bytes:
     """Read a request body from ASGI ``receive``: the one body reader of every route.
 
@@ -92,18 +109,10 @@ async def receive_body(
     once it is all read) and one not received within ``timeout`` seconds (408). A client that
     disconnects mid-body raises :class:`ClientDisconnect`. ``received``: the server already
     holds the whole body (the daemon's protocol says so in the scope, :data:`BODY_RECEIVED`),
-    so reading it cannot wait and needs no deadline. ``whole``: the whole body, already taken
-    from the server (``receive`` is then not called).
+    so reading it cannot wait and needs no deadline. A body already read whole:
+    :func:`whole_body_within`.
     """
-    if declared is not None:
-        if not declared.isdigit():
-            raise HttpError(400, "bad_request", "invalid Content-Length header")
-        if int(declared) > limit:
-            raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-    if whole is not None:
-        if len(whole) > limit:
-            raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-        return whole
+    _check_declared(declared, limit)
     first = None
     if received:
         # Trusted only because this is the body's one reader: the first receive() returns the
