@@ -92,6 +92,11 @@ def wrk(port: int, seconds: float, lua: Path) -> dict[str, float]:
     out = subprocess.run(
         cmd, capture_output=True, text=True, timeout=seconds + 30, check=True
     ).stdout
+    return wrk_report(out)
+
+
+def wrk_report(out: str) -> dict[str, float]:
+    """The figures of a wrk ``--latency`` report."""
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     if rps is None or lat.keys() != {"50", "99"}:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.ingress import _rows
+from benchmarks.ingress import _rows, wrk_report
 
 
 def run(rps: float, cpu: float, p99: float) -> list[dict[str, float]]:
@@ -35,3 +35,20 @@ def test_wfsched_is_reported_against_the_ceiling_and_its_stores_durable_floor() 
         == 0.2
     )
     assert ("wfsched", "hmac-webhook-postgres", "max_rps", "durable-floor") not in rows
+
+
+def test_a_wrk_report_is_read_whatever_the_latency_unit() -> None:
+    # wrk pads a latency in seconds with a trailing space ("1.02s "); such a report was refused.
+    report = """Running 5s test @ http://127.0.0.1:1/x
+  1 threads and 64 connections
+  Latency Distribution
+     50%  367.96ms
+     75%  427.19ms
+     90%  516.79ms
+     99%    1.02s 
+  753 requests in 5.06s, 160.31KB read
+Requests/sec:    148.94
+"""
+    got = wrk_report(report)
+    assert got["p50_ms"] == 367.96 and got["p99_ms"] == 1020.0
+    assert (got["requests"], got["rps"], got["non_2xx"]) == (753.0, 148.94, 0.0)
