@@ -193,7 +193,10 @@ def fold_headers(
     refused (400): which Authorization or Content-Length counts would be a guess.
     """
     raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers]
-    headers: dict[str, str] = {}
+    headers = dict(raw)
+    if len(headers) == len(raw):  # no header repeated: nothing to fold
+        return headers, raw
+    headers = {}
     for key, value in raw:
         if key in headers:
             if key.encode("latin-1") in SINGLE_HEADERS:
