@@ -7,6 +7,7 @@ check the same through ``wfsched serve`` and its ``store.commit_timeout`` settin
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import sqlite3
@@ -35,7 +36,7 @@ from wfsched.models import (
     new_execution_id,
     utcnow,
 )
-from wfsched.recorder import GroupCommitRecorder
+from wfsched.recorder import GroupCommitRecorder, _Batch, _Entry
 from wfsched.store.sqlite import SqliteStore
 
 HOOK = "/api/v1/public/webhook/workflow/"
@@ -140,6 +141,26 @@ async def test_a_committed_batch_is_let_go_at_once_not_at_its_deadline(store: An
         await anyio.lowlevel.checkpoint()
         gc.collect()
         assert watch() is None
+
+
+@pytest.mark.anyio
+async def test_a_failed_batch_logs_nothing_for_a_caller_gone_before_it_woke() -> None:
+    # Each caller awaits a future of its own; one answered with the batch's error whose
+    # caller is cancelled before it runs again must not be logged as an error never retrieved.
+    loop = asyncio.get_running_loop()
+    logged: list[dict[str, Any]] = []
+    before = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: logged.append(context))
+    try:
+        batch = _Batch(deadline=0.0)
+        batch.entries.append(_Entry([], loop.create_future()))
+        batch.error = StoreError("the store is down")
+        batch.finish()
+        batch.entries.clear()  # the caller went away without awaiting its future
+        gc.collect()
+    finally:
+        loop.set_exception_handler(before)
+    assert logged == []
 
 
 @contextmanager

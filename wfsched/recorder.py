@@ -143,10 +143,12 @@ class _Batch:
             done = entry.done
             if done.done():  # its caller was cancelled
                 continue
-            if error is not None:
-                done.set_exception(error)
-            elif entry.error is not None:
-                done.set_exception(entry.error)
+            failure = error or entry.error
+            if failure is not None:
+                done.set_exception(failure)
+                # Marked read: a caller cancelled before it wakes must not have the error
+                # logged as never retrieved (one that awaits raises it all the same).
+                done.exception()
             else:
                 done.set_result(entry.result)
 
