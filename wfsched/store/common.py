@@ -105,18 +105,23 @@ def finish_rows(
 ) -> list[tuple[Any, ...]]:
     """``(status, error, next_attempt_at, dispatched_at, execution_id, owner)`` per outcome,
     instants converted by ``stamp``; only a dispatched event gets a dispatch time."""
-    now = stamp(utcnow())
+    now = utcnow()
     return [
         (
             o.status,
             o.error,
             stamp(o.next_attempt_at),
-            (stamp(o.dispatched_at) or now) if o.status == "dispatched" else None,
+            stamp(_dispatch_time(o, now)),
             o.execution_id,
             owner,
         )
         for o in outcomes
     ]
+
+
+def _dispatch_time(o: DispatchOutcome, now: datetime) -> datetime | None:
+    """The dispatch time written: a dispatched event's (``now`` if it has none), else None."""
+    return (o.dispatched_at or now) if o.status == "dispatched" else None
 
 
 def finish_groups(
@@ -126,12 +131,9 @@ def finish_groups(
     next_attempt_at, dispatched_at)``, instants converted by ``stamp`` as in
     :func:`finish_rows`. A batch settled at once (``log`` mode) is one group."""
     groups: dict[tuple[Any, ...], list[str]] = {}
-    now: datetime | None = None
+    now = utcnow()
     for o in outcomes:
-        dispatched = None
-        if o.status == "dispatched":
-            dispatched = o.dispatched_at or now or (now := utcnow())
-        key = (o.status, o.error, o.next_attempt_at, dispatched)
+        key = (o.status, o.error, o.next_attempt_at, _dispatch_time(o, now))
         ids = groups.get(key)
         if ids is None:
             groups[key] = [o.execution_id]

@@ -76,22 +76,30 @@ def require_json(request: Request) -> None:
     )
 
 
+def _too_large(limit: int) -> HttpError:
+    return HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+
+
 def _check_declared(declared: str | None, limit: int) -> None:
     """Refuse a malformed (400) or too large (413) Content-Length."""
     if declared is not None:
         if not declared.isdigit():
             raise HttpError(400, "bad_request", "invalid Content-Length header")
         if int(declared) > limit:
-            raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+            raise _too_large(limit)
+
+
+def _within(body: bytes, limit: int) -> bytes:
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
 
 
 def whole_body_within(whole: bytes, declared: str | None, limit: int) -> bytes:
     """``whole``, a body already taken from the server, refused as :func:`receive_body` would
     refuse it (``declared``: the Content-Length header, if sent)."""
     _check_declared(declared, limit)
-    if len(whole) > limit:
-        raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-    return whole
+    return _within(whole, limit)
 
 
 async def receive_body(
@@ -120,10 +128,7 @@ async def receive_body(
         # disconnect) with no deadline; a first part that is not the whole body gets one.
         first = await receive()
         if first["type"] == "http.request" and not first.get("more_body", False):
-            body: bytes = first.get("body", b"")
-            if len(body) > limit:
-                raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
-            return body
+            return _within(first.get("body", b""), limit)
     # asyncio.timeout rather than an anyio cancel scope: it costs a third as much.
     try:
         async with asyncio.timeout(timeout):
@@ -146,7 +151,7 @@ async def _receive_chunks(receive: Receive, limit: int, first: Message | None = 
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise HttpError(413, "payload_too_large", f"the body exceeds {limit} bytes")
+            raise _too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
