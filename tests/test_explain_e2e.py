@@ -78,11 +78,11 @@ def test_a_stop_start_window_is_explained_exactly_for_each_catchup_policy(
             _fired(d, "ticks")) == 3, timeout=20, message="two fires each")  # fmt: skip
         assert d.cli_json("status", "ticks")["daemon"]["running"] is True
         sigterm = time.time()
-        d.stop()
+        assert d.stop() == 0
         stopped = time.time()
         # No daemon: health is unknown and status says what waits.
         status = d.cli_json("status", "ticks")
-        assert status["daemon"]["running"] is False
+        assert status["daemon"]["running"] is False, (status["daemon"], d.logs())
         assert {t["health"] for t in status["triggers"]} == {"unknown"}
         assert "pending" in status
         _wait_clock(stopped + 3 * EVERY + 0.5)  # at least three instants fall due meanwhile

@@ -84,6 +84,10 @@ class Heartbeat:
         self._store = store
         self._every = every
         self._before = before_beat
+        # ``end`` and a beat under way exclude each other, and no beat follows ``end``: a
+        # beat landing after the clean stop would bring the live row back for LIVE_WITHIN.
+        self._writing = anyio.Lock()
+        self._ended = False
         self.run_row = DaemonRun(
             replica_id=replica_id, started_at=utcnow(), last_seen=utcnow(), listen=listen
         )
@@ -101,8 +105,8 @@ class Heartbeat:
         await self._beat()
 
     async def run(self) -> None:
-        """Beat every ``every`` seconds until cancelled."""
-        while True:
+        """Beat every ``every`` seconds until cancelled or ended."""
+        while not self._ended:
             await anyio.sleep(self._every)
             if self._before is not None:
                 try:
@@ -112,16 +116,21 @@ class Heartbeat:
             await self._beat()
 
     async def _beat(self) -> None:
-        self.run_row = replace(self.run_row, last_seen=utcnow())
-        try:
-            await self._store.beat(self.run_row)
-        except StoreError as exc:
-            log.warning("writing the heartbeat failed", extra={"error": str(exc)})
+        async with self._writing:
+            if self._ended:
+                return
+            self.run_row = replace(self.run_row, last_seen=utcnow())
+            try:
+                await self._store.beat(self.run_row)
+            except StoreError as exc:
+                log.warning("writing the heartbeat failed", extra={"error": str(exc)})
 
     async def end(self) -> None:
-        """A clean stop: the heartbeat goes, the run ends now."""
-        self.run_row = replace(self.run_row, last_seen=utcnow())
-        try:
-            await self._store.end_beat(self.run_row)
-        except StoreError as exc:
-            log.warning("removing the heartbeat failed", extra={"error": str(exc)})
+        """A clean stop: the heartbeat goes, the run ends now (after a beat under way)."""
+        self._ended = True
+        async with self._writing:
+            self.run_row = replace(self.run_row, last_seen=utcnow())
+            try:
+                await self._store.end_beat(self.run_row)
+            except StoreError as exc:
+                log.warning("removing the heartbeat failed", extra={"error": str(exc)})
