@@ -15,6 +15,11 @@ Workloads (registered in :mod:`benchmarks.scale` beside the retention ones):
   repositories); figures: ``wfsched deploy`` time, start-up time (process start to ``/health``
   answering 200, which it does once every trigger is started) and RSS per workflow once ready
   (over the daemon with one workflow).
+
+Each fleet is deployed once; then every fleet of a workload is served in turn, A B C, C B A,
+… (five sessions each, ``--quick`` one), each session a fresh ``wfsched serve`` warmed up by
+2 s of load before the measured 10 s (``--quick``: 1 s, 2 s); the figures are the sessions'
+medians. One 10 s run per fleet moved ±5-10 % between runs, as much as a 0.9x target allows.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from benchmarks import _ingress_servers as srv
 from benchmarks.harness import Row, compare
-from benchmarks.ingress import BODY, _lua, wrk
+from benchmarks.ingress import BODY, _lua, _order, wrk
 from wfsched.triggers.webhook.auth import sign_hmac_sha256_hex
 
 SUITE = "scale"
@@ -126,36 +133,106 @@ def wrk_at(port: int, seconds: float, lua: Path, path: str) -> dict[str, float]:
         srv.PATH = saved
 
 
-def _webhook_run(n: int, seconds: float) -> dict[str, float]:
-    workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-fleet-"))
-    try:
-        port = srv.free_port()
-        env = srv.wfsched_env(f"sqlite:///{workdir}/wfsched.db", port, workdir)
-        others = [{"id": f"fleet-{i}", "triggers": [{"type": "webhook"}]} for i in range(n - 1)]
-        _write_specs(workdir / "specs", [_BENCH_HOOK, *others])
-        deploy_s = _deploy(workdir, env, workdir / "specs")
-        server, startup_s = _serve(workdir, env)
-        try:
-            rss = _rss_kib(server.proc.pid)
-            figures = _loaded(server, seconds, _lua(workdir), srv.PATH)
-        finally:
-            server.stop()
-        return {**figures, "rss_kib": rss, "deploy_s": deploy_s, "startup_s": startup_s}
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+@dataclass(frozen=True)
+class _Fleet:
+    """A store with its workflows deployed, ready for ``wfsched serve`` sessions."""
+
+    workdir: Path
+    env: dict[str, str]
+    deploy_s: float
+
+    def _files(self, folder: Path) -> list[Path]:
+        return sorted(folder.glob("wfsched.db*"))
+
+    def keep(self) -> None:
+        """Keep the store as deployed (the database and its WAL files)."""
+        (self.workdir / "deployed").mkdir()
+        for path in self._files(self.workdir):
+            shutil.copy2(path, self.workdir / "deployed" / path.name)
+
+    def restore(self) -> None:
+        """Back to the store as deployed: each session starts without the events of the
+        sessions before it."""
+        for path in self._files(self.workdir):
+            path.unlink()
+        for path in self._files(self.workdir / "deployed"):
+            shutil.copy2(path, self.workdir / path.name)
 
 
-def _seconds(quick: bool) -> float:
-    return 2.0 if quick else 10.0
+def _fleet(root: Path, name: str, documents: list[dict[str, Any]]) -> _Fleet:
+    workdir = root / name
+    workdir.mkdir()
+    env = srv.wfsched_env(f"sqlite:///{workdir}/wfsched.db", srv.free_port(), workdir)
+    env["GITHUB_WEBHOOK_SECRET"] = GITHUB_SECRET
+    _write_specs(workdir / "specs", documents)
+    fleet = _Fleet(workdir, env, _deploy(workdir, env, workdir / "specs"))
+    fleet.keep()
+    return fleet
 
 
-def webhook_fleet(quick: bool, one: dict[str, float] | None = None) -> Iterator[Row]:
-    """``one``: the run with one workflow deployed, if already made."""
+Measure = Callable[[srv.Server], dict[str, float]]
+
+
+def _sessions(
+    fleets: dict[str, _Fleet], runs: int, measure: Measure
+) -> dict[str, dict[str, float]]:
+    """Serve every fleet ``runs`` times, alternating A B C, C B A (drift over the whole run
+    cancels out), each time from its store as deployed; each session's figures are ``measure``'s plus ``startup_s``; return each
+    fleet's medians."""
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in fleets}
+    for i in range(runs):
+        for name in _order(list(fleets), i):
+            fleet = fleets[name]
+            fleet.restore()
+            server, startup_s = _serve(fleet.workdir, fleet.env)
+            try:
+                results[name].append({**measure(server), "startup_s": startup_s})
+            finally:
+                server.stop()
+    return {
+        name: {key: median(r[key] for r in got) for key in got[0]} for name, got in results.items()
+    }
+
+
+def _runs(quick: bool) -> tuple[int, float, float]:
+    """Sessions per fleet, measured seconds and warm-up seconds per session."""
+    return (1, 2.0, 1.0) if quick else (5, 10.0, 2.0)
+
+
+def _load(lua: Callable[[Path], Path], path: str, quick: bool) -> Measure:
+    """A session: its RSS once ready, a warm-up, then the measured load on ``path``."""
+    _, seconds, warm = _runs(quick)
+
+    def measure(server: srv.Server) -> dict[str, float]:
+        rss = _rss_kib(server.proc.pid)
+        script = lua(server.workdir)
+        wrk_at(server.port, warm, script, path)
+        return {**_loaded(server, seconds, script, path), "rss_kib": rss}
+
+    return measure
+
+
+def _webhooks(n: int) -> list[dict[str, Any]]:
+    """The bench webhook workflow and n - 1 others."""
+    others = [{"id": f"fleet-{i}", "triggers": [{"type": "webhook"}]} for i in range(n - 1)]
+    return [_BENCH_HOOK, *others]
+
+
+def webhook_fleets(quick: bool) -> dict[int, dict[str, float]]:
+    """The medians of each fleet size's sessions (N = 1 first: every ratio's baseline)."""
     sizes = (1, 2_000) if quick else (1, 10_000, 100_000)
-    runs = {n: _webhook_run(n, _seconds(quick)) for n in sizes[1:]}
-    one = one or _webhook_run(1, _seconds(quick))
-    for n in sizes[1:]:
-        got = runs[n]
+    with tempfile.TemporaryDirectory(prefix="wfsched-bench-fleet-") as tmp:
+        fleets = {str(n): _fleet(Path(tmp), f"n{n}", _webhooks(n)) for n in sizes}
+        got = _sessions(fleets, _runs(quick)[0], _load(_lua, srv.PATH, quick))
+        return {n: {**got[str(n)], "deploy_s": fleets[str(n)].deploy_s} for n in sizes}
+
+
+def webhook_fleet(runs: dict[int, dict[str, float]]) -> Iterator[Row]:
+    """The rows of ``webhook_fleets``' medians."""
+    one = runs[1]
+    for n, got in runs.items():
+        if n == 1:
+            continue
         workload = f"webhook, {n} webhook workflows"
         yield compare(
             SUITE, workload, n, "requests_per_s", "req/s", got["rps"], "1 deployed", one["rps"],
@@ -209,37 +286,6 @@ def _push_body() -> bytes:
     ).encode()
 
 
-def _github_run(others: int, repositories: int, seconds: float) -> dict[str, float]:
-    workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-github-"))
-    try:
-        port = srv.free_port()
-        env = srv.wfsched_env(f"sqlite:///{workdir}/wfsched.db", port, workdir)
-        env["GITHUB_WEBHOOK_SECRET"] = GITHUB_SECRET
-        documents = [
-            _BENCH_HOOK,  # (what ``_serve`` waits for)
-            {"id": "target", "triggers": [{"type": "github", "repository": GITHUB_REPO}]},
-        ]
-        documents += [
-            {
-                "id": f"gh-{i}",
-                "triggers": [{"type": "github", "repository": f"org/repo-{i % repositories}"}],
-            }
-            for i in range(others)
-        ]
-        _write_specs(workdir / "specs", documents)
-        _deploy(workdir, env, workdir / "specs")
-        server, _ = _serve(workdir, env)
-        try:
-            path = "/api/v1/public/webhooks/github"
-            # The first delivery waits for the triggers to settle; then the load.
-            _wait_github(port, path)
-            return _loaded(server, seconds, _github_lua(workdir), path)
-        finally:
-            server.stop()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def _wait_github(port: int, path: str) -> None:
     import urllib.request
 
@@ -266,10 +312,30 @@ def _wait_github(port: int, path: str) -> None:
 
 
 def github_fleet(quick: bool) -> Iterator[Row]:
+    """A delivery to one github workflow's repository, alone and beside many others."""
     others, repositories = (1_000, 100) if quick else (10_000, 1_000)
-    seconds = _seconds(quick)
-    one = _github_run(0, 1, seconds)
-    many = _github_run(others, repositories, seconds)
+    target = [
+        _BENCH_HOOK,  # (what ``_serve`` waits for)
+        {"id": "target", "triggers": [{"type": "github", "repository": GITHUB_REPO}]},
+    ]
+    crowd = [
+        {"id": f"gh-{i}", "triggers": [{"type": "github", "repository": f"org/repo-{i % repositories}"}]}
+        for i in range(others)
+    ]  # fmt: skip
+    path = "/api/v1/public/webhooks/github"
+    load = _load(_github_lua, path, quick)
+
+    def measure(server: srv.Server) -> dict[str, float]:
+        _wait_github(server.port, path)  # the first delivery waits for the triggers to settle
+        return load(server)
+
+    with tempfile.TemporaryDirectory(prefix="wfsched-bench-github-") as tmp:
+        fleets = {
+            "one": _fleet(Path(tmp), "one", target),
+            "many": _fleet(Path(tmp), "many", target + crowd),
+        }
+        got = _sessions(fleets, _runs(quick)[0], measure)
+    one, many = got["one"], got["many"]
     workload = f"github, {others} workflows over {repositories} repos"
     yield compare(
         SUITE, workload, others, "requests_per_s", "req/s", many["rps"], "1 deployed", one["rps"],
@@ -294,42 +360,29 @@ def _mixed(i: int) -> dict[str, Any]:
     return {"id": f"mixed-{i:06d}", "triggers": [trigger]}
 
 
-def _mixed_run(n: int) -> dict[str, float]:
-    workdir = Path(tempfile.mkdtemp(prefix="wfsched-bench-mixed-"))
-    try:
-        port = srv.free_port()
-        env = srv.wfsched_env(f"sqlite:///{workdir}/wfsched.db", port, workdir)
-        env["GITHUB_WEBHOOK_SECRET"] = GITHUB_SECRET
-        _write_specs(workdir / "specs", [_mixed(i) for i in range(n)])
-        deploy_s = _deploy(workdir, env, workdir / "specs")
-        server, startup_s = _serve(workdir, env, health=True)
+def mixed_startup(quick: bool, one_rss_kib: float) -> Iterator[Row]:
+    """``one_rss_kib``: the RSS of a daemon with one workflow deployed (the baseline)."""
+    n = 1_000 if quick else 100_000
+    with tempfile.TemporaryDirectory(prefix="wfsched-bench-mixed-") as tmp:
+        fleet = _fleet(Path(tmp), "mixed", [_mixed(i) for i in range(n)])
+        server, startup_s = _serve(fleet.workdir, fleet.env, health=True)
         try:
             rss = _rss_kib(server.proc.pid)
         finally:
             server.stop()
-        return {"rss_kib": rss, "deploy_s": deploy_s, "startup_s": startup_s}
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def mixed_startup(quick: bool, one: dict[str, float] | None = None) -> Iterator[Row]:
-    """``one``: a daemon with one workflow deployed (its RSS is the baseline), if already run."""
-    n = 1_000 if quick else 100_000
-    got = _mixed_run(n)
-    one = one or _mixed_run(1)
     workload = f"start-up, {n} mixed workflows (cron, webhook, manual, github)"
-    yield Row(SUITE, "wfsched", workload, n, "deploy_time", round(got["deploy_s"], 2), "s")
-    yield Row(SUITE, "wfsched", workload, n, "startup_time", round(got["startup_s"], 2), "s")
-    per = (got["rss_kib"] - one["rss_kib"]) * 1024 / (n - 1)
+    yield Row(SUITE, "wfsched", workload, n, "deploy_time", round(fleet.deploy_s, 2), "s")
+    yield Row(SUITE, "wfsched", workload, n, "startup_time", round(startup_s, 2), "s")
+    per = (rss - one_rss_kib) * 1024 / (n - 1)
     yield Row(SUITE, "wfsched", workload, n, "rss_per_workflow", round(per), "B")
 
 
 def run(quick: bool) -> Iterator[Row]:
     """Every routing row (for :func:`benchmarks.scale.run`)."""
-    one = _webhook_run(1, _seconds(quick))  # the baseline of both webhook_fleet and RSS
-    yield from webhook_fleet(quick, one)
+    fleets = webhook_fleets(quick)
+    yield from webhook_fleet(fleets)
     yield from github_fleet(quick)
-    yield from mixed_startup(quick, one)
+    yield from mixed_startup(quick, fleets[1]["rss_kib"])
 
 
 if __name__ == "__main__":  # python -m benchmarks.scale_routing [--quick]: these rows alone
