@@ -358,7 +358,9 @@ def _rows(results: dict[str, list[dict[str, Any]]], rates: dict[str, int]) -> It
             continue
         workload = f"hmac-webhook-{name}"
         cpu, rps, p99 = _med(runs, "cpu_us"), _med(runs, "rps"), _med(runs, "rate_p99_ms")
-        against = [("bare-starlette", bare_cpu, ceiling, bare_p99)]
+        against: list[tuple[str, float, float, float | None]] = [
+            ("bare-starlette", bare_cpu, ceiling, bare_p99)
+        ]
         if name in FLOOR and results.get(FLOOR[name]):
             # The minimal equivalent of the same work on the same stack and store.
             floor = results[FLOOR[name]]

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
 
@@ -33,12 +33,16 @@ def free_port() -> int:
 
 
 def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | Literal[False] | None],
     timeout: float = 10.0,
     interval: float = 0.05,
     message: str = "condition",
 ) -> T:
-    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds.
+
+    The value returned is the predicate's truthy one, typed without the ``False`` and ``None``
+    a predicate such as ``lambda: (r := get()).ok and r`` answers while it does not hold yet.
+    """
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar, overload
 
 import anyio
 
@@ -67,10 +67,30 @@ def mail(
     return msg.as_bytes(policy=SMTP)
 
 
+@overload
 async def eventually(
-    probe: Callable[[], Awaitable[T] | T], timeout: float = 10.0, message: str = "condition"
-) -> T:
-    """Poll a probe (sync or async) until it returns something truthy; fail after ``timeout``."""
+    probe: Callable[[], Awaitable[T | Literal[False] | None]],
+    timeout: float = 10.0,
+    message: str = "condition",
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T | Literal[False] | None],
+    timeout: float = 10.0,
+    message: str = "condition",
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], Any], timeout: float = 10.0, message: str = "condition"
+) -> Any:
+    """Poll a probe (sync or async) until it returns something truthy; fail after ``timeout``.
+
+    The value returned is the probe's truthy one (awaited if the probe is async), typed
+    without the ``False`` and ``None`` it answers while the condition does not hold yet.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -78,7 +98,7 @@ async def eventually(
         if inspect.isawaitable(last):
             last = await last
         if last:
-            return last  # type: ignore[no-any-return]
+            return last
         await anyio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
 

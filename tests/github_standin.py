@@ -499,7 +499,7 @@ class GitHubStandIn:
             return [a for a in self.attempts if a["guid"] == guid]
 
     # --- lifetime ------------------------------------------------------------------------
-    def start(self) -> GitHubStandIn:
+    def start(self) -> Self:
         port = free_port()
         config = uvicorn.Config(
             self.app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"

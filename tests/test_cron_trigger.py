@@ -44,8 +44,14 @@ def instance(tmp_path: Path, zone: str = "UTC", **trigger: Any) -> CronTrigger:
     config = tmp_path / "wfsched.toml"
     config.write_text(f'[scheduler]\ntimezone = "{zone}"\n')
     settings = load_settings(str(config), environ={})
+    # Deliberately no store and no recorder: the trigger is built, never started.
     trigger_obj, _ = build_trigger(
-        REGISTRY, "nightly-report", parse(**trigger), store=None, recorder=None, settings=settings
+        REGISTRY,
+        "nightly-report",
+        parse(**trigger),
+        store=None,  # type: ignore[arg-type]
+        recorder=None,  # type: ignore[arg-type]
+        settings=settings,
     )
     assert isinstance(trigger_obj, CronTrigger)
     return trigger_obj

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,7 +103,7 @@ def test_sigkill_and_restart_lose_nothing_and_dispatch_once(tmp_path: Path) -> N
         )
         lines = d.log_lines()
 
-        def sent(part: list[dict[str, object]]) -> list[object]:
+        def sent(part: list[dict[str, Any]]) -> list[str]:
             return [
                 ln["execution_id"]
                 for ln in part

@@ -36,7 +36,7 @@ def imported_libraries() -> dict[str, str]:
 def declared_distributions() -> set[str]:
     """The declared dependencies (and the otel extra), with what their requested extras add."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = set()
+    declared: set[str] = set()
     for line in [*project["dependencies"], *project["optional-dependencies"]["otel"]]:
         requirement = Requirement(line)
         declared.add(canonicalize_name(requirement.name))

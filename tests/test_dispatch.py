@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import anyio
 import pytest
@@ -60,10 +60,33 @@ async def record(store: Any, n: int = 1, **kw: Any) -> list[TriggerEvent]:
     return [e for e, _ in await store.record([new_event(**kw) for _ in range(n)])]
 
 
+T = TypeVar("T")
+
+
+@overload
+async def until(
+    predicate: Callable[[], Awaitable[T | Literal[False] | None]],
+    timeout: float = 10.0,
+    what: str = "condition",
+) -> T: ...
+
+
+@overload
+async def until(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float = 10.0,
+    what: str = "condition",
+) -> T: ...
+
+
 async def until(
     predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
 ) -> Any:
-    """Poll a predicate (plain or async) until truthy; fail after ``timeout`` seconds."""
+    """Poll a predicate (plain or async) until truthy; fail after ``timeout`` seconds.
+
+    The value returned is the predicate's truthy one (awaited if the predicate is async), typed
+    without the ``False`` and ``None`` it answers while the condition does not hold yet.
+    """
     with anyio.move_on_after(timeout):
         while True:
             value = predicate()
@@ -169,7 +192,12 @@ async def test_events_recorded_in_the_daemon_go_to_its_dispatcher_without_a_clai
     d = dispatcher(counting, engine.url, max_workers=3)
     leases: list[Claim | None] = []
     lease = d.lease
-    d.lease = lambda events: leases.append(lease(events)) or leases[-1]  # type: ignore[method-assign]
+
+    def recording_lease(events: Sequence[NewEvent]) -> Claim | None:
+        leases.append(lease(events))
+        return leases[-1]
+
+    d.lease = recording_lease  # type: ignore[method-assign]
     # More events than the dispatcher has room for: the rest it claims from the store.
     final = await fire_and_settle(store, d, counting, 20)
     [claim] = leases

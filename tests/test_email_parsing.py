@@ -283,6 +283,12 @@ def test_it_stores_attachments_inside_their_directory_whatever_the_name(tmp_path
 
 
 # cursor -------------------------------------------------------------------------------------
+def position(cursor: Cursor) -> tuple[int, int | None]:
+    """``(last_uid, unseen_until)`` of the cursor, read as it is now (after a call that moved it;
+    not as a test's own assignment before that call left it)."""
+    return cursor.last_uid, cursor.unseen_until
+
+
 def test_its_cursor_round_trips_and_ignores_another_mailbox() -> None:
     cursor = Cursor("u@h:1/INBOX", 5, last_uid=9, unseen_until=3, horizon=1.5)
     cursor.remember("<a@b>", 2.0)
@@ -300,4 +306,4 @@ def test_its_cursor_forgets_the_oldest_and_moves_the_horizon_past_them() -> None
     assert cursor.knows(f"<{RECENT_MAX + 4}@x>") and not cursor.knows("<0@x>")
     cursor.unseen_until = 10
     cursor.advance(12)
-    assert (cursor.last_uid, cursor.unseen_until) == (12, None)
+    assert position(cursor) == (12, None)

@@ -74,7 +74,7 @@ def test_the_defaults_are_64_kib_10_s_30_s_and_max_connections() -> None:
 
     limits = HttpLimits.from_settings(configure(None, environ={}).settings)
     assert limits == HttpLimits(
-        max_header_bytes=64 * 1024, header_timeout=10.0, keep_alive=30.0, max_connections=1000
+        max_header_bytes=64 * 1024, header_timeout=10.0, keep_alive=30, max_connections=1000
     )
     assert HttpLimits.from_settings(
         configure(None, environ={"WFSCHED_MAX_CONNECTIONS": "20"}).settings

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import uvicorn
@@ -22,7 +22,7 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from tests.daemon_proc import wait_for
 from tests.uvicorn_thread import uvicorn_thread
-from wfsched.httplimits import HttpLimits, protocol_class
+from wfsched.httplimits import HttpLimits, LimitedHttpToolsProtocol, protocol_class
 from wfsched.httpwrites import HeldHead, answer_at_once
 
 BODY = b'{"status":"accepted"}'
@@ -106,9 +106,15 @@ def port_of(server: uvicorn.Server) -> int:
 
 @pytest.fixture
 def served() -> Iterator[tuple[int, App, list[bytes]]]:
-    app, writes = App(), []
+    app = App()
+    writes: list[bytes] = []
     with serve(app, writes) as server:
         yield port_of(server), app, writes
+
+
+def connections_of(server: uvicorn.Server) -> set[LimitedHttpToolsProtocol]:
+    """The server's open connections: each one of the daemon's protocol (``serve``)."""
+    return cast("set[LimitedHttpToolsProtocol]", server.server_state.connections)
 
 
 def receive_until(sock: socket.socket, marker: bytes) -> bytes:
@@ -207,7 +213,8 @@ def test_a_head_answer_then_the_connection_ending_in_the_same_turn_still_gets_it
 ) -> None:
     # A HEAD answer writes no body: its head is held to the end of the loop turn. A shutdown or
     # the keep-alive timeout closing the (idle) connection in that turn writes it first.
-    app, writes = App(), []
+    app = App()
+    writes: list[bytes] = []
     with serve(app, writes) as server:
 
         def end_connections() -> None:
@@ -223,7 +230,8 @@ def test_a_head_answer_then_the_connection_ending_in_the_same_turn_still_gets_it
 
 
 def test_a_bad_request_pipelined_after_a_head_answer_is_answered_after_it() -> None:
-    app, writes = App(), []
+    app = App()
+    writes: list[bytes] = []
     with serve(app, writes) as server:
         with socket.create_connection(("127.0.0.1", port_of(server)), timeout=5) as sock:
             sock.sendall(b"HEAD /wait HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -231,7 +239,7 @@ def test_a_bad_request_pipelined_after_a_head_answer_is_answered_after_it() -> N
             # The GET waits its turn, and the server reads nothing more meanwhile: the bad
             # request is read in the turn that answers the HEAD.
             wait_for(
-                lambda: any(c.pipeline for c in server.server_state.connections),
+                lambda: any(c.pipeline for c in connections_of(server)),
                 message="the GET queued behind the HEAD",
             )
             sock.sendall(b"NOT HTTP\r\n\r\n")

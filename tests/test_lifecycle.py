@@ -135,7 +135,7 @@ def check(answers: list[Answer], recorded: dict[str, str]) -> None:
             assert recorded.get(execution_id) == workflow_id, f"acknowledged, not recorded: {a}"
 
 
-async def until(predicate: Callable[[], bool], timeout: float, message: str) -> None:
+async def until(predicate: Callable[[], object], timeout: float, message: str) -> None:
     with anyio.move_on_after(timeout):
         while not predicate():
             await anyio.sleep(0.02)

@@ -41,8 +41,12 @@ class Sink:
         return [json.loads(line) for line in "".join(self.writes).splitlines()]
 
 
+Logged = tuple[logging.Logger, Sink, TickHandler]
+"""The ``logger`` fixture: a logger, the sink its handler writes to, and the handler."""
+
+
 @pytest.fixture
-def logger() -> Iterator[tuple[logging.Logger, Sink, TickHandler]]:
+def logger() -> Iterator[Logged]:
     sink = Sink()
     handler = TickHandler(sink)
     handler.setFormatter(JsonFormatter())
@@ -54,7 +58,7 @@ def logger() -> Iterator[tuple[logging.Logger, Sink, TickHandler]]:
     log.removeHandler(handler)
 
 
-def test_outside_an_event_loop_each_line_is_written_at_once(logger: tuple) -> None:
+def test_outside_an_event_loop_each_line_is_written_at_once(logger: Logged) -> None:
     log, sink, _ = logger
     log.info("fired", extra={"execution_id": "01ABC", "status": "pending"})
     assert len(sink.writes) == 1
@@ -63,7 +67,7 @@ def test_outside_an_event_loop_each_line_is_written_at_once(logger: tuple) -> No
     assert line["execution_id"] == "01ABC"
 
 
-def test_in_an_event_loop_the_lines_of_one_tick_go_out_in_one_write(logger: tuple) -> None:
+def test_in_an_event_loop_the_lines_of_one_tick_go_out_in_one_write(logger: Logged) -> None:
     log, sink, _ = logger
 
     async def burst() -> int:
@@ -79,7 +83,7 @@ def test_in_an_event_loop_the_lines_of_one_tick_go_out_in_one_write(logger: tupl
     assert [line["attempt"] for line in sink.lines()] == list(range(500))
 
 
-def test_flush_writes_what_waits_so_nothing_is_lost_when_the_loop_stops(logger: tuple) -> None:
+def test_flush_writes_what_waits_so_nothing_is_lost_when_the_loop_stops(logger: Logged) -> None:
     log, sink, handler = logger
 
     # The loop stops before the write it scheduled can run; logging.shutdown flushes.

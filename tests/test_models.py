@@ -8,7 +8,6 @@ from itertools import pairwise
 
 import pytest
 
-from wfsched import models
 from wfsched.models import new_execution_id
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -47,7 +46,7 @@ def test_a_forked_child_makes_ids_of_its_own(monkeypatch: pytest.MonkeyPatch) ->
     # The random bits come from a pool: a child that kept its parent's pool, or counted up
     # from its parent's last id in the same millisecond, would repeat the parent's ids.
     now = time.time_ns()
-    monkeypatch.setattr(models.time, "time_ns", lambda: now)  # every id in one millisecond
+    monkeypatch.setattr(time, "time_ns", lambda: now)  # every id in one millisecond
     new_execution_id()
     read, write = os.pipe()
     pid = os.fork()

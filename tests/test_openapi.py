@@ -164,6 +164,7 @@ def test_the_deploy_body_schema_and_the_server_agree(live: Daemon) -> None:
     schema = document()["components"]["schemas"]["WorkflowSpec"]
     url = f"{live.url}/api/v1/deployment/workflows/orders/deploy"
     auth = {"Authorization": f"Bearer {TOKEN}"}
+    body: dict[str, Any]
     for body in ({}, {"triggers": []}, {"name": "Orders", "triggers": [{"type": "manual"}]}):
         jsonschema.validate(body, schema)
         answer = httpx.put(url, json=body, headers=auth)

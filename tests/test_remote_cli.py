@@ -8,8 +8,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -58,7 +58,9 @@ def wfsched(cwd: Path, env: dict[str, str], *args: str) -> tuple[int, str, str]:
     return result.returncode, normal(result.stdout), normal(result.stderr)
 
 
-def session(run: Any, specs: Path) -> list[tuple[str, tuple[int, str, str]]]:
+def session(
+    run: Callable[..., tuple[int, str, str]], specs: Path
+) -> list[tuple[str, tuple[int, str, str]]]:
     """The command sequence both sessions run; ids of events come from the answers."""
     steps: list[tuple[str, tuple[int, str, str]]] = []
 

@@ -286,7 +286,7 @@ async def test_statuses_of_a_page_are_each_workflows_status(store: Any, tmp_path
     views = DeploymentViews(
         store=store, registry=registry, settings=load_settings(str(config), environ={})
     )
-    documents = [
+    documents: list[dict[str, Any]] = [
         {"id": "a", "triggers": [{"type": "cron", "id": "c", "cron": "* * * * *"}]},
         {"id": "b", "triggers": [{"type": "manual", "id": "m"}, {"type": "manual", "id": "n"}]},
         {"id": "c", "triggers": []},

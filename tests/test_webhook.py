@@ -26,9 +26,10 @@ from tests.conftest import PG_DSN, backend_missing
 from tests.daemon_proc import Daemon, wait_for
 from tests.tcpproxy import TcpProxy
 from wfsched.errors import SpecError
+from wfsched.httpjson import BadBody
 from wfsched.triggers.webhook import TokenBucket, WebhookTrigger
 from wfsched.triggers.webhook.auth import sign_hmac_sha256_hex, sign_standard_webhooks
-from wfsched.triggers.webhook.payload import BadBody, decode_body
+from wfsched.triggers.webhook.payload import decode_body
 
 # GitHub's documented example ("Validating webhook deliveries").
 GH_SECRET = "It's a Secret to Everybody"
@@ -661,7 +662,9 @@ def test_it_records_on_postgres_and_answers_503_when_it_is_unreachable(
     from psycopg.conninfo import conninfo_to_dict
 
     params = conninfo_to_dict(PG_DSN)
-    with TcpProxy(str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))) as proxy:
+    port = params.get("port", 5432)
+    assert port is not None
+    with TcpProxy(str(params.get("host", "127.0.0.1")), int(port)) as proxy:
         url = (
             f"postgresql://{params.get('user', 'postgres')}@127.0.0.1:{proxy.port}/"
             f"{params.get('dbname', 'test')}?options=-csearch_path%3D{pg_schema}"
@@ -695,7 +698,8 @@ def test_it_records_on_postgres_and_answers_503_when_it_is_unreachable(
 
 def _answers(sock: socket.socket, count: int) -> list[bytes]:
     """``count`` whole answers (head and Content-Length body) read off a raw connection."""
-    data, answers = b"", []
+    data = b""
+    answers: list[bytes] = []
     while len(answers) < count:
         chunk = sock.recv(65536)
         if not chunk:
