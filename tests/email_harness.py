@@ -7,21 +7,21 @@ events land in the store.
 
 from __future__ import annotations
 
-import inspect
 import select
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP
 from pathlib import Path
-from typing import Any, Literal, Self, TypeVar, overload
+from typing import Any, Self, TypeVar
 
 import anyio
 
+from tests.polling import eventually
 from wfsched.deployments import DeploymentService
 from wfsched.locks import LocalLocks
 from wfsched.manager import TriggerManager
@@ -65,42 +65,6 @@ def mail(
         maintype, subtype = ctype.split("/", 1)
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     return msg.as_bytes(policy=SMTP)
-
-
-@overload
-async def eventually(
-    probe: Callable[[], Awaitable[T | Literal[False] | None]],
-    timeout: float = 10.0,
-    message: str = "condition",
-) -> T: ...
-
-
-@overload
-async def eventually(
-    probe: Callable[[], T | Literal[False] | None],
-    timeout: float = 10.0,
-    message: str = "condition",
-) -> T: ...
-
-
-async def eventually(
-    probe: Callable[[], Any], timeout: float = 10.0, message: str = "condition"
-) -> Any:
-    """Poll a probe (sync or async) until it returns something truthy; fail after ``timeout``.
-
-    The value returned is the probe's truthy one (awaited if the probe is async), typed
-    without the ``False`` and ``None`` it answers while the condition does not hold yet.
-    """
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if inspect.isawaitable(last):
-            last = await last
-        if last:
-            return last
-        await anyio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
 
 
 @dataclass

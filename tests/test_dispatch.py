@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any, Literal, TypeVar, overload
+from typing import Any
 
 import anyio
 import pytest
 
 from tests.daemon_proc import free_port
 from tests.engine_app import Engine, Reply
+from tests.polling import eventually
 from wfsched.backends import open_store
 from wfsched.dispatch import Dispatcher, DispatchError, LogSender, backoff
 from wfsched.dispatch.engine import (
@@ -60,50 +60,12 @@ async def record(store: Any, n: int = 1, **kw: Any) -> list[TriggerEvent]:
     return [e for e, _ in await store.record([new_event(**kw) for _ in range(n)])]
 
 
-T = TypeVar("T")
-
-
-@overload
-async def until(
-    predicate: Callable[[], Awaitable[T | Literal[False] | None]],
-    timeout: float = 10.0,
-    what: str = "condition",
-) -> T: ...
-
-
-@overload
-async def until(
-    predicate: Callable[[], T | Literal[False] | None],
-    timeout: float = 10.0,
-    what: str = "condition",
-) -> T: ...
-
-
-async def until(
-    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll a predicate (plain or async) until truthy; fail after ``timeout`` seconds.
-
-    The value returned is the predicate's truthy one (awaited if the predicate is async), typed
-    without the ``False`` and ``None`` it answers while the condition does not hold yet.
-    """
-    with anyio.move_on_after(timeout):
-        while True:
-            value = predicate()
-            if inspect.isawaitable(value):
-                value = await value
-            if value:
-                return value
-            await anyio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 async def settled(store: Any, execution_id: str, timeout: float = 10.0) -> TriggerEvent:
     async def done() -> TriggerEvent | None:
         event: TriggerEvent = await store.get_event(execution_id)
         return event if event.status != "pending" else None
 
-    result: TriggerEvent = await until(done, timeout, f"event {execution_id} to settle")
+    result: TriggerEvent = await eventually(done, timeout, f"event {execution_id} to settle")
     return result
 
 
@@ -236,7 +198,7 @@ async def test_a_reserved_event_is_renewed_before_it_is_sent_unless_claimed_sinc
         got: list[TriggerEvent] = await store.claim("other", 1, 60, utcnow())
         return got
 
-    [theirs] = await until(taken, what="a lapsed lease to be claimed by another dispatcher")
+    [theirs] = await eventually(taken, what="a lapsed lease to be claimed by another dispatcher")
     assert theirs.execution_id == first.execution_id
     ours = [e.execution_id for e in events if e.execution_id != theirs.execution_id]
     async with running(d):
@@ -394,7 +356,7 @@ async def test_it_retries_while_the_engine_is_down_and_delivers_when_it_is_up(st
             got = await store.get_event(event.execution_id)
             return bool(got.attempts >= 2)
 
-        await until(failed_twice, what="two failed attempts")
+        await eventually(failed_twice, what="two failed attempts")
         pending = await store.get_event(event.execution_id)
         assert pending.status == "pending"
         assert pending.last_error is not None
@@ -416,7 +378,7 @@ async def test_it_keeps_at_most_max_workers_in_flight(store: Any, engine: Engine
     d = dispatcher(store, engine.url, max_workers=4)
     async with running(d):
         d.wake()
-        await until(lambda: _count(store, "dispatched", 24), what="24 dispatched")
+        await eventually(lambda: _count(store, "dispatched", 24), what="24 dispatched")
     assert engine.max_in_flight == 4
     assert sorted(engine.distinct_keys()) == sorted(e.execution_id for e in events)
 
@@ -432,7 +394,7 @@ async def test_it_claims_no_more_than_it_can_send_while_the_engine_is_slow(
     with caplog.at_level(logging.WARNING, logger="wfsched.dispatch"):
         async with running(d):
             d.wake()
-            await until(lambda: _count(store, "dispatched", 8), what="8 dispatched")
+            await eventually(lambda: _count(store, "dispatched", 8), what="8 dispatched")
     assert engine.max_in_flight == 2
     assert sorted(engine.keys()) == sorted(e.execution_id for e in events)
     assert not [r for r in caplog.records if "too old" in r.getMessage()]
@@ -574,7 +536,7 @@ async def test_it_redelivers_after_the_claim_of_a_dead_dispatcher_expires(
     [event] = await record(store)
     first = dispatcher(store, engine.url, claim_ttl=0.5, timeout=30.0)
     async with running(first):
-        await until(lambda: _received(engine, 1), what="the first attempt")
+        await eventually(lambda: _received(engine, 1), what="the first attempt")
     # ``first`` is gone without writing an outcome, as if SIGKILLed mid-request.
     assert (await store.get_event(event.execution_id)).status == "pending"
     async with running(dispatcher(store, engine.url, poll_interval=0.05)):
@@ -607,7 +569,7 @@ async def test_two_dispatchers_on_postgres_never_share_an_event(
         ]
         counts = [_Counting(d) for d in ds]
         async with running(ds[0]), running(ds[1]):
-            await until(lambda: _count(stores[0], "dispatched", 150), 30, "150 dispatched")
+            await eventually(lambda: _count(stores[0], "dispatched", 150), 30, "150 dispatched")
     finally:
         for s in stores:
             await s.close()
@@ -728,7 +690,7 @@ async def test_settled_outcomes_are_written_between_batches(store: Any) -> None:
         recorder.start(tg)
         for batch in range(1, 4):
             results = await recorder.record([new_event() for _ in range(4)])
-            await until(lambda: view.finished == batch, 5.0, "the batch's outcomes")  # noqa: B023
+            await eventually(lambda: view.finished == batch, 5.0, "the batch's outcomes")  # noqa: B023
             rows = {e.execution_id: e for e in await store.history(limit=-1)}
             assert {rows[e.execution_id].status for e, _ in results} == {"dispatched"}
         tg.cancel_scope.cancel()
@@ -768,7 +730,7 @@ async def test_settled_outcomes_whose_write_is_cancelled_go_back_to_the_finisher
     async with anyio.create_task_group() as tg:
         recorder.start(tg)
         results = await recorder.record([new_event() for _ in range(3)])
-        await until(lambda: view.started == 1, 5.0, "the settled outcomes' write")
+        await eventually(lambda: view.started == 1, 5.0, "the settled outcomes' write")
         tg.cancel_scope.cancel()
     assert {o.execution_id for o in d._settled} == {e.execution_id for e, _ in results}
     await store.finish(d.owner, d._settled)  # what the finisher would write

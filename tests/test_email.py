@@ -19,7 +19,8 @@ from tests.dovecot import (  # noqa: F401 - fixture `dovecot`
     dovecot_fixture,
     private_dovecot,
 )
-from tests.email_harness import FreezingProxy, Harness, email_spec, eventually, mail, running
+from tests.email_harness import FreezingProxy, Harness, email_spec, mail, running
+from tests.polling import eventually
 from wfsched.locks import LocalLocks
 from wfsched.triggers.email.hub import Hub
 from wfsched.triggers.email.options import Endpoint, Tuning

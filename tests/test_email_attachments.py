@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.dovecot import Dovecot, dovecot_fixture  # noqa: F401 - fixture `dovecot`
-from tests.email_harness import email_spec, eventually, mail, running
+from tests.email_harness import email_spec, mail, running
+from tests.polling import eventually
 from wfsched.triggers.email import message as _imap_message
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]

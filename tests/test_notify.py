@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.daemon_proc import free_port
-from tests.test_dispatch import record, running, settled, until
+from tests.polling import eventually
+from tests.test_dispatch import record, running, settled
 from wfsched.checks import run_checks
 from wfsched.dispatch import Dispatcher, DispatchError, event_document
 from wfsched.dispatch.notify import NotifySender, SmtpTarget
@@ -167,7 +168,7 @@ async def test_it_retries_while_smtp_is_down_and_delivers_once_it_is_up(
         async def failed_twice() -> bool:
             return bool((await store.get_event(event.execution_id)).attempts >= 2)
 
-        await until(failed_twice, what="two failed attempts")
+        await eventually(failed_twice, what="two failed attempts")
         pending = await store.get_event(event.execution_id)
         assert pending.status == "pending"
         assert pending.last_error is not None
@@ -204,7 +205,7 @@ async def test_it_fails_on_550_and_retries_on_451(
                 got = await store.get_event(deferred.execution_id)
                 return bool(got.attempts >= 2 and got.status == "pending")
 
-            await until(retried, what="a retried 451")
+            await eventually(retried, what="a retried 451")
             mailbox.refuse = None
             assert (await settled(store, deferred.execution_id)).status == "dispatched"
     finally:
