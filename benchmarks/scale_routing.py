@@ -141,7 +141,8 @@ class _Fleet:
     env: dict[str, str]
     deploy_s: float
 
-    def _files(self, folder: Path) -> list[Path]:
+    @staticmethod
+    def _files(folder: Path) -> list[Path]:
         return sorted(folder.glob("wfsched.db*"))
 
     def keep(self) -> None:
@@ -177,8 +178,8 @@ def _sessions(
     fleets: dict[str, _Fleet], runs: int, measure: Measure
 ) -> dict[str, dict[str, float]]:
     """Serve every fleet ``runs`` times, alternating A B C, C B A (drift over the whole run
-    cancels out), each time from its store as deployed; each session's figures are ``measure``'s plus ``startup_s``; return each
-    fleet's medians."""
+    cancels out), each time from its store as deployed; each session's figures are
+    ``measure``'s plus ``startup_s``. Return each fleet's medians."""
     results: dict[str, list[dict[str, float]]] = {name: [] for name in fleets}
     for i in range(runs):
         for name in _order(list(fleets), i):
