@@ -238,8 +238,11 @@ async def test_it_survives_kicked_sessions_without_loss_double_or_leaked_session
             dovecot.kick(user)
             dovecot.save(user, mail(f"after kick {i}"))
 
+            # Back in session and synced: a session kicked before its first sync counts as a
+            # failed attempt, and failures in a row back off (up to 16 s at the fifth).
             async def reconnected(before: int = connects) -> bool:
-                return bool(h.describe("wf")["connects"] > before)
+                info = h.describe("wf")
+                return bool(info["connects"] > before and info.get("state") == "idle")
 
             await eventually(reconnected, 10, f"reconnect after kick {i}")
         events = await h.wait_events("wf", 2 * kicks, timeout=15)
